@@ -1,0 +1,70 @@
+// A small HTTP/1.1 server on a unix socket: GET only, one request per connection, bounded
+// request size and read time. Its accept thread only calls the handler it was given.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <variant>
+
+namespace netlens {
+
+struct http_request {
+  std::string method;
+  std::string path;
+  std::map<std::string, std::string> query;
+};
+
+struct http_response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+};
+
+// Parses "GET /path?a=b HTTP/1.1\r\n...". Returns an error text for anything else.
+std::variant<http_request, std::string> parse_http_request(const std::string& head);
+
+class http_server {
+public:
+  using handler = std::function<http_response(const http_request&)>;
+
+  // Binds the socket (mode 0600, parent dir created 0700 if missing). Refuses when another
+  // server answers on the path; removes a stale socket file left by a dead process.
+  static std::variant<std::unique_ptr<http_server>, std::string> bind(const std::string& path,
+                                                                       handler h);
+  ~http_server();
+  void start();
+  // Stops accepting, joins the thread, removes the socket file. Idempotent.
+  void stop();
+  uint64_t requests() const { return requests_.load(); }
+
+private:
+  http_server() = default;
+  void serve();
+  void handle(int fd);
+
+  std::string path_;
+  handler handler_;
+  int listen_fd_ = -1;
+  int wake_pipe_[2] = {-1, -1};
+  std::thread thread_;
+  std::atomic<bool> running_{false};
+  std::atomic<uint64_t> requests_{0};
+};
+
+// Client side, for the CLI and tests: one GET, returns status and body or an error text.
+struct http_result {
+  int status = 0;
+  std::string body;
+};
+std::variant<http_result, std::string> http_get_unix(const std::string& socket_path,
+                                                     const std::string& target,
+                                                     int timeout_ms = 10000);
+
+// True when something accepts connections on the unix socket path.
+bool unix_socket_answers(const std::string& path);
+
+} // namespace netlens

@@ -1,0 +1,50 @@
+#include "actors/compact_ticker/compact_ticker_actor.hpp"
+
+#include <caf/typed_event_based_actor.hpp>
+
+namespace netlens {
+
+compact_ticker_actor::behavior_type
+compact_ticker_fn(compact_ticker_actor::stateful_pointer<compact_ticker_state> self,
+                  tracer_actor tracer, std::chrono::milliseconds interval) {
+  self->state.tracer = tracer;
+  self->state.interval = interval;
+  return {
+      [=](init_atom) {
+        ++self->state.handled;
+        self->delayed_send(self, self->state.interval, tick_atom::value);
+        return caf::ok_atom::value;
+      },
+      [=](tick_atom) {
+        auto& st = self->state;
+        ++st.handled;
+        if (st.stopped)
+          return; // a tick already in flight when stop came: swallowed, not re-armed
+        ++st.ticks;
+        self->send(st.tracer, expire_atom::value);
+        self->delayed_send(self, st.interval, tick_atom::value);
+      },
+      [=](stop_atom) {
+        ++self->state.handled;
+        self->state.stopped = true;
+        return caf::ok_atom::value;
+      },
+      [=](purge_atom) {
+        ++self->state.handled;
+        return caf::ok_atom::value;
+      },
+      [=](stats_atom) {
+        auto& st = self->state;
+        ++st.handled;
+        actor_stats s;
+        s.name = "compact_ticker";
+        s.state = st.stopped ? "stopped" : "running";
+        s.messages_handled = st.handled;
+        s.counters = {{"ticks", st.ticks},
+                      {"interval_ms", static_cast<uint64_t>(st.interval.count())}};
+        return s;
+      },
+  };
+}
+
+} // namespace netlens

@@ -1,0 +1,65 @@
+// Reads closed-connection records from the tracer's ring buffer or perf buffer on a thread of
+// its own, decodes them and hands them out in batches. No CAF: the actor gives it a sink.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "messages/types.hpp"
+
+struct ring_buffer;
+struct perf_buffer;
+
+namespace netlens {
+
+struct closed_reader_stats {
+  uint64_t records = 0;   // decoded and handed out
+  uint64_t lost = 0;      // reported lost by the perf buffer
+  uint64_t malformed = 0; // rejected by the decoder
+  uint64_t batches = 0;
+};
+
+class closed_reader {
+public:
+  using sink = std::function<void(std::vector<nl_conn>&&)>;
+
+  static std::variant<std::unique_ptr<closed_reader>, std::string>
+  open(const closed_buffer_info& info, sink out);
+  ~closed_reader();
+  closed_reader(const closed_reader&) = delete;
+  closed_reader& operator=(const closed_reader&) = delete;
+
+  void start();
+  // Stops the poll thread, joins it, then drains what is left and hands it out. Idempotent.
+  void stop();
+  // Reads what is available now, on the caller's thread (only while the thread is stopped).
+  void drain();
+
+  closed_reader_stats stats() const;
+
+  // Entry points for the libbpf callbacks.
+  void on_record(const void* data, size_t size);
+  void on_lost(uint64_t count);
+
+private:
+  closed_reader() = default;
+  void poll_loop();
+  void hand_out();
+
+  sink sink_;
+  int fd_ = -1;      // our duplicate of the map fd
+  int wake_fd_ = -1; // eventfd that tells the poll thread to stop
+  ring_buffer* ring_ = nullptr;
+  perf_buffer* perf_ = nullptr;
+  std::vector<nl_conn> batch_;
+  std::thread thread_;
+  std::atomic<bool> running_{false};
+  std::atomic<uint64_t> records_{0}, lost_{0}, malformed_{0}, batches_{0};
+};
+
+} // namespace netlens

@@ -1,0 +1,74 @@
+#include "actors/perf_consumer/perf_consumer_actor.hpp"
+
+#include <chrono>
+
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <spdlog/spdlog.h>
+
+namespace netlens {
+
+perf_consumer_actor::behavior_type
+perf_consumer_fn(perf_consumer_actor::stateful_pointer<perf_consumer_state> self,
+                 tracer_actor tracer) {
+  self->state.tracer = tracer;
+  // The reader lives as long as the actor's state; its destructor joins the thread on any exit.
+  return {
+      [=](init_atom) -> caf::result<caf::ok_atom> {
+        ++self->state.handled;
+        auto rp = self->make_response_promise<caf::ok_atom>();
+        self->request(self->state.tracer, std::chrono::seconds(5), buffer_atom::value)
+            .then(
+                [=](const closed_buffer_info& info) mutable {
+                  auto target = self->state.tracer;
+                  // Runs on the poll thread: it only sends, it never touches actor state.
+                  auto opened = closed_reader::open(info, [target](std::vector<nl_conn>&& recs) {
+                    caf::anon_send(target, closed_batch{std::move(recs)});
+                  });
+                  if (auto* err = std::get_if<std::string>(&opened)) {
+                    self->state.state = "failed";
+                    rp.deliver(caf::make_error(caf::sec::runtime_error, *err));
+                    return;
+                  }
+                  self->state.reader = std::move(std::get<0>(opened));
+                  self->state.reader->start();
+                  self->state.state = "running";
+                  rp.deliver(caf::ok_atom::value);
+                },
+                [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
+      [=](flush_atom) { ++self->state.handled; },
+      [=](stop_atom) {
+        auto& st = self->state;
+        ++st.handled;
+        if (st.reader) {
+          st.reader->stop(); // joins the thread, then hands the tracer what was left
+          st.final_stats = st.reader->stats();
+          st.reader.reset();
+        }
+        st.state = "stopped";
+        return caf::ok_atom::value;
+      },
+      [=](purge_atom) {
+        ++self->state.handled;
+        return caf::ok_atom::value;
+      },
+      [=](stats_atom) {
+        auto& st = self->state;
+        ++st.handled;
+        closed_reader_stats r = st.reader ? st.reader->stats() : st.final_stats;
+        actor_stats s;
+        s.name = "perf_consumer";
+        s.state = st.state;
+        s.messages_handled = st.handled;
+        s.counters = {{"records_received", r.records},
+                      {"records_lost", r.lost},
+                      {"records_malformed", r.malformed},
+                      {"batches", r.batches}};
+        return s;
+      },
+  };
+}
+
+} // namespace netlens

@@ -1,0 +1,25 @@
+// The perf consumer actor: owns the closed_reader (buffer + poll thread) and feeds the tracer.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "actors/perf_consumer/closed_reader.hpp"
+#include "messages/interfaces.hpp"
+
+namespace netlens {
+
+struct perf_consumer_state {
+  static inline const char* name = "perf_consumer";
+  tracer_actor tracer;
+  std::unique_ptr<closed_reader> reader;
+  closed_reader_stats final_stats; // kept after the reader is gone
+  uint64_t handled = 0;
+  std::string state = "starting";
+};
+
+perf_consumer_actor::behavior_type
+perf_consumer_fn(perf_consumer_actor::stateful_pointer<perf_consumer_state> self,
+                 tracer_actor tracer);
+
+} // namespace netlens

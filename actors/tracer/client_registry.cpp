@@ -1,0 +1,115 @@
+#include "actors/tracer/client_registry.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <unordered_set>
+
+namespace netlens {
+namespace {
+
+uint64_t minus_or_zero(uint64_t now, uint64_t before) { return now > before ? now - before : 0; }
+
+conn_counters delta(const conn_counters& now, const conn_counters& before) {
+  return {minus_or_zero(now.bytes_sent, before.bytes_sent),
+          minus_or_zero(now.bytes_recv, before.bytes_recv),
+          minus_or_zero(now.packets_sent, before.packets_sent),
+          minus_or_zero(now.packets_recv, before.packets_recv),
+          minus_or_zero(now.retransmits, before.retransmits)};
+}
+
+} // namespace
+
+conn_counters counters_of(const nl_conn& c) {
+  return {c.bytes_sent, c.bytes_recv, c.packets_sent, c.packets_recv, c.retransmits};
+}
+
+void client_registry::add_closed(const nl_conn* records, size_t n) {
+  stats_.closed_received += n;
+  closed_.insert(closed_.end(), records, records + n);
+  if (closed_.size() > limits_.max_closed_buffered) {
+    size_t excess = closed_.size() - limits_.max_closed_buffered;
+    closed_.erase(closed_.begin(), closed_.begin() + static_cast<std::ptrdiff_t>(excess));
+    closed_base_seq_ += excess;
+    stats_.closed_dropped += excess;
+  }
+}
+
+void client_registry::collect(const std::string& client, const std::vector<nl_conn>& active,
+                              uint64_t now_ns, std::vector<connection_view>& out) {
+  out.clear();
+  auto [it, fresh] = clients_.try_emplace(client);
+  client_state& st = it->second;
+  if (fresh)
+    st.cursor = closed_base_seq_; // a new client sees whatever is still buffered
+  st.last_seen_ns = now_ns;
+
+  uint64_t end_seq = closed_base_seq_ + closed_.size();
+  uint64_t from = std::max(st.cursor, closed_base_seq_);
+  out.reserve(active.size() + static_cast<size_t>(end_seq - from));
+  std::unordered_set<uint64_t> closed_cookies;
+  closed_cookies.reserve(static_cast<size_t>(end_seq - from));
+  for (uint64_t seq = from; seq < end_seq; ++seq) {
+    const nl_conn& c = closed_[static_cast<size_t>(seq - closed_base_seq_)];
+    conn_counters now = counters_of(c);
+    auto prev = st.last.find(c.cookie);
+    conn_counters d = prev == st.last.end() ? now : delta(now, prev->second);
+    if (prev != st.last.end())
+      st.last.erase(prev);
+    closed_cookies.insert(c.cookie);
+    out.push_back({c, true, d});
+  }
+  st.cursor = end_seq;
+
+  // Rebuilt on every call, so connections that vanished without a closed record (lost, or
+  // expired) do not stay in the client's state forever.
+  std::unordered_map<uint64_t, conn_counters> next;
+  next.reserve(active.size());
+  for (const nl_conn& c : active) {
+    if (!closed_cookies.empty() && closed_cookies.count(c.cookie))
+      continue;
+    conn_counters now = counters_of(c);
+    auto prev = st.last.find(c.cookie);
+    conn_counters d = prev == st.last.end() ? now : delta(now, prev->second);
+    next.emplace(c.cookie, now);
+    out.push_back({c, false, d});
+  }
+  st.last.swap(next);
+  trim();
+}
+
+void client_registry::trim() {
+  if (clients_.empty())
+    return;
+  uint64_t min_cursor = std::numeric_limits<uint64_t>::max();
+  for (const auto& [name, st] : clients_)
+    min_cursor = std::min(min_cursor, st.cursor);
+  while (!closed_.empty() && closed_base_seq_ < min_cursor) {
+    closed_.pop_front();
+    ++closed_base_seq_;
+  }
+}
+
+size_t client_registry::expire_clients(uint64_t now_ns) {
+  size_t dropped = 0;
+  for (auto it = clients_.begin(); it != clients_.end();) {
+    if (now_ns - it->second.last_seen_ns > limits_.client_expiry_ns) {
+      it = clients_.erase(it);
+      ++dropped;
+    } else {
+      ++it;
+    }
+  }
+  stats_.clients_expired += dropped;
+  if (dropped)
+    trim();
+  return dropped;
+}
+
+client_registry_stats client_registry::stats() const {
+  client_registry_stats s = stats_;
+  s.clients = clients_.size();
+  s.closed_buffered = closed_.size();
+  return s;
+}
+
+} // namespace netlens

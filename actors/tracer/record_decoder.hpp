@@ -1,0 +1,21 @@
+// Turns the bytes of one closed-connection record from the kernel into an nl_conn, rejecting
+// anything malformed, and presents v4-mapped v6 addresses as v4.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "bpf/netlens_records.h"
+
+namespace netlens {
+
+enum class decode_status { ok, bad_size, bad_magic, bad_version, bad_field };
+
+const char* to_string(decode_status s);
+
+decode_status decode_closed_record(const void* data, size_t size, nl_conn& out);
+
+// A dual-stack socket talking to a v4 peer shows ::ffff:a.b.c.d; users expect a v4 flow.
+void normalize_family(nl_conn& c);
+
+} // namespace netlens

@@ -1,0 +1,147 @@
+#include "actors/tracer/tracer_actor.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "actors/common/clock.hpp"
+#include "actors/tracer/idle_expiry.hpp"
+#include "actors/tracer/record_decoder.hpp"
+
+namespace netlens {
+namespace {
+
+counter_list telemetry_of(const tracer_state& st) {
+  counter_list out;
+  if (st.clients) {
+    auto s = st.clients->stats();
+    out.emplace_back("closed_received", s.closed_received);
+    out.emplace_back("closed_dropped", s.closed_dropped);
+    out.emplace_back("closed_buffered", s.closed_buffered);
+    out.emplace_back("clients", s.clients);
+    out.emplace_back("clients_expired", s.clients_expired);
+  }
+  out.emplace_back("udp_idle_expired", st.idle_expired);
+  if (st.bpf) {
+    auto k = st.bpf->read_counters();
+    out.emplace_back("kernel_closed_emitted", k.closed_emitted);
+    out.emplace_back("kernel_closed_lost", k.closed_lost);
+    out.emplace_back("failed_inserts", k.failed_inserts);
+    out.emplace_back("map_capacity", st.bpf->max_entries());
+  }
+  return out;
+}
+
+caf::error not_loaded(const tracer_state& st) {
+  return caf::make_error(caf::sec::runtime_error, "tracer is " + st.state);
+}
+
+} // namespace
+
+tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_state> self,
+                                      tracer_config cfg) {
+  self->state.cfg = cfg;
+  self->state.clients = std::make_unique<client_registry>(client_registry_limits{
+      cfg.max_closed_connections_buffered, uint64_t{cfg.client_expiry_s} * 1000000000ull});
+  return {
+      [=](init_atom) -> caf::result<caf::ok_atom> {
+        auto& st = self->state;
+        ++st.handled;
+        if (st.bpf)
+          return caf::ok_atom::value;
+        tracer_load_options opts;
+        opts.max_tracked_connections = st.cfg.max_tracked_connections;
+        opts.use_perf = st.cfg.closed_buffer == closed_buffer_kind::perf;
+        opts.ring_buffer_bytes = st.cfg.ring_buffer_bytes;
+        auto loaded = tracer_object::load(opts);
+        if (auto* err = std::get_if<load_error>(&loaded)) {
+          st.state = "failed";
+          return caf::make_error(caf::sec::runtime_error, err->what);
+        }
+        st.bpf = std::move(std::get<std::unique_ptr<tracer_object>>(loaded));
+        if (!st.bpf->udp_release_attached())
+          spdlog::warn("tracer: no cgroup v2 hierarchy mounted; UDP flows end only by idle expiry");
+        st.state = "running";
+        spdlog::info("tracer: BPF programs loaded (CO-RE, tp_btf), closed buffer: {}",
+                     opts.use_perf ? "perf" : "ring");
+        return caf::ok_atom::value;
+      },
+      [=](buffer_atom) -> caf::result<closed_buffer_info> {
+        auto& st = self->state;
+        ++st.handled;
+        if (!st.bpf)
+          return not_loaded(st);
+        closed_buffer_info info;
+        info.perf = st.bpf->uses_perf();
+        info.map_fd = info.perf ? st.bpf->closed_perf_fd() : st.bpf->closed_ring_fd();
+        info.perf_pages = st.cfg.perf_buffer_pages;
+        return info;
+      },
+      [=](closed_batch& batch) {
+        auto& st = self->state;
+        ++st.handled;
+        st.clients->add_closed(batch.records);
+      },
+      [=](get_conns_atom, const std::string& client) -> caf::result<connections_reply> {
+        auto& st = self->state;
+        ++st.handled;
+        if (!st.bpf)
+          return not_loaded(st);
+        st.bpf->read_active(st.active);
+        for (auto& c : st.active)
+          normalize_family(c);
+        connections_reply reply;
+        st.clients->collect(client, st.active, monotonic_now_ns(), reply.connections);
+        reply.telemetry = telemetry_of(st);
+        reply.telemetry.emplace_back("map_entries", st.active.size());
+        return reply;
+      },
+      [=](expire_atom) {
+        auto& st = self->state;
+        ++st.handled;
+        uint64_t now = monotonic_now_ns();
+        st.clients->expire_clients(now);
+        if (!st.bpf)
+          return;
+        st.bpf->read_active(st.active);
+        std::vector<nl_conn> ended;
+        for (const nl_conn* c : idle_udp_flows(st.active, now,
+                                               uint64_t{st.cfg.udp_idle_timeout_s} * 1000000000ull)) {
+          if (!st.bpf->remove_active(c->cookie))
+            continue; // closed meanwhile: its record is on the way
+          nl_conn done = *c;
+          done.flags |= NL_FLAG_IDLE_EXPIRED;
+          normalize_family(done);
+          ended.push_back(done);
+        }
+        st.idle_expired += ended.size();
+        st.clients->add_closed(ended);
+      },
+      [=](stop_atom) {
+        ++self->state.handled;
+        return caf::ok_atom::value;
+      },
+      [=](purge_atom) {
+        auto& st = self->state;
+        ++st.handled;
+        st.bpf.reset(); // detaches every link, frees every map and program
+        st.state = "purged";
+        spdlog::info("tracer: BPF links detached, programs and maps released");
+        return caf::ok_atom::value;
+      },
+      [=](stats_atom) {
+        auto& st = self->state;
+        ++st.handled;
+        actor_stats s;
+        s.name = "tracer";
+        s.state = st.state;
+        s.messages_handled = st.handled;
+        s.counters = telemetry_of(st);
+        if (st.bpf) {
+          st.bpf->read_active(st.active);
+          s.counters.emplace_back("map_entries", st.active.size());
+        }
+        return s;
+      },
+  };
+}
+
+} // namespace netlens

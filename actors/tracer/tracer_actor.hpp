@@ -1,0 +1,30 @@
+// The tracer actor: owns the loaded BPF object (programs, links, maps) and the per-client
+// state; answers get_connections and takes closed batches from the perf consumer.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/tracer/client_registry.hpp"
+#include "bpf/tracer_object.hpp"
+#include "config/config.hpp"
+#include "messages/interfaces.hpp"
+
+namespace netlens {
+
+struct tracer_state {
+  static inline const char* name = "tracer";
+  tracer_config cfg;
+  std::unique_ptr<tracer_object> bpf;
+  std::unique_ptr<client_registry> clients;
+  std::vector<nl_conn> active; // scratch, reused across requests
+  uint64_t handled = 0;
+  uint64_t idle_expired = 0;
+  std::string state = "starting";
+};
+
+tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_state> self,
+                                      tracer_config cfg);
+
+} // namespace netlens

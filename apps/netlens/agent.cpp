@@ -1,0 +1,40 @@
+#include "apps/netlens/agent.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/api/api_actor.hpp"
+#include "actors/compact_ticker/compact_ticker_actor.hpp"
+#include "actors/perf_consumer/perf_consumer_actor.hpp"
+#include "actors/tracer/tracer_actor.hpp"
+
+namespace netlens {
+
+std::vector<child_spec> agent_children(const config& cfg) {
+  std::vector<child_spec> specs;
+  specs.push_back({"tracer", {}, false, true,
+                   [cfg](caf::actor_system& sys, const child_directory&) -> lifecycle_actor {
+                     return sys.spawn(tracer_fn, cfg.tracer);
+                   }});
+  // Actors that block (joining their threads on stop) run detached, on threads of their own,
+  // so they never hold a scheduler worker the others need.
+  specs.push_back({"perf_consumer", {"tracer"}, true, false,
+                   [](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+                     auto tracer = caf::actor_cast<tracer_actor>(dir.at("tracer"));
+                     return sys.spawn<caf::detached>(perf_consumer_fn, tracer);
+                   }});
+  specs.push_back({"compact_ticker", {"tracer"}, true, false,
+                   [cfg](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+                     auto tracer = caf::actor_cast<tracer_actor>(dir.at("tracer"));
+                     return sys.spawn(compact_ticker_fn, tracer,
+                                      std::chrono::milliseconds(cfg.compact_ticker.interval_ms));
+                   }});
+  specs.push_back({"api", {}, true, false,
+                   [cfg](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+                     auto sup = caf::actor_cast<supervisor_actor>(dir.at("supervisor"));
+                     return sys.spawn<caf::detached>(api_fn, cfg.agent.api_socket, sup);
+                   }});
+  return specs;
+}
+
+} // namespace netlens

@@ -1,0 +1,223 @@
+// netlens: run the agent, or talk to a running one.
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <future>
+#include <iostream>
+#include <pthread.h>
+#include <thread>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <bpf/libbpf.h>
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "actors/api/connection_json.hpp"
+#include "actors/api/http_server.hpp"
+#include "apps/netlens/agent.hpp"
+#include "apps/netlens/connections_table.hpp"
+#include "config/config_loader.hpp"
+
+#ifndef NETLENS_VERSION
+#define NETLENS_VERSION "0.0.0"
+#endif
+#ifndef NETLENS_GIT
+#define NETLENS_GIT "unknown"
+#endif
+
+namespace {
+
+using namespace netlens;
+
+constexpr int k_exit_usage = 2;
+
+int libbpf_log(enum libbpf_print_level level, const char* fmt, va_list args) {
+  char buf[1024];
+  vsnprintf(buf, sizeof(buf), fmt, args);
+  std::string line(buf);
+  while (!line.empty() && line.back() == '\n')
+    line.pop_back();
+  if (level == LIBBPF_WARN)
+    spdlog::warn("libbpf: {}", line);
+  else if (level == LIBBPF_INFO)
+    spdlog::debug("libbpf: {}", line);
+  else
+    spdlog::trace("libbpf: {}", line);
+  return 0;
+}
+
+// Loads the config named on the command line, or the defaults. Exits 2 on any problem.
+bool load_config_or_report(const std::string& path, config& out) {
+  if (path.empty())
+    return true;
+  auto loaded = load_config_file(path);
+  if (auto* err = std::get_if<config_error>(&loaded)) {
+    std::fprintf(stderr, "netlens: %s\n", err->message.c_str());
+    return false;
+  }
+  out = std::get<config>(loaded);
+  return true;
+}
+
+int run_agent(const config& cfg) {
+  if (unix_socket_answers(cfg.agent.api_socket)) {
+    spdlog::error("another netlens is already running and serving on {}; not starting",
+                  cfg.agent.api_socket);
+    return 1;
+  }
+  libbpf_set_print(libbpf_log);
+
+  // Signals go to one thread that turns them into a shutdown message; every other thread,
+  // including CAF's, has them blocked.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto started = std::chrono::steady_clock::now();
+  caf::actor_system_config caf_cfg;
+  caf_cfg.set("scheduler.max-threads", std::max<size_t>(4, std::thread::hardware_concurrency()));
+  caf_cfg.set("logger.verbosity", caf::atom("quiet"));
+  caf_cfg.set("logger.console", caf::atom("none"));
+  int exit_code = 0;
+  {
+    caf::actor_system sys{caf_cfg};
+    std::promise<std::pair<int, std::string>> exit_channel;
+    auto exited = exit_channel.get_future();
+    supervisor_hooks hooks;
+    hooks.on_ready = [started] {
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::steady_clock::now() - started)
+                    .count();
+      spdlog::info("netlens ready in {:.1f} ms", us / 1000.0);
+    };
+    hooks.on_exit = [&exit_channel](int code, std::string why) {
+      exit_channel.set_value({code, std::move(why)});
+    };
+    auto supervisor = sys.spawn(supervisor_fn, cfg.supervisor, agent_children(cfg), hooks);
+
+    std::atomic<bool> done{false};
+    std::thread signal_thread([&] {
+      int shutdown_requests = 0;
+      while (!done.load()) {
+        timespec wait{0, 200 * 1000 * 1000};
+        int sig = sigtimedwait(&signals, nullptr, &wait);
+        if (sig < 0)
+          continue;
+        if (shutdown_requests++ == 0) {
+          spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+          caf::anon_send(supervisor, shutdown_atom::value);
+        } else {
+          spdlog::warn("received {} again; the ordered shutdown is in progress",
+                       sig == SIGINT ? "SIGINT" : "SIGTERM");
+        }
+      }
+    });
+    auto [code, why] = exited.get();
+    done = true;
+    signal_thread.join();
+    exit_code = code;
+    if (code != 0)
+      spdlog::error("netlens exits with code {}: {}", code, why);
+  }
+  return exit_code;
+}
+
+int show_connections(const std::string& socket, const std::string& client, bool json) {
+  std::string target = "/connections?client_id=" + client;
+  auto got = http_get_unix(socket, target);
+  if (auto* err = std::get_if<std::string>(&got)) {
+    std::fprintf(stderr, "netlens: %s\n", err->c_str());
+    return 1;
+  }
+  auto& res = std::get<http_result>(got);
+  if (res.status != 200) {
+    std::fprintf(stderr, "netlens: the agent answered %d: %s\n", res.status, res.body.c_str());
+    return 1;
+  }
+  if (json) {
+    std::cout << res.body << "\n";
+    return 0;
+  }
+  auto body = nlohmann::json::parse(res.body, nullptr, false);
+  if (body.is_discarded()) {
+    std::fprintf(stderr, "netlens: the agent sent malformed JSON\n");
+    return 1;
+  }
+  std::cout << format_connections_table(body);
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"netlens: every TCP and UDP connection on this host, from eBPF"};
+  app.require_subcommand(1);
+  app.fallthrough(); // --log-level may follow the subcommand too
+  std::string log_level;
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|critical|off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+
+  std::string config_path;
+  auto* run = app.add_subcommand("run", "run the agent in the foreground");
+  run->add_option("-c,--config", config_path, "TOML configuration file")->check(CLI::ExistingFile);
+
+  bool json = false;
+  std::string client = "cli";
+  std::string socket;
+  auto* conns = app.add_subcommand("connections", "list the connections a running agent sees");
+  conns->add_flag("--json", json, "print the agent's JSON instead of a table");
+  conns->add_option("--client", client, "client id: deltas are since this client's last call");
+  conns->add_option("--socket", socket, "API socket (default: from --config, or the default)");
+  conns->add_option("-c,--config", config_path, "configuration whose api_socket to use");
+
+  std::string check_path;
+  auto* check = app.add_subcommand("check-config", "validate a configuration file");
+  check->add_option("file", check_path, "TOML configuration file")->required();
+
+  auto* version = app.add_subcommand("version", "print the version");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "netlens: %s (see netlens --help)\n", e.what());
+    return k_exit_usage;
+  }
+
+  auto logger = spdlog::stderr_color_mt("netlens");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+
+  if (version->parsed()) {
+    std::printf("netlens %s (%s)\n", NETLENS_VERSION, NETLENS_GIT);
+    return 0;
+  }
+  if (check->parsed()) {
+    auto loaded = load_config_file(check_path);
+    if (auto* err = std::get_if<config_error>(&loaded)) {
+      std::fprintf(stderr, "netlens: %s\n", err->message.c_str());
+      return k_exit_usage;
+    }
+    std::printf("%s: ok\n", check_path.c_str());
+    return 0;
+  }
+  config cfg;
+  if (!load_config_or_report(config_path, cfg))
+    return k_exit_usage;
+  spdlog::set_level(spdlog::level::from_str(log_level.empty() ? cfg.agent.log_level : log_level));
+  if (conns->parsed())
+    return show_connections(socket.empty() ? cfg.agent.api_socket : socket, client, json);
+  return run_agent(cfg);
+}

@@ -1,0 +1,74 @@
+/* Record layouts shared by the kernel programs and user space: the one definition of every
+ * byte that crosses the boundary. Plain C, fixed-width types, no padding left implicit. */
+#ifndef NETLENS_RECORDS_H
+#define NETLENS_RECORDS_H
+
+#ifdef __BPF__
+/* vmlinux.h already defines __u8.. __u64 */
+#else
+#include <linux/types.h>
+#endif
+
+#define NL_COMM_LEN 16
+#define NL_RECORD_MAGIC 0x4e4c4352u /* "NLCR" */
+#define NL_RECORD_VERSION 1
+
+enum nl_direction { NL_DIR_NONE = 0, NL_DIR_OUTGOING = 1, NL_DIR_INCOMING = 2 };
+
+enum nl_conn_flags {
+  /* base_* hold the tcp_sock counters at establishment, so the final read is exact */
+  NL_FLAG_TCP_BASE_KNOWN = 1 << 0,
+  /* first seen after it was established (agent started later): counts start then */
+  NL_FLAG_PREEXISTING = 1 << 1,
+  /* the record closes the flow because it was idle, not because the socket closed */
+  NL_FLAG_IDLE_EXPIRED = 1 << 2,
+};
+
+/* One connection (a socket), keyed in the active map by its socket cookie. Addresses are in
+ * network byte order, v4 in the first 4 bytes; ports in host byte order. */
+struct nl_conn {
+  __u8 saddr[16];
+  __u8 daddr[16];
+  __u64 cookie;
+  __u64 start_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+  __u64 last_ns;
+  __u64 bytes_sent;
+  __u64 bytes_recv;
+  __u64 packets_sent;
+  __u64 packets_recv;
+  __u64 base_acked;    /* tcp_sock.bytes_acked when counting began */
+  __u64 base_received; /* tcp_sock.bytes_received when counting began */
+  __u32 netns;         /* inode of the network namespace */
+  __u32 pid;           /* tgid of the process that used the socket first */
+  __u32 retransmits;
+  __u32 srtt_us;
+  __u32 rttvar_us;
+  __u16 sport;
+  __u16 dport;
+  __u16 family;   /* AF_INET or AF_INET6 as the socket has it */
+  __u8 protocol;  /* IPPROTO_TCP or IPPROTO_UDP */
+  __u8 direction; /* enum nl_direction */
+  __u8 tcp_state; /* TCP_* of the kernel, 0 for UDP */
+  __u8 flags;     /* enum nl_conn_flags */
+  __u8 pad[2];
+  char comm[NL_COMM_LEN];
+};
+
+/* What leaves the kernel when a connection closes, through the ring buffer or the perf
+ * buffer. magic/version/size let user space reject anything it does not understand. */
+struct nl_closed_record {
+  __u32 magic;
+  __u16 version;
+  __u16 size;
+  struct nl_conn conn;
+};
+
+/* Per-CPU counters the programs keep about themselves (array map, one slot). */
+struct nl_tracer_counters {
+  __u64 failed_inserts; /* active map full */
+  __u64 closed_lost;    /* ring/perf output failed */
+  __u64 closed_emitted;
+  __u64 events;
+};
+
+#endif

@@ -1,0 +1,314 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The connection tracer: tp_btf programs with CO-RE on socket tracepoints, plus one cgroup
+ * program that sees UDP sockets released (UDP has no state tracepoint to close on).
+ *
+ * Active connections live in nl_active keyed by socket cookie. A closed connection is copied
+ * out as an nl_closed_record through the ring buffer or, when use_perf is set before load, the
+ * perf buffer, and removed from the map. */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "netlens_records.h"
+
+#define NL_AF_INET 2
+#define NL_AF_INET6 10
+#define NL_MSG_PEEK 2
+#define NL_SEND_SHUTDOWN 2
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Set by the loader before load; the verifier prunes the branch not taken. */
+const volatile bool use_perf = false;
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 65536); /* resized from tracer.max_tracked_connections */
+  __type(key, __u64);
+  __type(value, struct nl_conn);
+} nl_active SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, 1 << 22); /* resized from tracer.ring_buffer_bytes */
+} nl_closed_ring SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+  __uint(key_size, sizeof(int));
+  __uint(value_size, sizeof(int));
+} nl_closed_perf SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct nl_tracer_counters);
+} nl_counters SEC(".maps");
+
+static __always_inline struct nl_tracer_counters *counters(void) {
+  __u32 zero = 0;
+  return bpf_map_lookup_elem(&nl_counters, &zero);
+}
+
+static __always_inline bool is_inet(__u16 family) {
+  return family == NL_AF_INET || family == NL_AF_INET6;
+}
+
+static __always_inline void read_tuple(struct nl_conn *c, const struct sock *sk) {
+  __u16 family = sk->__sk_common.skc_family;
+  c->family = family;
+  c->sport = sk->__sk_common.skc_num;
+  c->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+  if (family == NL_AF_INET) {
+    *(__u32 *)&c->saddr[0] = sk->__sk_common.skc_rcv_saddr;
+    *(__u32 *)&c->daddr[0] = sk->__sk_common.skc_daddr;
+  } else {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      *(__u32 *)&c->saddr[i * 4] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[i];
+      *(__u32 *)&c->daddr[i * 4] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[i];
+    }
+  }
+}
+
+static __always_inline void set_owner(struct nl_conn *c) {
+  c->pid = bpf_get_current_pid_tgid() >> 32;
+  bpf_get_current_comm(c->comm, sizeof(c->comm));
+}
+
+/* Creates the entry for cookie; returns it, or NULL (counted) when the map is full. */
+static __always_inline struct nl_conn *create_conn(__u64 cookie, const struct sock *sk,
+                                                   __u8 protocol, __u8 direction,
+                                                   bool in_process_context) {
+  struct nl_conn c = {};
+  c.cookie = cookie;
+  c.protocol = protocol;
+  c.direction = direction;
+  c.start_ns = bpf_ktime_get_ns();
+  c.last_ns = c.start_ns;
+  c.netns = sk->__sk_common.skc_net.net->ns.inum;
+  read_tuple(&c, sk);
+  if (in_process_context)
+    set_owner(&c);
+  if (bpf_map_update_elem(&nl_active, &cookie, &c, BPF_NOEXIST) != 0) {
+    struct nl_conn *existing = bpf_map_lookup_elem(&nl_active, &cookie);
+    if (existing)
+      return existing; /* another CPU created it first */
+    struct nl_tracer_counters *k = counters();
+    if (k)
+      __sync_fetch_and_add(&k->failed_inserts, 1);
+    return NULL;
+  }
+  return bpf_map_lookup_elem(&nl_active, &cookie);
+}
+
+static __always_inline void set_tcp_base(struct nl_conn *c, const struct tcp_sock *tp) {
+  c->base_acked = tp->bytes_acked;
+  c->base_received = tp->bytes_received;
+  c->flags |= NL_FLAG_TCP_BASE_KNOWN;
+}
+
+/* Everything TCP is read from tcp_sock, so the numbers are the stack's own: payload bytes are
+ * the sequence space acknowledged / received since counting began, without the SYN (in the
+ * base) and without a FIN, which takes a sequence number too. This counts what splice and
+ * sendfile move as well, and the value at close is exact. */
+static __always_inline void read_tcp(struct nl_conn *c, const struct sock *sk,
+                                     const struct tcp_sock *tp) {
+  c->packets_sent = tp->segs_out;
+  c->packets_recv = tp->segs_in;
+  c->srtt_us = tp->srtt_us >> 3;
+  c->rttvar_us = tp->mdev_us >> 2;
+  c->retransmits = tp->total_retrans;
+  if (!(c->flags & NL_FLAG_TCP_BASE_KNOWN))
+    return;
+  __u64 acked = tp->bytes_acked - c->base_acked;
+  __u64 received = tp->bytes_received - c->base_received;
+  bool fin_acked = (sk->sk_shutdown & NL_SEND_SHUTDOWN) && tp->snd_una == tp->write_seq;
+  unsigned long done_bit = 1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE);
+  bool fin_received = sk->__sk_common.skc_flags & done_bit;
+  if (fin_acked && acked > 0)
+    acked--;
+  if (fin_received && received > 0)
+    received--;
+  c->bytes_sent = acked;
+  c->bytes_recv = received;
+}
+
+static __always_inline void emit_closed(void *ctx, struct nl_conn *c) {
+  struct nl_tracer_counters *k = counters();
+  if (use_perf) {
+    struct nl_closed_record rec = {};
+    rec.magic = NL_RECORD_MAGIC;
+    rec.version = NL_RECORD_VERSION;
+    rec.size = sizeof(rec);
+    rec.conn = *c;
+    long err = bpf_perf_event_output(ctx, &nl_closed_perf, BPF_F_CURRENT_CPU, &rec, sizeof(rec));
+    if (k)
+      __sync_fetch_and_add(err ? &k->closed_lost : &k->closed_emitted, 1);
+    return;
+  }
+  struct nl_closed_record *rec = bpf_ringbuf_reserve(&nl_closed_ring, sizeof(*rec), 0);
+  if (!rec) {
+    if (k)
+      __sync_fetch_and_add(&k->closed_lost, 1);
+    return;
+  }
+  rec->magic = NL_RECORD_MAGIC;
+  rec->version = NL_RECORD_VERSION;
+  rec->size = sizeof(*rec);
+  rec->conn = *c;
+  bpf_ringbuf_submit(rec, 0);
+  if (k)
+    __sync_fetch_and_add(&k->closed_emitted, 1);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(nl_tcp_state, const struct sock *sk, int oldstate, int newstate) {
+  if (sk->sk_protocol != IPPROTO_TCP || !is_inet(sk->__sk_common.skc_family))
+    return 0;
+  /* Listening sockets are not connections. */
+  if (newstate == TCP_LISTEN || oldstate == TCP_LISTEN)
+    return 0;
+  __u64 cookie = bpf_get_socket_cookie((void *)sk);
+  struct nl_conn *c;
+
+  if (newstate == TCP_SYN_SENT) {
+    /* connect() runs in the caller's context: the one moment the owner is known for sure. */
+    c = create_conn(cookie, sk, IPPROTO_TCP, NL_DIR_OUTGOING, true);
+    if (c)
+      c->tcp_state = newstate;
+    return 0;
+  }
+
+  struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+  if (!tp)
+    return 0;
+
+  if (newstate == TCP_ESTABLISHED) {
+    c = bpf_map_lookup_elem(&nl_active, &cookie);
+    if (!c) {
+      /* Passive open completes in softirq: the current task is not the owner, the first
+       * send or receive in process context names it. */
+      __u8 dir = oldstate == TCP_SYN_RECV   ? NL_DIR_INCOMING
+                 : oldstate == TCP_SYN_SENT ? NL_DIR_OUTGOING
+                                            : NL_DIR_NONE;
+      c = create_conn(cookie, sk, IPPROTO_TCP, dir, false);
+      if (!c)
+        return 0;
+    } else {
+      read_tuple(c, sk); /* the source port and address are bound by now */
+    }
+    set_tcp_base(c, tp);
+    read_tcp(c, sk, tp);
+    c->tcp_state = newstate;
+    c->last_ns = bpf_ktime_get_ns();
+    return 0;
+  }
+
+  c = bpf_map_lookup_elem(&nl_active, &cookie);
+  if (!c)
+    return 0;
+  c->tcp_state = newstate;
+  if (newstate != TCP_CLOSE)
+    return 0;
+  read_tcp(c, sk, tp);
+  c->last_ns = bpf_ktime_get_ns();
+  emit_closed(ctx, c);
+  bpf_map_delete_elem(&nl_active, &cookie);
+  return 0;
+}
+
+static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_send) {
+  if (ret <= 0)
+    return 0;
+  if (!is_inet(sk->__sk_common.skc_family))
+    return 0;
+  __u16 protocol = sk->sk_protocol;
+  if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP)
+    return 0;
+  if (!is_send && (flags & NL_MSG_PEEK))
+    return 0; /* peeked bytes are received again later */
+
+  __u64 cookie = bpf_get_socket_cookie(sk);
+  struct nl_conn *c = bpf_map_lookup_elem(&nl_active, &cookie);
+  if (!c) {
+    __u8 dir = NL_DIR_NONE;
+    if (protocol == IPPROTO_UDP)
+      dir = is_send ? NL_DIR_OUTGOING : NL_DIR_INCOMING;
+    c = create_conn(cookie, sk, protocol, dir, true);
+    if (!c)
+      return 0;
+    if (protocol == IPPROTO_TCP) {
+      /* Established before netlens started: count from now on. */
+      struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+      if (tp) {
+        c->flags |= NL_FLAG_PREEXISTING;
+        c->tcp_state = sk->__sk_common.skc_state;
+        set_tcp_base(c, tp);
+        if (!is_send && c->base_received >= (__u64)ret)
+          c->base_received -= ret; /* these bytes arrived before this read */
+      }
+    }
+  } else if (c->pid == 0) {
+    set_owner(c);
+  }
+
+  if (protocol == IPPROTO_UDP) {
+    /* Threads may share one UDP socket: add atomically. */
+    if (is_send) {
+      __sync_fetch_and_add(&c->bytes_sent, ret);
+      __sync_fetch_and_add(&c->packets_sent, 1);
+    } else {
+      __sync_fetch_and_add(&c->bytes_recv, ret);
+      __sync_fetch_and_add(&c->packets_recv, 1);
+    }
+    if (c->dport == 0 || c->sport == 0)
+      read_tuple(c, sk); /* connect() or an implicit bind happened since */
+  } else {
+    struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+    if (tp)
+      read_tcp(c, sk, tp);
+  }
+  c->last_ns = bpf_ktime_get_ns();
+  return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(nl_sock_send, struct sock *sk, int ret, int flags) {
+  return on_io(sk, ret, flags, true);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(nl_sock_recv, struct sock *sk, int ret, int flags) {
+  return on_io(sk, ret, flags, false);
+}
+
+/* Fires before total_retrans moves; the next read of tcp_sock makes the count exact. */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(nl_tcp_retransmit, const struct sock *sk, const struct sk_buff *skb, int err) {
+  if (err != 0)
+    return 0;
+  __u64 cookie = bpf_get_socket_cookie((void *)sk);
+  struct nl_conn *c = bpf_map_lookup_elem(&nl_active, &cookie);
+  if (c)
+    __sync_fetch_and_add(&c->retransmits, 1);
+  return 0;
+}
+
+/* UDP sockets end here (close of the last reference); TCP ends on its state machine. */
+SEC("cgroup/sock_release")
+int nl_udp_release(struct bpf_sock *sk) {
+  if (sk->protocol != IPPROTO_UDP || !is_inet(sk->family))
+    return 1;
+  __u64 cookie = bpf_get_socket_cookie(sk);
+  struct nl_conn *c = bpf_map_lookup_elem(&nl_active, &cookie);
+  if (!c)
+    return 1;
+  c->last_ns = bpf_ktime_get_ns();
+  emit_closed(sk, c);
+  bpf_map_delete_elem(&nl_active, &cookie);
+  return 1;
+}

@@ -1,0 +1,65 @@
+// The loaded connection tracer: owns the skeleton (programs, maps, links) and releases all
+// of it on destruction, on every path. The only file that touches the tracer skeleton.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "bpf/netlens_records.h"
+
+struct nl_tracer;
+struct bpf_link;
+
+namespace netlens {
+
+struct load_error {
+  std::string what; // names what is missing or refused
+};
+
+struct tracer_load_options {
+  uint32_t max_tracked_connections = 65536;
+  bool use_perf = false;
+  uint32_t ring_buffer_bytes = 4u << 20;
+};
+
+class tracer_object {
+public:
+  static std::variant<std::unique_ptr<tracer_object>, load_error>
+  load(const tracer_load_options& opts);
+  ~tracer_object();
+  tracer_object(const tracer_object&) = delete;
+  tracer_object& operator=(const tracer_object&) = delete;
+
+  bool uses_perf() const { return use_perf_; }
+  int closed_ring_fd() const;
+  int closed_perf_fd() const;
+  uint32_t max_entries() const { return max_entries_; }
+  // False when no cgroup v2 hierarchy was found: UDP flows then end only by idle expiry.
+  bool udp_release_attached() const { return cgroup_fd_ >= 0; }
+
+  // Sums the per-CPU counters the programs keep about themselves.
+  nl_tracer_counters read_counters() const;
+  // Replaces out with every active connection, read from the map in batches.
+  void read_active(std::vector<nl_conn>& out, uint32_t batch_size = 4096) const;
+  // Removes one active connection; false if it was not there (closed meanwhile).
+  bool remove_active(uint64_t cookie);
+  // Kernel ids of the loaded programs, for tests and for leak checks.
+  std::vector<uint32_t> program_ids() const;
+
+private:
+  tracer_object() = default;
+  nl_tracer* skel_ = nullptr;
+  std::vector<bpf_link*> links_;
+  int cgroup_fd_ = -1;
+  bool use_perf_ = false;
+  uint32_t max_entries_ = 0;
+  int ncpus_ = 1;
+};
+
+// Where the cgroup v2 hierarchy is mounted, or "" if it is not.
+std::string find_cgroup2_mount();
+
+} // namespace netlens

@@ -1,0 +1,497 @@
+#include "config/config_loader.hpp"
+
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <system_error>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+namespace netlens {
+namespace {
+
+// What a key accepts. Defaults are deliberately absent: they live only in config.hpp.
+struct count_rule {
+  uint32_t min;
+  uint32_t max;
+  bool power_of_two = false;
+};
+struct log_level_rule {};
+struct socket_path_rule {};
+struct closed_buffer_rule {};
+
+// spdlog's level names, which is what the agent hands the value to.
+constexpr std::string_view k_log_levels[] = {"trace", "debug",    "info", "warn",
+                                             "error", "critical", "off"};
+
+struct closed_buffer_name {
+  std::string_view name;
+  closed_buffer_kind kind;
+};
+constexpr closed_buffer_name k_closed_buffers[] = {{"ring", closed_buffer_kind::ring},
+                                                   {"perf", closed_buffer_kind::perf}};
+
+// sizeof(sockaddr_un::sun_path) on Linux; the path needs room for its terminating NUL.
+constexpr std::size_t k_sun_path_size = 108;
+
+constexpr uint32_t k_gib = 1u << 30;
+
+// The one list of keys, in the order netlens.toml documents them. Loading, rendering and
+// config_key_paths all walk it, so a key added here is handled everywhere at once.
+template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&visit) {
+  static_assert(std::is_same_v<std::remove_const_t<Config>, config>);
+  visit("agent", "log_level", c.agent.log_level, log_level_rule{});
+  visit("agent", "api_socket", c.agent.api_socket, socket_path_rule{});
+
+  visit("tracer", "max_tracked_connections", c.tracer.max_tracked_connections,
+        count_rule{1024, 4194304});
+  visit("tracer", "closed_buffer", c.tracer.closed_buffer, closed_buffer_rule{});
+  visit("tracer", "ring_buffer_bytes", c.tracer.ring_buffer_bytes, count_rule{4096, k_gib, true});
+  visit("tracer", "perf_buffer_pages", c.tracer.perf_buffer_pages, count_rule{1, 4096, true});
+  visit("tracer", "max_closed_connections_buffered", c.tracer.max_closed_connections_buffered,
+        count_rule{1, 16777216});
+  visit("tracer", "client_expiry_s", c.tracer.client_expiry_s, count_rule{1, 86400});
+  visit("tracer", "udp_idle_timeout_s", c.tracer.udp_idle_timeout_s, count_rule{1, 86400});
+
+  visit("compact_ticker", "interval_ms", c.compact_ticker.interval_ms, count_rule{10, 3600000});
+
+  visit("supervisor", "restart_budget", c.supervisor.restart_budget, count_rule{0, 100});
+  visit("supervisor", "restart_window_s", c.supervisor.restart_window_s, count_rule{1, 86400});
+  visit("supervisor", "restart_backoff_ms", c.supervisor.restart_backoff_ms, count_rule{0, 60000});
+  visit("supervisor", "stop_timeout_ms", c.supervisor.stop_timeout_ms, count_rule{1, 600000});
+  visit("supervisor", "purge_timeout_ms", c.supervisor.purge_timeout_ms, count_rule{1, 600000});
+  visit("supervisor", "exit_timeout_ms", c.supervisor.exit_timeout_ms, count_rule{1, 600000});
+}
+
+// Adding a member to config.hpp makes one of these bindings fail to compile: the reminder that
+// the new member needs a line in for_each_key (and in netlens.toml), or it could never be set.
+[[maybe_unused]] void for_each_key_covers_every_member(const config &c) {
+  [[maybe_unused]] const auto &[agent, tracer, compact_ticker, supervisor] = c;
+  [[maybe_unused]] const auto &[a0, a1] = agent;
+  [[maybe_unused]] const auto &[t0, t1, t2, t3, t4, t5, t6] = tracer;
+  [[maybe_unused]] const auto &[c0] = compact_ticker;
+  [[maybe_unused]] const auto &[s0, s1, s2, s3, s4, s5] = supervisor;
+}
+
+struct key_name {
+  std::string_view table;
+  std::string_view key;
+};
+
+std::vector<key_name> known_keys() {
+  std::vector<key_name> keys;
+  config scratch;
+  for_each_key(scratch, [&](std::string_view table, std::string_view key, auto &, const auto &) {
+    keys.push_back({table, key});
+  });
+  return keys;
+}
+
+std::vector<std::string_view> known_tables(const std::vector<key_name> &keys) {
+  std::vector<std::string_view> tables;
+  for (const auto &k : keys)
+    if (std::find(tables.begin(), tables.end(), k.table) == tables.end())
+      tables.push_back(k.table);
+  return tables;
+}
+
+// TOML basic-string quoting. Control characters are escaped so a value can neither break the
+// one-line error message nor the rendered TOML.
+std::string quoted(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char ch : s) {
+    switch (ch) {
+    case '"':
+      out += "\\\"";
+      break;
+    case '\\':
+      out += "\\\\";
+      break;
+    case '\b':
+      out += "\\b";
+      break;
+    case '\t':
+      out += "\\t";
+      break;
+    case '\n':
+      out += "\\n";
+      break;
+    case '\f':
+      out += "\\f";
+      break;
+    case '\r':
+      out += "\\r";
+      break;
+    default:
+      if (ch < 0x20 || ch == 0x7f) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\u%04X", ch);
+        out += buf;
+      } else {
+        out += static_cast<char>(ch);
+      }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+// A user's value echoed in a message is cut short so a pasted blob cannot flood the log line.
+std::string quoted_for_message(std::string_view s) {
+  constexpr std::size_t k_max = 64;
+  if (s.size() <= k_max)
+    return quoted(s);
+  std::size_t cut = k_max;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80)
+    --cut; // never split a UTF-8 sequence
+  return quoted(s.substr(0, cut)) + "...";
+}
+
+bool is_bare_key(std::string_view k) {
+  return !k.empty() && std::all_of(k.begin(), k.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '_' || ch == '-';
+  });
+}
+
+// Key paths in messages are written the way TOML would accept them, so `"a.b"` and `a.b` differ.
+std::string key_path(std::string_view parent, std::string_view key) {
+  std::string k = is_bare_key(key) ? std::string(key) : quoted_for_message(key);
+  return parent.empty() ? k : std::string(parent) + "." + k;
+}
+
+std::string_view type_name(toml::node_type t) {
+  switch (t) {
+  case toml::node_type::table:
+    return "table";
+  case toml::node_type::array:
+    return "array";
+  case toml::node_type::string:
+    return "string";
+  case toml::node_type::integer:
+    return "integer";
+  case toml::node_type::floating_point:
+    return "float";
+  case toml::node_type::boolean:
+    return "boolean";
+  case toml::node_type::date:
+    return "date";
+  case toml::node_type::time:
+    return "time";
+  case toml::node_type::date_time:
+    return "date-time";
+  case toml::node_type::none:
+    break;
+  }
+  return "nothing";
+}
+
+std::string wrong_type(std::string_view expected, const toml::node &n) {
+  return "expected " + std::string(expected) + ", got " + std::string(type_name(n.type()));
+}
+
+std::string range_text(uint32_t min, uint32_t max) {
+  return "[" + std::to_string(min) + ", " + std::to_string(max) + "]";
+}
+
+// The allowed values, quoted as they would be written in the file.
+std::string quoted_list(const std::string_view *first, const std::string_view *last) {
+  std::string out;
+  for (auto it = first; it != last; ++it) {
+    if (it != first)
+      out += ", ";
+    out += quoted(*it);
+  }
+  return out;
+}
+
+bool is_power_of_two(uint64_t v) {
+  return v != 0 && (v & (v - 1)) == 0;
+}
+
+// Each check returns what is wrong with the node, or nothing after storing the value.
+using problem = std::optional<std::string>;
+
+problem apply(const toml::node &n, uint32_t &field, const count_rule &rule) {
+  const auto *v = n.as_integer();
+  if (!v)
+    return wrong_type("integer", n);
+  const int64_t value = v->get();
+  if (value < 0)
+    return std::to_string(value) + " is negative; must be in " + range_text(rule.min, rule.max);
+  if (value < rule.min || value > rule.max)
+    return std::to_string(value) + " is out of range " + range_text(rule.min, rule.max);
+  const auto u = static_cast<uint64_t>(value);
+  if (rule.power_of_two && !is_power_of_two(u)) {
+    // The bounds are powers of two themselves, so both neighbours are valid values.
+    uint64_t below = 1;
+    while (below * 2 < u)
+      below *= 2;
+    return std::to_string(value) + " is not a power of two (nearest are " + std::to_string(below) +
+           " and " + std::to_string(below * 2) + ")";
+  }
+  field = static_cast<uint32_t>(u);
+  return std::nullopt;
+}
+
+problem apply(const toml::node &n, std::string &field, const log_level_rule &) {
+  const auto *v = n.as_string();
+  if (!v)
+    return wrong_type("string", n);
+  const std::string &s = v->get();
+  if (std::find(std::begin(k_log_levels), std::end(k_log_levels), s) == std::end(k_log_levels))
+    return quoted_for_message(s) + " is not one of " +
+           quoted_list(std::begin(k_log_levels), std::end(k_log_levels));
+  field = s;
+  return std::nullopt;
+}
+
+problem apply(const toml::node &n, std::string &field, const socket_path_rule &) {
+  const auto *v = n.as_string();
+  if (!v)
+    return wrong_type("string", n);
+  const std::string &s = v->get();
+  if (s.find('\0') != std::string::npos)
+    return std::string("path contains a NUL byte");
+  if (s.empty() || s.front() != '/')
+    return quoted_for_message(s) + " is not an absolute path";
+  if (s.size() >= k_sun_path_size)
+    return "path is " + std::to_string(s.size()) + " bytes; must be shorter than " +
+           std::to_string(k_sun_path_size) + " (sun_path)";
+  field = s;
+  return std::nullopt;
+}
+
+problem apply(const toml::node &n, closed_buffer_kind &field, const closed_buffer_rule &) {
+  const auto *v = n.as_string();
+  if (!v)
+    return wrong_type("string", n);
+  for (const auto &c : k_closed_buffers) {
+    if (c.name == v->get()) {
+      field = c.kind;
+      return std::nullopt;
+    }
+  }
+  std::string_view names[std::size(k_closed_buffers)];
+  std::transform(std::begin(k_closed_buffers), std::end(k_closed_buffers), names,
+                 [](const closed_buffer_name &c) { return c.name; });
+  return quoted_for_message(v->get()) + " is not one of " +
+         quoted_list(std::begin(names), std::end(names));
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j)
+    row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// Looks for what the user probably meant: a key of the same table first, then the same name in
+// another table (a key under the wrong header), and at the top level also a table name.
+std::string suggestion(std::string_view name, std::string_view table,
+                       const std::vector<key_name> &keys) {
+  constexpr std::size_t k_max_distance = 2;
+  std::size_t best = k_max_distance + 1;
+  std::string best_path;
+  auto consider = [&](std::string_view candidate, std::string path) {
+    const std::size_t d = edit_distance(name, candidate);
+    if (d < best) {
+      best = d;
+      best_path = std::move(path);
+    }
+  };
+  if (table.empty())
+    for (const auto t : known_tables(keys))
+      consider(t, std::string(t));
+  for (const auto &k : keys)
+    if (k.table == table)
+      consider(k.key, std::string(k.table) + "." + std::string(k.key));
+  for (const auto &k : keys)
+    if (k.table != table)
+      consider(k.key, std::string(k.table) + "." + std::string(k.key));
+  return best_path.empty() ? std::string() : " (did you mean " + best_path + "?)";
+}
+
+struct located_error {
+  toml::source_position where;
+  std::string text; // "key.path: what is wrong"
+};
+
+std::string unknown(const toml::node &n) {
+  return n.is_table() ? "unknown table" : "unknown key";
+}
+
+void find_unknown_keys(const toml::table &root, const std::vector<key_name> &keys,
+                       std::vector<located_error> &errors) {
+  const auto tables = known_tables(keys);
+  for (auto &&[table_key, table_node] : root) {
+    const std::string_view table = table_key.str();
+    const std::string table_path = key_path("", table);
+    if (std::find(tables.begin(), tables.end(), table) == tables.end()) {
+      errors.push_back({table_key.source().begin,
+                        table_path + ": " + unknown(table_node) + suggestion(table, "", keys)});
+      continue;
+    }
+    const auto *section = table_node.as_table();
+    if (!section) {
+      errors.push_back(
+          {table_key.source().begin, table_path + ": " + wrong_type("table", table_node)});
+      continue;
+    }
+    for (auto &&[key, node] : *section) {
+      const bool known = std::any_of(keys.begin(), keys.end(), [&](const key_name &k) {
+        return k.table == table && k.key == key.str();
+      });
+      if (!known)
+        errors.push_back({key.source().begin, key_path(table_path, key.str()) + ": " +
+                                                  unknown(node) +
+                                                  suggestion(key.str(), table, keys)});
+    }
+  }
+}
+
+std::string located(const std::string &source_name, const toml::source_position &where,
+                    std::string_view text) {
+  return source_name + ":" + std::to_string(where.line) + ":" + std::to_string(where.column) +
+         ": " + std::string(text);
+}
+
+// toml++ descriptions are one line today; this keeps the one-line promise if that changes.
+std::string one_line(std::string_view s) {
+  std::string out(s);
+  std::replace_if(
+      out.begin(), out.end(), [](char ch) { return ch == '\n' || ch == '\r'; }, ' ');
+  return out;
+}
+
+std::string render_value(uint32_t v) {
+  return std::to_string(v);
+}
+std::string render_value(const std::string &v) {
+  return quoted(v);
+}
+std::string render_value(closed_buffer_kind v) {
+  for (const auto &c : k_closed_buffers)
+    if (c.kind == v)
+      return quoted(c.name);
+  return quoted("?"); // only reachable through a cast outside the enumerators
+}
+
+struct rendered_key {
+  std::string_view table;
+  std::string_view key;
+  std::string value;
+};
+
+std::vector<rendered_key> render_values(const config &c) {
+  std::vector<rendered_key> out;
+  for_each_key(c,
+               [&](std::string_view table, std::string_view key, const auto &field, const auto &) {
+                 out.push_back({table, key, render_value(field)});
+               });
+  return out;
+}
+
+} // namespace
+
+std::variant<config, config_error> load_config_string(std::string_view toml_text,
+                                                      const std::string &source_name) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, std::string_view(source_name));
+  } catch (const toml::parse_error &e) {
+    return config_error{
+        located(source_name, e.source().begin, "syntax error: " + one_line(e.description()))};
+  }
+
+  const auto keys = known_keys();
+  std::vector<located_error> errors;
+  find_unknown_keys(root, keys, errors);
+
+  config result;
+  for_each_key(result,
+               [&](std::string_view table, std::string_view key, auto &field, const auto &rule) {
+                 const auto *section = root.get_as<toml::table>(table);
+                 if (!section)
+                   return;
+                 const auto it = section->find(key);
+                 if (it == section->end())
+                   return;
+                 if (auto what = apply(it->second, field, rule))
+                   errors.push_back({it->first.source().begin,
+                                     key_path(key_path("", table), key) + ": " + std::move(*what)});
+               });
+
+  if (errors.empty())
+    return result;
+  // Tables iterate in key order, not file order; sorting makes "the first error" mean the first
+  // one a reader meets, whatever order the checks ran in.
+  const auto first = std::min_element(
+      errors.begin(), errors.end(), [](const located_error &a, const located_error &b) {
+        return std::tie(a.where.line, a.where.column) < std::tie(b.where.line, b.where.column);
+      });
+  return config_error{located(source_name, first->where, first->text)};
+}
+
+std::variant<config, config_error> load_config_file(const std::string &path) {
+  const std::unique_ptr<std::FILE, int (*)(std::FILE *)> file(std::fopen(path.c_str(), "rbe"),
+                                                              &std::fclose);
+  auto cannot_read = [&](int err) {
+    return config_error{path + ": cannot read: " + std::generic_category().message(err)};
+  };
+  if (!file)
+    return cannot_read(errno);
+  std::string text;
+  char buf[8192];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, file.get())) > 0)
+    text.append(buf, n);
+  // errno is only meaningful when the stream says a read failed (a directory gives EISDIR here).
+  if (std::ferror(file.get()))
+    return cannot_read(errno);
+  return load_config_string(text, path);
+}
+
+std::string render_effective_config(const config &c, const config &defaults) {
+  const auto values = render_values(c);
+  const auto default_values = render_values(defaults);
+  std::string out;
+  std::string_view table;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const auto &v = values[i];
+    if (v.table != table) {
+      out += (out.empty() ? "[" : "\n[") + std::string(v.table) + "]\n";
+      table = v.table;
+    }
+    out += std::string(v.key) + " = " + v.value;
+    if (v.value == default_values[i].value)
+      out += " # default";
+    out += '\n';
+  }
+  return out;
+}
+
+std::vector<std::string> config_key_paths() {
+  std::vector<std::string> paths;
+  for (const auto &k : known_keys())
+    paths.push_back(std::string(k.table) + "." + std::string(k.key));
+  return paths;
+}
+
+} // namespace netlens

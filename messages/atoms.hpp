@@ -1,0 +1,20 @@
+// Every atom the actors exchange. CAF 0.17 atoms hold at most 10 characters.
+#pragma once
+
+#include <caf/atom.hpp>
+
+namespace netlens {
+
+using init_atom = caf::atom_constant<caf::atom("init")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using purge_atom = caf::atom_constant<caf::atom("purge")>;
+using stats_atom = caf::atom_constant<caf::atom("stats")>;
+using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
+using get_conns_atom = caf::atom_constant<caf::atom("getconns")>;
+using expire_atom = caf::atom_constant<caf::atom("expire")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using buffer_atom = caf::atom_constant<caf::atom("buffer")>;
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using health_atom = caf::atom_constant<caf::atom("health")>;
+
+} // namespace netlens

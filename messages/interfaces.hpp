@@ -1,0 +1,52 @@
+// The typed interface of every actor: who answers what. Reading this file is reading the
+// whole conversation of the agent.
+#pragma once
+
+#include <string>
+
+#include <caf/replies_to.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "messages/atoms.hpp"
+#include "messages/types.hpp"
+
+namespace netlens {
+
+// What the supervisor asks of every child: become ready, stop (no new work, drain, join
+// threads), purge (release kernel objects and caches), report statistics. Exit is CAF's own
+// exit message.
+using lifecycle_actor = caf::typed_actor<caf::replies_to<init_atom>::with<caf::ok_atom>,
+                                         caf::replies_to<stop_atom>::with<caf::ok_atom>,
+                                         caf::replies_to<purge_atom>::with<caf::ok_atom>,
+                                         caf::replies_to<stats_atom>::with<actor_stats>>;
+
+// Owns the BPF object and links, the active map, the closed buffer and per-client state.
+using tracer_actor = lifecycle_actor::extend<
+    caf::replies_to<get_conns_atom, std::string>::with<connections_reply>,
+    caf::replies_to<buffer_atom>::with<closed_buffer_info>, caf::reacts_to<closed_batch>,
+    caf::reacts_to<expire_atom>>;
+
+// Owns the ring / perf buffer reader and its poll thread; sends closed_batch to the tracer.
+using perf_consumer_actor = lifecycle_actor::extend<caf::reacts_to<flush_atom>>;
+
+// One timer: each interval sends expire to the tracer (and compact to conntrack, later).
+using compact_ticker_actor = lifecycle_actor::extend<caf::reacts_to<tick_atom>>;
+
+// The HTTP API on a unix socket; its server thread only sends requests to the supervisor.
+using api_actor = lifecycle_actor;
+
+// Reserved for the actors of their own issues; they join the supervisor's child list with the
+// lifecycle interface and extend it with their own messages:
+//   conntrack (lookup, compact), offset_guesser (guess), netns (sync_cache, resolve), console.
+
+// The root: starts children in order, restarts them within a budget, runs the ordered
+// shutdown, and is the one address the API and console talk to.
+using supervisor_actor =
+    caf::typed_actor<caf::reacts_to<shutdown_atom>,
+                     caf::replies_to<get_conns_atom, std::string>::with<connections_reply>,
+                     caf::replies_to<stats_atom>::with<agent_stats>,
+                     caf::replies_to<health_atom>::with<std::string>>;
+
+} // namespace netlens

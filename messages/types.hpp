@@ -1,0 +1,73 @@
+// The vocabulary: every value that travels in a message. Messages stay inside one process
+// (netlens is never distributed), so these types are allowed as local, unserialized payloads.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <caf/allowed_unsafe_message_type.hpp>
+
+#include "bpf/netlens_records.h"
+
+namespace netlens {
+
+// Decoded closed connections, perf_consumer -> tracer.
+struct closed_batch {
+  std::vector<nl_conn> records;
+};
+
+// Where the closed-connection records come from, tracer -> perf_consumer. The fd is the
+// tracer's; the consumer duplicates it so the buffer outlives nothing it does not own.
+struct closed_buffer_info {
+  int map_fd = -1;
+  bool perf = false;
+  uint32_t perf_pages = 64;
+};
+
+// The counters that can move between two reads of one connection.
+struct conn_counters {
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_recv = 0;
+  uint64_t packets_sent = 0;
+  uint64_t packets_recv = 0;
+  uint64_t retransmits = 0;
+};
+
+// One connection as a client sees it: monotonic totals in conn, and what moved since that
+// client's previous call in last.
+struct connection_view {
+  nl_conn conn;
+  bool closed = false;
+  conn_counters last;
+};
+
+// Named figures an actor reports about itself (map fill, lost records, ...).
+using counter_list = std::vector<std::pair<std::string, uint64_t>>;
+
+struct actor_stats {
+  std::string name;
+  std::string state; // running | stopped | purged | starting | down
+  uint64_t messages_handled = 0;
+  uint32_t restarts = 0; // filled in by the supervisor
+  std::string last_error;
+  counter_list counters;
+};
+
+struct connections_reply {
+  std::vector<connection_view> connections;
+  counter_list telemetry;
+};
+
+struct agent_stats {
+  std::vector<actor_stats> actors;
+};
+
+} // namespace netlens
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::closed_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::closed_buffer_info)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::actor_stats)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::connections_reply)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::agent_stats)

@@ -1,0 +1,292 @@
+// Tests of the netlens.toml loader: the example file, every rejected input under bad/, and the
+// rendering used by the console's `config` command.
+#define CATCH_CONFIG_MAIN
+#include <catch2/catch.hpp>
+
+#include "config/config_loader.hpp"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace Catch {
+// A failed comparison then shows the whole configuration instead of `{?}`.
+template <> struct StringMaker<netlens::config> {
+  static std::string convert(const netlens::config &c) {
+    return "\n" + netlens::render_effective_config(c, netlens::config{});
+  }
+};
+} // namespace Catch
+
+namespace {
+
+namespace fs = std::filesystem;
+using netlens::config;
+using netlens::config_error;
+
+std::string read_text(const fs::path &path) {
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE(in);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::vector<std::string> lines_of(const std::string &text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    lines.push_back(line);
+  return lines;
+}
+
+bool starts_with(const std::string &s, const std::string &prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+bool ends_with(const std::string &s, const std::string &suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+config loaded(const std::variant<config, config_error> &result) {
+  if (const auto *error = std::get_if<config_error>(&result))
+    FAIL("unexpected error: " << error->message);
+  return std::get<config>(result);
+}
+
+std::string rejected(const std::variant<config, config_error> &result) {
+  REQUIRE(std::holds_alternative<config_error>(result));
+  return std::get<config_error>(result).message;
+}
+
+// A value other than the default for every key, so a key wired to the wrong member shows up.
+config every_key_changed() {
+  config c;
+  c.agent.log_level = c.agent.log_level == "debug" ? "warn" : "debug";
+  c.agent.api_socket = c.agent.api_socket + ".other";
+  c.tracer.max_tracked_connections += 1;
+  c.tracer.closed_buffer = c.tracer.closed_buffer == netlens::closed_buffer_kind::ring
+                               ? netlens::closed_buffer_kind::perf
+                               : netlens::closed_buffer_kind::ring;
+  c.tracer.ring_buffer_bytes *= 2;
+  c.tracer.perf_buffer_pages *= 2;
+  c.tracer.max_closed_connections_buffered += 1;
+  c.tracer.client_expiry_s += 1;
+  c.tracer.udp_idle_timeout_s += 1;
+  c.compact_ticker.interval_ms += 1;
+  c.supervisor.restart_budget += 1;
+  c.supervisor.restart_window_s += 1;
+  c.supervisor.restart_backoff_ms += 1;
+  c.supervisor.stop_timeout_ms += 1;
+  c.supervisor.purge_timeout_ms += 1;
+  c.supervisor.exit_timeout_ms += 1;
+  return c;
+}
+
+} // namespace
+
+TEST_CASE("each file under bad/ is rejected with the message on its first line", "[config]") {
+  const std::string prefix = "# expect: ";
+  std::vector<fs::path> fixtures;
+  for (const auto &entry : fs::directory_iterator(NETLENS_BAD_CONFIG_DIR))
+    if (entry.path().extension() == ".toml")
+      fixtures.push_back(entry.path());
+  std::sort(fixtures.begin(), fixtures.end());
+  // Guards against a wrong directory turning this test into a silent pass.
+  REQUIRE(fixtures.size() >= 13);
+
+  for (const auto &fixture : fixtures) {
+    INFO("fixture " << fixture.string());
+    const auto lines = lines_of(read_text(fixture));
+    REQUIRE(!lines.empty());
+    REQUIRE(starts_with(lines.front(), prefix));
+    std::string expected = lines.front().substr(prefix.size());
+    const auto file = expected.find("{FILE}");
+    REQUIRE(file != std::string::npos);
+    expected.replace(file, std::string("{FILE}").size(), fixture.string());
+    CHECK(rejected(netlens::load_config_file(fixture.string())) == expected);
+  }
+}
+
+TEST_CASE("the example netlens.toml holds exactly the defaults", "[config]") {
+  CHECK(loaded(netlens::load_config_file(NETLENS_EXAMPLE_CONFIG)) == config{});
+}
+
+TEST_CASE("the example netlens.toml documents every key", "[config]") {
+  const auto lines = lines_of(read_text(NETLENS_EXAMPLE_CONFIG));
+  std::string table;
+  std::multiset<std::string> keys_in_file;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const std::string &line = lines[i];
+    if (starts_with(line, "[")) {
+      table = line.substr(1, line.find(']') - 1);
+      continue;
+    }
+    const auto equals = line.find(" = ");
+    if (line.empty() || starts_with(line, "#") || equals == std::string::npos)
+      continue;
+    const std::string path = table + "." + line.substr(0, equals);
+    keys_in_file.insert(path);
+
+    // The comment block right above the key says what it does and gives its default.
+    std::string comment;
+    for (std::size_t j = i; j > 0 && starts_with(lines[j - 1], "#"); --j)
+      comment = lines[j - 1] + "\n" + comment;
+    INFO(path << " is documented by:\n" << comment);
+    CHECK(!comment.empty());
+    CHECK(comment.find("Default: ") != std::string::npos);
+  }
+
+  const auto known = netlens::config_key_paths();
+  CHECK(keys_in_file.size() == known.size());
+  for (const auto &path : known) {
+    INFO(path);
+    CHECK(keys_in_file.count(path) == 1);
+  }
+}
+
+TEST_CASE("a file setting every key is loaded", "[config]") {
+  const std::string socket_107_bytes = "/" + std::string(106, 's');
+  const std::string text = R"(
+# Limits of each range, to show they are inclusive.
+[agent]
+log_level = "critical"
+api_socket = ")" + socket_107_bytes +
+                           R"("
+
+[tracer]
+max_tracked_connections = 4194304
+closed_buffer = "perf"
+ring_buffer_bytes = 0x4000_0000
+perf_buffer_pages = 1
+max_closed_connections_buffered = 16_777_216
+client_expiry_s = 1
+udp_idle_timeout_s = 86400
+
+[compact_ticker]
+interval_ms = 10
+
+[supervisor]
+restart_budget = 0
+restart_window_s = 86400
+restart_backoff_ms = 0
+stop_timeout_ms = 1
+purge_timeout_ms = 600000
+exit_timeout_ms = 42
+)";
+  const config c = loaded(netlens::load_config_string(text, "full.toml"));
+
+  CHECK(c.agent.log_level == "critical");
+  CHECK(c.agent.api_socket == socket_107_bytes);
+  CHECK(c.tracer.max_tracked_connections == 4194304);
+  CHECK(c.tracer.closed_buffer == netlens::closed_buffer_kind::perf);
+  CHECK(c.tracer.ring_buffer_bytes == (1u << 30));
+  CHECK(c.tracer.perf_buffer_pages == 1);
+  CHECK(c.tracer.max_closed_connections_buffered == 16777216);
+  CHECK(c.tracer.client_expiry_s == 1);
+  CHECK(c.tracer.udp_idle_timeout_s == 86400);
+  CHECK(c.compact_ticker.interval_ms == 10);
+  CHECK(c.supervisor.restart_budget == 0);
+  CHECK(c.supervisor.restart_window_s == 86400);
+  CHECK(c.supervisor.restart_backoff_ms == 0);
+  CHECK(c.supervisor.stop_timeout_ms == 1);
+  CHECK(c.supervisor.purge_timeout_ms == 600000);
+  CHECK(c.supervisor.exit_timeout_ms == 42);
+}
+
+TEST_CASE("every log level spdlog knows is accepted", "[config]") {
+  for (const std::string level : {"trace", "debug", "info", "warn", "error", "critical", "off"}) {
+    INFO(level);
+    const auto c =
+        loaded(netlens::load_config_string("[agent]\nlog_level = \"" + level + "\"\n", "l.toml"));
+    CHECK(c.agent.log_level == level);
+  }
+}
+
+TEST_CASE("missing keys and tables keep their defaults", "[config]") {
+  SECTION("empty text") {
+    CHECK(loaded(netlens::load_config_string("", "empty.toml")) == config{});
+  }
+  SECTION("comments and empty tables only") {
+    CHECK(loaded(netlens::load_config_string("# nothing\n[agent]\n[tracer]\n", "e.toml")) ==
+          config{});
+  }
+  SECTION("an empty file on disk") {
+    const auto path = fs::temp_directory_path() / "netlens_unit_config_empty.toml";
+    std::ofstream(path).close();
+    const auto result = netlens::load_config_file(path.string());
+    fs::remove(path);
+    CHECK(loaded(result) == config{});
+  }
+  SECTION("one key set") {
+    config expected;
+    expected.tracer.closed_buffer = netlens::closed_buffer_kind::perf;
+    CHECK(loaded(netlens::load_config_string("[tracer]\nclosed_buffer = \"perf\"\n", "p.toml")) ==
+          expected);
+  }
+}
+
+TEST_CASE("a file that cannot be read is reported with the system's reason", "[config]") {
+  CHECK(rejected(netlens::load_config_file("/nonexistent/netlens.toml")) ==
+        "/nonexistent/netlens.toml: cannot read: No such file or directory");
+  const std::string directory = fs::temp_directory_path().string();
+  CHECK(rejected(netlens::load_config_file(directory)) ==
+        directory + ": cannot read: Is a directory");
+}
+
+TEST_CASE("errors in text are located in the given source name", "[config]") {
+  CHECK(rejected(netlens::load_config_string("[tracer]\nclient_expiry_s = 0\n", "<stdin>")) ==
+        "<stdin>:2:1: tracer.client_expiry_s: 0 is out of range [1, 86400]");
+}
+
+TEST_CASE("render_effective_config marks the keys left at their default", "[config]") {
+  const auto paths = netlens::config_key_paths();
+
+  SECTION("every key of a default config is marked") {
+    const auto lines = lines_of(netlens::render_effective_config(config{}, config{}));
+    const auto key_lines = std::count_if(lines.begin(), lines.end(), [](const std::string &l) {
+      return l.find(" = ") != std::string::npos;
+    });
+    CHECK(key_lines == static_cast<std::ptrdiff_t>(paths.size()));
+    for (const auto &line : lines) {
+      INFO(line);
+      if (line.find(" = ") != std::string::npos)
+        CHECK(ends_with(line, " # default"));
+    }
+  }
+
+  SECTION("changed keys are not marked") {
+    config c;
+    c.tracer.max_tracked_connections = 1024;
+    c.tracer.closed_buffer = netlens::closed_buffer_kind::perf;
+    const auto lines = lines_of(netlens::render_effective_config(c, config{}));
+    const auto has = [&](const std::string &l) {
+      return std::find(lines.begin(), lines.end(), l) != lines.end();
+    };
+    CHECK(has("[tracer]"));
+    CHECK(has("max_tracked_connections = 1024"));
+    CHECK(has("closed_buffer = \"perf\""));
+    CHECK(
+        has("udp_idle_timeout_s = " + std::to_string(c.tracer.udp_idle_timeout_s) + " # default"));
+  }
+
+  SECTION("the rendering loads back to the same config") {
+    const config c = every_key_changed();
+    const std::string text = netlens::render_effective_config(c, config{});
+    INFO(text);
+    CHECK(text.find("# default") == std::string::npos);
+    CHECK(loaded(netlens::load_config_string(text, "rendered.toml")) == c);
+  }
+
+  SECTION("strings are escaped so the output stays valid TOML") {
+    config c;
+    c.agent.api_socket = "/run/a \"quoted\"\\dir/x.sock";
+    CHECK(loaded(netlens::load_config_string(netlens::render_effective_config(c, config{}),
+                                             "escaped.toml")) == c);
+  }
+}
