@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# End to end: the real binary, started as an operator would, queried over its API, then
+# stopped with SIGTERM. Checks the shutdown order in the log and that nothing of netlens is
+# left in the kernel. Also the bad-input paths of `netlens run`. Needs root.
+set -uo pipefail
+NETLENS=${1:?usage: agent_e2e.sh path/to/netlens}
+WORK=$(mktemp -d /tmp/netlens-e2e.XXXXXX)
+SOCK="$WORK/run/netlens.sock"
+AGENT_PID=""
+failures=0
+
+cleanup() {
+  [[ -n "$AGENT_PID" ]] && kill -TERM "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+pass() { echo "ok: $*"; }
+
+cat > "$WORK/netlens.toml" <<TOML
+[agent]
+api_socket = "$SOCK"
+log_level = "info"
+TOML
+
+start_agent() { # $1 = log file, rest = extra args
+  local log=$1; shift
+  "$NETLENS" run -c "$WORK/netlens.toml" "$@" > "$log" 2>&1 &
+  AGENT_PID=$!
+  for _ in $(seq 1 100); do
+    grep -q "netlens ready" "$log" && return 0
+    kill -0 "$AGENT_PID" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
+netlens_objects() { # programs, maps and links of netlens still in the kernel
+  { bpftool prog show; bpftool map show; bpftool link show; } 2>/dev/null |
+    grep -E "name (nl_|nl_trace)" || true
+}
+
+# --- 1. start, trace real traffic, query it --------------------------------------------------
+if ! start_agent "$WORK/agent.log"; then
+  fail "agent did not become ready"; cat "$WORK/agent.log"; exit 1
+fi
+pass "agent ready: $(grep -o 'ready in .*' "$WORK/agent.log")"
+
+python3 - "$WORK/expect.json" <<'PY'
+import json, socket, sys
+ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen()
+port = ls.getsockname()[1]
+c = socket.create_connection(("127.0.0.1", port)); s, _ = ls.accept()
+c.sendall(b"a" * 4000); got = 0
+while got < 4000: got += len(s.recv(65536))
+s.sendall(b"b" * 777); got = 0
+while got < 777: got += len(c.recv(65536))
+c.shutdown(socket.SHUT_WR); s.recv(1); s.shutdown(socket.SHUT_WR); c.recv(1)
+json.dump({"cport": c.getsockname()[1], "sport": port}, open(sys.argv[1], "w"))
+c.close(); s.close()
+PY
+sleep 0.3
+"$NETLENS" connections --json --socket "$SOCK" --client e2e > "$WORK/conns.json" ||
+  fail "netlens connections --json failed"
+python3 - "$WORK/conns.json" "$WORK/expect.json" <<'PY' && pass "connection seen with exact bytes" || fail "connection missing or wrong"
+import json, sys
+body = json.load(open(sys.argv[1])); exp = json.load(open(sys.argv[2]))
+conns = [c for c in body["connections"] if c["type"] == "tcp" and c["sport"] == exp["cport"] and c["dport"] == exp["sport"]]
+assert len(conns) == 1, conns
+c = conns[0]
+assert c["closed"] and c["bytes_sent"] == 4000 and c["bytes_recv"] == 777, c
+assert c["direction"] == "outgoing" and c["family"] == "v4" and c["comm"] == "python3", c
+assert c["last"]["bytes_sent"] == 4000 and c["nat"] is None, c
+assert "map_capacity" in body["telemetry"], body["telemetry"]
+PY
+"$NETLENS" connections --socket "$SOCK" --client e2e-table > "$WORK/table.txt" ||
+  fail "netlens connections (table) failed"
+head -1 "$WORK/table.txt" | grep -q "Proto" && pass "table output" || fail "table output has no header"
+curl -sf --unix-socket "$SOCK" http://netlens/healthz | grep -q ok || fail "healthz not ok"
+curl -sf --unix-socket "$SOCK" http://netlens/stats | python3 -c '
+import json,sys; s=json.load(sys.stdin)
+assert s["records_lost"] == 0 and s["records_malformed"] == 0, s
+for a in ["supervisor","tracer","perf_consumer","compact_ticker","api"]:
+    assert a in s["actors"] and "messages_handled" in s["actors"][a] and "restarts" in s["actors"][a], a
+' && pass "/stats has the records and per-actor figures" || fail "/stats incomplete"
+
+# --- 2. a second agent on the same socket is refused; the first keeps running --------------
+"$NETLENS" run -c "$WORK/netlens.toml" > "$WORK/second.log" 2>&1
+rc=$?
+if [[ $rc -ne 0 ]] && grep -q "already running" "$WORK/second.log" && kill -0 "$AGENT_PID"; then
+  curl -sf --unix-socket "$SOCK" http://netlens/healthz > /dev/null && pass "second agent refused, first unharmed" ||
+    fail "first agent stopped answering after the second one was refused"
+else
+  fail "second agent not refused (rc=$rc)"; cat "$WORK/second.log"
+fi
+
+# --- 3. SIGTERM: ordered shutdown, nothing left in the kernel ---------------------------------
+kill -TERM "$AGENT_PID"; wait "$AGENT_PID"; rc=$?; AGENT_PID=""
+[[ $rc -eq 0 ]] && pass "exit code 0" || fail "exit code $rc after SIGTERM"
+order=$(grep -oE "shutdown phase (stop|purge|exit)" "$WORK/agent.log" | awk '{print $3}' | tr '\n' ' ')
+[[ "$order" == "stop purge exit " ]] && pass "shutdown phases in order: $order" ||
+  fail "shutdown phases out of order: '$order'"
+left=""
+for _ in $(seq 1 40); do left=$(netlens_objects); [[ -z "$left" ]] && break; sleep 0.05; done
+[[ -z "$left" ]] && pass "no netlens program, map or link left" || fail "left in the kernel: $left"
+[[ ! -e "$SOCK" ]] && pass "API socket removed" || fail "API socket left behind"
+
+# --- 4. bad input -----------------------------------------------------------------------------
+"$NETLENS" run --no-such-flag > "$WORK/bad.log" 2>&1; rc=$?
+[[ $rc -eq 2 ]] && grep -q "no-such-flag" "$WORK/bad.log" && pass "unknown flag: exit 2" ||
+  fail "unknown flag gave rc=$rc: $(cat "$WORK/bad.log")"
+printf '[tracer]\nmax_tracked_connections = "lots"\n' > "$WORK/bad.toml"
+"$NETLENS" run -c "$WORK/bad.toml" > "$WORK/bad.log" 2>&1; rc=$?
+[[ $rc -eq 2 ]] && grep -q "bad.toml:2:1: tracer.max_tracked_connections" "$WORK/bad.log" &&
+  pass "invalid config: exit 2 naming file:line and key" || fail "invalid config gave rc=$rc: $(cat "$WORK/bad.log")"
+"$NETLENS" check-config "$WORK/bad.toml" > /dev/null 2>&1; [[ $? -eq 2 ]] || fail "check-config accepted a bad file"
+"$NETLENS" check-config "$WORK/netlens.toml" > /dev/null 2>&1 || fail "check-config refused a good file"
+
+if command -v setpriv > /dev/null; then
+  chmod 755 "$WORK"
+  setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+    "$NETLENS" run -c "$WORK/netlens.toml" > "$WORK/nonroot.log" 2>&1; rc=$?
+  if [[ $rc -eq 3 ]] && grep -q "permission denied" "$WORK/nonroot.log"; then
+    pass "not root: exit 3 naming the missing privilege"
+  else
+    fail "not root gave rc=$rc: $(cat "$WORK/nonroot.log")"
+  fi
+  [[ -z "$(netlens_objects)" ]] || fail "a failed start left objects in the kernel"
+fi
+
+echo "e2e: $failures failure(s)"
+exit $((failures > 0))

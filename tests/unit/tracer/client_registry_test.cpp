@@ -1,0 +1,158 @@
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+
+#include "actors/tracer/client_registry.hpp"
+#include "actors/tracer/idle_expiry.hpp"
+#include "tests/support/conn_builder.hpp"
+
+using namespace netlens;
+using netlens::testing::make_conn;
+
+namespace {
+
+const connection_view* find(const std::vector<connection_view>& v, uint64_t cookie) {
+  auto it = std::find_if(v.begin(), v.end(),
+                         [&](const connection_view& x) { return x.conn.cookie == cookie; });
+  return it == v.end() ? nullptr : &*it;
+}
+
+nl_conn with_bytes(nl_conn c, uint64_t sent, uint64_t recv) {
+  c.bytes_sent = sent;
+  c.bytes_recv = recv;
+  c.packets_sent = sent / 10;
+  c.packets_recv = recv / 10;
+  return c;
+}
+
+} // namespace
+
+TEST_CASE("each client gets the delta since its own previous call", "[registry]") {
+  client_registry reg({1000, 1000000000ull});
+  nl_conn a = make_conn(1, "10.0.0.1", 1000, "10.0.0.2", 80);
+  std::vector<connection_view> out;
+
+  reg.collect("x", {with_bytes(a, 100, 50)}, 1, out);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].last.bytes_sent == 100); // first sight: delta is everything
+  CHECK(out[0].last.bytes_recv == 50);
+
+  reg.collect("x", {with_bytes(a, 250, 80)}, 2, out);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].conn.bytes_sent == 250); // totals stay totals
+  CHECK(out[0].last.bytes_sent == 150);
+  CHECK(out[0].last.bytes_recv == 30);
+  CHECK(out[0].last.packets_sent == 15);
+
+  // A second client has its own history.
+  reg.collect("y", {with_bytes(a, 250, 80)}, 3, out);
+  CHECK(out[0].last.bytes_sent == 250);
+}
+
+TEST_CASE("a closed connection is reported exactly once per client", "[registry]") {
+  client_registry reg({1000, 1000000000ull});
+  nl_conn a = make_conn(1, "10.0.0.1", 1000, "10.0.0.2", 80);
+  std::vector<connection_view> out;
+  reg.collect("x", {with_bytes(a, 100, 0)}, 1, out);
+  reg.collect("y", {}, 1, out);
+
+  reg.add_closed({with_bytes(a, 300, 0)});
+  reg.collect("x", {}, 2, out);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].closed);
+  CHECK(out[0].last.bytes_sent == 200); // delta against what x saw while it was active
+  reg.collect("x", {}, 3, out);
+  CHECK(out.empty());
+
+  reg.collect("y", {}, 4, out);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].last.bytes_sent == 300);
+  reg.collect("y", {}, 5, out);
+  CHECK(out.empty());
+}
+
+TEST_CASE("a connection both closed and still in the active read appears once, closed",
+          "[registry]") {
+  client_registry reg({1000, 1000000000ull});
+  nl_conn a = make_conn(1, "10.0.0.1", 1000, "10.0.0.2", 80);
+  std::vector<connection_view> out;
+  reg.add_closed({with_bytes(a, 10, 10)});
+  reg.collect("x", {with_bytes(a, 10, 10)}, 1, out);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].closed);
+}
+
+TEST_CASE("the closed buffer is bounded and counts what it drops", "[registry]") {
+  client_registry reg({3, 1000000000ull});
+  std::vector<connection_view> out;
+  reg.collect("slow", {}, 1, out);
+  std::vector<nl_conn> batch;
+  for (uint64_t i = 1; i <= 5; ++i)
+    batch.push_back(make_conn(i, "10.0.0.1", static_cast<uint16_t>(i), "10.0.0.2", 80));
+  reg.add_closed(batch);
+  CHECK(reg.stats().closed_dropped == 2);
+  CHECK(reg.stats().closed_buffered == 3);
+  reg.collect("slow", {}, 2, out);
+  REQUIRE(out.size() == 3);
+  CHECK(find(out, 1) == nullptr);
+  CHECK(find(out, 3) != nullptr);
+  CHECK(find(out, 5) != nullptr);
+}
+
+TEST_CASE("records every client has read are released", "[registry]") {
+  client_registry reg({100, 1000000000ull});
+  std::vector<connection_view> out;
+  reg.collect("a", {}, 1, out);
+  reg.collect("b", {}, 1, out);
+  reg.add_closed({make_conn(1, "10.0.0.1", 1, "10.0.0.2", 2)});
+  reg.collect("a", {}, 2, out);
+  CHECK(reg.stats().closed_buffered == 1); // b has not read it yet
+  reg.collect("b", {}, 2, out);
+  CHECK(reg.stats().closed_buffered == 0);
+}
+
+TEST_CASE("clients not seen for the expiry are forgotten and stop holding records",
+          "[registry]") {
+  client_registry reg({100, 1000});
+  std::vector<connection_view> out;
+  reg.collect("gone", {}, 0, out);
+  reg.collect("here", {}, 0, out);
+  reg.add_closed({make_conn(1, "10.0.0.1", 1, "10.0.0.2", 2)});
+  reg.collect("here", {}, 1500, out);
+  CHECK(reg.expire_clients(1600) == 1);
+  CHECK(reg.stats().clients == 1);
+  CHECK(reg.stats().clients_expired == 1);
+  CHECK(reg.stats().closed_buffered == 0);
+}
+
+TEST_CASE("per-client state does not keep connections that vanished", "[registry]") {
+  client_registry reg({100, 1000000000ull});
+  nl_conn a = make_conn(1, "10.0.0.1", 1000, "10.0.0.2", 80);
+  std::vector<connection_view> out;
+  reg.collect("x", {with_bytes(a, 100, 0)}, 1, out);
+  reg.collect("x", {}, 2, out); // gone without a closed record (lost)
+  reg.collect("x", {with_bytes(a, 100, 0)}, 3, out);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].last.bytes_sent == 100); // seen afresh, not as a zero delta
+}
+
+TEST_CASE("deltas never go negative", "[registry]") {
+  client_registry reg({100, 1000000000ull});
+  nl_conn a = make_conn(1, "10.0.0.1", 1000, "10.0.0.2", 80);
+  std::vector<connection_view> out;
+  reg.collect("x", {with_bytes(a, 100, 0)}, 1, out);
+  reg.collect("x", {with_bytes(a, 90, 0)}, 2, out);
+  CHECK(out[0].last.bytes_sent == 0);
+}
+
+TEST_CASE("only UDP flows quiet for the idle timeout expire", "[registry]") {
+  std::vector<nl_conn> active = {make_conn(1, "10.0.0.1", 1, "10.0.0.2", 53, 17),
+                                 make_conn(2, "10.0.0.1", 2, "10.0.0.2", 53, 17),
+                                 make_conn(3, "10.0.0.1", 3, "10.0.0.2", 80, 6)};
+  active[0].last_ns = 100;
+  active[1].last_ns = 900;
+  active[2].last_ns = 0;
+  auto idle = idle_udp_flows(active, 1000, 500);
+  REQUIRE(idle.size() == 1);
+  CHECK(idle[0]->cookie == 1);
+}
