@@ -4,7 +4,6 @@
 
 #include <caf/scoped_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "actors/api/connection_json.hpp"
@@ -15,7 +14,7 @@ namespace {
 constexpr auto k_request_timeout = std::chrono::seconds(10);
 
 http_response error_response(int status, const std::string& what) {
-  return {status, "application/json", nlohmann::json{{"error", what}}.dump()};
+  return {status, "application/json", render_error(what), {}};
 }
 
 } // namespace
@@ -30,8 +29,14 @@ http_response serve_api_request(caf::actor_system& sys, const supervisor_actor& 
     if (client.size() > 128)
       return error_response(400, "client_id longer than 128 characters");
     self->request(supervisor, k_request_timeout, get_conns_atom::value, client)
-        .receive([&](connections_reply& reply) { out = {200, "application/json",
-                                                        render_connections(reply)}; },
+        .receive(
+            [&](connections_reply& reply) {
+              // The reply stays here while the body streams out of it in bounded chunks.
+              auto held = std::make_shared<connections_reply>(std::move(reply));
+              out = {200, "application/json", {}, [held](const chunk_writer& write) {
+                       stream_connections(*held, write);
+                     }};
+            },
                  [&](caf::error& err) { out = error_response(503, sys.render(err)); });
   } else if (req.path == "/stats") {
     self->request(supervisor, k_request_timeout, stats_atom::value)

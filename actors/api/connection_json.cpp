@@ -1,11 +1,65 @@
 #include "actors/api/connection_json.hpp"
 
 #include <arpa/inet.h>
+#include <charconv>
 #include <cstring>
+
+#include <nlohmann/json.hpp>
 
 #include "actors/common/clock.hpp"
 
 namespace netlens {
+namespace {
+
+void append_uint(std::string& out, uint64_t v) {
+  char buf[24];
+  auto res = std::to_chars(buf, buf + sizeof(buf), v);
+  out.append(buf, res.ptr);
+}
+
+// JSON string; bytes that are not printable ASCII are escaped, so the output is always valid
+// UTF-8 whatever a process put in its comm.
+void append_string(std::string& out, std::string_view s) {
+  static const char hex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (unsigned char ch : s) {
+    if (ch == '"' || ch == '\\') {
+      out.push_back('\\');
+      out.push_back(static_cast<char>(ch));
+    } else if (ch < 0x20 || ch >= 0x7f) {
+      out.append("\\u00");
+      out.push_back(hex[ch >> 4]);
+      out.push_back(hex[ch & 0xf]);
+    } else {
+      out.push_back(static_cast<char>(ch));
+    }
+  }
+  out.push_back('"');
+}
+
+void field(std::string& out, const char* name, uint64_t v) {
+  out.push_back('"');
+  out.append(name);
+  out.append("\":");
+  append_uint(out, v);
+  out.push_back(',');
+}
+
+void field(std::string& out, const char* name, std::string_view v) {
+  out.push_back('"');
+  out.append(name);
+  out.append("\":");
+  append_string(out, v);
+  out.push_back(',');
+}
+
+void field_bool(std::string& out, const char* name, bool v) {
+  out.push_back('"');
+  out.append(name);
+  out.append(v ? "\":true," : "\":false,");
+}
+
+} // namespace
 
 std::string address_text(uint16_t family, const uint8_t* addr) {
   char buf[INET6_ADDRSTRLEN] = {};
@@ -34,61 +88,89 @@ bool is_intra_host(const nl_conn& c) {
   return std::memcmp(c.saddr, c.daddr, 16) == 0;
 }
 
-nlohmann::json connection_to_json(const connection_view& v, uint64_t mono_now, uint64_t real_now) {
+void append_connection_json(std::string& out, const connection_view& v, uint64_t mono_now,
+                            uint64_t real_now) {
   const nl_conn& c = v.conn;
   auto wall = [&](uint64_t mono) -> uint64_t {
     return mono <= mono_now ? real_now - (mono_now - mono) : real_now;
   };
-  std::string comm(c.comm, strnlen(c.comm, sizeof(c.comm)));
-  nlohmann::json j = {
-      {"family", c.family == AF_INET ? "v4" : "v6"},
-      {"type", c.protocol == 6 ? "tcp" : "udp"},
-      {"saddr", address_text(c.family, c.saddr)},
-      {"sport", c.sport},
-      {"daddr", address_text(c.family, c.daddr)},
-      {"dport", c.dport},
-      {"netns", c.netns},
-      {"pid", c.pid},
-      {"comm", comm},
-      {"direction", c.direction == NL_DIR_OUTGOING   ? "outgoing"
-                    : c.direction == NL_DIR_INCOMING ? "incoming"
-                                                     : "none"},
-      {"intra_host", is_intra_host(c)},
-      {"bytes_sent", c.bytes_sent},
-      {"bytes_recv", c.bytes_recv},
-      {"packets_sent", c.packets_sent},
-      {"packets_recv", c.packets_recv},
-      {"retransmits", c.retransmits},
-      {"rtt_us", c.srtt_us},
-      {"rtt_var_us", c.rttvar_us},
-      {"tcp_state", c.protocol == 6 ? tcp_state_name(c.tcp_state) : ""},
-      {"closed", v.closed},
-      {"cookie", c.cookie},
-      {"start_time_ns", wall(c.start_ns)},
-      {"last_activity_ns", wall(c.last_ns)},
-      {"preexisting", (c.flags & NL_FLAG_PREEXISTING) != 0},
-      {"idle_expired", (c.flags & NL_FLAG_IDLE_EXPIRED) != 0},
-      {"nat", nullptr},
-      {"last",
-       {{"bytes_sent", v.last.bytes_sent},
-        {"bytes_recv", v.last.bytes_recv},
-        {"packets_sent", v.last.packets_sent},
-        {"packets_recv", v.last.packets_recv},
-        {"retransmits", v.last.retransmits}}},
-  };
-  return j;
+  bool tcp = c.protocol == 6;
+  out.push_back('{');
+  field(out, "family", c.family == AF_INET ? "v4" : "v6");
+  field(out, "type", tcp ? "tcp" : "udp");
+  field(out, "saddr", address_text(c.family, c.saddr));
+  field(out, "sport", c.sport);
+  field(out, "daddr", address_text(c.family, c.daddr));
+  field(out, "dport", c.dport);
+  field(out, "netns", c.netns);
+  field(out, "pid", c.pid);
+  field(out, "comm", std::string_view(c.comm, strnlen(c.comm, sizeof(c.comm))));
+  field(out, "direction",
+        c.direction == NL_DIR_OUTGOING   ? "outgoing"
+        : c.direction == NL_DIR_INCOMING ? "incoming"
+                                         : "none");
+  field_bool(out, "intra_host", is_intra_host(c));
+  field(out, "bytes_sent", c.bytes_sent);
+  field(out, "bytes_recv", c.bytes_recv);
+  field(out, "packets_sent", c.packets_sent);
+  field(out, "packets_recv", c.packets_recv);
+  field(out, "retransmits", c.retransmits);
+  field(out, "rtt_us", c.srtt_us);
+  field(out, "rtt_var_us", c.rttvar_us);
+  field(out, "tcp_state", tcp ? tcp_state_name(c.tcp_state) : "");
+  field_bool(out, "closed", v.closed);
+  field(out, "cookie", c.cookie);
+  field(out, "start_time_ns", wall(c.start_ns));
+  field(out, "last_activity_ns", wall(c.last_ns));
+  field_bool(out, "preexisting", (c.flags & NL_FLAG_PREEXISTING) != 0);
+  field_bool(out, "idle_expired", (c.flags & NL_FLAG_IDLE_EXPIRED) != 0);
+  out.append("\"nat\":null,\"last\":{");
+  field(out, "bytes_sent", v.last.bytes_sent);
+  field(out, "bytes_recv", v.last.bytes_recv);
+  field(out, "packets_sent", v.last.packets_sent);
+  field(out, "packets_recv", v.last.packets_recv);
+  field(out, "retransmits", v.last.retransmits);
+  out.back() = '}'; // replaces the trailing comma
+  out.push_back('}');
+}
+
+void stream_connections(const connections_reply& reply, const chunk_writer& write,
+                        size_t chunk_bytes) {
+  uint64_t mono = monotonic_now_ns(), real = realtime_now_ns();
+  std::string chunk;
+  chunk.reserve(chunk_bytes + 1024);
+  chunk.append("{\"connections\":[");
+  bool first = true;
+  for (const auto& v : reply.connections) {
+    if (!first)
+      chunk.push_back(',');
+    first = false;
+    append_connection_json(chunk, v, mono, real);
+    if (chunk.size() >= chunk_bytes) {
+      if (!write(chunk))
+        return;
+      chunk.clear();
+    }
+  }
+  chunk.append("],\"telemetry\":{");
+  for (size_t i = 0; i < reply.telemetry.size(); ++i) {
+    if (i)
+      chunk.push_back(',');
+    append_string(chunk, reply.telemetry[i].first);
+    chunk.push_back(':');
+    append_uint(chunk, reply.telemetry[i].second);
+  }
+  chunk.append("}}");
+  write(chunk);
 }
 
 std::string render_connections(const connections_reply& reply) {
-  uint64_t mono = monotonic_now_ns(), real = realtime_now_ns();
-  nlohmann::json conns = nlohmann::json::array();
-  for (const auto& v : reply.connections)
-    conns.push_back(connection_to_json(v, mono, real));
-  nlohmann::json tel = nlohmann::json::object();
-  for (const auto& [k, val] : reply.telemetry)
-    tel[k] = val;
-  nlohmann::json body = {{"connections", std::move(conns)}, {"telemetry", std::move(tel)}};
-  return body.dump();
+  std::string out;
+  stream_connections(reply, [&](std::string_view s) {
+    out.append(s);
+    return true;
+  });
+  return out;
 }
 
 std::string render_stats(const agent_stats& stats) {
@@ -116,6 +198,10 @@ std::string render_stats(const agent_stats& stats) {
   }
   top["actors"] = std::move(actors);
   return top.dump();
+}
+
+std::string render_error(const std::string& what) {
+  return nlohmann::json{{"error", what}}.dump();
 }
 
 } // namespace netlens

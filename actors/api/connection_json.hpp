@@ -1,10 +1,11 @@
 // How connections, telemetry and statistics look on the wire (JSON), in one place for the
-// API, the CLI and the tests.
+// API, the CLI and the tests. Connections are written straight into bounded chunks, never
+// into a document tree: 65,536 connections must not cost the host hundreds of megabytes.
 #pragma once
 
+#include <functional>
 #include <string>
-
-#include <nlohmann/json.hpp>
+#include <string_view>
 
 #include "messages/types.hpp"
 
@@ -14,9 +15,19 @@ std::string address_text(uint16_t family, const uint8_t* addr);
 const char* tcp_state_name(uint8_t state);
 bool is_intra_host(const nl_conn& c);
 
-// mono_now/real_now convert the kernel's CLOCK_MONOTONIC stamps to wall-clock time.
-nlohmann::json connection_to_json(const connection_view& v, uint64_t mono_now, uint64_t real_now);
+// Appends one connection object. mono_now/real_now turn the kernel's CLOCK_MONOTONIC stamps
+// into wall-clock nanoseconds.
+void append_connection_json(std::string& out, const connection_view& v, uint64_t mono_now,
+                            uint64_t real_now);
+
+// Writes {"connections":[...],"telemetry":{...}} in chunks of about chunk_bytes; stops early
+// if write returns false (the peer went away).
+using chunk_writer = std::function<bool(std::string_view)>;
+void stream_connections(const connections_reply& reply, const chunk_writer& write,
+                        size_t chunk_bytes = 64 * 1024);
 std::string render_connections(const connections_reply& reply);
+
 std::string render_stats(const agent_stats& stats);
+std::string render_error(const std::string& what);
 
 } // namespace netlens

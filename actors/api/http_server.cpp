@@ -75,10 +75,15 @@ bool write_all(int fd, const char* data, size_t n) {
 
 void send_response(int fd, const http_response& r) {
   std::string head = "HTTP/1.1 " + std::to_string(r.status) + " " + reason(r.status) +
-                     "\r\nContent-Type: " + r.content_type +
-                     "\r\nContent-Length: " + std::to_string(r.body.size()) +
-                     "\r\nConnection: close\r\n\r\n";
-  if (write_all(fd, head.data(), head.size()))
+                     "\r\nContent-Type: " + r.content_type;
+  if (!r.stream)
+    head += "\r\nContent-Length: " + std::to_string(r.body.size());
+  head += "\r\nConnection: close\r\n\r\n";
+  if (!write_all(fd, head.data(), head.size()))
+    return;
+  if (r.stream)
+    r.stream([fd](std::string_view piece) { return write_all(fd, piece.data(), piece.size()); });
+  else
     write_all(fd, r.body.data(), r.body.size());
 }
 

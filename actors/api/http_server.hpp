@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <variant>
 
@@ -22,6 +23,9 @@ struct http_response {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
+  // When set, the body is produced piece by piece instead (ended by closing the connection),
+  // so a large answer never sits in memory whole.
+  std::function<void(const std::function<bool(std::string_view)>&)> stream;
 };
 
 // Parses "GET /path?a=b HTTP/1.1\r\n...". Returns an error text for anything else.

@@ -60,8 +60,12 @@ tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_stat
         if (!st.bpf->udp_release_attached())
           spdlog::warn("tracer: no cgroup v2 hierarchy mounted; UDP flows end only by idle expiry");
         st.state = "running";
-        spdlog::info("tracer: BPF programs loaded (CO-RE, tp_btf), closed buffer: {}",
-                     opts.use_perf ? "perf" : "ring");
+        std::string ids;
+        for (uint32_t id : st.bpf->program_ids())
+          ids += (ids.empty() ? "" : ",") + std::to_string(id);
+        spdlog::info("tracer: BPF programs loaded (CO-RE, tp_btf), closed buffer: {}, "
+                     "program ids {}",
+                     opts.use_perf ? "perf" : "ring", ids);
         return caf::ok_atom::value;
       },
       [=](buffer_atom) -> caf::result<closed_buffer_info> {

@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdio>
 #include <future>
+#include <malloc.h>
 #include <iostream>
 #include <pthread.h>
 #include <thread>
@@ -13,6 +14,7 @@
 #include <bpf/libbpf.h>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
 #include <nlohmann/json.hpp>
@@ -73,6 +75,10 @@ int run_agent(const config& cfg) {
     return 1;
   }
   libbpf_set_print(libbpf_log);
+  // Large transient buffers (a full map read, a big answer) are mmapped and go back to the
+  // OS when freed; glibc's default would raise the threshold after the first one and keep
+  // them in the heap for good, and the agent's RSS would stay at its peak.
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 
   // Signals go to one thread that turns them into a shutdown message; every other thread,
   // including CAF's, has them blocked.
@@ -121,7 +127,22 @@ int run_agent(const config& cfg) {
         }
       }
     });
-    auto [code, why] = exited.get();
+    // The exit channel is normally closed by the supervisor; should the supervisor itself die,
+    // its down message ends the wait instead of leaving the process hanging.
+    caf::scoped_actor watcher{sys};
+    watcher->monitor(supervisor);
+    std::pair<int, std::string> result;
+    bool supervisor_gone = false;
+    while (exited.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready &&
+           !supervisor_gone) {
+      watcher->receive([&](caf::down_msg&) { supervisor_gone = true; },
+                       caf::after(std::chrono::milliseconds(100)) >> [] {});
+    }
+    if (exited.wait_for(std::chrono::milliseconds(0)) == std::future_status::ready)
+      result = exited.get();
+    else
+      result = {1, "the supervisor died without running the ordered shutdown"};
+    auto [code, why] = result;
     done = true;
     signal_thread.join();
     exit_code = code;

@@ -36,9 +36,15 @@ start_agent() { # $1 = log file, rest = extra args
   return 1
 }
 
-netlens_objects() { # programs, maps and links of netlens still in the kernel
-  { bpftool prog show; bpftool map show; bpftool link show; } 2>/dev/null |
-    grep -E "name (nl_|nl_trace)" || true
+loaded_ids() { # the program ids the agent says it loaded (other agents may run on this host)
+  grep -oE "program ids [0-9,]+" "$1" | tail -1 | awk '{print $3}' | tr ',' ' '
+}
+
+still_loaded() { # those of the given program ids still in the kernel, with their maps
+  local id
+  for id in "$@"; do
+    bpftool prog show id "$id" 2>/dev/null | head -1
+  done
 }
 
 # --- 1. start, trace real traffic, query it --------------------------------------------------
@@ -96,14 +102,30 @@ else
 fi
 
 # --- 3. SIGTERM: ordered shutdown, nothing left in the kernel ---------------------------------
+# The maps our programs use, read while they are loaded.
+map_ids=$(for id in $(loaded_ids "$WORK/agent.log"); do
+  bpftool prog show id "$id" --json 2>/dev/null |
+    python3 -c 'import json,sys; print(" ".join(str(m) for m in json.load(sys.stdin).get("map_ids", [])))'
+done | tr ' ' '\n' | sort -u | tr '\n' ' ')
+[[ -n "$map_ids" ]] || fail "could not read the agent's map ids"
 kill -TERM "$AGENT_PID"; wait "$AGENT_PID"; rc=$?; AGENT_PID=""
 [[ $rc -eq 0 ]] && pass "exit code 0" || fail "exit code $rc after SIGTERM"
 order=$(grep -oE "shutdown phase (stop|purge|exit)" "$WORK/agent.log" | awk '{print $3}' | tr '\n' ' ')
 [[ "$order" == "stop purge exit " ]] && pass "shutdown phases in order: $order" ||
   fail "shutdown phases out of order: '$order'"
+ids=$(loaded_ids "$WORK/agent.log")
+[[ -n "$ids" ]] || fail "the agent did not log its program ids"
 left=""
-for _ in $(seq 1 40); do left=$(netlens_objects); [[ -z "$left" ]] && break; sleep 0.05; done
-[[ -z "$left" ]] && pass "no netlens program, map or link left" || fail "left in the kernel: $left"
+for _ in $(seq 1 40); do left=$(still_loaded $ids); [[ -z "$left" ]] && break; sleep 0.05; done
+[[ -z "$left" ]] && pass "none of the agent's programs ($ids) left, nor their links" ||
+  fail "left in the kernel: $left"
+# Links hold their program: a leaked link would have kept a program above.
+left_maps=""
+for _ in $(seq 1 40); do
+  left_maps=$(for m in $map_ids; do bpftool map show id "$m" 2>/dev/null | head -1; done)
+  [[ -z "$left_maps" ]] && break; sleep 0.05
+done
+[[ -z "$left_maps" ]] && pass "none of the agent's maps ($map_ids) left" || fail "maps left: $left_maps"
 [[ ! -e "$SOCK" ]] && pass "API socket removed" || fail "API socket left behind"
 
 # --- 4. bad input -----------------------------------------------------------------------------
@@ -126,7 +148,7 @@ if command -v setpriv > /dev/null; then
   else
     fail "not root gave rc=$rc: $(cat "$WORK/nonroot.log")"
   fi
-  [[ -z "$(netlens_objects)" ]] || fail "a failed start left objects in the kernel"
+  [[ -z "$(loaded_ids "$WORK/nonroot.log")" ]] || fail "a failed start loaded programs"
 fi
 
 echo "e2e: $failures failure(s)"

@@ -1,0 +1,80 @@
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "actors/api/connection_json.hpp"
+#include "tests/support/conn_builder.hpp"
+
+using namespace netlens;
+using netlens::testing::make_conn;
+
+TEST_CASE("connections render as valid JSON with every documented field", "[api]") {
+  connections_reply reply;
+  nl_conn c = make_conn(99, "10.0.0.1", 4000, "127.0.0.1", 80);
+  c.bytes_sent = 5;
+  c.bytes_recv = 6;
+  c.srtt_us = 33;
+  c.tcp_state = 1;
+  std::memcpy(c.comm, "we\"ird\\\x01\xff", 10);
+  reply.connections.push_back({c, true, {1, 2, 3, 4, 5}});
+  reply.connections.push_back({make_conn(7, "::1", 1, "::1", 2, 17), false, {}});
+  reply.telemetry = {{"records_lost", 0}, {"map_entries", 2}};
+
+  auto j = nlohmann::json::parse(render_connections(reply));
+  REQUIRE(j["connections"].size() == 2);
+  auto& a = j["connections"][0];
+  for (const char* k : {"family", "type", "saddr", "sport", "daddr", "dport", "netns", "pid", "comm",
+                        "direction", "intra_host", "bytes_sent", "bytes_recv", "packets_sent",
+                        "packets_recv", "retransmits", "rtt_us", "rtt_var_us", "closed", "cookie",
+                        "nat", "last"})
+    CHECK(a.contains(k));
+  CHECK(a["family"] == "v4");
+  CHECK(a["type"] == "tcp");
+  CHECK(a["saddr"] == "10.0.0.1");
+  CHECK(a["dport"] == 80);
+  CHECK(a["comm"] == "we\"ird\\\u0001\u00ff");
+  CHECK(a["intra_host"] == true);
+  CHECK(a["closed"] == true);
+  CHECK(a["tcp_state"] == "ESTABLISHED");
+  CHECK(a["nat"].is_null());
+  CHECK(a["last"]["bytes_sent"] == 1);
+  CHECK(a["last"]["retransmits"] == 5);
+  CHECK(j["connections"][1]["family"] == "v6");
+  CHECK(j["connections"][1]["type"] == "udp");
+  CHECK(j["telemetry"]["map_entries"] == 2);
+}
+
+TEST_CASE("a large answer streams in bounded chunks", "[api]") {
+  connections_reply reply;
+  for (uint64_t i = 0; i < 5000; ++i)
+    reply.connections.push_back({make_conn(i, "10.0.0.1", 1, "10.0.0.2", 2), false, {}});
+  size_t biggest = 0, total = 0;
+  std::string all;
+  stream_connections(
+      reply,
+      [&](std::string_view piece) {
+        biggest = std::max(biggest, piece.size());
+        total += piece.size();
+        all.append(piece);
+        return true;
+      },
+      16 * 1024);
+  CHECK(biggest < 16 * 1024 + 2048);
+  CHECK(total > 5000 * 300);
+  CHECK(nlohmann::json::parse(all)["connections"].size() == 5000);
+}
+
+TEST_CASE("streaming stops when the peer goes away", "[api]") {
+  connections_reply reply;
+  for (uint64_t i = 0; i < 5000; ++i)
+    reply.connections.push_back({make_conn(i, "10.0.0.1", 1, "10.0.0.2", 2), false, {}});
+  int calls = 0;
+  stream_connections(
+      reply,
+      [&](std::string_view) {
+        ++calls;
+        return false;
+      },
+      1024);
+  CHECK(calls == 1);
+}
