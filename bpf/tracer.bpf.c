@@ -57,6 +57,12 @@ static __always_inline bool is_inet(__u16 family) {
   return family == NL_AF_INET || family == NL_AF_INET6;
 }
 
+/* States in which a TCP socket still belongs to a live connection. */
+static __always_inline bool tcp_state_has_peer(int state) {
+  return state == TCP_ESTABLISHED || state == TCP_CLOSE_WAIT || state == TCP_FIN_WAIT1 ||
+         state == TCP_FIN_WAIT2 || state == TCP_CLOSING || state == TCP_LAST_ACK;
+}
+
 static __always_inline void read_tuple(struct nl_conn *c, const struct sock *sk) {
   __u16 family = sk->__sk_common.skc_family;
   c->family = family;
@@ -212,6 +218,10 @@ int BPF_PROG(nl_tcp_state, const struct sock *sk, int oldstate, int newstate) {
   if (!c)
     return 0;
   c->tcp_state = newstate;
+  /* These two come from the owner's own shutdown() or close(): an accepted socket that never
+   * sent or received learns its process here. */
+  if ((newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) && c->pid == 0)
+    set_owner(c);
   if (newstate != TCP_CLOSE)
     return 0;
   read_tcp(c, sk, tp);
@@ -235,6 +245,10 @@ static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_se
   __u64 cookie = bpf_get_socket_cookie(sk);
   struct nl_conn *c = bpf_map_lookup_elem(&nl_active, &cookie);
   if (!c) {
+    /* A TCP socket already closed (its record is out) may still hand queued data to the
+     * application; an entry made now would never see a close and would stay forever. */
+    if (protocol == IPPROTO_TCP && !tcp_state_has_peer(sk->__sk_common.skc_state))
+      return 0;
     __u8 dir = NL_DIR_NONE;
     if (protocol == IPPROTO_UDP)
       dir = is_send ? NL_DIR_OUTGOING : NL_DIR_INCOMING;

@@ -30,6 +30,15 @@ counter_list telemetry_of(const tracer_state& st) {
   return out;
 }
 
+// A full map read is ~10 MB at 65,536 connections; keeping it between requests would hold
+// that much RSS on the host for nothing.
+void release_scratch(tracer_state& st) {
+  if (st.active.capacity() * sizeof(nl_conn) > (1u << 20))
+    std::vector<nl_conn>().swap(st.active);
+  else
+    st.active.clear();
+}
+
 caf::error not_loaded(const tracer_state& st) {
   return caf::make_error(caf::sec::runtime_error, "tracer is " + st.state);
 }
@@ -96,6 +105,7 @@ tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_stat
         st.clients->collect(client, st.active, monotonic_now_ns(), reply.connections);
         reply.telemetry = telemetry_of(st);
         reply.telemetry.emplace_back("map_entries", st.active.size());
+        release_scratch(st);
         return reply;
       },
       [=](expire_atom) {
@@ -118,6 +128,7 @@ tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_stat
         }
         st.idle_expired += ended.size();
         st.clients->add_closed(ended);
+        release_scratch(st);
       },
       [=](stop_atom) {
         ++self->state.handled;
@@ -142,6 +153,7 @@ tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_stat
         if (st.bpf) {
           st.bpf->read_active(st.active);
           s.counters.emplace_back("map_entries", st.active.size());
+          release_scratch(st);
         }
         return s;
       },

@@ -391,3 +391,40 @@ TEST_CASE("kernel: the loaded object leaves nothing behind when destroyed", "[ke
   }
   FAIL("a netlens BPF program is still loaded after the tracer was destroyed");
 }
+
+TEST_CASE("kernel: reading data after the socket closed leaves no entry behind", "[kernel]") {
+  tracer_under_test t(false);
+  int l = listen_on(AF_INET, "127.0.0.1");
+  uint16_t port = local_port(l);
+  int c = connect_to(AF_INET, "127.0.0.1", port);
+  int s = accept(l, nullptr, nullptr);
+  uint16_t cport = local_port(c);
+  // The server closes first; the client's data and FIN arrive after, unread: the server's
+  // socket reaches TCP_CLOSE with 500 bytes still queued, which it reads only then.
+  shutdown(s, SHUT_WR);
+  read_eof(c);
+  write_all(c, 500);
+  shutdown(c, SHUT_WR);
+  wait_closed(s);
+  read_exactly(s, 500);
+  read_eof(s);
+  std::vector<nl_conn> active;
+  t.bpf->read_active(active);
+  // The closed socket's local port is already released (inet_put_port zeroes it), so look
+  // for any TCP entry of ours at all: both sockets are closed.
+  for (const auto& a : active)
+    CHECK_FALSE((a.protocol == IPPROTO_TCP && a.pid == static_cast<uint32_t>(getpid()) &&
+                 a.dport == cport));
+  close(c);
+  close(s);
+  close(l);
+  auto records = t.finish();
+  bool found = false;
+  for (const auto& r : records)
+    if (r.pid == static_cast<uint32_t>(getpid()) && r.sport == port && r.dport == cport) {
+      CHECK_FALSE(found);
+      found = true;
+      CHECK(r.bytes_recv == 500); // counted when it arrived, from tcp_sock
+    }
+  CHECK(found);
+}
