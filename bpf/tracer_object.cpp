@@ -1,5 +1,6 @@
 #include "bpf/tracer_object.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -62,6 +63,9 @@ tracer_object::load(const tracer_load_options& opts) {
     return describe_load_failure(errno, "opening the tracer BPF object");
   auto* skel = self->skel_;
   skel->rodata->use_perf = opts.use_perf;
+  // One ring buffer record is 8 bytes of header plus the record, rounded up to 8.
+  uint64_t ring_record = (sizeof(nl_closed_record) + 8 + 7) & ~uint64_t{7};
+  skel->rodata->wakeup_bytes = ring_record * std::max<uint32_t>(1, opts.wakeup_every_records);
   bpf_map__set_max_entries(skel->maps.nl_active, opts.max_tracked_connections);
   // The transport not in use still exists in the object; keep it as small as the kernel allows.
   long page = sysconf(_SC_PAGESIZE);
@@ -75,6 +79,7 @@ tracer_object::load(const tracer_load_options& opts) {
     const char* what;
   } tracepoints[] = {
       {skel->progs.nl_tcp_state, "tp_btf/inet_sock_set_state"},
+      {skel->progs.nl_tcp_state_nested, "tp_btf/inet_sock_set_state (nested)"},
       {skel->progs.nl_sock_send, "tp_btf/sock_send_length"},
       {skel->progs.nl_sock_recv, "tp_btf/sock_recv_length"},
       {skel->progs.nl_tcp_retransmit, "tp_btf/tcp_retransmit_skb"},
@@ -158,6 +163,18 @@ void tracer_object::read_active(std::vector<nl_conn>& out, uint32_t batch_size) 
 
 bool tracer_object::remove_active(uint64_t cookie) {
   return bpf_map_delete_elem(bpf_map__fd(skel_->maps.nl_active), &cookie) == 0;
+}
+
+uint64_t tracer_object::recursion_misses() const {
+  uint64_t misses = 0;
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, skel_->obj) {
+    bpf_prog_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len) == 0)
+      misses += info.recursion_misses;
+  }
+  return misses;
 }
 
 std::vector<uint32_t> tracer_object::program_ids() const {

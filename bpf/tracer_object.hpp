@@ -23,6 +23,7 @@ struct tracer_load_options {
   uint32_t max_tracked_connections = 65536;
   bool use_perf = false;
   uint32_t ring_buffer_bytes = 4u << 20;
+  uint32_t wakeup_every_records = 64; // closed records per reader wakeup
 };
 
 class tracer_object {
@@ -48,6 +49,8 @@ public:
   bool remove_active(uint64_t cookie);
   // Kernel ids of the loaded programs, for tests and for leak checks.
   std::vector<uint32_t> program_ids() const;
+  // Runs the kernel skipped because the program was already running on that CPU.
+  uint64_t recursion_misses() const;
 
 private:
   tracer_object() = default;

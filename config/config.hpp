@@ -22,6 +22,8 @@ struct tracer_config {
   uint32_t max_closed_connections_buffered = 65536;            // [1, 16777216]
   uint32_t client_expiry_s = 300;                              // [1, 86400]
   uint32_t udp_idle_timeout_s = 120;                           // [1, 86400]
+  uint32_t wakeup_every_records = 64;      // closed records per reader wakeup, [1, 4096]
+  uint32_t closed_flush_interval_ms = 100; // longest a closed record waits, [1, 10000]
 };
 
 struct compact_ticker_config {
@@ -54,9 +56,10 @@ inline bool operator==(const agent_config &a, const agent_config &b) {
 }
 
 inline bool operator==(const tracer_config &a, const tracer_config &b) {
-  const auto &[a0, a1, a2, a3, a4, a5, a6] = a;
-  const auto &[b0, b1, b2, b3, b4, b5, b6] = b;
-  return std::tie(a0, a1, a2, a3, a4, a5, a6) == std::tie(b0, b1, b2, b3, b4, b5, b6);
+  const auto &[a0, a1, a2, a3, a4, a5, a6, a7, a8] = a;
+  const auto &[b0, b1, b2, b3, b4, b5, b6, b7, b8] = b;
+  return std::tie(a0, a1, a2, a3, a4, a5, a6, a7, a8) ==
+         std::tie(b0, b1, b2, b3, b4, b5, b6, b7, b8);
 }
 
 inline bool operator==(const compact_ticker_config &a, const compact_ticker_config &b) {

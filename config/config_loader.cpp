@@ -59,6 +59,9 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
         count_rule{1, 16777216});
   visit("tracer", "client_expiry_s", c.tracer.client_expiry_s, count_rule{1, 86400});
   visit("tracer", "udp_idle_timeout_s", c.tracer.udp_idle_timeout_s, count_rule{1, 86400});
+  visit("tracer", "wakeup_every_records", c.tracer.wakeup_every_records, count_rule{1, 4096});
+  visit("tracer", "closed_flush_interval_ms", c.tracer.closed_flush_interval_ms,
+        count_rule{1, 10000});
 
   visit("compact_ticker", "interval_ms", c.compact_ticker.interval_ms, count_rule{10, 3600000});
 
@@ -75,7 +78,7 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
 [[maybe_unused]] void for_each_key_covers_every_member(const config &c) {
   [[maybe_unused]] const auto &[agent, tracer, compact_ticker, supervisor] = c;
   [[maybe_unused]] const auto &[a0, a1] = agent;
-  [[maybe_unused]] const auto &[t0, t1, t2, t3, t4, t5, t6] = tracer;
+  [[maybe_unused]] const auto &[t0, t1, t2, t3, t4, t5, t6, t7, t8] = tracer;
   [[maybe_unused]] const auto &[c0] = compact_ticker;
   [[maybe_unused]] const auto &[s0, s1, s2, s3, s4, s5] = supervisor;
 }

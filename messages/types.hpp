@@ -24,6 +24,8 @@ struct closed_buffer_info {
   int map_fd = -1;
   bool perf = false;
   uint32_t perf_pages = 64;
+  uint32_t wakeup_every_records = 64; // the kernel wakes the reader once per this many
+  uint32_t flush_interval_ms = 100;   // the reader reads at least this often regardless
 };
 
 // The counters that can move between two reads of one connection.

@@ -1,6 +1,8 @@
 #include "actors/perf_consumer/closed_reader.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <linux/perf_event.h>
 #include <cstring>
 #include <fcntl.h>
 #include <poll.h>
@@ -14,19 +16,31 @@
 namespace netlens {
 namespace {
 
-constexpr int k_poll_timeout_ms = 100;
-
 int ring_sample(void* ctx, void* data, size_t size) {
   static_cast<closed_reader*>(ctx)->on_record(data, size);
   return 0;
 }
 
-void perf_sample(void* ctx, int /*cpu*/, void* data, __u32 size) {
-  static_cast<closed_reader*>(ctx)->on_record(data, size);
-}
-
-void perf_lost(void* ctx, int /*cpu*/, __u64 count) {
-  static_cast<closed_reader*>(ctx)->on_lost(count);
+// Raw perf events, so the buffer can wake us once per batch instead of once per record.
+enum bpf_perf_event_ret perf_event(void* ctx, int /*cpu*/, struct perf_event_header* event) {
+  auto* self = static_cast<closed_reader*>(ctx);
+  if (event->type == PERF_RECORD_SAMPLE) {
+    struct sample {
+      perf_event_header header;
+      uint32_t size;
+      char data[];
+    };
+    auto* s = reinterpret_cast<sample*>(event);
+    self->on_record(s->data, s->size); // size includes alignment padding: the decoder allows it
+  } else if (event->type == PERF_RECORD_LOST) {
+    struct lost {
+      perf_event_header header;
+      uint64_t id;
+      uint64_t lost;
+    };
+    self->on_lost(reinterpret_cast<lost*>(event)->lost);
+  }
+  return LIBBPF_PERF_EVENT_CONT;
 }
 
 } // namespace
@@ -39,8 +53,14 @@ closed_reader::open(const closed_buffer_info& info, sink out) {
   if (self->fd_ < 0)
     return std::string("duplicating the closed-buffer map fd: ") + std::strerror(errno);
   if (info.perf) {
-    self->perf_ = perf_buffer__new(self->fd_, info.perf_pages, perf_sample, perf_lost,
-                                   self.get(), nullptr);
+    perf_event_attr attr{};
+    attr.type = PERF_TYPE_SOFTWARE;
+    attr.config = PERF_COUNT_SW_BPF_OUTPUT;
+    attr.sample_type = PERF_SAMPLE_RAW;
+    attr.sample_period = 1;
+    attr.wakeup_events = std::max<uint32_t>(1, info.wakeup_every_records);
+    self->perf_ = perf_buffer__new_raw(self->fd_, info.perf_pages, &attr, perf_event, self.get(),
+                                       nullptr);
     if (!self->perf_)
       return std::string("opening the perf buffer: ") + std::strerror(errno);
   } else {
@@ -51,6 +71,7 @@ closed_reader::open(const closed_buffer_info& info, sink out) {
   self->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (self->wake_fd_ < 0)
     return std::string("eventfd(): ") + std::strerror(errno);
+  self->flush_interval_ms_ = static_cast<int>(std::max<uint32_t>(1, info.flush_interval_ms));
   self->batch_.reserve(1024);
   return self;
 }
@@ -96,7 +117,8 @@ void closed_reader::poll_loop() {
   pollfd fds[2] = {{ring_ ? ring_buffer__epoll_fd(ring_) : perf_buffer__epoll_fd(perf_), POLLIN, 0},
                    {wake_fd_, POLLIN, 0}};
   while (running_.load(std::memory_order_relaxed)) {
-    int n = poll(fds, 2, k_poll_timeout_ms);
+    // Woken when a batch is complete, or by the timer for what is left below a batch.
+    int n = poll(fds, 2, flush_interval_ms_);
     if (n < 0 && errno != EINTR)
       break;
     if (fds[1].revents)

@@ -54,6 +54,7 @@ private:
   sink sink_;
   int fd_ = -1;      // our duplicate of the map fd
   int wake_fd_ = -1; // eventfd that tells the poll thread to stop
+  int flush_interval_ms_ = 100;
   ring_buffer* ring_ = nullptr;
   perf_buffer* perf_ = nullptr;
   std::vector<nl_conn> batch_;

@@ -26,6 +26,7 @@ counter_list telemetry_of(const tracer_state& st) {
     out.emplace_back("kernel_closed_lost", k.closed_lost);
     out.emplace_back("failed_inserts", k.failed_inserts);
     out.emplace_back("map_capacity", st.bpf->max_entries());
+    out.emplace_back("bpf_recursion_misses", st.bpf->recursion_misses());
   }
   return out;
 }
@@ -60,6 +61,7 @@ tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_stat
         opts.max_tracked_connections = st.cfg.max_tracked_connections;
         opts.use_perf = st.cfg.closed_buffer == closed_buffer_kind::perf;
         opts.ring_buffer_bytes = st.cfg.ring_buffer_bytes;
+        opts.wakeup_every_records = st.cfg.wakeup_every_records;
         auto loaded = tracer_object::load(opts);
         if (auto* err = std::get_if<load_error>(&loaded)) {
           st.state = "failed";
@@ -86,6 +88,8 @@ tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_stat
         info.perf = st.bpf->uses_perf();
         info.map_fd = info.perf ? st.bpf->closed_perf_fd() : st.bpf->closed_ring_fd();
         info.perf_pages = st.cfg.perf_buffer_pages;
+        info.wakeup_every_records = st.cfg.wakeup_every_records;
+        info.flush_interval_ms = st.cfg.closed_flush_interval_ms;
         return info;
       },
       [=](closed_batch& batch) {
