@@ -40,15 +40,15 @@ http_response serve_api_request(caf::actor_system& sys, const supervisor_actor& 
                  [&](caf::error& err) { out = error_response(503, sys.render(err)); });
   } else if (req.path == "/stats") {
     self->request(supervisor, k_request_timeout, stats_atom::value)
-        .receive([&](agent_stats& stats) { out = {200, "application/json", render_stats(stats)}; },
+        .receive([&](agent_stats& stats) { out = {200, "application/json", render_stats(stats), {}}; },
                  [&](caf::error& err) { out = error_response(503, sys.render(err)); });
   } else if (req.path == "/healthz") {
     self->request(supervisor, k_request_timeout, health_atom::value)
         .receive(
             [&](const std::string& health) {
-              out = {health == "ok" ? 200 : 503, "text/plain", health + "\n"};
+              out = {health == "ok" ? 200 : 503, "text/plain", health + "\n", {}};
             },
-            [&](caf::error& err) { out = {503, "text/plain", sys.render(err) + "\n"}; });
+            [&](caf::error& err) { out = {503, "text/plain", sys.render(err) + "\n", {}}; });
   } else {
     out = error_response(404, "no such endpoint: " + req.path +
                                   " (try /connections, /stats, /healthz)");

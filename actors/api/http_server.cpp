@@ -239,7 +239,7 @@ void http_server::handle(int fd) {
   char buf[2048];
   while (head.find("\r\n\r\n") == std::string::npos) {
     if (head.size() > k_max_request_bytes) {
-      send_response(fd, {413, "text/plain", "request too large\n"});
+      send_response(fd, {413, "text/plain", "request too large\n", {}});
       return;
     }
     ssize_t n = recv(fd, buf, sizeof(buf), 0);
@@ -252,12 +252,12 @@ void http_server::handle(int fd) {
   ++requests_;
   auto parsed = parse_http_request(head);
   if (auto* err = std::get_if<std::string>(&parsed)) {
-    send_response(fd, {400, "text/plain", *err + "\n"});
+    send_response(fd, {400, "text/plain", *err + "\n", {}});
     return;
   }
   auto& req = std::get<http_request>(parsed);
   if (req.method != "GET") {
-    send_response(fd, {405, "text/plain", "only GET is served\n"});
+    send_response(fd, {405, "text/plain", "only GET is served\n", {}});
     return;
   }
   send_response(fd, handler_(req));

@@ -29,7 +29,7 @@ TEST_CASE("malformed request lines are refused with a reason", "[api]") {
 TEST_CASE("the server serves on a unix socket, refuses a second one, and cleans up", "[api]") {
   std::string path = "/tmp/netlens-unit-" + std::to_string(getpid()) + "/api.sock";
   auto bound = http_server::bind(path, [](const http_request& req) {
-    return http_response{200, "text/plain", "hello " + req.path};
+    return http_response{200, "text/plain", "hello " + req.path, {}};
   });
   REQUIRE(std::holds_alternative<std::unique_ptr<http_server>>(bound));
   auto& server = std::get<std::unique_ptr<http_server>>(bound);
