@@ -4,6 +4,8 @@
 
 #include <caf/scoped_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
+
+#include "actors/common/lifecycle.hpp"
 #include <spdlog/spdlog.h>
 
 #include "actors/api/connection_json.hpp"
@@ -92,20 +94,12 @@ api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
         st.state = "stopped";
         return caf::ok_atom::value;
       },
-      [=](purge_atom) {
-        ++self->state.handled;
-        return caf::ok_atom::value;
-      },
+      nothing_to_purge(self),
       [=](stats_atom) {
         auto& st = self->state;
         ++st.handled;
-        actor_stats s;
-        s.name = "api";
-        s.state = st.state;
-        s.messages_handled = st.handled;
-        s.counters = {{"requests",
-                       st.served_before + (st.server ? st.server->requests() : uint64_t{0})}};
-        return s;
+        uint64_t served = st.served_before + (st.server ? st.server->requests() : uint64_t{0});
+        return make_actor_stats("api", st.state, st.handled, {{"requests", served}});
       },
   };
 }

@@ -2,6 +2,8 @@
 
 #include <caf/typed_event_based_actor.hpp>
 
+#include "actors/common/lifecycle.hpp"
+
 namespace netlens {
 
 compact_ticker_actor::behavior_type
@@ -29,20 +31,13 @@ compact_ticker_fn(compact_ticker_actor::stateful_pointer<compact_ticker_state> s
         self->state.stopped = true;
         return caf::ok_atom::value;
       },
-      [=](purge_atom) {
-        ++self->state.handled;
-        return caf::ok_atom::value;
-      },
+      nothing_to_purge(self),
       [=](stats_atom) {
         auto& st = self->state;
         ++st.handled;
-        actor_stats s;
-        s.name = "compact_ticker";
-        s.state = st.stopped ? "stopped" : "running";
-        s.messages_handled = st.handled;
-        s.counters = {{"ticks", st.ticks},
-                      {"interval_ms", static_cast<uint64_t>(st.interval.count())}};
-        return s;
+        return make_actor_stats(
+            "compact_ticker", st.stopped ? "stopped" : "running", st.handled,
+            {{"ticks", st.ticks}, {"interval_ms", static_cast<uint64_t>(st.interval.count())}});
       },
   };
 }

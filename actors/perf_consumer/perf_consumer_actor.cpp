@@ -4,6 +4,8 @@
 
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
+
+#include "actors/common/lifecycle.hpp"
 #include <spdlog/spdlog.h>
 
 namespace netlens {
@@ -50,23 +52,16 @@ perf_consumer_fn(perf_consumer_actor::stateful_pointer<perf_consumer_state> self
         st.state = "stopped";
         return caf::ok_atom::value;
       },
-      [=](purge_atom) {
-        ++self->state.handled;
-        return caf::ok_atom::value;
-      },
+      nothing_to_purge(self),
       [=](stats_atom) {
         auto& st = self->state;
         ++st.handled;
         closed_reader_stats r = st.reader ? st.reader->stats() : st.final_stats;
-        actor_stats s;
-        s.name = "perf_consumer";
-        s.state = st.state;
-        s.messages_handled = st.handled;
-        s.counters = {{"records_received", r.records},
-                      {"records_lost", r.lost},
-                      {"records_malformed", r.malformed},
-                      {"batches", r.batches}};
-        return s;
+        return make_actor_stats("perf_consumer", st.state, st.handled,
+                                {{"records_received", r.records},
+                                 {"records_lost", r.lost},
+                                 {"records_malformed", r.malformed},
+                                 {"batches", r.batches}});
       },
   };
 }

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/common/clock.hpp"
+#include "actors/common/lifecycle.hpp"
 #include "actors/tracer/idle_expiry.hpp"
 #include "actors/tracer/record_decoder.hpp"
 
@@ -149,11 +150,7 @@ tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_stat
       [=](stats_atom) {
         auto& st = self->state;
         ++st.handled;
-        actor_stats s;
-        s.name = "tracer";
-        s.state = st.state;
-        s.messages_handled = st.handled;
-        s.counters = telemetry_of(st);
+        actor_stats s = make_actor_stats("tracer", st.state, st.handled, telemetry_of(st));
         if (st.bpf) {
           st.bpf->read_active(st.active);
           s.counters.emplace_back("map_entries", st.active.size());
