@@ -22,6 +22,8 @@ enum nl_conn_flags {
   NL_FLAG_PREEXISTING = 1 << 1,
   /* the record closes the flow because it was idle, not because the socket closed */
   NL_FLAG_IDLE_EXPIRED = 1 << 2,
+  /* its close was never seen; the kernel's socket table showed the socket gone */
+  NL_FLAG_RECONCILED = 1 << 3,
 };
 
 /* One connection (a socket), keyed in the active map by its socket cookie. Addresses are in

@@ -124,6 +124,7 @@ void append_connection_json(std::string& out, const connection_view& v, uint64_t
   field(out, "last_activity_ns", wall(c.last_ns));
   field_bool(out, "preexisting", (c.flags & NL_FLAG_PREEXISTING) != 0);
   field_bool(out, "idle_expired", (c.flags & NL_FLAG_IDLE_EXPIRED) != 0);
+  field_bool(out, "close_reconciled", (c.flags & NL_FLAG_RECONCILED) != 0);
   out.append("\"nat\":null,\"last\":{");
   field(out, "bytes_sent", v.last.bytes_sent);
   field(out, "bytes_recv", v.last.bytes_recv);

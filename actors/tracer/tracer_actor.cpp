@@ -6,6 +6,7 @@
 #include "actors/common/lifecycle.hpp"
 #include "actors/tracer/idle_expiry.hpp"
 #include "actors/tracer/record_decoder.hpp"
+#include "actors/tracer/socket_table.hpp"
 
 namespace netlens {
 namespace {
@@ -21,6 +22,7 @@ counter_list telemetry_of(const tracer_state& st) {
     out.emplace_back("clients_expired", s.clients_expired);
   }
   out.emplace_back("udp_idle_expired", st.idle_expired);
+  out.emplace_back("tcp_reconciled", st.tcp_reconciled);
   if (st.bpf) {
     auto k = st.bpf->read_counters();
     out.emplace_back("kernel_closed_emitted", k.closed_emitted);
@@ -30,6 +32,39 @@ counter_list telemetry_of(const tracer_state& st) {
     out.emplace_back("bpf_recursion_misses", st.bpf->recursion_misses());
   }
   return out;
+}
+
+// A TCP entry in a closing state that has not moved for this long is checked against the
+// kernel's socket table: its close may have been missed.
+constexpr uint64_t k_verify_closing_after_ns = 30ull * 1000000000ull;
+
+// Entries whose socket the kernel no longer has: reported closed (flagged), and removed.
+void reconcile_tcp(tracer_state& st, uint64_t now, std::vector<nl_conn>& ended) {
+  auto candidates =
+      closing_entries_to_verify(st.active, now, k_verify_closing_after_ns, st.own_netns);
+  if (candidates.empty())
+    return;
+  auto live = live_tcp_cookies();
+  if (auto* err = std::get_if<std::string>(&live)) {
+    spdlog::warn("tracer: cannot check {} stalled TCP entries against the kernel: {}",
+                 candidates.size(), *err);
+    return;
+  }
+  const auto& cookies = std::get<std::unordered_set<uint64_t>>(live);
+  size_t before = ended.size();
+  for (const nl_conn* c : candidates) {
+    if (cookies.count(c->cookie) || !st.bpf->remove_active(c->cookie))
+      continue;
+    nl_conn done = *c;
+    done.flags |= NL_FLAG_RECONCILED;
+    normalize_family(done);
+    ended.push_back(done);
+  }
+  st.tcp_reconciled += ended.size() - before;
+  if (ended.size() > before)
+    spdlog::warn("tracer: {} TCP connections had closed without their close being seen; "
+                 "reported closed now",
+                 ended.size() - before);
 }
 
 // A full map read is ~10 MB at 65,536 connections; keeping it between requests would hold
@@ -50,6 +85,7 @@ caf::error not_loaded(const tracer_state& st) {
 tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_state> self,
                                       tracer_config cfg) {
   self->state.cfg = cfg;
+  self->state.own_netns = own_netns_inode();
   self->state.clients = std::make_unique<client_registry>(client_registry_limits{
       cfg.max_closed_connections_buffered, uint64_t{cfg.client_expiry_s} * 1000000000ull});
   return {
@@ -132,6 +168,7 @@ tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_stat
           ended.push_back(done);
         }
         st.idle_expired += ended.size();
+        reconcile_tcp(st, now, ended);
         st.clients->add_closed(ended);
         release_scratch(st);
       },

@@ -21,6 +21,8 @@ struct tracer_state {
   std::vector<nl_conn> active; // scratch, reused across requests
   uint64_t handled = 0;
   uint64_t idle_expired = 0;
+  uint64_t tcp_reconciled = 0; // entries whose close was missed, found gone in sock_diag
+  uint32_t own_netns = 0;
   std::string state = "starting";
 };
 

@@ -19,6 +19,7 @@
 
 #include "actors/perf_consumer/closed_reader.hpp"
 #include "actors/tracer/record_decoder.hpp"
+#include "actors/tracer/socket_table.hpp"
 #include "bpf/tracer_object.hpp"
 
 #include <bpf/bpf.h>
@@ -439,4 +440,26 @@ TEST_CASE("kernel: reading data after the socket closed leaves no entry behind",
       CHECK(r.bytes_recv == 500); // counted when it arrived, from tcp_sock
     }
   CHECK(found);
+}
+
+TEST_CASE("kernel: the socket table has a live socket's cookie and loses it after close",
+          "[kernel]") {
+  int l = listen_on(AF_INET, "127.0.0.1");
+  int c = connect_to(AF_INET, "127.0.0.1", local_port(l));
+  int s = accept(l, nullptr, nullptr);
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  REQUIRE(getsockopt(c, SOL_SOCKET, SO_COOKIE, &cookie, &len) == 0);
+  auto live = live_tcp_cookies();
+  REQUIRE(std::holds_alternative<std::unordered_set<uint64_t>>(live));
+  CHECK(std::get<std::unordered_set<uint64_t>>(live).count(cookie) == 1);
+  // An abortive close (RST) frees the socket at once, with no TIME_WAIT left behind.
+  linger lg{1, 0};
+  setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+  close(c);
+  close(s);
+  close(l);
+  live = live_tcp_cookies();
+  REQUIRE(std::holds_alternative<std::unordered_set<uint64_t>>(live));
+  CHECK(std::get<std::unordered_set<uint64_t>>(live).count(cookie) == 0);
 }
