@@ -5,6 +5,8 @@
 
 #include <arpa/inet.h>
 #include <cstring>
+#include <dirent.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <map>
 #include <mutex>
@@ -278,14 +280,35 @@ void check_records(const std::vector<nl_conn>& records, const std::vector<expect
 }
 
 // A network namespace made for one test and removed after it.
+// A run killed before its destructor (a crash, SIGKILL) leaves its namespace: the next run
+// removes those whose process is gone.
 struct test_netns {
   std::string name = "nltest" + std::to_string(getpid());
   test_netns() {
+    remove_orphans();
     REQUIRE(std::system(("ip netns add " + name).c_str()) == 0);
     REQUIRE(std::system(("ip -n " + name + " link set lo up").c_str()) == 0);
   }
   ~test_netns() { std::system(("ip netns del " + name + " 2>/dev/null").c_str()); }
   std::string path() const { return "/run/netns/" + name; }
+
+  static void remove_orphans() {
+    DIR* dir = opendir("/run/netns");
+    if (!dir)
+      return;
+    std::vector<std::string> orphans;
+    while (dirent* e = readdir(dir)) {
+      std::string n = e->d_name;
+      if (n.rfind("nltest", 0) != 0 || n.size() == 6)
+        continue;
+      pid_t owner = static_cast<pid_t>(std::atol(n.c_str() + 6));
+      if (owner > 0 && kill(owner, 0) != 0 && errno == ESRCH)
+        orphans.push_back(n);
+    }
+    closedir(dir);
+    for (const auto& n : orphans)
+      std::system(("ip netns del " + n + " 2>/dev/null").c_str());
+  }
 };
 
 void run_suite(bool perf) {
