@@ -20,6 +20,8 @@
 //   bench_churn [--duration S] [--clients N] [--servers N] [--payload BYTES] [--sources N]
 //               [--udp] [--datagrams N]
 // The last line is machine-readable: "RESULT mode=tcp conns=... seconds=... conns_per_s=..."
+#include "bench/loopback.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -39,6 +41,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+using netlens::bench::k_localhost;
+using netlens::bench::v4;
 
 namespace {
 
@@ -97,16 +102,6 @@ options parse(int argc, char** argv) {
   std::fprintf(stderr, "bench_churn: %s: %s\n", what, std::strerror(errno));
   std::exit(1);
 }
-
-sockaddr_in v4(uint32_t host_order_addr, uint16_t port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(host_order_addr);
-  a.sin_port = htons(port);
-  return a;
-}
-
-constexpr uint32_t k_localhost = 0x7f000001u;
 
 // Clients stop first; servers keep serving until every client has finished its last round.
 std::atomic<bool> g_stop_clients{false};

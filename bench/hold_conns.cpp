@@ -10,6 +10,8 @@
 //
 //   bench_hold_conns [--conns N] [--sources N] [--payload BYTES]
 // Prints "READY conns=N ..." once every connection is established and has carried its bytes.
+#include "bench/loopback.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -31,6 +33,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+using netlens::bench::k_localhost;
+using netlens::bench::v4;
 
 namespace {
 
@@ -71,14 +76,6 @@ options parse(int argc, char** argv) {
       o.payload > 4096)
     usage(argv[0]);
   return o;
-}
-
-sockaddr_in v4(uint32_t host_order_addr, uint16_t port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(host_order_addr);
-  a.sin_port = htons(port);
-  return a;
 }
 
 // The descriptors one process may hold: the soft limit is raised to the hard one (no
@@ -125,7 +122,7 @@ void wait_for_release() {
   int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (lfd < 0)
     fail("socket");
-  sockaddr_in la = v4(0x7f000001u, 0);
+  sockaddr_in la = v4(k_localhost, 0);
   if (bind(lfd, reinterpret_cast<sockaddr*>(&la), sizeof(la)) != 0)
     fail("bind listener");
   if (listen(lfd, 4096) != 0)

@@ -166,6 +166,25 @@ int connect_to(int family, const char* addr, uint16_t port, int type = SOCK_STRE
   return c;
 }
 
+// One established loopback v4 connection; closes whatever is still open, also when an
+// assertion ends the test early.
+struct tcp_pair {
+  int l = listen_on(AF_INET, "127.0.0.1");
+  uint16_t port = local_port(l);
+  int c = connect_to(AF_INET, "127.0.0.1", port);
+  int s = accept(l, nullptr, nullptr);
+  uint16_t cport = local_port(c);
+
+  void close_all() {
+    for (int* fd : {&c, &s, &l})
+      if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+      }
+  }
+  ~tcp_pair() { close_all(); }
+};
+
 // n TCP connections with random payloads both ways, each closed cleanly by both sides.
 void tcp_traffic(int family, const char* addr, int n, std::mt19937& rng,
                  std::vector<expected_socket>& out, int reported_family = 0) {
@@ -370,17 +389,15 @@ TEST_CASE("kernel: perf buffer: every TCP and UDP socket once, with exact counte
 
 TEST_CASE("kernel: active connections carry exact counters, owner and direction", "[kernel]") {
   tracer_under_test t(false);
-  int l = listen_on(AF_INET, "127.0.0.1");
-  uint16_t port = local_port(l);
-  int c = connect_to(AF_INET, "127.0.0.1", port);
-  int s = accept(l, nullptr, nullptr);
+  tcp_pair p;
+  int c = p.c, s = p.s;
+  uint16_t port = p.port, cport = p.cport;
   write_all(c, 1234);
   read_exactly(s, 1234);
   write_all(s, 4321);
   read_exactly(c, 4321);
   std::vector<nl_conn> active;
   t.bpf->read_active(active);
-  uint16_t cport = local_port(c);
   const nl_conn *client = nullptr, *server = nullptr;
   for (const auto& a : active) {
     if (a.protocol == IPPROTO_TCP && a.sport == cport && a.dport == port)
@@ -399,9 +416,6 @@ TEST_CASE("kernel: active connections carry exact counters, owner and direction"
   CHECK(server->pid == static_cast<uint32_t>(getpid()));
   CHECK(client->tcp_state == 1 /* TCP_ESTABLISHED */);
   CHECK(client->srtt_us > 0);
-  close(c);
-  close(s);
-  close(l);
 }
 
 TEST_CASE("kernel: the loaded object leaves nothing behind when destroyed", "[kernel]") {
@@ -430,11 +444,9 @@ TEST_CASE("kernel: the loaded object leaves nothing behind when destroyed", "[ke
 
 TEST_CASE("kernel: reading data after the socket closed leaves no entry behind", "[kernel]") {
   tracer_under_test t(false);
-  int l = listen_on(AF_INET, "127.0.0.1");
-  uint16_t port = local_port(l);
-  int c = connect_to(AF_INET, "127.0.0.1", port);
-  int s = accept(l, nullptr, nullptr);
-  uint16_t cport = local_port(c);
+  tcp_pair p;
+  int c = p.c, s = p.s;
+  uint16_t port = p.port, cport = p.cport;
   // The server closes first; the client's data and FIN arrive after, unread: the server's
   // socket reaches TCP_CLOSE with 500 bytes still queued, which it reads only then.
   shutdown(s, SHUT_WR);
@@ -451,9 +463,7 @@ TEST_CASE("kernel: reading data after the socket closed leaves no entry behind",
   for (const auto& a : active)
     CHECK_FALSE((a.protocol == IPPROTO_TCP && a.pid == static_cast<uint32_t>(getpid()) &&
                  a.dport == cport));
-  close(c);
-  close(s);
-  close(l);
+  p.close_all();
   auto records = t.finish();
   bool found = false;
   for (const auto& r : records)
@@ -467,21 +477,17 @@ TEST_CASE("kernel: reading data after the socket closed leaves no entry behind",
 
 TEST_CASE("kernel: the socket table has a live socket's cookie and loses it after close",
           "[kernel]") {
-  int l = listen_on(AF_INET, "127.0.0.1");
-  int c = connect_to(AF_INET, "127.0.0.1", local_port(l));
-  int s = accept(l, nullptr, nullptr);
+  tcp_pair p;
   uint64_t cookie = 0;
   socklen_t len = sizeof(cookie);
-  REQUIRE(getsockopt(c, SOL_SOCKET, SO_COOKIE, &cookie, &len) == 0);
+  REQUIRE(getsockopt(p.c, SOL_SOCKET, SO_COOKIE, &cookie, &len) == 0);
   auto live = live_tcp_cookies();
   REQUIRE(std::holds_alternative<std::unordered_set<uint64_t>>(live));
   CHECK(std::get<std::unordered_set<uint64_t>>(live).count(cookie) == 1);
   // An abortive close (RST) frees the socket at once, with no TIME_WAIT left behind.
   linger lg{1, 0};
-  setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-  close(c);
-  close(s);
-  close(l);
+  setsockopt(p.c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+  p.close_all();
   live = live_tcp_cookies();
   REQUIRE(std::holds_alternative<std::unordered_set<uint64_t>>(live));
   CHECK(std::get<std::unordered_set<uint64_t>>(live).count(cookie) == 0);
