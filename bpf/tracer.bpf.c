@@ -306,8 +306,11 @@ static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_se
       __sync_fetch_and_add(&c->bytes_recv, ret);
       __sync_fetch_and_add(&c->packets_recv, 1);
     }
-    if (c->dport == 0 || c->sport == 0)
-      read_tuple(c, sk); /* connect() or an implicit bind happened since */
+    /* connect() or an implicit bind since the last event shows as a port change; an
+     * unconnected socket (peer port 0 for good) is not re-read on every datagram. */
+    if (c->sport != sk->__sk_common.skc_num ||
+        c->dport != bpf_ntohs(sk->__sk_common.skc_dport))
+      read_tuple(c, sk);
   } else {
     struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
     if (tp)

@@ -11,7 +11,8 @@
 
 namespace netlens {
 
-std::string address_text(uint16_t family, const uint8_t* addr);
+// Formats into buf (INET6_ADDRSTRLEN bytes) and returns a view of it.
+std::string_view format_address(uint16_t family, const uint8_t* addr, char* buf);
 const char* tcp_state_name(uint8_t state);
 bool is_intra_host(const nl_conn& c);
 

@@ -1,5 +1,6 @@
 #include "actors/tracer/record_decoder.hpp"
 
+#include <cstddef>
 #include <cstring>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -57,15 +58,21 @@ void normalize_family(nl_conn& c) {
 decode_status decode_closed_record(const void* data, size_t size, nl_conn& out) {
   if (size < sizeof(nl_closed_record))
     return decode_status::bad_size;
-  nl_closed_record rec;
-  std::memcpy(&rec, data, sizeof(rec));
-  if (rec.magic != NL_RECORD_MAGIC)
+  // The header is checked in place; the connection is copied once, straight into out.
+  const auto* bytes = static_cast<const uint8_t*>(data);
+  uint32_t magic;
+  uint16_t version, rec_size;
+  std::memcpy(&magic, bytes + offsetof(nl_closed_record, magic), sizeof(magic));
+  std::memcpy(&version, bytes + offsetof(nl_closed_record, version), sizeof(version));
+  std::memcpy(&rec_size, bytes + offsetof(nl_closed_record, size), sizeof(rec_size));
+  if (magic != NL_RECORD_MAGIC)
     return decode_status::bad_magic;
-  if (rec.version != NL_RECORD_VERSION)
+  if (version != NL_RECORD_VERSION)
     return decode_status::bad_version;
-  if (rec.size != sizeof(nl_closed_record))
+  if (rec_size != sizeof(nl_closed_record))
     return decode_status::bad_size;
-  const nl_conn& c = rec.conn;
+  nl_conn c;
+  std::memcpy(&c, bytes + offsetof(nl_closed_record, conn), sizeof(c));
   if ((c.family != AF_INET && c.family != AF_INET6) ||
       (c.protocol != IPPROTO_TCP && c.protocol != IPPROTO_UDP) || c.direction > NL_DIR_INCOMING)
     return decode_status::bad_field;
