@@ -92,30 +92,35 @@ static __always_inline void set_owner(struct nl_conn *c) {
   bpf_get_current_comm(c->comm, sizeof(c->comm));
 }
 
-/* Creates the entry for cookie; returns it, or NULL (counted) when the map is full. */
-static __always_inline struct nl_conn *create_conn(__u64 cookie, const struct sock *sk,
-                                                   __u8 protocol, __u8 direction,
-                                                   bool in_process_context) {
-  struct nl_conn c = {};
-  c.cookie = cookie;
-  c.protocol = protocol;
-  c.direction = direction;
-  c.start_ns = bpf_ktime_get_ns();
-  c.last_ns = c.start_ns;
-  c.netns = sk->__sk_common.skc_net.net->ns.inum;
-  read_tuple(&c, sk);
+#define NL_EEXIST 17
+
+/* Fills a new entry on the stack; the caller completes it before insert_conn, so a new
+ * connection costs one map operation, not an insert and a lookup. */
+static __always_inline void init_conn(struct nl_conn *c, __u64 cookie, const struct sock *sk,
+                                      __u8 protocol, __u8 direction, bool in_process_context) {
+  c->cookie = cookie;
+  c->protocol = protocol;
+  c->direction = direction;
+  c->start_ns = bpf_ktime_get_ns();
+  c->last_ns = c->start_ns;
+  c->netns = sk->__sk_common.skc_net.net->ns.inum;
+  read_tuple(c, sk);
   if (in_process_context)
-    set_owner(&c);
-  if (bpf_map_update_elem(&nl_active, &cookie, &c, BPF_NOEXIST) != 0) {
-    struct nl_conn *existing = bpf_map_lookup_elem(&nl_active, &cookie);
-    if (existing)
-      return existing; /* another CPU created it first */
-    struct nl_tracer_counters *k = counters();
-    if (k)
-      __sync_fetch_and_add(&k->failed_inserts, 1);
+    set_owner(c);
+}
+
+/* Returns NULL when c went in (or the map is full: counted), else the entry another CPU
+ * inserted first, for the caller to update instead. */
+static __always_inline struct nl_conn *insert_conn(struct nl_conn *c) {
+  long err = bpf_map_update_elem(&nl_active, &c->cookie, c, BPF_NOEXIST);
+  if (err == 0)
     return NULL;
-  }
-  return bpf_map_lookup_elem(&nl_active, &cookie);
+  if (err == -NL_EEXIST)
+    return bpf_map_lookup_elem(&nl_active, &c->cookie);
+  struct nl_tracer_counters *k = counters();
+  if (k)
+    __sync_fetch_and_add(&k->failed_inserts, 1);
+  return NULL;
 }
 
 static __always_inline void set_tcp_base(struct nl_conn *c, const struct tcp_sock *tp) {
@@ -148,6 +153,13 @@ static __always_inline void read_tcp(struct nl_conn *c, const struct sock *sk,
     received--;
   c->bytes_sent = acked;
   c->bytes_recv = received;
+}
+
+/* When the stack last sent or received a packet on this socket: tcp_mstamp is tcp_clock_us(),
+ * CLOCK_MONOTONIC like bpf_ktime_get_ns, refreshed by the stack itself, so no clock read here. */
+static __always_inline __u64 tcp_time_ns(const struct tcp_sock *tp) {
+  __u64 us = tp->tcp_mstamp;
+  return us ? us * 1000 : bpf_ktime_get_ns();
 }
 
 static __always_inline void emit_closed(void *ctx, struct nl_conn *c) {
@@ -192,9 +204,24 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
 
   if (newstate == TCP_SYN_SENT) {
     /* connect() runs in the caller's context: the one moment the owner is known for sure. */
-    c = create_conn(cookie, sk, IPPROTO_TCP, NL_DIR_OUTGOING, true);
+    struct nl_conn fresh = {};
+    init_conn(&fresh, cookie, sk, IPPROTO_TCP, NL_DIR_OUTGOING, true);
+    fresh.tcp_state = newstate;
+    c = insert_conn(&fresh);
     if (c)
       c->tcp_state = newstate;
+    return 0;
+  }
+
+  if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE) {
+    c = bpf_map_lookup_elem(&nl_active, &cookie);
+    if (!c)
+      return 0;
+    c->tcp_state = newstate;
+    /* These two come from the owner's own shutdown() or close(): an accepted socket that
+     * never sent or received learns its process here. */
+    if ((newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) && c->pid == 0)
+      set_owner(c);
     return 0;
   }
 
@@ -204,13 +231,21 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
 
   if (newstate == TCP_ESTABLISHED) {
     c = bpf_map_lookup_elem(&nl_active, &cookie);
+    if (c && c->tcp_state == TCP_ESTABLISHED && (c->flags & NL_FLAG_TCP_BASE_KNOWN))
+      return 0; /* the twin after the primary: already done */
     if (!c) {
       /* Passive open completes in softirq: the current task is not the owner, the first
        * send or receive in process context names it. */
       __u8 dir = oldstate == TCP_SYN_RECV   ? NL_DIR_INCOMING
                  : oldstate == TCP_SYN_SENT ? NL_DIR_OUTGOING
                                             : NL_DIR_NONE;
-      c = create_conn(cookie, sk, IPPROTO_TCP, dir, false);
+      struct nl_conn fresh = {};
+      init_conn(&fresh, cookie, sk, IPPROTO_TCP, dir, false);
+      set_tcp_base(&fresh, tp);
+      read_tcp(&fresh, sk, tp);
+      fresh.tcp_state = newstate;
+      fresh.last_ns = tcp_time_ns(tp);
+      c = insert_conn(&fresh);
       if (!c)
         return 0;
     } else {
@@ -219,7 +254,7 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
     set_tcp_base(c, tp);
     read_tcp(c, sk, tp);
     c->tcp_state = newstate;
-    c->last_ns = bpf_ktime_get_ns();
+    c->last_ns = tcp_time_ns(tp);
     return 0;
   }
 
@@ -227,14 +262,8 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
   if (!c)
     return 0;
   c->tcp_state = newstate;
-  /* These two come from the owner's own shutdown() or close(): an accepted socket that never
-   * sent or received learns its process here. */
-  if ((newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) && c->pid == 0)
-    set_owner(c);
-  if (newstate != TCP_CLOSE)
-    return 0;
   read_tcp(c, sk, tp);
-  c->last_ns = bpf_ktime_get_ns();
+  c->last_ns = tcp_time_ns(tp);
   emit_closed(ctx, c);
   bpf_map_delete_elem(&nl_active, &cookie);
   return 0;
@@ -279,20 +308,30 @@ static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_se
     __u8 dir = NL_DIR_NONE;
     if (protocol == IPPROTO_UDP)
       dir = is_send ? NL_DIR_OUTGOING : NL_DIR_INCOMING;
-    c = create_conn(cookie, sk, protocol, dir, true);
-    if (!c)
-      return 0;
+    struct nl_conn fresh = {};
+    init_conn(&fresh, cookie, sk, protocol, dir, true);
     if (protocol == IPPROTO_TCP) {
       /* Established before netlens started: count from now on. */
       struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-      if (tp) {
-        c->flags |= NL_FLAG_PREEXISTING;
-        c->tcp_state = sk->__sk_common.skc_state;
-        set_tcp_base(c, tp);
-        if (!is_send && c->base_received >= (__u64)ret)
-          c->base_received -= ret; /* these bytes arrived before this read */
-      }
+      if (!tp)
+        return 0;
+      fresh.flags |= NL_FLAG_PREEXISTING;
+      fresh.tcp_state = sk->__sk_common.skc_state;
+      set_tcp_base(&fresh, tp);
+      if (!is_send && fresh.base_received >= (__u64)ret)
+        fresh.base_received -= ret; /* these bytes arrived before this read */
+      read_tcp(&fresh, sk, tp);
+      fresh.last_ns = tcp_time_ns(tp);
+    } else if (is_send) {
+      fresh.bytes_sent = ret;
+      fresh.packets_sent = 1;
+    } else {
+      fresh.bytes_recv = ret;
+      fresh.packets_recv = 1;
     }
+    c = insert_conn(&fresh);
+    if (!c)
+      return 0; /* in, complete */
   } else if (c->pid == 0) {
     set_owner(c);
   }
@@ -313,8 +352,11 @@ static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_se
       read_tuple(c, sk);
   } else {
     struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-    if (tp)
+    if (tp) {
       read_tcp(c, sk, tp);
+      c->last_ns = tcp_time_ns(tp);
+    }
+    return 0;
   }
   c->last_ns = bpf_ktime_get_ns();
   return 0;
