@@ -27,7 +27,19 @@ struct tracer_config {
 };
 
 struct compact_ticker_config {
-  uint32_t interval_ms = 10000; // [10, 3600000]
+  uint32_t interval_ms = 10000;          // tracer idle expiry, [10, 3600000]
+  uint32_t compact_interval_ms = 60000;  // conntrack orphan compaction, [10, 3600000]
+};
+
+struct conntrack_config {
+  bool enabled = true;                        // resolve NAT through netfilter conntrack
+  bool required = false;                      // false: run degraded when conntrack is unusable
+  uint32_t max_entries = 131072;              // NAT'd entries cached, [1024, 16777216]
+  uint32_t orphan_ttl_s = 120;                // [1, 86400]
+  int64_t rate_limit = -1;                    // events/s, -1 (none) or [1, 100000000]
+  uint32_t receive_buffer_bytes = 8u << 20;   // netlink socket, [65536, 1 GiB]
+  uint32_t dump_timeout_ms = 10000;           // initial dump, [100, 600000]
+  uint32_t resync_interval_s = 300;           // re-dump while dumped entries may go stale, [1, 86400]
 };
 
 struct supervisor_config {
@@ -43,6 +55,7 @@ struct config {
   agent_config agent;
   tracer_config tracer;
   compact_ticker_config compact_ticker;
+  conntrack_config conntrack;
   supervisor_config supervisor;
 };
 
@@ -63,9 +76,15 @@ inline bool operator==(const tracer_config &a, const tracer_config &b) {
 }
 
 inline bool operator==(const compact_ticker_config &a, const compact_ticker_config &b) {
-  const auto &[a0] = a;
-  const auto &[b0] = b;
-  return a0 == b0;
+  const auto &[a0, a1] = a;
+  const auto &[b0, b1] = b;
+  return std::tie(a0, a1) == std::tie(b0, b1);
+}
+
+inline bool operator==(const conntrack_config &a, const conntrack_config &b) {
+  const auto &[a0, a1, a2, a3, a4, a5, a6, a7] = a;
+  const auto &[b0, b1, b2, b3, b4, b5, b6, b7] = b;
+  return std::tie(a0, a1, a2, a3, a4, a5, a6, a7) == std::tie(b0, b1, b2, b3, b4, b5, b6, b7);
 }
 
 inline bool operator==(const supervisor_config &a, const supervisor_config &b) {
@@ -75,9 +94,9 @@ inline bool operator==(const supervisor_config &a, const supervisor_config &b) {
 }
 
 inline bool operator==(const config &a, const config &b) {
-  const auto &[a0, a1, a2, a3] = a;
-  const auto &[b0, b1, b2, b3] = b;
-  return std::tie(a0, a1, a2, a3) == std::tie(b0, b1, b2, b3);
+  const auto &[a0, a1, a2, a3, a4] = a;
+  const auto &[b0, b1, b2, b3, b4] = b;
+  return std::tie(a0, a1, a2, a3, a4) == std::tie(b0, b1, b2, b3, b4);
 }
 
 inline bool operator!=(const agent_config &a, const agent_config &b) {
@@ -87,6 +106,9 @@ inline bool operator!=(const tracer_config &a, const tracer_config &b) {
   return !(a == b);
 }
 inline bool operator!=(const compact_ticker_config &a, const compact_ticker_config &b) {
+  return !(a == b);
+}
+inline bool operator!=(const conntrack_config &a, const conntrack_config &b) {
   return !(a == b);
 }
 inline bool operator!=(const supervisor_config &a, const supervisor_config &b) {

@@ -26,6 +26,12 @@ struct count_rule {
 struct log_level_rule {};
 struct socket_path_rule {};
 struct closed_buffer_rule {};
+struct bool_rule {};
+// -1 (off) or a positive count.
+struct limit_rule {
+  int64_t min;
+  int64_t max;
+};
 
 // spdlog's level names, which is what the agent hands the value to.
 constexpr std::string_view k_log_levels[] = {"trace", "debug",    "info", "warn",
@@ -64,6 +70,18 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
         count_rule{1, 10000});
 
   visit("compact_ticker", "interval_ms", c.compact_ticker.interval_ms, count_rule{10, 3600000});
+  visit("compact_ticker", "compact_interval_ms", c.compact_ticker.compact_interval_ms,
+        count_rule{10, 3600000});
+
+  visit("conntrack", "enabled", c.conntrack.enabled, bool_rule{});
+  visit("conntrack", "required", c.conntrack.required, bool_rule{});
+  visit("conntrack", "max_entries", c.conntrack.max_entries, count_rule{1024, 16777216});
+  visit("conntrack", "orphan_ttl_s", c.conntrack.orphan_ttl_s, count_rule{1, 86400});
+  visit("conntrack", "rate_limit", c.conntrack.rate_limit, limit_rule{1, 100000000});
+  visit("conntrack", "receive_buffer_bytes", c.conntrack.receive_buffer_bytes,
+        count_rule{65536, k_gib});
+  visit("conntrack", "dump_timeout_ms", c.conntrack.dump_timeout_ms, count_rule{100, 600000});
+  visit("conntrack", "resync_interval_s", c.conntrack.resync_interval_s, count_rule{1, 86400});
 
   visit("supervisor", "restart_budget", c.supervisor.restart_budget, count_rule{0, 100});
   visit("supervisor", "restart_window_s", c.supervisor.restart_window_s, count_rule{1, 86400});
@@ -76,10 +94,11 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
 // Adding a member to config.hpp makes one of these bindings fail to compile: the reminder that
 // the new member needs a line in for_each_key (and in netlens.toml), or it could never be set.
 [[maybe_unused]] void for_each_key_covers_every_member(const config &c) {
-  [[maybe_unused]] const auto &[agent, tracer, compact_ticker, supervisor] = c;
+  [[maybe_unused]] const auto &[agent, tracer, compact_ticker, conntrack, supervisor] = c;
   [[maybe_unused]] const auto &[a0, a1] = agent;
   [[maybe_unused]] const auto &[t0, t1, t2, t3, t4, t5, t6, t7, t8] = tracer;
-  [[maybe_unused]] const auto &[c0] = compact_ticker;
+  [[maybe_unused]] const auto &[c0, c1] = compact_ticker;
+  [[maybe_unused]] const auto &[n0, n1, n2, n3, n4, n5, n6, n7] = conntrack;
   [[maybe_unused]] const auto &[s0, s1, s2, s3, s4, s5] = supervisor;
 }
 
@@ -244,6 +263,26 @@ problem apply(const toml::node &n, uint32_t &field, const count_rule &rule) {
   return std::nullopt;
 }
 
+problem apply(const toml::node &n, bool &field, const bool_rule &) {
+  const auto *v = n.as_boolean();
+  if (!v)
+    return wrong_type("boolean (true or false)", n);
+  field = v->get();
+  return std::nullopt;
+}
+
+problem apply(const toml::node &n, int64_t &field, const limit_rule &rule) {
+  const auto *v = n.as_integer();
+  if (!v)
+    return wrong_type("integer", n);
+  const int64_t value = v->get();
+  if (value != -1 && (value < rule.min || value > rule.max))
+    return std::to_string(value) + " is out of range; must be -1 (no limit) or in [" +
+           std::to_string(rule.min) + ", " + std::to_string(rule.max) + "]";
+  field = value;
+  return std::nullopt;
+}
+
 problem apply(const toml::node &n, std::string &field, const log_level_rule &) {
   const auto *v = n.as_string();
   if (!v)
@@ -383,6 +422,12 @@ std::string one_line(std::string_view s) {
   return out;
 }
 
+std::string render_value(bool v) {
+  return v ? "true" : "false";
+}
+std::string render_value(int64_t v) {
+  return std::to_string(v);
+}
 std::string render_value(uint32_t v) {
   return std::to_string(v);
 }

@@ -16,5 +16,8 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using buffer_atom = caf::atom_constant<caf::atom("buffer")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using health_atom = caf::atom_constant<caf::atom("health")>;
+using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
+using claim_atom = caf::atom_constant<caf::atom("claim")>;
+using compact_atom = caf::atom_constant<caf::atom("compact")>;
 
 } // namespace netlens

@@ -29,17 +29,36 @@ using tracer_actor = lifecycle_actor::extend<
     caf::reacts_to<expire_atom>>;
 
 // Owns the ring / perf buffer reader and its poll thread; sends closed_batch to the tracer.
-using perf_consumer_actor = lifecycle_actor::extend<caf::reacts_to<flush_atom>>;
+// flush: read everything closed so far and send it to the tracer, then answer (the tracer
+// asks before each connections answer, so no closed connection waits for its batch).
+using perf_consumer_actor =
+    lifecycle_actor::extend<caf::replies_to<flush_atom>::with<caf::ok_atom>>;
 
-// One timer: each interval sends expire to the tracer (and compact to conntrack, later).
-using compact_ticker_actor = lifecycle_actor::extend<caf::reacts_to<tick_atom>>;
+// One timer: each interval sends expire to the tracer; each compact interval sends compact
+// to conntrack.
+using compact_ticker_actor =
+    lifecycle_actor::extend<caf::reacts_to<tick_atom>, caf::reacts_to<compact_atom>>;
+
+// Owns the NAT translation cache and one netlink consumer per network namespace.
+//   lookup: translations of active connections (the cache entry stays);
+//   claim:  translations of closed connections, which then leave the cache;
+//   compact: drop orphans past their TTL.
+using conntrack_actor = lifecycle_actor::extend<
+    caf::replies_to<lookup_atom, nat_lookup_request>::with<nat_lookup_reply>,
+    caf::replies_to<claim_atom, nat_lookup_request>::with<nat_lookup_reply>,
+    caf::reacts_to<compact_atom>>;
+
+// The conntrack actor is found through CAF's registry under this name, so the tracer and the
+// ticker reach whichever instance runs now (it may have been restarted) without restarting
+// with it.
+constexpr caf::atom_value k_conntrack_registry_name = caf::atom("conntrack");
 
 // The HTTP API on a unix socket; its server thread only sends requests to the supervisor.
 using api_actor = lifecycle_actor;
 
 // Reserved for the actors of their own issues; they join the supervisor's child list with the
 // lifecycle interface and extend it with their own messages:
-//   conntrack (lookup, compact), offset_guesser (guess), netns (sync_cache, resolve), console.
+//   offset_guesser (guess), netns (sync_cache, resolve), console.
 
 // The root: starts children in order, restarts them within a budget, runs the ordered
 // shutdown, and is the one address the API and console talk to.

@@ -9,6 +9,7 @@
 
 #include <caf/allowed_unsafe_message_type.hpp>
 
+#include "actors/conntrack/ct_types.hpp"
 #include "bpf/netlens_records.h"
 
 namespace netlens {
@@ -43,6 +44,19 @@ struct connection_view {
   nl_conn conn;
   bool closed = false;
   conn_counters last;
+  bool has_nat = false;
+  ct_endpoints nat; // the other direction as conntrack translated it, when has_nat
+};
+
+// Connections to resolve against the conntrack cache, tracer -> conntrack.
+struct nat_lookup_request {
+  std::vector<ct_tuple> tuples;
+};
+
+// The translations found, by index into the request's tuples; misses are left out (most
+// connections are not NAT'd, so the answer stays small).
+struct nat_lookup_reply {
+  std::vector<std::pair<uint32_t, ct_endpoints>> hits;
 };
 
 // Named figures an actor reports about itself (map fill, lost records, ...).
@@ -70,6 +84,8 @@ struct agent_stats {
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::closed_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::closed_buffer_info)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::nat_lookup_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::nat_lookup_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::actor_stats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::connections_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::agent_stats)

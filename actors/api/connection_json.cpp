@@ -126,7 +126,19 @@ void append_connection_json(std::string& out, const connection_view& v, uint64_t
   field_bool(out, "preexisting", (c.flags & NL_FLAG_PREEXISTING) != 0);
   field_bool(out, "idle_expired", (c.flags & NL_FLAG_IDLE_EXPIRED) != 0);
   field_bool(out, "close_reconciled", (c.flags & NL_FLAG_RECONCILED) != 0);
-  out.append("\"nat\":null,\"last\":{");
+  if (v.has_nat) {
+    // The reply direction as netfilter translated it (for the reply tuple: the original).
+    out.append("\"nat\":{");
+    field(out, "saddr", format_address(c.family, v.nat.saddr, addr));
+    field(out, "sport", v.nat.sport);
+    field(out, "daddr", format_address(c.family, v.nat.daddr, addr));
+    field(out, "dport", v.nat.dport);
+    out.back() = '}';
+    out.push_back(',');
+  } else {
+    out.append("\"nat\":null,");
+  }
+  out.append("\"last\":{");
   field(out, "bytes_sent", v.last.bytes_sent);
   field(out, "bytes_recv", v.last.bytes_recv);
   field(out, "packets_sent", v.last.packets_sent);
@@ -192,6 +204,10 @@ std::string render_stats(const agent_stats& stats) {
         if (a.name == owner && k == key)
           top[k] = v;
     }
+    if (a.name == "conntrack")
+      top["conntrack"] = {{"state", a.state},
+                          {"degraded", a.state == "degraded" || a.state == "failed"},
+                          {"reason", a.last_error}};
     actors[a.name] = {{"state", a.state},
                       {"messages_handled", a.messages_handled},
                       {"restarts", a.restarts},

@@ -3,18 +3,22 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/common/lifecycle.hpp"
+#include "actors/conntrack/conntrack_actor.hpp"
 
 namespace netlens {
 
 compact_ticker_actor::behavior_type
 compact_ticker_fn(compact_ticker_actor::stateful_pointer<compact_ticker_state> self,
-                  tracer_actor tracer, std::chrono::milliseconds interval) {
+                  tracer_actor tracer, std::chrono::milliseconds interval,
+                  std::chrono::milliseconds compact_interval) {
   self->state.tracer = tracer;
   self->state.interval = interval;
+  self->state.compact_interval = compact_interval;
   return {
       [=](init_atom) {
         ++self->state.handled;
         self->delayed_send(self, self->state.interval, tick_atom::value);
+        self->delayed_send(self, self->state.compact_interval, compact_atom::value);
         return caf::ok_atom::value;
       },
       [=](tick_atom) {
@@ -25,6 +29,17 @@ compact_ticker_fn(compact_ticker_actor::stateful_pointer<compact_ticker_state> s
         ++st.ticks;
         self->send(st.tracer, expire_atom::value);
         self->delayed_send(self, st.interval, tick_atom::value);
+      },
+      [=](compact_atom) {
+        auto& st = self->state;
+        ++st.handled;
+        if (st.stopped)
+          return;
+        if (auto ct = find_conntrack(self->system())) {
+          self->send(ct, compact_atom::value);
+          ++st.compactions;
+        }
+        self->delayed_send(self, st.compact_interval, compact_atom::value);
       },
       [=](stop_atom) {
         ++self->state.handled;
@@ -37,7 +52,10 @@ compact_ticker_fn(compact_ticker_actor::stateful_pointer<compact_ticker_state> s
         ++st.handled;
         return make_actor_stats(
             "compact_ticker", st.stopped ? "stopped" : "running", st.handled,
-            {{"ticks", st.ticks}, {"interval_ms", static_cast<uint64_t>(st.interval.count())}});
+            {{"ticks", st.ticks},
+             {"interval_ms", static_cast<uint64_t>(st.interval.count())},
+             {"compactions", st.compactions},
+             {"compact_interval_ms", static_cast<uint64_t>(st.compact_interval.count())}});
       },
   };
 }

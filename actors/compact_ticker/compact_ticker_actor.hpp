@@ -1,5 +1,6 @@
-// The compact ticker: one timer. Each interval it asks the tracer to expire idle UDP flows
-// and stale clients (and, with the conntrack issue, the conntrack cache to compact).
+// The compact ticker: the agent's periodic housekeeping. Each interval it asks the tracer to
+// expire idle UDP flows and stale clients; each compact interval it asks the conntrack actor
+// (whichever instance runs now) to drop its expired orphans.
 #pragma once
 
 #include <chrono>
@@ -13,13 +14,16 @@ struct compact_ticker_state {
   static inline const char* name = "compact_ticker";
   tracer_actor tracer;
   std::chrono::milliseconds interval{10000};
+  std::chrono::milliseconds compact_interval{60000};
   bool stopped = false;
   uint64_t handled = 0;
   uint64_t ticks = 0;
+  uint64_t compactions = 0; // compact requests sent to a running conntrack actor
 };
 
 compact_ticker_actor::behavior_type
 compact_ticker_fn(compact_ticker_actor::stateful_pointer<compact_ticker_state> self,
-                  tracer_actor tracer, std::chrono::milliseconds interval);
+                  tracer_actor tracer, std::chrono::milliseconds interval,
+                  std::chrono::milliseconds compact_interval);
 
 } // namespace netlens

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <linux/perf_event.h>
 #include <cstring>
 #include <fcntl.h>
+#include <linux/perf_event.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -59,8 +59,8 @@ closed_reader::open(const closed_buffer_info& info, sink out) {
     attr.sample_type = PERF_SAMPLE_RAW;
     attr.sample_period = 1;
     attr.wakeup_events = std::max<uint32_t>(1, info.wakeup_every_records);
-    self->perf_ = perf_buffer__new_raw(self->fd_, info.perf_pages, &attr, perf_event, self.get(),
-                                       nullptr);
+    self->perf_ =
+        perf_buffer__new_raw(self->fd_, info.perf_pages, &attr, perf_event, self.get(), nullptr);
     if (!self->perf_)
       return std::string("opening the perf buffer: ") + std::strerror(errno);
   } else {
@@ -112,22 +112,52 @@ void closed_reader::drain() {
   hand_out();
 }
 
+bool closed_reader::drain_now(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(drain_mutex_);
+  if (!running_.load())
+    return false;
+  uint64_t ticket = ++drains_asked_;
+  uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof(one));
+  return drained_cv_.wait_for(lock, timeout, [&] { return drains_done_ >= ticket; });
+}
+
 void closed_reader::poll_loop() {
   // Wait on the buffer's own epoll fd and on our wake-up eventfd together.
   pollfd fds[2] = {{ring_ ? ring_buffer__epoll_fd(ring_) : perf_buffer__epoll_fd(perf_), POLLIN, 0},
                    {wake_fd_, POLLIN, 0}};
   while (running_.load(std::memory_order_relaxed)) {
-    // Woken when a batch is complete, or by the timer for what is left below a batch.
+    // Woken when a batch is complete, by a drain request, or by the timer for what is left
+    // below a batch.
     int n = poll(fds, 2, flush_interval_ms_);
     if (n < 0 && errno != EINTR)
       break;
-    if (fds[1].revents)
-      break;
+    uint64_t asked = 0;
+    if (fds[1].revents) {
+      if (!running_.load())
+        break; // stop: it drains on its own thread after the join
+      uint64_t value;
+      (void)!read(wake_fd_, &value, sizeof(value));
+      std::lock_guard<std::mutex> lock(drain_mutex_);
+      asked = drains_asked_;
+    }
+    if (fds[0].revents)
+      wakeups_.fetch_add(1, std::memory_order_relaxed);
     int got = ring_ ? ring_buffer__consume(ring_) : perf_buffer__consume(perf_);
     if (got < 0 && got != -EINTR)
       break;
-    hand_out();
+    hand_out(); // sent before the drain is acknowledged, so it is ahead in the tracer's mailbox
+    if (asked) {
+      drains_.fetch_add(1, std::memory_order_relaxed);
+      std::lock_guard<std::mutex> lock(drain_mutex_);
+      drains_done_ = asked;
+      drained_cv_.notify_all();
+    }
   }
+  // Whoever still waits is released; the stop path drains on its own.
+  std::lock_guard<std::mutex> lock(drain_mutex_);
+  drains_done_ = drains_asked_;
+  drained_cv_.notify_all();
 }
 
 void closed_reader::hand_out() {
@@ -150,10 +180,13 @@ void closed_reader::on_record(const void* data, size_t size) {
   batch_.push_back(c);
 }
 
-void closed_reader::on_lost(uint64_t count) { lost_.fetch_add(count, std::memory_order_relaxed); }
+void closed_reader::on_lost(uint64_t count) {
+  lost_.fetch_add(count, std::memory_order_relaxed);
+}
 
 closed_reader_stats closed_reader::stats() const {
-  return {records_.load(), lost_.load(), malformed_.load(), batches_.load()};
+  return {records_.load(), lost_.load(),    malformed_.load(),
+          batches_.load(), wakeups_.load(), drains_.load()};
 }
 
 } // namespace netlens

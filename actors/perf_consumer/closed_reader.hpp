@@ -3,8 +3,11 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <variant>
@@ -22,6 +25,8 @@ struct closed_reader_stats {
   uint64_t lost = 0;      // reported lost by the perf buffer
   uint64_t malformed = 0; // rejected by the decoder
   uint64_t batches = 0;
+  uint64_t wakeups = 0; // the poll thread woke with records to read (not by its timer)
+  uint64_t drains = 0;  // reads made because a connections request asked
 };
 
 class closed_reader {
@@ -39,6 +44,10 @@ public:
   void stop();
   // Reads what is available now, on the caller's thread (only while the thread is stopped).
   void drain();
+  // Has the running poll thread read everything in the buffer now and hand it out, and waits
+  // until it has (or timeout passed: false). What was closed before this call is handed out
+  // before it returns true.
+  bool drain_now(std::chrono::milliseconds timeout);
 
   closed_reader_stats stats() const;
 
@@ -61,6 +70,12 @@ private:
   std::thread thread_;
   std::atomic<bool> running_{false};
   std::atomic<uint64_t> records_{0}, lost_{0}, malformed_{0}, batches_{0};
+  std::atomic<uint64_t> wakeups_{0}, drains_{0};
+  // drain_now requests, and how many the poll thread has served.
+  std::mutex drain_mutex_;
+  std::condition_variable drained_cv_;
+  uint64_t drains_asked_ = 0;
+  uint64_t drains_done_ = 0;
 };
 
 } // namespace netlens

@@ -40,7 +40,18 @@ perf_consumer_fn(perf_consumer_actor::stateful_pointer<perf_consumer_state> self
                 [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
         return rp;
       },
-      [=](flush_atom) { ++self->state.handled; },
+      [=](flush_atom) -> caf::result<caf::ok_atom> {
+        auto& st = self->state;
+        ++st.handled;
+        if (!st.reader)
+          return caf::ok_atom::value; // stopped: everything was handed over already
+        if (!st.reader->drain_now(std::chrono::milliseconds(500))) {
+          ++st.flush_timeouts;
+          return caf::make_error(caf::sec::request_timeout,
+                                 "the closed-connection reader did not drain in time");
+        }
+        return caf::ok_atom::value;
+      },
       [=](stop_atom) {
         auto& st = self->state;
         ++st.handled;
@@ -57,11 +68,16 @@ perf_consumer_fn(perf_consumer_actor::stateful_pointer<perf_consumer_state> self
         auto& st = self->state;
         ++st.handled;
         closed_reader_stats r = st.reader ? st.reader->stats() : st.final_stats;
-        return make_actor_stats("perf_consumer", st.state, st.handled,
-                                {{"records_received", r.records},
-                                 {"records_lost", r.lost},
-                                 {"records_malformed", r.malformed},
-                                 {"batches", r.batches}});
+        return make_actor_stats(
+            "perf_consumer", st.state, st.handled,
+            {{"records_received", r.records},
+             {"records_lost", r.lost},
+             {"records_malformed", r.malformed},
+             {"batches", r.batches},
+             {"wakeups", r.wakeups},
+             {"records_per_wakeup", r.wakeups ? r.records / r.wakeups : r.records},
+             {"flushes", r.drains},
+             {"flush_timeouts", st.flush_timeouts}});
       },
   };
 }

@@ -15,6 +15,7 @@ struct perf_consumer_state {
   std::unique_ptr<closed_reader> reader;
   closed_reader_stats final_stats; // kept after the reader is gone
   uint64_t handled = 0;
+  uint64_t flush_timeouts = 0;
   std::string state = "starting";
 };
 

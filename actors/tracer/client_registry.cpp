@@ -23,14 +23,42 @@ conn_counters counters_of(const nl_conn& c) {
   return {c.bytes_sent, c.bytes_recv, c.packets_sent, c.packets_recv, c.retransmits};
 }
 
-void client_registry::add_closed(const nl_conn* records, size_t n) {
+uint64_t client_registry::add_closed(const nl_conn* records, size_t n, bool nat_pending) {
   stats_.closed_received += n;
-  closed_.insert(closed_.end(), records, records + n);
+  uint64_t first_seq = closed_base_seq_ + closed_.size();
+  for (size_t i = 0; i < n; ++i) {
+    closed_entry e;
+    e.conn = records[i];
+    e.nat_pending = nat_pending;
+    closed_.push_back(e);
+  }
   if (closed_.size() > limits_.max_closed_buffered) {
     size_t excess = closed_.size() - limits_.max_closed_buffered;
     closed_.erase(closed_.begin(), closed_.begin() + static_cast<std::ptrdiff_t>(excess));
     closed_base_seq_ += excess;
     stats_.closed_dropped += excess;
+  }
+  return first_seq;
+}
+
+void client_registry::resolve_nat(uint64_t first_seq, size_t n,
+                                  const std::vector<std::pair<uint32_t, ct_endpoints>>& hits) {
+  uint64_t end_seq = closed_base_seq_ + closed_.size();
+  auto entry = [&](uint64_t seq) -> closed_entry* {
+    if (seq < closed_base_seq_ || seq >= end_seq)
+      return nullptr;
+    return &closed_[static_cast<size_t>(seq - closed_base_seq_)];
+  };
+  for (uint64_t seq = first_seq; seq < first_seq + n; ++seq)
+    if (auto* e = entry(seq))
+      e->nat_pending = false;
+  for (const auto& [index, nat] : hits) {
+    if (index >= n)
+      continue;
+    if (auto* e = entry(first_seq + index)) {
+      e->nat = nat;
+      e->has_nat = true;
+    }
   }
 }
 
@@ -43,20 +71,24 @@ void client_registry::collect(const std::string& client, const std::vector<nl_co
     st.cursor = closed_base_seq_; // a new client sees whatever is still buffered
   st.last_seen_ns = now_ns;
 
-  uint64_t end_seq = closed_base_seq_ + closed_.size();
   uint64_t from = std::max(st.cursor, closed_base_seq_);
+  uint64_t end_seq = from;
+  for (uint64_t last = closed_base_seq_ + closed_.size(); end_seq < last; ++end_seq)
+    if (closed_[static_cast<size_t>(end_seq - closed_base_seq_)].nat_pending)
+      break;
   out.reserve(active.size() + static_cast<size_t>(end_seq - from));
   std::unordered_set<uint64_t> closed_cookies;
   closed_cookies.reserve(static_cast<size_t>(end_seq - from));
   for (uint64_t seq = from; seq < end_seq; ++seq) {
-    const nl_conn& c = closed_[static_cast<size_t>(seq - closed_base_seq_)];
+    const closed_entry& e = closed_[static_cast<size_t>(seq - closed_base_seq_)];
+    const nl_conn& c = e.conn;
     conn_counters now = counters_of(c);
     auto prev = st.last.find(c.cookie);
     conn_counters d = prev == st.last.end() ? now : delta(now, prev->second);
     if (prev != st.last.end())
       st.last.erase(prev);
     closed_cookies.insert(c.cookie);
-    out.push_back({c, true, d});
+    out.push_back({c, true, d, e.has_nat, e.nat});
   }
   st.cursor = end_seq;
 
@@ -71,7 +103,7 @@ void client_registry::collect(const std::string& client, const std::vector<nl_co
     auto prev = st.last.find(c.cookie);
     conn_counters d = prev == st.last.end() ? now : delta(now, prev->second);
     next.emplace(c.cookie, now);
-    out.push_back({c, false, d});
+    out.push_back({c, false, d, false, {}});
   }
   st.last.swap(next);
   trim();

@@ -30,12 +30,22 @@ class client_registry {
 public:
   explicit client_registry(client_registry_limits limits) : limits_(limits) {}
 
-  // Appends closed connections; past the bound the oldest are dropped and counted.
-  void add_closed(const nl_conn* records, size_t n);
-  void add_closed(const std::vector<nl_conn>& records) { add_closed(records.data(), records.size()); }
+  // Appends closed connections; past the bound the oldest are dropped and counted. Returns
+  // the sequence number of the first. nat_pending: their NAT translation is being looked up;
+  // no client is handed them (nor anything closed after them) until resolve_nat.
+  uint64_t add_closed(const nl_conn* records, size_t n, bool nat_pending = false);
+  uint64_t add_closed(const std::vector<nl_conn>& records, bool nat_pending = false) {
+    return add_closed(records.data(), records.size(), nat_pending);
+  }
 
-  // The answer for one client: every closed connection it has not seen yet (once), then every
-  // active one not among them, each with its delta since this client's previous call.
+  // The lookup for the n records from first_seq is over: hits are (index from first_seq,
+  // translation); the others have none. Records already dropped are skipped.
+  void resolve_nat(uint64_t first_seq, size_t n,
+                   const std::vector<std::pair<uint32_t, ct_endpoints>>& hits);
+
+  // The answer for one client: every closed connection it has not seen yet (once), up to the
+  // first whose translation is still pending, then every active one not among them, each with
+  // its delta since this client's previous call.
   void collect(const std::string& client, const std::vector<nl_conn>& active, uint64_t now_ns,
                std::vector<connection_view>& out);
 
@@ -54,7 +64,14 @@ private:
   void trim();
 
   client_registry_limits limits_;
-  std::deque<nl_conn> closed_;
+  struct closed_entry {
+    nl_conn conn;
+    ct_endpoints nat;
+    bool has_nat = false;
+    bool nat_pending = false;
+  };
+
+  std::deque<closed_entry> closed_;
   uint64_t closed_base_seq_ = 0; // sequence number of closed_.front()
   std::unordered_map<std::string, client_state> clients_;
   client_registry_stats stats_;

@@ -1,15 +1,73 @@
 #include "actors/tracer/tracer_actor.hpp"
 
+#include <cstring>
+#include <unordered_map>
+
 #include <spdlog/spdlog.h>
 
 #include "actors/common/clock.hpp"
 #include "actors/common/lifecycle.hpp"
+#include "actors/conntrack/conntrack_actor.hpp"
 #include "actors/tracer/idle_expiry.hpp"
 #include "actors/tracer/record_decoder.hpp"
 #include "actors/tracer/socket_table.hpp"
 
 namespace netlens {
 namespace {
+
+using self_ptr = tracer_actor::stateful_pointer<tracer_state>;
+
+// Longest a connections answer or a closed record waits for its NAT translation.
+constexpr auto k_nat_timeout = std::chrono::seconds(2);
+// Longest a connections answer waits for the consumer to hand over what has closed.
+constexpr auto k_flush_timeout = std::chrono::seconds(1);
+
+ct_tuple tuple_of(const nl_conn& c) {
+  ct_tuple t;
+  t.netns = c.netns;
+  t.family = static_cast<uint8_t>(c.family);
+  t.protocol = c.protocol;
+  std::memcpy(t.ends.saddr, c.saddr, 16);
+  std::memcpy(t.ends.daddr, c.daddr, 16);
+  t.ends.sport = c.sport;
+  t.ends.dport = c.dport;
+  return t;
+}
+
+nat_lookup_request nat_request_for(const std::vector<nl_conn>& conns) {
+  nat_lookup_request req;
+  req.tuples.reserve(conns.size());
+  for (const nl_conn& c : conns)
+    req.tuples.push_back(tuple_of(c));
+  return req;
+}
+
+// Closed connections enter the client buffer at once, in order; with conntrack running they
+// wait there (unseen by clients) until their translation is claimed, so none is handed out
+// without it. Conntrack answers in order, so a connections request sent later finds them
+// resolved.
+void add_closed(self_ptr self, const std::vector<nl_conn>& records) {
+  auto& st = self->state;
+  if (records.empty())
+    return;
+  auto ct = find_conntrack(self->system());
+  if (!ct) {
+    st.clients->add_closed(records);
+    return;
+  }
+  uint64_t first = st.clients->add_closed(records, true);
+  size_t n = records.size();
+  self->request(ct, k_nat_timeout, claim_atom::value, nat_request_for(records))
+      .then(
+          [=](const nat_lookup_reply& r) {
+            self->state.clients->resolve_nat(first, n, r.hits);
+            self->state.nat_closed += r.hits.size();
+          },
+          [=](caf::error&) {
+            self->state.clients->resolve_nat(first, n, {});
+            ++self->state.nat_errors;
+          });
+}
 
 counter_list telemetry_of(const tracer_state& st) {
   counter_list out;
@@ -22,6 +80,9 @@ counter_list telemetry_of(const tracer_state& st) {
     out.emplace_back("clients_expired", s.clients_expired);
   }
   out.emplace_back("udp_idle_expired", st.idle_expired);
+  out.emplace_back("nat_closed", st.nat_closed);
+  out.emplace_back("nat_lookup_errors", st.nat_errors);
+  out.emplace_back("flush_errors", st.flush_errors);
   out.emplace_back("tcp_reconciled", st.tcp_reconciled);
   if (st.bpf) {
     auto k = st.bpf->read_counters();
@@ -80,10 +141,68 @@ caf::error not_loaded(const tracer_state& st) {
   return caf::make_error(caf::sec::runtime_error, "tracer is " + st.state);
 }
 
+// One client's answer from the active connections read at request time and the
+// translations conntrack found for them (by index into active), if any.
+connections_reply assemble(self_ptr self, const std::string& client,
+                           const std::vector<nl_conn>& active, const nat_lookup_reply* nat) {
+  auto& st = self->state;
+  connections_reply reply;
+  st.clients->collect(client, active, monotonic_now_ns(), reply.connections);
+  if (nat && !nat->hits.empty()) {
+    std::unordered_map<uint64_t, const ct_endpoints*> by_cookie;
+    by_cookie.reserve(nat->hits.size());
+    for (const auto& [index, ends] : nat->hits)
+      if (index < active.size())
+        by_cookie.emplace(active[index].cookie, &ends);
+    for (auto& v : reply.connections) {
+      if (v.closed)
+        continue;
+      auto it = by_cookie.find(v.conn.cookie);
+      if (it == by_cookie.end())
+        continue;
+      v.has_nat = true;
+      v.nat = *it->second;
+    }
+  }
+  reply.telemetry = telemetry_of(st);
+  reply.telemetry.emplace_back("map_entries", active.size());
+  return reply;
+}
+
+// Reads the active map, has conntrack translate it, and delivers the client's answer.
+void answer_connections(self_ptr self, const std::string& client,
+                        caf::typed_response_promise<connections_reply> rp) {
+  auto& st = self->state;
+  if (!st.bpf) {
+    rp.deliver(not_loaded(st));
+    return;
+  }
+  st.bpf->read_active(st.active);
+  for (auto& c : st.active)
+    normalize_family(c);
+  auto ct = find_conntrack(self->system());
+  if (!ct) {
+    rp.deliver(assemble(self, client, st.active, nullptr));
+    release_scratch(st);
+    return;
+  }
+  // The read is kept aside for the answer; the scratch starts empty for the next use.
+  auto active = std::make_shared<std::vector<nl_conn>>(std::move(st.active));
+  st.active = std::vector<nl_conn>();
+  self->request(ct, k_nat_timeout, lookup_atom::value, nat_request_for(*active))
+      .then(
+          [=](const nat_lookup_reply& r) mutable {
+            rp.deliver(assemble(self, client, *active, &r));
+          },
+          [=](caf::error&) mutable {
+            ++self->state.nat_errors;
+            rp.deliver(assemble(self, client, *active, nullptr));
+          });
+}
+
 } // namespace
 
-tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_state> self,
-                                      tracer_config cfg) {
+tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg) {
   self->state.cfg = cfg;
   self->state.own_netns = own_netns_inode();
   self->state.clients = std::make_unique<client_registry>(client_registry_limits{
@@ -121,6 +240,9 @@ tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_stat
         ++st.handled;
         if (!st.bpf)
           return not_loaded(st);
+        // The one who reads the buffer: asked to flush before each connections answer. A
+        // restarted consumer asks again and replaces it.
+        st.consumer = caf::actor_cast<perf_consumer_actor>(self->current_sender());
         closed_buffer_info info;
         info.perf = st.bpf->uses_perf();
         info.map_fd = info.perf ? st.bpf->closed_perf_fd() : st.bpf->closed_ring_fd();
@@ -132,22 +254,27 @@ tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_stat
       [=](closed_batch& batch) {
         auto& st = self->state;
         ++st.handled;
-        st.clients->add_closed(batch.records);
+        add_closed(self, batch.records);
       },
       [=](get_conns_atom, const std::string& client) -> caf::result<connections_reply> {
         auto& st = self->state;
         ++st.handled;
         if (!st.bpf)
           return not_loaded(st);
-        st.bpf->read_active(st.active);
-        for (auto& c : st.active)
-          normalize_family(c);
-        connections_reply reply;
-        st.clients->collect(client, st.active, monotonic_now_ns(), reply.connections);
-        reply.telemetry = telemetry_of(st);
-        reply.telemetry.emplace_back("map_entries", st.active.size());
-        release_scratch(st);
-        return reply;
+        auto rp = self->make_response_promise<connections_reply>();
+        if (!st.consumer) {
+          answer_connections(self, client, rp);
+          return rp;
+        }
+        // First everything closed so far: the consumer sends it before it answers, so it is
+        // ahead of the answer in this mailbox and in this reply.
+        self->request(st.consumer, k_flush_timeout, flush_atom::value)
+            .then([=](caf::ok_atom) mutable { answer_connections(self, client, rp); },
+                  [=](caf::error&) mutable {
+                    ++self->state.flush_errors;
+                    answer_connections(self, client, rp);
+                  });
+        return rp;
       },
       [=](expire_atom) {
         auto& st = self->state;
@@ -158,8 +285,8 @@ tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_stat
           return;
         st.bpf->read_active(st.active);
         std::vector<nl_conn> ended;
-        for (const nl_conn* c : idle_udp_flows(st.active, now,
-                                               uint64_t{st.cfg.udp_idle_timeout_s} * 1000000000ull)) {
+        for (const nl_conn* c :
+             idle_udp_flows(st.active, now, uint64_t{st.cfg.udp_idle_timeout_s} * 1000000000ull)) {
           if (!st.bpf->remove_active(c->cookie))
             continue; // closed meanwhile: its record is on the way
           nl_conn done = *c;
@@ -169,7 +296,7 @@ tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_stat
         }
         st.idle_expired += ended.size();
         reconcile_tcp(st, now, ended);
-        st.clients->add_closed(ended);
+        add_closed(self, ended);
         release_scratch(st);
       },
       [=](stop_atom) {

@@ -5,6 +5,7 @@
 
 #include "actors/api/api_actor.hpp"
 #include "actors/compact_ticker/compact_ticker_actor.hpp"
+#include "actors/conntrack/conntrack_actor.hpp"
 #include "actors/perf_consumer/perf_consumer_actor.hpp"
 #include "actors/tracer/tracer_actor.hpp"
 
@@ -12,6 +13,13 @@ namespace netlens {
 
 std::vector<child_spec> agent_children(const config& cfg) {
   std::vector<child_spec> specs;
+  // First, so the initial conntrack dump is in the cache before connections are served. The
+  // others find it through the registry, so its restart does not restart them.
+  specs.push_back({"conntrack", {}, true, true,
+                   [cfg](caf::actor_system& sys, const child_directory&) -> lifecycle_actor {
+                     return caf::actor_cast<lifecycle_actor>(
+                         sys.spawn<caf::detached>(conntrack_fn, cfg.conntrack));
+                   }});
   specs.push_back({"tracer", {}, false, true,
                    [cfg](caf::actor_system& sys, const child_directory&) -> lifecycle_actor {
                      return sys.spawn(tracer_fn, cfg.tracer);
@@ -26,8 +34,10 @@ std::vector<child_spec> agent_children(const config& cfg) {
   specs.push_back({"compact_ticker", {"tracer"}, true, false,
                    [cfg](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
                      auto tracer = caf::actor_cast<tracer_actor>(dir.at("tracer"));
-                     return sys.spawn(compact_ticker_fn, tracer,
-                                      std::chrono::milliseconds(cfg.compact_ticker.interval_ms));
+                     return sys.spawn(
+                         compact_ticker_fn, tracer,
+                         std::chrono::milliseconds(cfg.compact_ticker.interval_ms),
+                         std::chrono::milliseconds(cfg.compact_ticker.compact_interval_ms));
                    }});
   specs.push_back({"api", {}, true, false,
                    [cfg](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {

@@ -16,8 +16,8 @@ TEST_CASE("connections render as valid JSON with every documented field", "[api]
   c.srtt_us = 33;
   c.tcp_state = 1;
   std::memcpy(c.comm, "we\"ird\\\x01\xff", 10);
-  reply.connections.push_back({c, true, {1, 2, 3, 4, 5}});
-  reply.connections.push_back({make_conn(7, "::1", 1, "::1", 2, 17), false, {}});
+  reply.connections.push_back({c, true, {1, 2, 3, 4, 5}, false, {}});
+  reply.connections.push_back({make_conn(7, "::1", 1, "::1", 2, 17), false, {}, false, {}});
   reply.telemetry = {{"records_lost", 0}, {"map_entries", 2}};
 
   auto j = nlohmann::json::parse(render_connections(reply));
@@ -44,10 +44,28 @@ TEST_CASE("connections render as valid JSON with every documented field", "[api]
   CHECK(j["telemetry"]["map_entries"] == 2);
 }
 
+TEST_CASE("a translated connection carries its reply direction as nat", "[api]") {
+  connections_reply reply;
+  connection_view v{make_conn(1, "10.0.0.1", 40000, "10.96.0.10", 80), false, {}, false, {}};
+  v.has_nat = true;
+  v.nat = {};
+  const uint8_t pod[4] = {10, 244, 1, 7}, client[4] = {10, 0, 0, 1};
+  std::memcpy(v.nat.saddr, pod, 4);
+  std::memcpy(v.nat.daddr, client, 4);
+  v.nat.sport = 8080;
+  v.nat.dport = 40000;
+  reply.connections.push_back(v);
+  auto j = nlohmann::json::parse(render_connections(reply));
+  auto& nat = j["connections"][0]["nat"];
+  REQUIRE(nat.is_object());
+  CHECK(nat == nlohmann::json{{"saddr", "10.244.1.7"}, {"sport", 8080}, {"daddr", "10.0.0.1"},
+                              {"dport", 40000}});
+}
+
 TEST_CASE("a large answer streams in bounded chunks", "[api]") {
   connections_reply reply;
   for (uint64_t i = 0; i < 5000; ++i)
-    reply.connections.push_back({make_conn(i, "10.0.0.1", 1, "10.0.0.2", 2), false, {}});
+    reply.connections.push_back({make_conn(i, "10.0.0.1", 1, "10.0.0.2", 2), false, {}, false, {}});
   size_t biggest = 0, total = 0;
   std::string all;
   stream_connections(
@@ -67,7 +85,7 @@ TEST_CASE("a large answer streams in bounded chunks", "[api]") {
 TEST_CASE("streaming stops when the peer goes away", "[api]") {
   connections_reply reply;
   for (uint64_t i = 0; i < 5000; ++i)
-    reply.connections.push_back({make_conn(i, "10.0.0.1", 1, "10.0.0.2", 2), false, {}});
+    reply.connections.push_back({make_conn(i, "10.0.0.1", 1, "10.0.0.2", 2), false, {}, false, {}});
   int calls = 0;
   stream_connections(
       reply,

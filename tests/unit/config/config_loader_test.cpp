@@ -81,6 +81,15 @@ config every_key_changed() {
   c.tracer.wakeup_every_records += 1;
   c.tracer.closed_flush_interval_ms += 1;
   c.compact_ticker.interval_ms += 1;
+  c.compact_ticker.compact_interval_ms += 1;
+  c.conntrack.enabled = !c.conntrack.enabled;
+  c.conntrack.required = !c.conntrack.required;
+  c.conntrack.max_entries += 1;
+  c.conntrack.orphan_ttl_s += 1;
+  c.conntrack.rate_limit = c.conntrack.rate_limit == -1 ? 5000 : -1;
+  c.conntrack.receive_buffer_bytes += 1;
+  c.conntrack.dump_timeout_ms += 1;
+  c.conntrack.resync_interval_s += 1;
   c.supervisor.restart_budget += 1;
   c.supervisor.restart_window_s += 1;
   c.supervisor.restart_backoff_ms += 1;

@@ -156,3 +156,45 @@ TEST_CASE("only UDP flows quiet for the idle timeout expire", "[registry]") {
   REQUIRE(idle.size() == 1);
   CHECK(idle[0]->cookie == 1);
 }
+
+TEST_CASE("closed records wait, unseen, until their translation is resolved", "[registry]") {
+  client_registry reg({100, 1000000000ull});
+  std::vector<connection_view> out;
+  reg.collect("x", {}, 1, out);
+  uint64_t first = reg.add_closed({make_conn(1, "10.0.0.1", 1, "10.0.0.2", 2),
+                                   make_conn(2, "10.0.0.1", 3, "10.0.0.2", 4)},
+                                  true);
+  reg.add_closed({make_conn(3, "10.0.0.1", 5, "10.0.0.2", 6)}); // after them, not pending
+  reg.collect("x", {}, 2, out);
+  CHECK(out.empty()); // nothing jumps the pending ones, so order and exactly-once hold
+
+  ct_endpoints nat;
+  nat.sport = 8080;
+  reg.resolve_nat(first, 2, {{1, nat}});
+  reg.collect("x", {}, 3, out);
+  REQUIRE(out.size() == 3);
+  CHECK(out[0].conn.cookie == 1);
+  CHECK_FALSE(out[0].has_nat);
+  CHECK(out[1].conn.cookie == 2);
+  CHECK(out[1].has_nat);
+  CHECK(out[1].nat.sport == 8080);
+  CHECK(out[2].conn.cookie == 3);
+  reg.collect("x", {}, 4, out);
+  CHECK(out.empty());
+}
+
+TEST_CASE("a resolution for records already dropped from the buffer is ignored",
+          "[registry]") {
+  client_registry reg({2, 1000000000ull});
+  std::vector<connection_view> out;
+  reg.collect("x", {}, 1, out);
+  uint64_t first = reg.add_closed({make_conn(1, "10.0.0.1", 1, "10.0.0.2", 2)}, true);
+  reg.add_closed({make_conn(2, "10.0.0.1", 3, "10.0.0.2", 4),
+                  make_conn(3, "10.0.0.1", 5, "10.0.0.2", 6)}); // pushes the pending one out
+  ct_endpoints nat;
+  reg.resolve_nat(first, 1, {{0, nat}, {7, nat}}); // index 7 is out of the range: ignored
+  reg.collect("x", {}, 2, out);
+  REQUIRE(out.size() == 2);
+  CHECK(out[0].conn.cookie == 2);
+  CHECK_FALSE(out[0].has_nat);
+}

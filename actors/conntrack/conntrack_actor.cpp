@@ -1,0 +1,319 @@
+#include "actors/conntrack/conntrack_actor.hpp"
+
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/common/clock.hpp"
+#include "actors/common/lifecycle.hpp"
+#include "actors/tracer/socket_table.hpp"
+
+namespace netlens {
+namespace {
+
+using self_ptr = conntrack_self_actor::stateful_pointer<conntrack_state>;
+
+conntrack_consumer_options consumer_options(const conntrack_state& st) {
+  conntrack_consumer_options o;
+  o.netns_fd = -1;
+  o.netns_inode = st.own_netns;
+  o.receive_buffer_bytes = st.cfg.receive_buffer_bytes;
+  o.rate_limit = st.cfg.rate_limit;
+  o.dump_timeout_ms = st.cfg.dump_timeout_ms;
+  return o;
+}
+
+// Runs on a consumer thread: it only sends. A batch that would push the backlog past the
+// bound is dropped and counted, except the ones that open or close a dump: losing those would
+// leave a resync's sweep undone.
+conntrack_consumer::sink_fn make_sink(self_ptr self) {
+  caf::actor_addr addr = self->address();
+  auto in_flight = self->state.in_flight;
+  auto dropped = self->state.batches_dropped;
+  return [addr, in_flight, dropped](ct_event_batch&& b) {
+    bool marker = b.dump_begins || b.dump_ends;
+    if (!marker && in_flight->load(std::memory_order_relaxed) >= k_max_batches_in_flight) {
+      dropped->fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    auto target = caf::actor_cast<caf::actor>(addr);
+    if (!target)
+      return;
+    in_flight->fetch_add(1, std::memory_order_relaxed);
+    caf::anon_send(target, std::move(b));
+  };
+}
+
+// Why conntrack cannot serve; an error when it is required, the degraded state otherwise.
+caf::result<caf::ok_atom> cannot_serve(self_ptr self, const std::string& why) {
+  auto& st = self->state;
+  if (st.cfg.required) {
+    st.state = "failed";
+    return caf::make_error(caf::sec::runtime_error,
+                           "conntrack is required (conntrack.required = true) but " + why);
+  }
+  st.state = "degraded";
+  st.degraded_reason = why;
+  spdlog::warn("conntrack: degraded, connections carry no NAT translation: {}", why);
+  return caf::ok_atom::value;
+}
+
+// Opens the consumer of the agent's own namespace. Empty string when it started.
+std::string open_own_namespace(self_ptr self) {
+  auto& st = self->state;
+  auto started = conntrack_consumer::start(consumer_options(st), make_sink(self));
+  if (auto* err = std::get_if<std::string>(&started))
+    return *err;
+  st.consumers[st.own_netns] = std::move(std::get<0>(started));
+  return {};
+}
+
+std::string dump_outcome(initial_dump_result r, uint32_t timeout_ms) {
+  switch (r) {
+  case initial_dump_result::done:
+    return {};
+  case initial_dump_result::timed_out:
+    return "the initial conntrack dump did not finish within dump_timeout_ms (" +
+           std::to_string(timeout_ms) + " ms)";
+  case initial_dump_result::failed:
+    break;
+  }
+  return "the initial conntrack dump failed";
+}
+
+void apply(conntrack_cache& cache, const ct_event_batch& b, conntrack_state& st) {
+  if (b.dump_begins)
+    cache.begin_resync(b.netns);
+  for (const ct_event& ev : b.events) {
+    switch (ev.kind) {
+    case ct_event_kind::dumped:
+      cache.insert(ev.entry, false);
+      break;
+    case ct_event_kind::created:
+      cache.insert(ev.entry, true);
+      break;
+    case ct_event_kind::destroyed:
+      cache.remove(tuple_of(ev.entry, ev.entry.orig));
+      break;
+    }
+  }
+  st.events_applied += b.events.size();
+  if (b.dump_ends)
+    st.resync_swept += cache.end_resync(b.netns);
+}
+
+nat_lookup_reply look_up(conntrack_cache* cache, const nat_lookup_request& req, bool claim) {
+  nat_lookup_reply reply;
+  if (!cache)
+    return reply;
+  for (size_t i = 0; i < req.tuples.size(); ++i) {
+    auto hit = cache->lookup(req.tuples[i]);
+    if (!hit)
+      continue;
+    reply.hits.emplace_back(static_cast<uint32_t>(i), *hit);
+    if (claim)
+      cache->release(req.tuples[i]);
+  }
+  return reply;
+}
+
+counter_list counters_of(const conntrack_state& st) {
+  counter_list out;
+  if (st.cache) {
+    auto c = st.cache->stats();
+    out.emplace_back("entries", c.entries);
+    out.emplace_back("orphans", c.orphans);
+    out.emplace_back("capacity", st.cache->capacity());
+    out.emplace_back("memory_bytes", st.cache->memory_bytes());
+    out.emplace_back("evictions", c.evictions);
+    out.emplace_back("orphans_expired", c.orphans_expired);
+    out.emplace_back("lookups_hit", c.lookups_hit);
+    out.emplace_back("lookups_miss", c.lookups_miss);
+    out.emplace_back("non_nat_skipped", c.non_nat_skipped);
+    out.emplace_back("removed", c.removed);
+    out.emplace_back("released", c.released);
+    out.emplace_back("resync_swept", c.swept);
+    out.emplace_back("dump_only_entries", st.cache->dump_only_entries());
+  }
+  uint64_t events = 0, kept = 0, sampled_out = 0, enobufs = 0, resyncs = 0, malformed = 0,
+           unknown = 0, dumps_failed = 0, rate = 0;
+  double percent = 100;
+  for (const auto& [netns, consumer] : st.consumers) {
+    auto s = consumer->stats();
+    events += s.events;
+    kept += s.events_kept;
+    sampled_out += s.sampled_out;
+    enobufs += s.enobufs;
+    resyncs += s.resyncs;
+    malformed += s.malformed;
+    unknown += s.unknown;
+    dumps_failed += s.dumps_failed;
+    rate += static_cast<uint64_t>(s.events_per_s + 0.5);
+    percent = std::min(percent, s.sampling_percent);
+  }
+  out.emplace_back("namespaces", st.consumers.size());
+  out.emplace_back("events", events);
+  out.emplace_back("events_kept", kept);
+  out.emplace_back("events_per_s", rate);
+  out.emplace_back("sampled_out", sampled_out);
+  out.emplace_back("sampling_percent", static_cast<uint64_t>(percent + 0.5));
+  out.emplace_back("enobufs", enobufs);
+  out.emplace_back("resyncs", resyncs);
+  out.emplace_back("dumps_failed", dumps_failed);
+  out.emplace_back("malformed", malformed);
+  out.emplace_back("unknown", unknown);
+  out.emplace_back("periodic_resyncs", st.periodic_resyncs);
+  out.emplace_back("batches_applied", st.batches);
+  out.emplace_back("batches_dropped", st.batches_dropped->load());
+  out.emplace_back("degraded", st.state == "degraded" ? 1 : 0);
+  return out;
+}
+
+void publish(self_ptr self) {
+  self->system().registry().put(k_conntrack_registry_name, self);
+}
+
+// Leaves the registry only if it still names this instance: a restarted one may be there.
+void unpublish(caf::actor_system& sys, const caf::actor_addr& addr) {
+  auto current = sys.registry().get<caf::strong_actor_ptr>(k_conntrack_registry_name);
+  if (current && current->address() == addr)
+    sys.registry().erase(k_conntrack_registry_name);
+}
+
+} // namespace
+
+conntrack_actor find_conntrack(caf::actor_system& sys) {
+  return caf::actor_cast<conntrack_actor>(
+      sys.registry().get<caf::strong_actor_ptr>(k_conntrack_registry_name));
+}
+
+conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config cfg) {
+  self->state.cfg = cfg;
+  self->state.own_netns = own_netns_inode();
+  caf::actor_system* sys = &self->system();
+  caf::actor_addr me = self->address();
+  self->attach_functor([sys, me](const caf::error&) { unpublish(*sys, me); });
+  return {
+      [=](init_atom) -> caf::result<caf::ok_atom> {
+        auto& st = self->state;
+        ++st.handled;
+        if (!st.cfg.enabled) {
+          st.state = "disabled";
+          spdlog::info("conntrack: disabled by configuration (conntrack.enabled = false)");
+          return caf::ok_atom::value;
+        }
+        if (!st.cache)
+          st.cache = std::make_unique<conntrack_cache>(
+              st.cfg.max_entries, uint64_t{st.cfg.orphan_ttl_s} * 1000000000ull,
+              [] { return monotonic_now_ns(); });
+        if (st.consumers.empty()) {
+          if (auto err = open_own_namespace(self); !err.empty()) {
+            publish(self);
+            return cannot_serve(self, err);
+          }
+        }
+        auto outcome = st.consumers.begin()->second->wait_initial_dump(
+            std::chrono::milliseconds(st.cfg.dump_timeout_ms));
+        publish(self);
+        if (auto why = dump_outcome(outcome, st.cfg.dump_timeout_ms); !why.empty())
+          return cannot_serve(self, why + "; it is retried in the background");
+        st.state = "running";
+        st.last_resync_ns = monotonic_now_ns();
+        spdlog::info("conntrack: following NAT in network namespace {} ({} translated entries "
+                     "from the initial dump)",
+                     st.own_netns, st.cache->stats().entries);
+        return caf::ok_atom::value;
+      },
+      [=](ct_event_batch& batch) {
+        auto& st = self->state;
+        ++st.handled;
+        st.in_flight->fetch_sub(1, std::memory_order_relaxed);
+        if (!st.cache)
+          return;
+        ++st.batches;
+        apply(*st.cache, batch, st);
+        // Batches the sink had to drop (backlog) lost events: a new dump puts that right,
+        // as after ENOBUFS.
+        uint64_t dropped = st.batches_dropped->load(std::memory_order_relaxed);
+        if (dropped != st.drops_answered) {
+          st.drops_answered = dropped;
+          spdlog::warn("conntrack: {} event batches dropped under backlog; resyncing", dropped);
+          for (auto& [netns, consumer] : st.consumers)
+            consumer->request_resync();
+        }
+        // A degraded start whose dump has since completed is healthy again.
+        if (batch.dump_ends && st.state == "degraded" && !st.consumers.empty()) {
+          st.state = "running";
+          st.degraded_reason.clear();
+          spdlog::info("conntrack: conntrack dump completed; no longer degraded");
+        }
+      },
+      [=](lookup_atom, const nat_lookup_request& req) {
+        ++self->state.handled;
+        return look_up(self->state.cache.get(), req, false);
+      },
+      [=](claim_atom, const nat_lookup_request& req) {
+        ++self->state.handled;
+        return look_up(self->state.cache.get(), req, true);
+      },
+      [=](compact_atom) {
+        auto& st = self->state;
+        ++st.handled;
+        if (!st.cache)
+          return;
+        size_t dropped = st.cache->compact();
+        if (dropped)
+          spdlog::debug("conntrack: {} orphan entries expired", dropped);
+        // Entries known only from a dump may never get a DESTROY event (see
+        // docs/kernel-notes.md): while any is left, a new dump now and then sweeps the gone.
+        uint64_t now = monotonic_now_ns();
+        if (st.cache->dump_only_entries() > 0 &&
+            now - st.last_resync_ns >= uint64_t{st.cfg.resync_interval_s} * 1000000000ull) {
+          st.last_resync_ns = now;
+          ++st.periodic_resyncs;
+          for (auto& [netns, consumer] : st.consumers)
+            consumer->request_resync();
+        }
+        // A start without conntrack (module not loaded yet, say) is retried here.
+        if (st.state == "degraded" && st.consumers.empty()) {
+          if (auto err = open_own_namespace(self); err.empty()) {
+            st.state = "running";
+            st.degraded_reason.clear();
+            spdlog::info("conntrack: netlink consumer started; no longer degraded");
+          }
+        }
+      },
+      [=](stop_atom) {
+        auto& st = self->state;
+        ++st.handled;
+        for (auto& [netns, consumer] : st.consumers)
+          consumer->stop(); // joins the thread; what it read is already in the mailbox
+        if (st.state != "disabled")
+          st.state = "stopped";
+        return caf::ok_atom::value;
+      },
+      [=](purge_atom) {
+        auto& st = self->state;
+        ++st.handled;
+        for (auto& [netns, consumer] : st.consumers)
+          consumer->close();
+        if (st.cache)
+          st.cache->purge();
+        unpublish(*sys, me);
+        if (st.state != "disabled")
+          st.state = "purged";
+        spdlog::info("conntrack: cache purged, orphan list re-initialised, netlink sockets "
+                     "closed");
+        return caf::ok_atom::value;
+      },
+      [=](stats_atom) {
+        auto& st = self->state;
+        ++st.handled;
+        actor_stats s = make_actor_stats("conntrack", st.state, st.handled, counters_of(st));
+        s.last_error = st.degraded_reason;
+        return s;
+      },
+  };
+}
+
+} // namespace netlens

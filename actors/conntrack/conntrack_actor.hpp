@@ -1,0 +1,55 @@
+// The conntrack actor: owns the NAT translation cache and the netlink consumer of each
+// network namespace it serves (this issue: the one the agent runs in). The consumers' threads
+// only send batches in; the cache is touched by this actor alone.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "actors/conntrack/conntrack_cache.hpp"
+#include "actors/conntrack/conntrack_consumer.hpp"
+#include "config/config.hpp"
+#include "messages/interfaces.hpp"
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::ct_event_batch)
+
+namespace netlens {
+
+// The actor's own interface: its public one plus the batches its consumer threads send in.
+using conntrack_self_actor = conntrack_actor::extend<caf::reacts_to<ct_event_batch>>;
+
+// Batches handed to the actor and not yet applied; past this many, a consumer drops what it
+// read (counted) instead of growing the mailbox without bound.
+constexpr int k_max_batches_in_flight = 256;
+
+struct conntrack_state {
+  static inline const char* name = "conntrack";
+  conntrack_config cfg;
+  std::unique_ptr<conntrack_cache> cache;
+  std::unordered_map<uint32_t, std::unique_ptr<conntrack_consumer>> consumers; // by netns inode
+  std::shared_ptr<std::atomic<int>> in_flight = std::make_shared<std::atomic<int>>(0);
+  std::shared_ptr<std::atomic<uint64_t>> batches_dropped =
+      std::make_shared<std::atomic<uint64_t>>(0);
+  std::string state = "starting"; // running | degraded | disabled | stopped | purged | failed
+  std::string degraded_reason;
+  uint64_t handled = 0;
+  uint64_t batches = 0;
+  uint64_t events_applied = 0;
+  uint64_t resync_swept = 0;
+  uint64_t periodic_resyncs = 0;
+  uint64_t drops_answered = 0; // batches_dropped already answered with a resync  // re-dumps asked
+                               // because dumped-only entries were left
+  uint64_t last_resync_ns = 0;
+  uint32_t own_netns = 0;
+};
+
+conntrack_self_actor::behavior_type
+conntrack_fn(conntrack_self_actor::stateful_pointer<conntrack_state> self, conntrack_config cfg);
+
+// The conntrack actor running now, or an invalid handle (not started, restarting, disabled).
+conntrack_actor find_conntrack(caf::actor_system& sys);
+
+} // namespace netlens

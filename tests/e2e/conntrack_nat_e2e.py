@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""End to end, NAT: the whole agent runs inside a network namespace this test builds (A),
+joined by a veth pair to a second one (B). nftables rules in A translate some flows:
+
+  DNAT over loopback   A: 127.0.0.1:18081/tcp -> 127.0.0.1:19091, 127.0.0.1:18082/udp -> :19094
+  SNAT over the veth   A -> 10.231.0.2:19092 leaves as 10.231.0.11
+  masquerade           A from 10.231.0.12 -> 10.231.0.2:19093 leaves as 10.231.0.1
+  untranslated         A -> 10.231.0.2:19095
+
+Checks each connection's `nat` (closed and active, TCP and UDP, both ends), an entry made
+before the agent started (found through the dump), `conntrack -F` mid-run, a flood at many
+times the rate limit (sampling reported, memory bounded), and the ordered shutdown. Only the
+namespaces and addresses made here carry traffic; everything is removed at the end.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+NETLENS = os.path.abspath(sys.argv[1])
+PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nat_peer.py")
+TAG = str(os.getpid())
+NS_A, NS_B = "nltest-nat-a-" + TAG, "nltest-nat-b-" + TAG
+VETH_A, VETH_B = "nlnata" + TAG[-6:], "nlnatb" + TAG[-6:]
+WORK = tempfile.mkdtemp(prefix="netlens-nat-")
+SOCK = os.path.join(WORK, "run", "netlens.sock")
+failures = []
+procs = []
+
+
+def sh(*cmd, check=True, input=None):
+    r = subprocess.run(cmd, capture_output=True, text=True, input=input)
+    if check and r.returncode != 0:
+        raise RuntimeError("%s failed: %s" % (" ".join(cmd), r.stderr.strip()))
+    return r.stdout
+
+
+def in_ns(ns, *cmd):
+    # nsenter changes only the network namespace; `ip netns exec` would also remount /sys,
+    # hiding the cgroup2 mount the tracer attaches to.
+    return ["nsenter", "--net=/run/netns/" + ns] + list(cmd)
+
+
+def start(ns, *cmd, stdout=subprocess.PIPE):
+    p = subprocess.Popen(in_ns(ns, *cmd), stdin=subprocess.PIPE, stdout=stdout,
+                         stderr=subprocess.STDOUT, text=True)
+    procs.append(p)
+    return p
+
+
+def peer(ns, *args):
+    return int(sh(*in_ns(ns, "python3", PEER, *args)).split()[0])
+
+
+def check(ok, what, detail=""):
+    print(("ok: " if ok else "FAIL: ") + what + ("" if ok else " " + str(detail)), flush=True)
+    if not ok:
+        failures.append(what)
+
+
+def build_topology():
+    for ns in (NS_A, NS_B):
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+    sh("ip", "link", "add", VETH_A, "netns", NS_A, "type", "veth", "peer", "name", VETH_B,
+       "netns", NS_B)
+    for addr in ("10.231.0.1/24", "10.231.0.11/24", "10.231.0.12/24"):
+        sh("ip", "-n", NS_A, "addr", "add", addr, "dev", VETH_A)
+    sh("ip", "-n", NS_B, "addr", "add", "10.231.0.2/24", "dev", VETH_B)
+    sh("ip", "-n", NS_A, "link", "set", VETH_A, "up")
+    sh("ip", "-n", NS_B, "link", "set", VETH_B, "up")
+    rules = """
+table ip nltest {
+  chain out {
+    type nat hook output priority -100;
+    ip daddr 127.0.0.1 tcp dport 18081 dnat to 127.0.0.1:19091
+    ip daddr 127.0.0.1 udp dport 18082 dnat to 127.0.0.1:19094
+  }
+  chain post {
+    type nat hook postrouting priority 100;
+    ip daddr 10.231.0.2 tcp dport 19092 snat to 10.231.0.11
+    ip saddr 10.231.0.12 ip daddr 10.231.0.2 tcp dport 19093 masquerade
+  }
+}
+"""
+    sh(*in_ns(NS_A, "nft", "-f", "-"), input=rules)
+
+
+def teardown():
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    for ns in (NS_A, NS_B):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["rm", "-rf", WORK])
+
+
+def write_config(name, extra=""):
+    path = os.path.join(WORK, name)
+    with open(path, "w") as f:
+        f.write('[agent]\napi_socket = "%s"\n\n[compact_ticker]\ncompact_interval_ms = 500\n'
+                '\n[conntrack]\nresync_interval_s = 1\n%s\n' % (SOCK, extra))
+    return path
+
+
+def start_agent(config, log_name):
+    log = open(os.path.join(WORK, log_name), "w")
+    p = start(NS_A, NETLENS, "run", "-c", config, stdout=log)
+    path = os.path.join(WORK, log_name)
+    for _ in range(200):
+        if "netlens ready" in open(path).read():
+            return p, path
+        if p.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError("agent did not become ready:\n" + open(path).read())
+
+
+def stop_agent(p):
+    p.send_signal(signal.SIGTERM)
+    return p.wait(timeout=20)
+
+
+def connections(client="nat-e2e"):
+    out = sh(NETLENS, "connections", "--json", "--socket", SOCK, "--client", client)
+    return json.loads(out)["connections"]
+
+
+def stats():
+    out = sh("curl", "-sf", "--unix-socket", SOCK, "http://netlens/stats")
+    return json.loads(out)
+
+
+def find(conns, proto, sport=None, dport=None, saddr=None, closed=None):
+    hits = [c for c in conns if c["type"] == proto and (sport is None or c["sport"] == sport)
+            and (dport is None or c["dport"] == dport) and (saddr is None or c["saddr"] == saddr)
+            and (closed is None or c["closed"] == closed)]
+    return hits
+
+
+def nat(saddr, sport, daddr, dport):
+    return {"saddr": saddr, "sport": sport, "daddr": daddr, "dport": dport}
+
+
+def wait_for(pred, seconds=3.0):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.1)
+    return pred()
+
+
+def main():
+    build_topology()
+    # Servers: the DNAT targets in A, the far ends in B.
+    srv_a = start(NS_A, "python3", PEER, "serve", "127.0.0.1:19091", "127.0.0.1:19094")
+    srv_b = start(NS_B, "python3", PEER, "serve",
+                  "10.231.0.2:19092,10.231.0.2:19093,10.231.0.2:19095", "")
+    for s in (srv_a, srv_b):
+        assert s.stdout.readline().strip() == "ready"
+
+    # Made before the agent exists: only the initial dump can tell the agent about it.
+    held = start(NS_A, "python3", PEER, "hold", "127.0.0.1", "18081")
+    held_port = int(held.stdout.readline())
+
+    agent, log = start_agent(write_config("netlens.toml"), "agent.log")
+    # The tracer learns of a connection older than itself at its first send or receive.
+    held.stdin.write("x\n")
+    held.stdin.flush()
+    assert held.stdout.readline().strip() == "sent"
+    time.sleep(0.2)
+    st = stats()
+    check(st["conntrack"]["state"] == "running" and not st["conntrack"]["degraded"],
+          "conntrack running inside the test namespace", st.get("conntrack"))
+
+    conns = connections()
+    c = find(conns, "tcp", sport=held_port, dport=18081)
+    check(len(c) == 1 and c[0]["nat"] == nat("127.0.0.1", 19091, "127.0.0.1", held_port),
+          "connection made before the agent started carries its DNAT (from the dump)", c)
+    s = find(conns, "tcp", sport=19091, dport=held_port)
+    check(len(s) == 1 and s[0]["nat"] == nat("127.0.0.1", held_port, "127.0.0.1", 18081),
+          "its server end, looked up by the reply tuple, carries the original tuple", s)
+
+    dnat_port = peer(NS_A, "connect", "127.0.0.1", "18081")
+    udp_port = peer(NS_A, "udp", "127.0.0.1", "18082")
+    snat_port = peer(NS_A, "connect", "10.231.0.2", "19092")
+    masq_port = peer(NS_A, "connect", "10.231.0.2", "19093", "10.231.0.12")
+    plain_port = peer(NS_A, "connect", "10.231.0.2", "19095")
+    held_snat = start(NS_A, "python3", PEER, "hold", "10.231.0.2", "19092")
+    held_snat_port = int(held_snat.stdout.readline())
+
+    def all_closed():
+        cs = connections("nat-e2e-wait")
+        want = [(dnat_port, 18081, "tcp"), (udp_port, 18082, "udp"), (snat_port, 19092, "tcp"),
+                (masq_port, 19093, "tcp"), (plain_port, 19095, "tcp")]
+        ok = all(find(cs, p, sport=s, dport=d, closed=True) for s, d, p in want)
+        return cs if ok else None
+
+    # The same client sees each closed connection exactly once; a second client collects
+    # until all have arrived, the first then reads them in one answer.
+    wait_for(all_closed, 5)
+    conns = connections()
+    c = find(conns, "tcp", sport=dnat_port, dport=18081, closed=True)
+    check(len(c) == 1 and c[0]["nat"] == nat("127.0.0.1", 19091, "127.0.0.1", dnat_port),
+          "closed DNAT'd TCP connection over loopback carries its translation", c)
+    s = find(conns, "tcp", sport=19091, dport=dnat_port, closed=True)
+    check(len(s) == 1 and s[0]["nat"] == nat("127.0.0.1", dnat_port, "127.0.0.1", 18081),
+          "and its server end the original tuple", s)
+    u = find(conns, "udp", sport=udp_port, dport=18082, closed=True)
+    check(len(u) == 1 and u[0]["nat"] == nat("127.0.0.1", 19094, "127.0.0.1", udp_port),
+          "closed DNAT'd UDP flow carries its translation", u)
+    c = find(conns, "tcp", sport=snat_port, dport=19092, closed=True)
+    check(len(c) == 1 and c[0]["nat"] is not None and
+          c[0]["nat"]["saddr"] == "10.231.0.2" and c[0]["nat"]["sport"] == 19092 and
+          c[0]["nat"]["daddr"] == "10.231.0.11",
+          "SNAT over the veth: reply goes to the translated source 10.231.0.11", c)
+    far = find(conns, "tcp", sport=19092, saddr="10.231.0.2", closed=True)
+    check(len(far) >= 1 and all(f["nat"] is None and f["daddr"] == "10.231.0.11" for f in far),
+          "the far end in B sees the translated address, and no nat (B is not served)", far)
+    c = find(conns, "tcp", sport=masq_port, dport=19093, closed=True)
+    check(len(c) == 1 and c[0]["saddr"] == "10.231.0.12" and c[0]["nat"] is not None and
+          c[0]["nat"]["daddr"] == "10.231.0.1" and c[0]["nat"]["sport"] == 19093,
+          "masquerade: reply goes to the interface address 10.231.0.1", c)
+    c = find(conns, "tcp", sport=plain_port, dport=19095, closed=True)
+    check(len(c) == 1 and c[0]["nat"] is None, "untranslated connection has nat null", c)
+    c = find(conns, "tcp", sport=held_snat_port, dport=19092, closed=False)
+    check(len(c) == 1 and c[0]["nat"] is not None and c[0]["nat"]["daddr"] == "10.231.0.11",
+          "active SNAT'd connection carries its translation", c)
+    again = connections()
+    check(not find(again, "tcp", sport=dnat_port, dport=18081, closed=True),
+          "a closed connection is handed to a client once")
+
+    ct = stats()["actors"]["conntrack"]["counters"]
+    check(ct["entries"] >= 1 and ct["lookups_hit"] >= 1 and ct["enobufs"] == 0,
+          "/stats shows the cache and its lookups", ct)
+
+    # A table flush: destroy events empty the cache of what netlens saw created; the entry
+    # made before it subscribed sends no event (nf_conntrack_events = 2) and goes at the next
+    # re-dump (resync_interval_s = 1 here). Nothing stale stays.
+    sh(*in_ns(NS_A, "conntrack", "-F"), check=False)
+    flushed = wait_for(lambda: stats()["actors"]["conntrack"]["counters"]["entries"] == 0, 5)
+    check(flushed, "conntrack -F leaves no stale entry",
+          stats()["actors"]["conntrack"]["counters"])
+    after_port = peer(NS_A, "connect", "127.0.0.1", "18081")
+    got = wait_for(lambda: find(connections("nat-e2e-flush"), "tcp", sport=after_port,
+                                dport=18081, closed=True), 3)
+    check(bool(got) and got[0]["nat"] == nat("127.0.0.1", 19091, "127.0.0.1", after_port),
+          "translations keep arriving after the flush", got)
+
+    held.stdin.close()
+    held_snat.stdin.close()
+    rc = stop_agent(agent)
+    text = open(log).read()
+    check(rc == 0, "agent exits 0 on SIGTERM", rc)
+    check("conntrack: cache purged" in text and
+          text.find("shutdown phase stop") < text.find("conntrack: cache purged"),
+          "conntrack purges (and closes its sockets) in the purge phase", text[-2000:])
+
+    # A flood of new NAT'd flows at many times the rate limit: sampled, bounded.
+    agent, log = start_agent(write_config("flood.toml", "rate_limit = 200\nmax_entries = 1024"),
+                             "flood.log")
+    flooders = [start(NS_A, "python3", PEER, "flood", "127.0.0.1", "18082", "4", "2000")
+                for _ in range(2)]
+    time.sleep(2.5)  # read while the flood runs: the sampling figure is about the last window
+    st = stats()["actors"]["conntrack"]["counters"]
+    rss_kb = int([l for l in open("/proc/%d/status" % agent_pid(agent)).read().splitlines()
+                  if l.startswith("VmRSS")][0].split()[1])
+    sent = sum(int(f.stdout.readline() or 0) for f in flooders)
+    for f in flooders:
+        f.wait()
+    print("flood: %d flows sent, conntrack %s, agent RSS %d kB" % (sent, st, rss_kb))
+    check(sent > 10 * 200 * 4, "the flood ran at ten times the rate limit or more", sent)
+    check(st["sampled_out"] > 0 and st["sampling_percent"] < 100,
+          "sampling reported above the rate limit", st)
+    check(st["entries"] <= 1024 and st["enobufs"] == 0, "cache stays within max_entries", st)
+    check(rss_kb < 100 * 1024, "agent RSS bounded under the flood", rss_kb)
+    check(stop_agent(agent) == 0, "agent exits 0 after the flood")
+
+
+def agent_pid(p):
+    # p is nsenter, which execs the agent: same pid.
+    return p.pid
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:  # a broken step is a failure, never a pass
+        failures.append(str(e))
+        print("FAIL: %s" % e, flush=True)
+    finally:
+        teardown()
+    print("nat e2e: %d failure(s)" % len(failures))
+    sys.exit(1 if failures else 0)

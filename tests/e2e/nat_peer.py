@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Both ends of the NAT test's traffic, run inside a test namespace with nsenter.
+
+serve TCP_PORTS UDP_PORTS   accept TCP (read to EOF, then close), echo UDP; prints "ready"
+connect HOST PORT [SRC]     one TCP connection: send, shut down, read to EOF; prints local port
+udp HOST PORT               one UDP exchange on a connected socket; prints local port
+hold HOST PORT              connect, print local port; send a byte per stdin line; close at EOF
+flood HOST PORT SECONDS RATE  short UDP flows (a new socket each) at about RATE/s; prints count
+"""
+import socket
+import sys
+import threading
+import time
+
+
+def serve(tcp_ports, udp_ports):
+    def tcp_loop(ls):
+        while True:
+            s, _ = ls.accept()
+            threading.Thread(target=drain, args=(s,), daemon=True).start()
+
+    def drain(s):
+        try:
+            while s.recv(65536):
+                pass
+        finally:
+            s.close()
+
+    def udp_loop(us):
+        while True:
+            data, peer = us.recvfrom(65536)
+            us.sendto(data, peer)
+
+    for port in tcp_ports:
+        host, p = port.rsplit(":", 1)
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind((host, int(p)))
+        ls.listen(512)
+        threading.Thread(target=tcp_loop, args=(ls,), daemon=True).start()
+    for port in udp_ports:
+        host, p = port.rsplit(":", 1)
+        us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        us.bind((host, int(p)))
+        threading.Thread(target=udp_loop, args=(us,), daemon=True).start()
+    print("ready", flush=True)
+    sys.stdin.read()  # until the test closes our stdin
+
+
+def connect(host, port, src=None):
+    c = socket.socket()
+    if src:
+        c.bind((src, 0))
+    c.connect((host, port))
+    print(c.getsockname()[1], flush=True)
+    c.sendall(b"n" * 1000)
+    c.shutdown(socket.SHUT_WR)
+    while c.recv(65536):
+        pass
+    c.close()
+
+
+def udp(host, port):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.connect((host, port))
+    u.settimeout(2)
+    u.send(b"ping")
+    u.recv(100)
+    print(u.getsockname()[1], flush=True)
+    u.close()
+
+
+def hold(host, port):
+    c = socket.create_connection((host, port))
+    print(c.getsockname()[1], flush=True)
+    for _ in sys.stdin:
+        c.sendall(b"h")
+        print("sent", flush=True)
+    c.close()
+
+
+def flood(host, port, seconds, rate):
+    # Paced: enough to be many times the agent's rate limit, far from filling the namespace's
+    # conntrack table.
+    start = time.monotonic()
+    end = start + seconds
+    n = 0
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        if n > (now - start) * rate:
+            time.sleep(0.001)
+            continue
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.sendto(b"x", (host, port))
+        u.close()
+        n += 1
+    print(n, flush=True)
+
+
+def main():
+    mode, args = sys.argv[1], sys.argv[2:]
+    if mode == "serve":
+        serve([p for p in args[0].split(",") if p], [p for p in args[1].split(",") if p])
+    elif mode == "connect":
+        connect(args[0], int(args[1]), args[2] if len(args) > 2 else None)
+    elif mode == "udp":
+        udp(args[0], int(args[1]))
+    elif mode == "hold":
+        hold(args[0], int(args[1]))
+    elif mode == "flood":
+        flood(args[0], int(args[1]), float(args[2]), float(args[3]))
+    else:
+        sys.exit("unknown mode " + mode)
+
+
+if __name__ == "__main__":
+    main()
