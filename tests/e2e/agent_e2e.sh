@@ -87,7 +87,7 @@ curl -sf --unix-socket "$SOCK" http://netlens/healthz | grep -q ok || fail "heal
 curl -sf --unix-socket "$SOCK" http://netlens/stats | python3 -c '
 import json,sys; s=json.load(sys.stdin)
 assert s["records_lost"] == 0 and s["records_malformed"] == 0, s
-for a in ["supervisor","tracer","perf_consumer","compact_ticker","api"]:
+for a in ["supervisor","conntrack","tracer","perf_consumer","compact_ticker","api"]:
     assert a in s["actors"] and "messages_handled" in s["actors"][a] and "restarts" in s["actors"][a], a
 ' && pass "/stats has the records and per-actor figures" || fail "/stats incomplete"
 
@@ -138,6 +138,28 @@ printf '[tracer]\nmax_tracked_connections = "lots"\n' > "$WORK/bad.toml"
   pass "invalid config: exit 2 naming file:line and key" || fail "invalid config gave rc=$rc: $(cat "$WORK/bad.log")"
 "$NETLENS" check-config "$WORK/bad.toml" > /dev/null 2>&1; [[ $? -eq 2 ]] || fail "check-config accepted a bad file"
 "$NETLENS" check-config "$WORK/netlens.toml" > /dev/null 2>&1 || fail "check-config refused a good file"
+
+# Conntrack unusable (no CAP_NET_ADMIN): degraded by default, visible in /stats; a start-up
+# failure naming the cause when conntrack.required = true.
+if command -v setpriv > /dev/null; then
+  setpriv --bounding-set=-net_admin "$NETLENS" run -c "$WORK/netlens.toml" > "$WORK/nocap.log" 2>&1 &
+  AGENT_PID=$!
+  for _ in $(seq 1 100); do grep -q "netlens ready" "$WORK/nocap.log" && break; sleep 0.05; done
+  curl -sf --unix-socket "$SOCK" http://netlens/stats | python3 -c '
+import json,sys; c=json.load(sys.stdin)["conntrack"]
+assert c["degraded"] and c["state"] == "degraded" and "CAP_NET_ADMIN" in c["reason"], c
+' && pass "no CAP_NET_ADMIN: conntrack degraded, reason in /stats" ||
+    fail "degraded conntrack not reported: $(cat "$WORK/nocap.log")"
+  grep -q "conntrack: degraded" "$WORK/nocap.log" || fail "degraded conntrack not logged"
+  kill -TERM "$AGENT_PID"; wait "$AGENT_PID"; rc=$?; AGENT_PID=""
+  [[ $rc -eq 0 ]] || fail "degraded agent exit code $rc"
+  printf '[agent]\napi_socket = "%s"\n[conntrack]\nrequired = true\n' "$SOCK" > "$WORK/required.toml"
+  setpriv --bounding-set=-net_admin "$NETLENS" run -c "$WORK/required.toml" > "$WORK/required.log" 2>&1
+  rc=$?
+  [[ $rc -eq 3 ]] && grep -q "conntrack is required.*CAP_NET_ADMIN" "$WORK/required.log" &&
+    pass "required conntrack without CAP_NET_ADMIN: exit 3 naming the cause" ||
+    fail "required conntrack gave rc=$rc: $(cat "$WORK/required.log")"
+fi
 
 if command -v setpriv > /dev/null; then
   chmod 755 "$WORK"

@@ -3,8 +3,11 @@
 joined by a veth pair to a second one (B). nftables rules in A translate some flows:
 
   DNAT over loopback   A: 127.0.0.1:18081/tcp -> 127.0.0.1:19091, 127.0.0.1:18082/udp -> :19094
+  DNAT over the veth   A: 10.231.0.2:18083/tcp -> 10.231.0.2:19095
   SNAT over the veth   A -> 10.231.0.2:19092 leaves as 10.231.0.11
-  masquerade           A from 10.231.0.12 -> 10.231.0.2:19093 leaves as 10.231.0.1
+  SNAT over loopback   A -> 127.0.0.1:19097 leaves as 127.0.0.2
+  masquerade (veth)    A from 10.231.0.12 -> 10.231.0.2:19093 leaves as 10.231.0.1
+  masquerade (lo)      A from 127.0.0.3 -> 127.0.0.1:19098 leaves as 127.0.0.1
   untranslated         A -> 10.231.0.2:19095
 
 Checks each connection's `nat` (closed and active, TCP and UDP, both ends), an entry made
@@ -78,11 +81,14 @@ table ip nltest {
     type nat hook output priority -100;
     ip daddr 127.0.0.1 tcp dport 18081 dnat to 127.0.0.1:19091
     ip daddr 127.0.0.1 udp dport 18082 dnat to 127.0.0.1:19094
+    ip daddr 10.231.0.2 tcp dport 18083 dnat to 10.231.0.2:19095
   }
   chain post {
     type nat hook postrouting priority 100;
     ip daddr 10.231.0.2 tcp dport 19092 snat to 10.231.0.11
     ip saddr 10.231.0.12 ip daddr 10.231.0.2 tcp dport 19093 masquerade
+    ip daddr 127.0.0.1 tcp dport 19097 snat to 127.0.0.2
+    ip saddr 127.0.0.3 ip daddr 127.0.0.1 tcp dport 19098 masquerade
   }
 }
 """
@@ -146,6 +152,28 @@ def nat(saddr, sport, daddr, dport):
     return {"saddr": saddr, "sport": sport, "daddr": daddr, "dport": dport}
 
 
+def kernel_reply(proto, sport, dport):
+    """The reply direction of the conntrack entry in A with this original sport/dport, as
+    the conntrack tool reports it: the ground truth `nat` must equal."""
+    out = sh(*in_ns(NS_A, "conntrack", "-L", "-p", proto, "--sport", str(sport),
+                    "--dport", str(dport)), check=False)
+    for line in out.splitlines():
+        fields = dict()
+        groups = []
+        for tok in line.split():
+            if "=" in tok:
+                k, v = tok.split("=", 1)
+                if k in fields:
+                    groups.append(fields)
+                    fields = dict()
+                fields[k] = v
+        groups.append(fields)
+        if len(groups) >= 2 and "src" in groups[1]:
+            r = groups[1]
+            return nat(r["src"], int(r["sport"]), r["dst"], int(r["dport"]))
+    return None
+
+
 def wait_for(pred, seconds=3.0):
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -159,7 +187,8 @@ def wait_for(pred, seconds=3.0):
 def main():
     build_topology()
     # Servers: the DNAT targets in A, the far ends in B.
-    srv_a = start(NS_A, "python3", PEER, "serve", "127.0.0.1:19091", "127.0.0.1:19094")
+    srv_a = start(NS_A, "python3", PEER, "serve",
+                  "127.0.0.1:19091,127.0.0.1:19097,127.0.0.1:19098", "127.0.0.1:19094")
     srv_b = start(NS_B, "python3", PEER, "serve",
                   "10.231.0.2:19092,10.231.0.2:19093,10.231.0.2:19095", "")
     for s in (srv_a, srv_b):
@@ -192,13 +221,18 @@ def main():
     snat_port = peer(NS_A, "connect", "10.231.0.2", "19092")
     masq_port = peer(NS_A, "connect", "10.231.0.2", "19093", "10.231.0.12")
     plain_port = peer(NS_A, "connect", "10.231.0.2", "19095")
+    vdnat_port = peer(NS_A, "connect", "10.231.0.2", "18083")
+    losnat_port = peer(NS_A, "connect", "127.0.0.1", "19097")
+    lomasq_port = peer(NS_A, "connect", "127.0.0.1", "19098", "127.0.0.3")
     held_snat = start(NS_A, "python3", PEER, "hold", "10.231.0.2", "19092")
     held_snat_port = int(held_snat.stdout.readline())
 
     def all_closed():
         cs = connections("nat-e2e-wait")
         want = [(dnat_port, 18081, "tcp"), (udp_port, 18082, "udp"), (snat_port, 19092, "tcp"),
-                (masq_port, 19093, "tcp"), (plain_port, 19095, "tcp")]
+                (masq_port, 19093, "tcp"), (plain_port, 19095, "tcp"),
+                (vdnat_port, 18083, "tcp"), (losnat_port, 19097, "tcp"),
+                (lomasq_port, 19098, "tcp")]
         ok = all(find(cs, p, sport=s, dport=d, closed=True) for s, d, p in want)
         return cs if ok else None
 
@@ -227,6 +261,32 @@ def main():
     check(len(c) == 1 and c[0]["saddr"] == "10.231.0.12" and c[0]["nat"] is not None and
           c[0]["nat"]["daddr"] == "10.231.0.1" and c[0]["nat"]["sport"] == 19093,
           "masquerade: reply goes to the interface address 10.231.0.1", c)
+    c = find(conns, "tcp", sport=vdnat_port, dport=18083, closed=True)
+    check(len(c) == 1 and c[0]["nat"] == nat("10.231.0.2", 19095, "10.231.0.1", vdnat_port),
+          "DNAT over the veth carries its translation", c)
+    c = find(conns, "tcp", sport=losnat_port, dport=19097, closed=True)
+    check(len(c) == 1 and c[0]["nat"] is not None and c[0]["nat"]["daddr"] == "127.0.0.2" and
+          c[0]["nat"]["saddr"] == "127.0.0.1" and c[0]["nat"]["sport"] == 19097,
+          "SNAT over loopback: reply goes to the translated source 127.0.0.2", c)
+    if c and c[0]["nat"]:
+        s = find(conns, "tcp", sport=19097, dport=c[0]["nat"]["dport"], saddr="127.0.0.1",
+                 closed=True)
+        check(len(s) == 1 and s[0]["daddr"] == "127.0.0.2" and
+              s[0]["nat"] == nat("127.0.0.1", losnat_port, "127.0.0.1", 19097),
+              "and its server end, which sees 127.0.0.2, the original tuple", s)
+    c = find(conns, "tcp", sport=lomasq_port, dport=19098, closed=True)
+    # Masquerade on lo takes an address of the host's choosing (not 127.x, which has host
+    # scope): whatever it chose, nat must be exactly what conntrack holds.
+    truth = kernel_reply("tcp", lomasq_port, 19098)
+    check(len(c) == 1 and c[0]["saddr"] == "127.0.0.3" and truth is not None and
+          truth["daddr"] != "127.0.0.3" and c[0]["nat"] == truth,
+          "masquerade over loopback carries the translation conntrack holds", (c, truth))
+    for port, dport, what in ((snat_port, 19092, "SNAT"), (masq_port, 19093, "masquerade"),
+                              (vdnat_port, 18083, "DNAT over the veth")):
+        got = find(conns, "tcp", sport=port, dport=dport, closed=True)
+        truth = kernel_reply("tcp", port, dport)
+        check(len(got) == 1 and truth is not None and got[0]["nat"] == truth,
+              "%s: nat equals conntrack's own reply tuple" % what, (got, truth))
     c = find(conns, "tcp", sport=plain_port, dport=19095, closed=True)
     check(len(c) == 1 and c[0]["nat"] is None, "untranslated connection has nat null", c)
     c = find(conns, "tcp", sport=held_snat_port, dport=19092, closed=False)
