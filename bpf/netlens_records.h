@@ -12,6 +12,8 @@
 #define NL_COMM_LEN 16
 #define NL_RECORD_MAGIC 0x4e4c4352u /* "NLCR" */
 #define NL_RECORD_VERSION 1
+#define NL_BATCH_MAGIC 0x4e4c4342u /* "NLCB" */
+#define NL_BATCH_MAX 64            /* records per batch at most (tracer.closed_batch_size) */
 
 enum nl_direction { NL_DIR_NONE = 0, NL_DIR_OUTGOING = 1, NL_DIR_INCOMING = 2 };
 
@@ -63,6 +65,21 @@ struct nl_closed_record {
   __u16 version;
   __u16 size;
   struct nl_conn conn;
+};
+
+/* Perf mode: each CPU fills one batch of closed connections (a per-CPU array slot) and sends
+ * it as one perf record when closed_batch_size are in: one record and at most one wakeup per
+ * batch. The id grows by one each time a batch leaves, so user space that took records from a
+ * batch still filling (before a connections answer) knows them when the full batch arrives.
+ * A perf record carries the header and count records; the map slot is the whole struct. */
+struct nl_closed_batch {
+  __u32 magic;
+  __u16 version;
+  __u16 count; /* records in conns */
+  __u32 cpu;
+  __u32 busy; /* a program on this CPU is filling it: one nested on top sends its own record */
+  __u64 id;
+  struct nl_conn conns[NL_BATCH_MAX];
 };
 
 /* Per-CPU counters the programs keep about themselves (array map, one slot). */

@@ -17,7 +17,9 @@
 namespace netlens {
 namespace {
 
-std::string errno_text(int err) { return std::strerror(err < 0 ? -err : err); }
+std::string errno_text(int err) {
+  return std::strerror(err < 0 ? -err : err);
+}
 
 load_error describe_load_failure(int err, const std::string& stage) {
   int e = err < 0 ? -err : err;
@@ -65,7 +67,9 @@ tracer_object::load(const tracer_load_options& opts) {
   skel->rodata->use_perf = opts.use_perf;
   // One ring buffer record is 8 bytes of header plus the record, rounded up to 8.
   uint64_t ring_record = (sizeof(nl_closed_record) + 8 + 7) & ~uint64_t{7};
-  skel->rodata->wakeup_bytes = ring_record * std::max<uint32_t>(1, opts.wakeup_every_records);
+  uint32_t batch = std::min<uint32_t>(std::max<uint32_t>(1, opts.closed_batch_size), NL_BATCH_MAX);
+  skel->rodata->wakeup_bytes = ring_record * batch;
+  skel->rodata->batch_size = batch;
   bpf_map__set_max_entries(skel->maps.nl_active, opts.max_tracked_connections);
   // The transport not in use still exists in the object; keep it as small as the kernel allows.
   long page = sysconf(_SC_PAGESIZE);
@@ -115,8 +119,15 @@ tracer_object::~tracer_object() {
     close(cgroup_fd_);
 }
 
-int tracer_object::closed_ring_fd() const { return bpf_map__fd(skel_->maps.nl_closed_ring); }
-int tracer_object::closed_perf_fd() const { return bpf_map__fd(skel_->maps.nl_closed_perf); }
+int tracer_object::closed_ring_fd() const {
+  return bpf_map__fd(skel_->maps.nl_closed_ring);
+}
+int tracer_object::closed_perf_fd() const {
+  return bpf_map__fd(skel_->maps.nl_closed_perf);
+}
+int tracer_object::closed_batches_fd() const {
+  return bpf_map__fd(skel_->maps.nl_closed_batches);
+}
 
 nl_tracer_counters tracer_object::read_counters() const {
   std::vector<nl_tracer_counters> per_cpu(static_cast<size_t>(ncpus_));
@@ -142,8 +153,8 @@ void tracer_object::read_active(std::vector<nl_conn>& out, uint32_t batch_size) 
   bool first = true;
   for (;;) {
     uint32_t count = batch_size;
-    int err = bpf_map_lookup_batch(fd, first ? nullptr : &token, &token, keys.data(),
-                                   values.data(), &count, nullptr);
+    int err = bpf_map_lookup_batch(fd, first ? nullptr : &token, &token, keys.data(), values.data(),
+                                   &count, nullptr);
     first = false;
     out.insert(out.end(), values.begin(), values.begin() + count);
     if (err == 0)

@@ -23,7 +23,7 @@ struct tracer_load_options {
   uint32_t max_tracked_connections = 65536;
   bool use_perf = false;
   uint32_t ring_buffer_bytes = 4u << 20;
-  uint32_t wakeup_every_records = 64; // closed records per reader wakeup
+  uint32_t closed_batch_size = 4; // closed records per batch: per wakeup (ring), per sample (perf)
 };
 
 class tracer_object {
@@ -37,6 +37,8 @@ public:
   bool uses_perf() const { return use_perf_; }
   int closed_ring_fd() const;
   int closed_perf_fd() const;
+  // Perf mode: the per-CPU batches still filling (read before each connections answer).
+  int closed_batches_fd() const;
   uint32_t max_entries() const { return max_entries_; }
   // False when no cgroup v2 hierarchy was found: UDP flows then end only by idle expiry.
   bool udp_release_attached() const { return cgroup_fd_ >= 0; }

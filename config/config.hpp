@@ -22,7 +22,7 @@ struct tracer_config {
   uint32_t max_closed_connections_buffered = 65536;            // [1, 16777216]
   uint32_t client_expiry_s = 300;                              // [1, 86400]
   uint32_t udp_idle_timeout_s = 120;                           // [1, 86400]
-  uint32_t wakeup_every_records = 64;      // closed records per reader wakeup, [1, 4096]
+  uint32_t closed_batch_size = 4;        // closed records per batch (wakeup), [1, 64]
   uint32_t closed_flush_interval_ms = 100; // longest a closed record waits, [1, 10000]
 };
 

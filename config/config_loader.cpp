@@ -65,7 +65,7 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
         count_rule{1, 16777216});
   visit("tracer", "client_expiry_s", c.tracer.client_expiry_s, count_rule{1, 86400});
   visit("tracer", "udp_idle_timeout_s", c.tracer.udp_idle_timeout_s, count_rule{1, 86400});
-  visit("tracer", "wakeup_every_records", c.tracer.wakeup_every_records, count_rule{1, 4096});
+  visit("tracer", "closed_batch_size", c.tracer.closed_batch_size, count_rule{1, 64});
   visit("tracer", "closed_flush_interval_ms", c.tracer.closed_flush_interval_ms,
         count_rule{1, 10000});
 

@@ -23,9 +23,10 @@ struct closed_batch {
 // tracer's; the consumer duplicates it so the buffer outlives nothing it does not own.
 struct closed_buffer_info {
   int map_fd = -1;
+  int batches_fd = -1; // perf mode: the per-CPU batches still filling (struct nl_closed_batch)
   bool perf = false;
   uint32_t perf_pages = 64;
-  uint32_t wakeup_every_records = 64; // the kernel wakes the reader once per this many
+  uint32_t closed_batch_size = 4;  // records per batch: per wakeup (ring), per record (perf)
   uint32_t flush_interval_ms = 100;   // the reader reads at least this often regardless
 };
 

@@ -11,6 +11,9 @@
 
 #include <bpf/libbpf.h>
 
+#include <bpf/bpf.h>
+
+#include "actors/common/clock.hpp"
 #include "actors/tracer/record_decoder.hpp"
 
 namespace netlens {
@@ -58,7 +61,9 @@ closed_reader::open(const closed_buffer_info& info, sink out) {
     attr.config = PERF_COUNT_SW_BPF_OUTPUT;
     attr.sample_type = PERF_SAMPLE_RAW;
     attr.sample_period = 1;
-    attr.wakeup_events = std::max<uint32_t>(1, info.wakeup_every_records);
+    // A batch is one record: wake per record. Without the batch map (no batching), wake once
+    // per closed_batch_size records instead.
+    attr.wakeup_events = info.batches_fd >= 0 ? 1 : std::max<uint32_t>(1, info.closed_batch_size);
     self->perf_ =
         perf_buffer__new_raw(self->fd_, info.perf_pages, &attr, perf_event, self.get(), nullptr);
     if (!self->perf_)
@@ -67,6 +72,17 @@ closed_reader::open(const closed_buffer_info& info, sink out) {
     self->ring_ = ring_buffer__new(self->fd_, ring_sample, self.get(), nullptr);
     if (!self->ring_)
       return std::string("opening the ring buffer: ") + std::strerror(errno);
+  }
+  if (info.perf && info.batches_fd >= 0) {
+    self->batches_fd_ = fcntl(info.batches_fd, F_DUPFD_CLOEXEC, 0);
+    if (self->batches_fd_ < 0)
+      return std::string("duplicating the batch map fd: ") + std::strerror(errno);
+    self->ncpus_ = libbpf_num_possible_cpus();
+    if (self->ncpus_ <= 0)
+      return std::string("counting possible CPUs: ") + std::strerror(-self->ncpus_);
+    self->batch_value_size_ = (sizeof(nl_closed_batch) + 7) & ~size_t{7};
+    self->pending_a_.resize(self->batch_value_size_ * static_cast<size_t>(self->ncpus_));
+    self->pending_b_.resize(self->pending_a_.size());
   }
   self->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (self->wake_fd_ < 0)
@@ -84,6 +100,8 @@ closed_reader::~closed_reader() {
     perf_buffer__free(perf_);
   if (fd_ >= 0)
     close(fd_);
+  if (batches_fd_ >= 0)
+    close(batches_fd_);
   if (wake_fd_ >= 0)
     close(wake_fd_);
 }
@@ -109,7 +127,64 @@ void closed_reader::drain() {
     ring_buffer__consume(ring_);
   if (perf_)
     perf_buffer__consume(perf_);
+  read_pending();
   hand_out();
+}
+
+void closed_reader::read_pending() {
+  if (batches_fd_ < 0)
+    return;
+  // Two reads: a CPU whose batch id is the same in both did not send that batch in between,
+  // so the records the first read counted are intact in the second (a batch's records are
+  // written before its count, and rewritten only after its id moves on).
+  uint32_t zero = 0;
+  if (bpf_map_lookup_elem(batches_fd_, &zero, pending_a_.data()) != 0 ||
+      bpf_map_lookup_elem(batches_fd_, &zero, pending_b_.data()) != 0)
+    return;
+  uint64_t now = monotonic_now_ns();
+  for (int cpu = 0; cpu < ncpus_; ++cpu) {
+    const uint8_t* a = pending_a_.data() + static_cast<size_t>(cpu) * batch_value_size_;
+    const uint8_t* b = pending_b_.data() + static_cast<size_t>(cpu) * batch_value_size_;
+    nl_closed_batch ha, hb;
+    std::memcpy(&ha, a, offsetof(nl_closed_batch, conns));
+    std::memcpy(&hb, b, offsetof(nl_closed_batch, conns));
+    tracker_.forget_stale(static_cast<uint32_t>(cpu), hb.id, now, 60ull * 1000000000ull);
+    if (ha.count == 0 || ha.count > NL_BATCH_MAX || ha.id != hb.id)
+      continue; // empty, or it left meanwhile: it arrives as a perf record
+    size_t first = tracker_.take_partial(static_cast<uint32_t>(cpu), ha.id, ha.count, now);
+    for (size_t i = first; i < ha.count; ++i) {
+      nl_conn c;
+      if (decode_conn(b + offsetof(nl_closed_batch, conns) + i * sizeof(nl_conn), c) !=
+          decode_status::ok) {
+        malformed_.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      records_.fetch_add(1, std::memory_order_relaxed);
+      batch_.push_back(c);
+    }
+  }
+  auto s = tracker_.stats();
+  pending_taken_.store(s.pending_taken, std::memory_order_relaxed);
+  duplicates_skipped_.store(s.duplicates_skipped, std::memory_order_relaxed);
+}
+
+void closed_reader::on_batch(const void* data, size_t size) {
+  closed_batch_header h;
+  if (decode_batch_header(data, size, h) != decode_status::ok) {
+    malformed_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  size_t skip = tracker_.arrived(h.cpu, h.id);
+  for (size_t i = skip; i < h.count; ++i) {
+    nl_conn c;
+    if (decode_conn(h.conns + i * sizeof(nl_conn), c) != decode_status::ok) {
+      malformed_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    records_.fetch_add(1, std::memory_order_relaxed);
+    batch_.push_back(c);
+  }
+  duplicates_skipped_.store(tracker_.stats().duplicates_skipped, std::memory_order_relaxed);
 }
 
 bool closed_reader::drain_now(std::chrono::milliseconds timeout) {
@@ -146,6 +221,13 @@ void closed_reader::poll_loop() {
     int got = ring_ ? ring_buffer__consume(ring_) : perf_buffer__consume(perf_);
     if (got < 0 && got != -EINTR)
       break;
+    // Batches still filling: on a drain request, and once per flush interval even under
+    // load, so a closed connection reaches the tracer within that time on a quiet CPU too.
+    uint64_t now = monotonic_now_ns();
+    if (asked || now - last_pending_ns_ >= uint64_t(flush_interval_ms_) * 1000000ull) {
+      read_pending();
+      last_pending_ns_ = now;
+    }
     hand_out(); // sent before the drain is acknowledged, so it is ahead in the tracer's mailbox
     if (asked) {
       drains_.fetch_add(1, std::memory_order_relaxed);
@@ -171,6 +253,13 @@ void closed_reader::hand_out() {
 }
 
 void closed_reader::on_record(const void* data, size_t size) {
+  uint32_t magic = 0;
+  if (size >= sizeof(magic))
+    std::memcpy(&magic, data, sizeof(magic));
+  if (magic == NL_BATCH_MAGIC) {
+    on_batch(data, size);
+    return;
+  }
   nl_conn c;
   if (decode_closed_record(data, size, c) != decode_status::ok) {
     malformed_.fetch_add(1, std::memory_order_relaxed);
@@ -185,8 +274,16 @@ void closed_reader::on_lost(uint64_t count) {
 }
 
 closed_reader_stats closed_reader::stats() const {
-  return {records_.load(), lost_.load(),    malformed_.load(),
-          batches_.load(), wakeups_.load(), drains_.load()};
+  closed_reader_stats s;
+  s.records = records_.load();
+  s.lost = lost_.load();
+  s.malformed = malformed_.load();
+  s.batches = batches_.load();
+  s.wakeups = wakeups_.load();
+  s.drains = drains_.load();
+  s.pending_taken = pending_taken_.load();
+  s.duplicates_skipped = duplicates_skipped_.load();
+  return s;
 }
 
 } // namespace netlens

@@ -13,6 +13,7 @@
 #include <variant>
 #include <vector>
 
+#include "actors/perf_consumer/batch_tracker.hpp"
 #include "messages/types.hpp"
 
 struct ring_buffer;
@@ -25,8 +26,10 @@ struct closed_reader_stats {
   uint64_t lost = 0;      // reported lost by the perf buffer
   uint64_t malformed = 0; // rejected by the decoder
   uint64_t batches = 0;
-  uint64_t wakeups = 0; // the poll thread woke with records to read (not by its timer)
-  uint64_t drains = 0;  // reads made because a connections request asked
+  uint64_t wakeups = 0;            // the poll thread woke with records to read (not by its timer)
+  uint64_t drains = 0;             // reads made because a connections request asked
+  uint64_t pending_taken = 0;      // perf: records taken from batches still filling
+  uint64_t duplicates_skipped = 0; // perf: records of arrived batches taken before
 };
 
 class closed_reader {
@@ -59,6 +62,10 @@ private:
   closed_reader() = default;
   void poll_loop();
   void hand_out();
+  void on_batch(const void* data, size_t size);
+  // Perf mode: takes what the per-CPU batches still filling hold and this reader has not
+  // taken yet. Only on the poll thread (or while it is stopped).
+  void read_pending();
 
   sink sink_;
   int fd_ = -1;      // our duplicate of the map fd
@@ -71,6 +78,13 @@ private:
   std::atomic<bool> running_{false};
   std::atomic<uint64_t> records_{0}, lost_{0}, malformed_{0}, batches_{0};
   std::atomic<uint64_t> wakeups_{0}, drains_{0};
+  std::atomic<uint64_t> pending_taken_{0}, duplicates_skipped_{0};
+  int batches_fd_ = -1; // perf mode: our duplicate of the per-CPU batch map fd
+  int ncpus_ = 0;
+  size_t batch_value_size_ = 0; // one CPU's value in a lookup, rounded up to 8 bytes
+  std::vector<uint8_t> pending_a_, pending_b_;
+  batch_tracker tracker_;
+  uint64_t last_pending_ns_ = 0;
   // drain_now requests, and how many the poll thread has served.
   std::mutex drain_mutex_;
   std::condition_variable drained_cv_;

@@ -77,6 +77,8 @@ perf_consumer_fn(perf_consumer_actor::stateful_pointer<perf_consumer_state> self
              {"wakeups", r.wakeups},
              {"records_per_wakeup", r.wakeups ? r.records / r.wakeups : r.records},
              {"flushes", r.drains},
+             {"pending_taken", r.pending_taken},
+             {"duplicates_skipped", r.duplicates_skipped},
              {"flush_timeouts", st.flush_timeouts}});
       },
   };

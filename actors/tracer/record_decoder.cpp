@@ -10,7 +10,9 @@ namespace {
 
 constexpr uint8_t k_v4_mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
-bool is_v4_mapped(const uint8_t* a) { return std::memcmp(a, k_v4_mapped_prefix, 12) == 0; }
+bool is_v4_mapped(const uint8_t* a) {
+  return std::memcmp(a, k_v4_mapped_prefix, 12) == 0;
+}
 
 bool is_unspecified(const uint8_t* a) {
   static constexpr uint8_t zero[16] = {};
@@ -71,13 +73,38 @@ decode_status decode_closed_record(const void* data, size_t size, nl_conn& out) 
     return decode_status::bad_version;
   if (rec_size != sizeof(nl_closed_record))
     return decode_status::bad_size;
+  return decode_conn(bytes + offsetof(nl_closed_record, conn), out);
+}
+
+decode_status decode_conn(const void* data, nl_conn& out) {
   nl_conn c;
-  std::memcpy(&c, bytes + offsetof(nl_closed_record, conn), sizeof(c));
+  std::memcpy(&c, data, sizeof(c));
   if ((c.family != AF_INET && c.family != AF_INET6) ||
       (c.protocol != IPPROTO_TCP && c.protocol != IPPROTO_UDP) || c.direction > NL_DIR_INCOMING)
     return decode_status::bad_field;
   out = c;
   normalize_family(out);
+  return decode_status::ok;
+}
+
+decode_status decode_batch_header(const void* data, size_t size, closed_batch_header& out) {
+  constexpr size_t header = offsetof(nl_closed_batch, conns);
+  if (size < header)
+    return decode_status::bad_size;
+  nl_closed_batch h;
+  std::memcpy(&h, data, header);
+  if (h.magic != NL_BATCH_MAGIC)
+    return decode_status::bad_magic;
+  if (h.version != NL_RECORD_VERSION)
+    return decode_status::bad_version;
+  if (h.count == 0 || h.count > NL_BATCH_MAX)
+    return decode_status::bad_field;
+  if (size < header + size_t{h.count} * sizeof(nl_conn))
+    return decode_status::bad_size;
+  out.cpu = h.cpu;
+  out.id = h.id;
+  out.count = h.count;
+  out.conns = static_cast<const uint8_t*>(data) + header;
   return decode_status::ok;
 }
 

@@ -217,7 +217,7 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg) {
         opts.max_tracked_connections = st.cfg.max_tracked_connections;
         opts.use_perf = st.cfg.closed_buffer == closed_buffer_kind::perf;
         opts.ring_buffer_bytes = st.cfg.ring_buffer_bytes;
-        opts.wakeup_every_records = st.cfg.wakeup_every_records;
+        opts.closed_batch_size = st.cfg.closed_batch_size;
         auto loaded = tracer_object::load(opts);
         if (auto* err = std::get_if<load_error>(&loaded)) {
           st.state = "failed";
@@ -246,8 +246,9 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg) {
         closed_buffer_info info;
         info.perf = st.bpf->uses_perf();
         info.map_fd = info.perf ? st.bpf->closed_perf_fd() : st.bpf->closed_ring_fd();
+        info.batches_fd = info.perf ? st.bpf->closed_batches_fd() : -1;
         info.perf_pages = st.cfg.perf_buffer_pages;
-        info.wakeup_every_records = st.cfg.wakeup_every_records;
+        info.closed_batch_size = st.cfg.closed_batch_size;
         info.flush_interval_ms = st.cfg.closed_flush_interval_ms;
         return info;
       },

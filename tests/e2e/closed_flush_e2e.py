@@ -3,7 +3,7 @@
 exactly once across that client's requests, with the ring buffer and with the perf buffer.
 
 The agent is configured so that nothing but the flush could deliver in time: the reader's
-timer is 10 s and a wakeup comes only every 4096 records. K connections (K not a multiple of
+timer is 10 s and a batch is 64 records. K connections (K not a multiple of
 any batch size) close on every CPU, each thread pinned to its own, and the client asks at
 once. Traffic stays on loopback.
 """
@@ -33,7 +33,7 @@ def start_agent(closed_buffer):
     cfg = os.path.join(WORK, closed_buffer + ".toml")
     with open(cfg, "w") as f:
         f.write('[agent]\napi_socket = "%s"\n\n[tracer]\nclosed_buffer = "%s"\n'
-                'wakeup_every_records = 4096\nclosed_flush_interval_ms = 10000\n'
+                'closed_batch_size = 64\nclosed_flush_interval_ms = 10000\n'
                 % (SOCK, closed_buffer))
     log_path = os.path.join(WORK, closed_buffer + ".log")
     log = open(log_path, "w")
@@ -106,6 +106,9 @@ def run(closed_buffer, k_per_cpu):
         pc = st["actors"]["perf_consumer"]["counters"]
         check(pc["flushes"] >= 5 and pc["flush_timeouts"] == 0,
               "%s: each answer flushed the consumer first" % closed_buffer, pc)
+        if closed_buffer == "perf":
+            check(pc["pending_taken"] > 0,
+                  "perf: records were taken from batches still filling", pc)
     finally:
         agent.send_signal(signal.SIGTERM)
         check(agent.wait(timeout=20) == 0, "%s: agent exits 0" % closed_buffer)

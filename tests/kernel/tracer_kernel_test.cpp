@@ -3,6 +3,7 @@
 // a network namespace the test creates. Needs root. Tag: [kernel].
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <cstring>
 #include <dirent.h>
@@ -55,6 +56,7 @@ struct tracer_under_test {
     closed_buffer_info info;
     info.perf = perf;
     info.map_fd = perf ? bpf->closed_perf_fd() : bpf->closed_ring_fd();
+    info.batches_fd = perf ? bpf->closed_batches_fd() : -1;
     info.perf_pages = 256;
     auto opened = closed_reader::open(info, [this](std::vector<nl_conn>&& recs) {
       std::lock_guard<std::mutex> lock(mu);
@@ -492,4 +494,80 @@ TEST_CASE("kernel: the socket table has a live socket's cookie and loses it afte
   live = live_tcp_cookies();
   REQUIRE(std::holds_alternative<std::unordered_set<uint64_t>>(live));
   CHECK(std::get<std::unordered_set<uint64_t>>(live).count(cookie) == 0);
+}
+
+namespace {
+
+// A UDP socket that sent one datagram to the discard port on loopback: the tracer has an entry.
+int used_udp_socket(uint64_t& cookie) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(9);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(sendto(fd, "x", 1, 0, reinterpret_cast<sockaddr*>(&to), sizeof(to)) == 1);
+  socklen_t len = sizeof(cookie);
+  REQUIRE(getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) == 0);
+  return fd;
+}
+
+std::map<uint64_t, int> times_seen(tracer_under_test& t, const std::vector<uint64_t>& ours) {
+  std::map<uint64_t, int> seen;
+  std::lock_guard<std::mutex> lock(t.mu);
+  for (const auto& c : t.closed)
+    if (std::find(ours.begin(), ours.end(), c.cookie) != ours.end())
+      ++seen[c.cookie];
+  return seen;
+}
+
+} // namespace
+
+TEST_CASE("kernel: perf buffer: records of a batch still filling are read once, at a flush",
+          "[kernel]") {
+  // All closes on one CPU (UDP sockets end in the closing task's context), 7 of them with a
+  // batch of 4: one full batch leaves, 3 wait in the CPU's batch until a flush reads them.
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(0, &one);
+  cpu_set_t before;
+  REQUIRE(sched_getaffinity(0, sizeof(before), &before) == 0);
+  REQUIRE(sched_setaffinity(0, sizeof(one), &one) == 0);
+  struct restore_affinity {
+    cpu_set_t set;
+    ~restore_affinity() { sched_setaffinity(0, sizeof(set), &set); }
+  } restore{before};
+
+  tracer_under_test t(true);
+  std::vector<uint64_t> ours;
+  for (int i = 0; i < 7; ++i) {
+    uint64_t cookie = 0;
+    int fd = used_udp_socket(cookie);
+    ours.push_back(cookie);
+    close(fd);
+  }
+  REQUIRE(t.reader->drain_now(std::chrono::seconds(2)));
+  auto seen = times_seen(t, ours);
+  CHECK(seen.size() == 7);
+  for (auto& [cookie, n] : seen)
+    CHECK(n == 1);
+  CHECK(t.reader->stats().pending_taken >= 1);
+
+  // The next closes complete the batch the flush read from: only the new record is added.
+  for (int i = 0; i < 5; ++i) {
+    uint64_t cookie = 0;
+    int fd = used_udp_socket(cookie);
+    ours.push_back(cookie);
+    close(fd);
+  }
+  REQUIRE(t.reader->drain_now(std::chrono::seconds(2)));
+  auto all = t.finish();
+  seen = times_seen(t, ours);
+  CHECK(seen.size() == 12);
+  for (auto& [cookie, n] : seen) {
+    INFO("cookie " << cookie);
+    CHECK(n == 1);
+  }
+  CHECK(t.reader->stats().duplicates_skipped >= 1);
+  CHECK(t.reader->stats().malformed == 0);
 }

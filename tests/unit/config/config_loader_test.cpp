@@ -78,7 +78,7 @@ config every_key_changed() {
   c.tracer.max_closed_connections_buffered += 1;
   c.tracer.client_expiry_s += 1;
   c.tracer.udp_idle_timeout_s += 1;
-  c.tracer.wakeup_every_records += 1;
+  c.tracer.closed_batch_size += 1;
   c.tracer.closed_flush_interval_ms += 1;
   c.compact_ticker.interval_ms += 1;
   c.compact_ticker.compact_interval_ms += 1;

@@ -87,3 +87,35 @@ TEST_CASE("real v6 connections stay v6", "[decoder]") {
   normalize_family(d);
   CHECK(d.family == AF_INET6);
 }
+
+TEST_CASE("a batch record decodes its header and exactly count records", "[decoder]") {
+  nl_closed_batch b{};
+  b.magic = NL_BATCH_MAGIC;
+  b.version = NL_RECORD_VERSION;
+  b.count = 3;
+  b.cpu = 1;
+  b.id = 42;
+  for (int i = 0; i < 3; ++i)
+    b.conns[i] = make_conn(100 + i, "10.0.0.1", static_cast<uint16_t>(1000 + i), "10.0.0.2", 80);
+  const size_t size = offsetof(nl_closed_batch, conns) + 3 * sizeof(nl_conn);
+  closed_batch_header h;
+  REQUIRE(decode_batch_header(&b, size, h) == decode_status::ok);
+  CHECK(h.cpu == 1);
+  CHECK(h.id == 42);
+  CHECK(h.count == 3);
+  nl_conn c{};
+  REQUIRE(decode_conn(h.conns + 2 * sizeof(nl_conn), c) == decode_status::ok);
+  CHECK(c.cookie == 102);
+
+  CHECK(decode_batch_header(&b, size - 1, h) == decode_status::bad_size);
+  CHECK(decode_batch_header(&b, 4, h) == decode_status::bad_size);
+  b.count = NL_BATCH_MAX + 1;
+  CHECK(decode_batch_header(&b, sizeof(b), h) == decode_status::bad_field);
+  b.count = 0;
+  CHECK(decode_batch_header(&b, sizeof(b), h) == decode_status::bad_field);
+  b.count = 3;
+  b.version = NL_RECORD_VERSION + 1;
+  CHECK(decode_batch_header(&b, size, h) == decode_status::bad_version);
+  b.magic = NL_RECORD_MAGIC;
+  CHECK(decode_batch_header(&b, size, h) == decode_status::bad_magic);
+}
