@@ -57,7 +57,9 @@ void add_closed(self_ptr self, const std::vector<nl_conn>& records) {
   }
   uint64_t first = st.clients->add_closed(records, true);
   size_t n = records.size();
-  self->request(ct, k_nat_timeout, claim_atom::value, nat_request_for(records))
+  // No timeout: a timeout is an entry in CAF's clock thread per request, a context switch at
+  // every closed batch. If conntrack goes down, the request bounces with an error at once.
+  self->request(ct, caf::infinite, claim_atom::value, nat_request_for(records))
       .then(
           [=](const nat_lookup_reply& r) {
             self->state.clients->resolve_nat(first, n, r.hits);
