@@ -88,6 +88,7 @@ struct nl_tracer_counters {
   __u64 closed_lost;    /* ring/perf output failed */
   __u64 closed_emitted;
   __u64 events;
+  __u64 wakeups; /* closed-record outputs that wake the reader (one per batch) */
 };
 
 #endif

@@ -196,8 +196,10 @@ static __always_inline bool add_to_batch(void *ctx, struct nl_conn *c,
     if (size > sizeof(*b))
       size = sizeof(*b);
     long err = bpf_perf_event_output(ctx, &nl_closed_perf, BPF_F_CURRENT_CPU, b, size);
-    if (k)
+    if (k) {
       __sync_fetch_and_add(err ? &k->closed_lost : &k->closed_emitted, n + 1);
+      __sync_fetch_and_add(&k->wakeups, 1);
+    }
     b->count = 0;
     asm volatile("" ::: "memory");
     b->id++;
@@ -217,8 +219,10 @@ static __always_inline void emit_closed(void *ctx, struct nl_conn *c) {
     rec.size = sizeof(rec);
     rec.conn = *c;
     long err = bpf_perf_event_output(ctx, &nl_closed_perf, BPF_F_CURRENT_CPU, &rec, sizeof(rec));
-    if (k)
+    if (k) {
       __sync_fetch_and_add(err ? &k->closed_lost : &k->closed_emitted, 1);
+      __sync_fetch_and_add(&k->wakeups, 1);
+    }
     return;
   }
   struct nl_closed_record *rec = bpf_ringbuf_reserve(&nl_closed_ring, sizeof(*rec), 0);
@@ -234,8 +238,11 @@ static __always_inline void emit_closed(void *ctx, struct nl_conn *c) {
   __u64 queued = bpf_ringbuf_query(&nl_closed_ring, BPF_RB_AVAIL_DATA);
   bool completes_batch = queued >= wakeup_bytes && queued < wakeup_bytes + NL_RING_RECORD_BYTES;
   bpf_ringbuf_submit(rec, completes_batch ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
-  if (k)
+  if (k) {
     __sync_fetch_and_add(&k->closed_emitted, 1);
+    if (completes_batch)
+      __sync_fetch_and_add(&k->wakeups, 1);
+  }
 }
 
 static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int oldstate,

@@ -140,6 +140,7 @@ nl_tracer_counters tracer_object::read_counters() const {
     sum.closed_lost += c.closed_lost;
     sum.closed_emitted += c.closed_emitted;
     sum.events += c.events;
+    sum.wakeups += c.wakeups;
   }
   return sum;
 }

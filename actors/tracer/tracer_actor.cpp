@@ -89,6 +89,7 @@ counter_list telemetry_of(const tracer_state& st) {
   if (st.bpf) {
     auto k = st.bpf->read_counters();
     out.emplace_back("kernel_closed_emitted", k.closed_emitted);
+    out.emplace_back("kernel_wakeups", k.wakeups);
     out.emplace_back("kernel_closed_lost", k.closed_lost);
     out.emplace_back("failed_inserts", k.failed_inserts);
     out.emplace_back("map_capacity", st.bpf->max_entries());
