@@ -12,6 +12,7 @@ enum class closed_buffer_kind { ring, perf };
 struct agent_config {
   std::string log_level = "info"; // trace|debug|info|warn|error|critical|off
   std::string api_socket = "/run/netlens/netlens.sock";
+  uint32_t api_allowed_uid = 0; // besides root, who may use the API; 0: root only
 };
 
 struct tracer_config {
@@ -63,9 +64,9 @@ struct config {
 // The structured bindings stop compiling when a member is added, so a new key cannot be left out
 // of the comparison by accident.
 inline bool operator==(const agent_config &a, const agent_config &b) {
-  const auto &[a0, a1] = a;
-  const auto &[b0, b1] = b;
-  return std::tie(a0, a1) == std::tie(b0, b1);
+  const auto &[a0, a1, a2] = a;
+  const auto &[b0, b1, b2] = b;
+  return std::tie(a0, a1, a2) == std::tie(b0, b1, b2);
 }
 
 inline bool operator==(const tracer_config &a, const tracer_config &b) {

@@ -55,6 +55,7 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
   static_assert(std::is_same_v<std::remove_const_t<Config>, config>);
   visit("agent", "log_level", c.agent.log_level, log_level_rule{});
   visit("agent", "api_socket", c.agent.api_socket, socket_path_rule{});
+  visit("agent", "api_allowed_uid", c.agent.api_allowed_uid, count_rule{0, 4294967294u});
 
   visit("tracer", "max_tracked_connections", c.tracer.max_tracked_connections,
         count_rule{1024, 4194304});
@@ -95,7 +96,7 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
 // the new member needs a line in for_each_key (and in netlens.toml), or it could never be set.
 [[maybe_unused]] void for_each_key_covers_every_member(const config &c) {
   [[maybe_unused]] const auto &[agent, tracer, compact_ticker, conntrack, supervisor] = c;
-  [[maybe_unused]] const auto &[a0, a1] = agent;
+  [[maybe_unused]] const auto &[a0, a1, a2] = agent;
   [[maybe_unused]] const auto &[t0, t1, t2, t3, t4, t5, t6, t7, t8] = tracer;
   [[maybe_unused]] const auto &[c0, c1] = compact_ticker;
   [[maybe_unused]] const auto &[n0, n1, n2, n3, n4, n5, n6, n7] = conntrack;
@@ -397,8 +398,10 @@ void find_unknown_keys(const toml::table &root, const std::vector<key_name> &key
       continue;
     }
     for (auto &&[key, node] : *section) {
+      // Named outside the lambda: capturing a structured binding is C++20 (clang rejects it).
+      const std::string_view name = key.str();
       const bool known = std::any_of(keys.begin(), keys.end(), [&](const key_name &k) {
-        return k.table == table && k.key == key.str();
+        return k.table == table && k.key == name;
       });
       if (!known)
         errors.push_back({key.source().begin, key_path(table_path, key.str()) + ": " +

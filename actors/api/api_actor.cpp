@@ -39,28 +39,35 @@ http_response serve_api_request(caf::actor_system& sys, const supervisor_actor& 
                        stream_connections(*held, write);
                      }};
             },
-                 [&](caf::error& err) { out = error_response(503, sys.render(err)); });
+            [&](caf::error& err) { out = error_response(503, sys.render(err)); });
   } else if (req.path == "/stats") {
     self->request(supervisor, k_request_timeout, stats_atom::value)
-        .receive([&](agent_stats& stats) { out = {200, "application/json", render_stats(stats), {}}; },
-                 [&](caf::error& err) { out = error_response(503, sys.render(err)); });
+        .receive(
+            [&](agent_stats& stats) {
+              out = {200, "application/json", render_stats(stats), {}};
+            },
+            [&](caf::error& err) { out = error_response(503, sys.render(err)); });
   } else if (req.path == "/healthz") {
     self->request(supervisor, k_request_timeout, health_atom::value)
         .receive(
             [&](const std::string& health) {
               out = {health == "ok" ? 200 : 503, "text/plain", health + "\n", {}};
             },
-            [&](caf::error& err) { out = {503, "text/plain", sys.render(err) + "\n", {}}; });
+            [&](caf::error& err) {
+              out = {503, "text/plain", sys.render(err) + "\n", {}};
+            });
   } else {
-    out = error_response(404, "no such endpoint: " + req.path +
-                                  " (try /connections, /stats, /healthz)");
+    out = error_response(404,
+                         "no such endpoint: " + req.path + " (try /connections, /stats, /healthz)");
   }
   return out;
 }
 
 api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
-                                std::string socket_path, supervisor_actor supervisor) {
+                                std::string socket_path, uint32_t allowed_uid,
+                                supervisor_actor supervisor) {
   self->state.socket_path = std::move(socket_path);
+  self->state.allowed_uid = allowed_uid;
   self->state.supervisor = supervisor;
   return {
       [=](init_atom) -> caf::result<caf::ok_atom> {
@@ -70,9 +77,10 @@ api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
           return caf::ok_atom::value;
         caf::actor_system* sys = &self->system();
         auto sup = st.supervisor;
-        auto bound = http_server::bind(st.socket_path, [sys, sup](const http_request& req) {
-          return serve_api_request(*sys, sup, req);
-        });
+        auto bound = http_server::bind(
+            st.socket_path,
+            [sys, sup](const http_request& req) { return serve_api_request(*sys, sup, req); },
+            st.allowed_uid);
         if (auto* err = std::get_if<std::string>(&bound)) {
           st.state = "failed";
           return caf::make_error(caf::sec::runtime_error, *err);
@@ -89,6 +97,7 @@ api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
         if (st.server) {
           st.server->stop();
           st.served_before += st.server->requests();
+          st.refused_before += st.server->refused();
           st.server.reset();
         }
         st.state = "stopped";
@@ -99,7 +108,9 @@ api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
         auto& st = self->state;
         ++st.handled;
         uint64_t served = st.served_before + (st.server ? st.server->requests() : uint64_t{0});
-        return make_actor_stats("api", st.state, st.handled, {{"requests", served}});
+        uint64_t refused = st.refused_before + (st.server ? st.server->refused() : uint64_t{0});
+        return make_actor_stats("api", st.state, st.handled,
+                                {{"requests", served}, {"peers_refused", refused}});
       },
   };
 }

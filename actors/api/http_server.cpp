@@ -15,7 +15,9 @@ namespace {
 constexpr size_t k_max_request_bytes = 8192;
 constexpr int k_read_timeout_ms = 2000;
 
-std::string errno_text() { return std::strerror(errno); }
+std::string errno_text() {
+  return std::strerror(errno);
+}
 
 bool fill_addr(const std::string& path, sockaddr_un& addr) {
   if (path.size() >= sizeof(addr.sun_path))
@@ -113,7 +115,8 @@ std::variant<http_request, std::string> parse_http_request(const std::string& he
     size_t pos = 0;
     while (pos <= query.size()) {
       size_t amp = query.find('&', pos);
-      std::string pair = query.substr(pos, amp == std::string::npos ? std::string::npos : amp - pos);
+      std::string pair =
+          query.substr(pos, amp == std::string::npos ? std::string::npos : amp - pos);
       if (!pair.empty()) {
         size_t eq = pair.find('=');
         req.query[url_decode(pair.substr(0, eq))] =
@@ -139,14 +142,15 @@ bool unix_socket_answers(const std::string& path) {
   return ok;
 }
 
-std::variant<std::unique_ptr<http_server>, std::string> http_server::bind(const std::string& path,
-                                                                           handler h) {
+std::variant<std::unique_ptr<http_server>, std::string>
+http_server::bind(const std::string& path, handler h, uint32_t allowed_uid) {
   sockaddr_un addr;
   if (!fill_addr(path, addr))
     return "socket path too long: " + path;
   std::unique_ptr<http_server> self(new http_server());
   self->path_ = path;
   self->handler_ = std::move(h);
+  self->allowed_uid_ = allowed_uid;
 
   // The directory is private to root: nobody can race us between bind and chmod.
   std::string dir = path.substr(0, path.find_last_of('/'));
@@ -170,6 +174,16 @@ std::variant<std::unique_ptr<http_server>, std::string> http_server::bind(const 
     self->listen_fd_ = -1;
     return e == EADDRINUSE ? "another netlens is already serving on " + path
                            : "cannot bind " + path + ": " + std::strerror(e);
+  }
+  // The one other user allowed owns the socket; the directory lets it through but not list.
+  if (allowed_uid != 0 && (chown(path.c_str(), allowed_uid, static_cast<gid_t>(-1)) != 0 ||
+                           (!dir.empty() && chmod(dir.c_str(), 0711) != 0))) {
+    std::string err = "cannot give uid " + std::to_string(allowed_uid) + " access to " + path +
+                      ": " + errno_text();
+    close(self->listen_fd_);
+    self->listen_fd_ = -1;
+    unlink(path.c_str());
+    return err;
   }
   if (chmod(path.c_str(), 0600) != 0 || listen(self->listen_fd_, 64) != 0) {
     std::string err = "cannot listen on " + path + ": " + errno_text();
@@ -235,6 +249,18 @@ void http_server::handle(int fd) {
   timeval tv{k_read_timeout_ms / 1000, (k_read_timeout_ms % 1000) * 1000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  ucred peer{};
+  socklen_t len = sizeof(peer);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 ||
+      (peer.uid != 0 && peer.uid != allowed_uid_)) {
+    ++refused_;
+    send_response(fd, {403,
+                       "text/plain",
+                       "uid " + std::to_string(peer.uid) +
+                           " may not use this API (root, or agent.api_allowed_uid)\n",
+                       {}});
+    return;
+  }
   std::string head;
   char buf[2048];
   while (head.find("\r\n\r\n") == std::string::npos) {
@@ -275,8 +301,8 @@ std::variant<http_result, std::string> http_get_unix(const std::string& socket_p
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    std::string err = "cannot connect to " + socket_path + ": " + errno_text() +
-                      " (is netlens running?)";
+    std::string err =
+        "cannot connect to " + socket_path + ": " + errno_text() + " (is netlens running?)";
     close(fd);
     return err;
   }

@@ -37,13 +37,17 @@ public:
 
   // Binds the socket (mode 0600, parent dir created 0700 if missing). Refuses when another
   // server answers on the path; removes a stale socket file left by a dead process.
-  static std::variant<std::unique_ptr<http_server>, std::string> bind(const std::string& path,
-                                                                       handler h);
+  // allowed_uid: besides root, the one user whose requests are served (0: root only); the
+  // socket is then owned by that user and the directory made traversable (0711). Every
+  // connection's peer is checked (SO_PEERCRED) whatever the file modes say.
+  static std::variant<std::unique_ptr<http_server>, std::string>
+  bind(const std::string& path, handler h, uint32_t allowed_uid = 0);
   ~http_server();
   void start();
   // Stops accepting, joins the thread, removes the socket file. Idempotent.
   void stop();
   uint64_t requests() const { return requests_.load(); }
+  uint64_t refused() const { return refused_.load(); } // peers neither root nor allowed_uid
 
 private:
   http_server() = default;
@@ -57,6 +61,8 @@ private:
   std::thread thread_;
   std::atomic<bool> running_{false};
   std::atomic<uint64_t> requests_{0};
+  std::atomic<uint64_t> refused_{0};
+  uint32_t allowed_uid_ = 0;
 };
 
 // Client side, for the CLI and tests: one GET, returns status and body or an error text.
@@ -64,9 +70,8 @@ struct http_result {
   int status = 0;
   std::string body;
 };
-std::variant<http_result, std::string> http_get_unix(const std::string& socket_path,
-                                                     const std::string& target,
-                                                     int timeout_ms = 10000);
+std::variant<http_result, std::string>
+http_get_unix(const std::string& socket_path, const std::string& target, int timeout_ms = 10000);
 
 // True when something accepts connections on the unix socket path.
 bool unix_socket_answers(const std::string& path);

@@ -42,7 +42,8 @@ std::vector<child_spec> agent_children(const config& cfg) {
   specs.push_back({"api", {}, true, false,
                    [cfg](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
                      auto sup = caf::actor_cast<supervisor_actor>(dir.at("supervisor"));
-                     return sys.spawn<caf::detached>(api_fn, cfg.agent.api_socket, sup);
+                     return sys.spawn<caf::detached>(api_fn, cfg.agent.api_socket,
+                                                              cfg.agent.api_allowed_uid, sup);
                    }});
   return specs;
 }

@@ -173,5 +173,34 @@ if command -v setpriv > /dev/null; then
   [[ -z "$(loaded_ids "$WORK/nonroot.log")" ]] || fail "a failed start loaded programs"
 fi
 
+# --- 5. API access: root, or the one configured uid; everybody else refused -----------------
+if command -v setpriv > /dev/null; then
+  printf '[agent]\napi_socket = "%s"\napi_allowed_uid = 65534\n' "$WORK/acl/netlens.sock" > "$WORK/acl.toml"
+  chmod 755 "$WORK"
+  "$NETLENS" run -c "$WORK/acl.toml" > "$WORK/acl.log" 2>&1 &
+  AGENT_PID=$!
+  for _ in $(seq 1 100); do grep -q "netlens ready" "$WORK/acl.log" && break; sleep 0.05; done
+  as_user() { setpriv --reuid="$1" --regid="$1" --clear-groups --inh-caps=-all "${@:2}"; }
+  as_user 65534 "$NETLENS" connections --json --socket "$WORK/acl/netlens.sock" --client acl > "$WORK/acl.json" 2>&1 &&
+    python3 -c 'import json,sys; json.load(open(sys.argv[1]))["connections"]' "$WORK/acl.json" &&
+    pass "the configured uid (65534) is served" || fail "configured uid refused: $(cat "$WORK/acl.json")"
+  if as_user 65533 "$NETLENS" connections --socket "$WORK/acl/netlens.sock" > "$WORK/acl2.txt" 2>&1; then
+    fail "uid 65533 was served"
+  else
+    pass "another uid (65533) is refused: $(head -c 100 "$WORK/acl2.txt")"
+  fi
+  # File modes aside: a process of another uid that can pass them (CAP_DAC_OVERRIDE) still
+  # meets the SO_PEERCRED check.
+  code=$(setpriv --reuid=65533 --regid=65533 --clear-groups --inh-caps=+dac_override \
+    --ambient-caps=+dac_override curl -s -o /dev/null -w '%{http_code}' \
+    --unix-socket "$WORK/acl/netlens.sock" http://netlens/healthz 2>&1)
+  [[ $code == 403 ]] && pass "a peer past the file modes is refused by its uid (403)" ||
+    fail "peer uid check answered '$code'"
+  curl -sf --unix-socket "$WORK/acl/netlens.sock" http://netlens/stats |
+    python3 -c 'import json,sys; assert json.load(sys.stdin)["actors"]["api"]["counters"]["peers_refused"] >= 1' &&
+    pass "root is served; the refusal is counted" || fail "root refused or refusal not counted"
+  kill -TERM "$AGENT_PID"; wait "$AGENT_PID"; AGENT_PID=""
+fi
+
 echo "e2e: $failures failure(s)"
 exit $((failures > 0))

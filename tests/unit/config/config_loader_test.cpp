@@ -69,6 +69,7 @@ config every_key_changed() {
   config c;
   c.agent.log_level = c.agent.log_level == "debug" ? "warn" : "debug";
   c.agent.api_socket = c.agent.api_socket + ".other";
+  c.agent.api_allowed_uid += 1000;
   c.tracer.max_tracked_connections += 1;
   c.tracer.closed_buffer = c.tracer.closed_buffer == netlens::closed_buffer_kind::ring
                                ? netlens::closed_buffer_kind::perf
