@@ -4,10 +4,8 @@
 
 namespace netlens {
 
-size_t batch_tracker::take_partial(uint32_t cpu, uint64_t id, size_t count, uint64_t now_ns) {
-  auto [it, fresh] = taken_.try_emplace({cpu, id});
-  if (fresh)
-    it->second.since_ns = now_ns;
+size_t batch_tracker::take_partial(uint32_t cpu, uint64_t id, size_t count) {
+  auto it = taken_.try_emplace({cpu, id}).first;
   if (it->second.arrived)
     return count; // the map still shows a batch whose record was already read: nothing new
   size_t first = std::min(it->second.count, count);
@@ -41,7 +39,11 @@ void batch_tracker::forget_stale(uint32_t cpu, uint64_t current_id, uint64_t now
        it != taken_.end() && it->first.first == cpu && it->first.second < current_id;) {
     if (it->second.arrived) {
       it = taken_.erase(it); // the batch moved on: the map cannot show it again
-    } else if (now_ns - it->second.since_ns > max_age_ns) {
+    } else if (!it->second.moved_on) {
+      it->second.moved_on = true; // sent just now, or long ago: the age limit starts here
+      it->second.moved_on_ns = now_ns;
+      ++it;
+    } else if (now_ns - it->second.moved_on_ns > max_age_ns) {
       it = taken_.erase(it); // taken from, never arrived: its record was lost
       ++stats_.forgotten;
     } else {

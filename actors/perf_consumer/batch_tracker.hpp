@@ -21,14 +21,16 @@ class batch_tracker {
 public:
   // A batch still filling, with count records in it now: take [first, count), where first is
   // the returned index (what earlier reads of this batch took).
-  size_t take_partial(uint32_t cpu, uint64_t id, size_t count, uint64_t now_ns);
+  size_t take_partial(uint32_t cpu, uint64_t id, size_t count);
 
   // The full batch (cpu, id) arrived: returns how many of its first records were taken before.
   // A read of the map made after this that still shows (cpu, id) takes nothing from it.
   size_t arrived(uint32_t cpu, uint64_t id);
 
   // Drops what was taken from batches that have moved on (the CPU fills a later id now) and
-  // were taken from longer than max_age_ns ago: their record was lost, it will not come.
+  // were first seen moved on longer than max_age_ns ago: their record was lost, it will not
+  // come. The age is not counted from the first take: a batch can fill for minutes on a quiet
+  // CPU, and its record may still be on its way when a read first sees the next id.
   void forget_stale(uint32_t cpu, uint64_t current_id, uint64_t now_ns, uint64_t max_age_ns);
 
   batch_tracker_stats stats() const;
@@ -36,8 +38,9 @@ public:
 private:
   struct taken {
     size_t count = 0;
-    uint64_t since_ns = 0;
-    bool arrived = false; // its perf record was read; kept until the map shows a later id
+    bool moved_on = false;    // a read saw the CPU fill a later batch: this one was sent
+    uint64_t moved_on_ns = 0; // when a read first saw that
+    bool arrived = false;     // its perf record was read; kept until the map shows a later id
   };
   std::map<std::pair<uint32_t, uint64_t>, taken> taken_; // (cpu, batch id)
   batch_tracker_stats stats_;

@@ -154,7 +154,7 @@ void closed_reader::read_pending() {
     tracker_.forget_stale(static_cast<uint32_t>(cpu), hb.id, now, 60ull * 1000000000ull);
     if (ha.count == 0 || ha.count > NL_BATCH_MAX || ha.id != hb.id)
       continue; // empty, or it left meanwhile: it arrives as a perf record
-    size_t first = tracker_.take_partial(static_cast<uint32_t>(cpu), ha.id, ha.count, now);
+    size_t first = tracker_.take_partial(static_cast<uint32_t>(cpu), ha.id, ha.count);
     for (size_t i = first; i < ha.count; ++i) {
       nl_conn c;
       if (decode_conn(b + offsetof(nl_closed_batch, conns) + i * sizeof(nl_conn), c) !=

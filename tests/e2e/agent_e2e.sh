@@ -144,7 +144,7 @@ printf '[tracer]\nmax_tracked_connections = "lots"\n' > "$WORK/bad.toml"
 if command -v setpriv > /dev/null; then
   setpriv --bounding-set=-net_admin "$NETLENS" run -c "$WORK/netlens.toml" > "$WORK/nocap.log" 2>&1 &
   AGENT_PID=$!
-  for _ in $(seq 1 100); do grep -q "netlens ready" "$WORK/nocap.log" && break; sleep 0.05; done
+  for _ in $(seq 1 300); do grep -q "netlens ready" "$WORK/nocap.log" && break; sleep 0.05; done
   curl -sf --unix-socket "$SOCK" http://netlens/stats | python3 -c '
 import json,sys; c=json.load(sys.stdin)["conntrack"]
 assert c["degraded"] and c["state"] == "degraded" and "CAP_NET_ADMIN" in c["reason"], c
@@ -179,7 +179,7 @@ if command -v setpriv > /dev/null; then
   chmod 755 "$WORK"
   "$NETLENS" run -c "$WORK/acl.toml" > "$WORK/acl.log" 2>&1 &
   AGENT_PID=$!
-  for _ in $(seq 1 100); do grep -q "netlens ready" "$WORK/acl.log" && break; sleep 0.05; done
+  for _ in $(seq 1 300); do grep -q "netlens ready" "$WORK/acl.log" && break; sleep 0.05; done
   as_user() { setpriv --reuid="$1" --regid="$1" --clear-groups --inh-caps=-all "${@:2}"; }
   as_user 65534 "$NETLENS" connections --json --socket "$WORK/acl/netlens.sock" --client acl > "$WORK/acl.json" 2>&1 &&
     python3 -c 'import json,sys; json.load(open(sys.argv[1]))["connections"]' "$WORK/acl.json" &&
