@@ -19,5 +19,6 @@ using health_atom = caf::atom_constant<caf::atom("health")>;
 using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
 using claim_atom = caf::atom_constant<caf::atom("claim")>;
 using compact_atom = caf::atom_constant<caf::atom("compact")>;
+using fault_atom = caf::atom_constant<caf::atom("fault")>;
 
 } // namespace netlens

@@ -16,11 +16,13 @@ namespace netlens {
 
 // What the supervisor asks of every child: become ready, stop (no new work, drain, join
 // threads), purge (release kernel objects and caches), report statistics. Exit is CAF's own
-// exit message.
+// exit message. fault: in a test build (NETLENS_FAULT_INJECTION) the actor throws from its
+// handler as a bug would; a release build ignores it.
 using lifecycle_actor = caf::typed_actor<caf::replies_to<init_atom>::with<caf::ok_atom>,
                                          caf::replies_to<stop_atom>::with<caf::ok_atom>,
                                          caf::replies_to<purge_atom>::with<caf::ok_atom>,
-                                         caf::replies_to<stats_atom>::with<actor_stats>>;
+                                         caf::replies_to<stats_atom>::with<actor_stats>,
+                                         caf::reacts_to<fault_atom>>;
 
 // Owns the BPF object and links, the active map, the closed buffer and per-client state.
 using tracer_actor = lifecycle_actor::extend<
@@ -66,6 +68,9 @@ using supervisor_actor =
     caf::typed_actor<caf::reacts_to<shutdown_atom>,
                      caf::replies_to<get_conns_atom, std::string>::with<connections_reply>,
                      caf::replies_to<stats_atom>::with<agent_stats>,
-                     caf::replies_to<health_atom>::with<std::string>>;
+                     caf::replies_to<health_atom>::with<std::string>,
+                     // test builds only: make the named child throw ("throw") or quit with
+                     // an error ("exit"); answers what it did
+                     caf::replies_to<fault_atom, std::string, std::string>::with<std::string>>;
 
 } // namespace netlens

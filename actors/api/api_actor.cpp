@@ -47,6 +47,18 @@ http_response serve_api_request(caf::actor_system& sys, const supervisor_actor& 
               out = {200, "application/json", render_stats(stats), {}};
             },
             [&](caf::error& err) { out = error_response(503, sys.render(err)); });
+  } else if (req.path == "/fault") {
+    // Test builds only; the supervisor answers with an error in a release binary.
+    auto actor = req.query.find("actor");
+    auto how = req.query.find("how");
+    if (actor == req.query.end() || how == req.query.end())
+      return error_response(400, "/fault needs ?actor=NAME&how=throw|exit");
+    self->request(supervisor, k_request_timeout, fault_atom::value, actor->second, how->second)
+        .receive(
+            [&](const std::string& done) {
+              out = {200, "text/plain", done + "\n", {}};
+            },
+            [&](caf::error& err) { out = error_response(400, sys.render(err)); });
   } else if (req.path == "/healthz") {
     self->request(supervisor, k_request_timeout, health_atom::value)
         .receive(
@@ -104,6 +116,7 @@ api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
         return caf::ok_atom::value;
       },
       nothing_to_purge(self),
+      fault_handler(self),
       [=](stats_atom) {
         auto& st = self->state;
         ++st.handled;

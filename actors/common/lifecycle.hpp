@@ -1,6 +1,7 @@
 // What every actor shell does the same way for the supervisor's lifecycle messages.
 #pragma once
 
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -16,6 +17,17 @@ inline actor_stats make_actor_stats(std::string name, std::string state, uint64_
   s.messages_handled = handled;
   s.counters = std::move(counters);
   return s;
+}
+
+// The fault switch of test builds (NETLENS_FAULT_INJECTION, never the release binary): the
+// actor throws from a handler, as a bug would, and CAF takes it down with that error.
+template <class Self> auto fault_handler(Self self) {
+  return [=](fault_atom) {
+    ++self->state.handled;
+#ifdef NETLENS_FAULT_INJECTION
+    throw std::runtime_error("injected fault (throw)");
+#endif
+  };
 }
 
 // The purge handler of an actor that owns nothing the purge phase releases.

@@ -47,6 +47,7 @@ compact_ticker_fn(compact_ticker_actor::stateful_pointer<compact_ticker_state> s
         return caf::ok_atom::value;
       },
       nothing_to_purge(self),
+      fault_handler(self),
       [=](stats_atom) {
         auto& st = self->state;
         ++st.handled;

@@ -292,6 +292,7 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
           st.state = "stopped";
         return caf::ok_atom::value;
       },
+      fault_handler(self),
       [=](purge_atom) {
         auto& st = self->state;
         ++st.handled;

@@ -64,6 +64,7 @@ perf_consumer_fn(perf_consumer_actor::stateful_pointer<perf_consumer_state> self
         return caf::ok_atom::value;
       },
       nothing_to_purge(self),
+      fault_handler(self),
       [=](stats_atom) {
         auto& st = self->state;
         ++st.handled;

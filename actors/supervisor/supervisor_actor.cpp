@@ -12,7 +12,9 @@ using self_ptr = supervisor_self_actor::stateful_pointer<supervisor_state>;
 using millis = std::chrono::milliseconds;
 constexpr auto k_init_timeout = std::chrono::seconds(30);
 
-std::string render(self_ptr self, const caf::error& err) { return self->system().render(err); }
+std::string render(self_ptr self, const caf::error& err) {
+  return self->system().render(err);
+}
 
 supervisor_state::child* find_child(self_ptr self, const std::string& name) {
   for (auto& c : self->state.children)
@@ -254,8 +256,8 @@ void begin_shutdown(self_ptr self, int code, std::string why) {
 } // namespace
 
 supervisor_self_actor::behavior_type
-supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self,
-              supervisor_config cfg, std::vector<child_spec> specs, supervisor_hooks hooks) {
+supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, supervisor_config cfg,
+              std::vector<child_spec> specs, supervisor_hooks hooks) {
   auto& st = self->state;
   st.cfg = cfg;
   st.hooks = std::move(hooks);
@@ -333,8 +335,33 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self,
                                       : s.phase == supervisor_phase::running
                                           ? "restarting the tracer"
                                           : "shutting down"));
-        return self->delegate(caf::actor_cast<tracer_actor>(tracer->handle),
-                              get_conns_atom::value, client);
+        return self->delegate(caf::actor_cast<tracer_actor>(tracer->handle), get_conns_atom::value,
+                              client);
+      },
+      [=](fault_atom, const std::string& name, const std::string& how) -> caf::result<std::string> {
+        auto& s = self->state;
+        ++s.handled;
+#ifdef NETLENS_FAULT_INJECTION
+        auto* c = find_child(self, name);
+        if (!c || !c->handle || s.phase != supervisor_phase::running)
+          return caf::make_error(caf::sec::runtime_error, "no running child named " + name);
+        if (how == "throw") {
+          self->send(caf::actor_cast<lifecycle_actor>(c->handle), fault_atom::value);
+        } else if (how == "exit") {
+          self->send_exit(c->handle,
+                          caf::make_error(caf::sec::runtime_error, "injected fault (exit)"));
+        } else {
+          return caf::make_error(caf::sec::runtime_error,
+                                 "fault must be \"throw\" or \"exit\", not " + how);
+        }
+        spdlog::warn("supervisor: injected fault '{}' into {}", how, name);
+        return "injected " + how + " into " + name;
+#else
+        (void)name;
+        (void)how;
+        return caf::make_error(caf::sec::runtime_error,
+                               "fault injection is not built into this binary");
+#endif
       },
       [=](health_atom) -> std::string {
         auto& s = self->state;

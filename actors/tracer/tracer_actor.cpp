@@ -307,6 +307,7 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg) {
         ++self->state.handled;
         return caf::ok_atom::value;
       },
+      fault_handler(self),
       [=](purge_atom) {
         auto& st = self->state;
         ++st.handled;

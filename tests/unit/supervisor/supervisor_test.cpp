@@ -56,6 +56,7 @@ lifecycle_actor::behavior_type fake_child(lifecycle_actor::stateful_pointer<fake
         s.state = "running";
         return s;
       },
+      [=](fault_atom) { j->lines.push_back("fault:" + name); },
   };
 }
 

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""End to end, crash and restart: the test build of the agent (build/netlens-fault) has a fault
+switch (GET /fault?actor=NAME&how=throw|exit). For each actor: the supervisor restarts it,
+the API keeps answering meanwhile, the restarted actor re-acquires what it owns (the tracer
+loads new programs and the old ones leave the kernel; closed connections flow again), and
+the agent's open descriptors come back to where they were (nothing leaked). Past the restart
+budget the agent shuts down in order and exits 1 naming the actor. The release binary
+refuses the switch. Loopback traffic only.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+FAULT_BIN = os.path.abspath(sys.argv[1])
+RELEASE_BIN = os.path.abspath(sys.argv[2])
+WORK = tempfile.mkdtemp(prefix="netlens-fault-")
+SOCK = os.path.join(WORK, "run", "netlens.sock")
+failures = []
+
+
+def check(ok, what, detail=""):
+    print(("ok: " if ok else "FAIL: ") + what + ("" if ok else " " + str(detail)), flush=True)
+    if not ok:
+        failures.append(what)
+
+
+def http(path, timeout=5):
+    r = subprocess.run(["curl", "-s", "-m", str(timeout), "-o", "-", "-w", "\n%{http_code}",
+                        "--unix-socket", SOCK, "http://netlens" + path],
+                       capture_output=True, text=True)
+    body, _, code = r.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+def start(binary, name, extra=""):
+    cfg = os.path.join(WORK, name + ".toml")
+    with open(cfg, "w") as f:
+        f.write('[agent]\napi_socket = "%s"\n%s' % (SOCK, extra))
+    log_path = os.path.join(WORK, name + ".log")
+    p = subprocess.Popen([binary, "run", "-c", cfg], stdout=open(log_path, "w"),
+                         stderr=subprocess.STDOUT)
+    for _ in range(300):
+        if "netlens ready" in open(log_path).read():
+            return p, log_path
+        if p.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError("agent did not start:\n" + open(log_path).read())
+
+
+def fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def actor(name):
+    code, body = http("/stats")
+    return json.loads(body)["actors"][name] if code == 200 else None
+
+
+def program_ids(log_path):
+    found = re.findall(r"program ids ([0-9,]+)", open(log_path).read())
+    return [found[-1].split(",")] if found else [[]]
+
+
+def prog_loaded(pid):
+    return subprocess.run(["bpftool", "prog", "show", "id", pid], capture_output=True).returncode == 0
+
+
+def closed_connection_seen():
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen()
+    c = socket.create_connection(ls.getsockname())
+    s, _ = ls.accept()
+    port = c.getsockname()[1]
+    c.close()
+    s.close()
+    ls.close()
+    for _ in range(30):
+        code, body = http("/connections?client_id=fault-e2e")
+        if code == 200 and any(x["sport"] == port and x["closed"]
+                               for x in json.loads(body)["connections"]):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+class poller:
+    """Asks /connections every 50 ms; counts answers and requests that got none."""
+
+    def __init__(self):
+        self.answered = self.unanswered = 0
+        self.running = True
+        self.thread = threading.Thread(target=self.run)
+        self.thread.start()
+
+    def run(self):
+        while self.running:
+            code, _ = http("/connections?client_id=poller", timeout=3)
+            if code in (200, 503):
+                self.answered += 1
+            else:
+                self.unanswered += 1
+            time.sleep(0.05)
+
+    def stop(self):
+        self.running = False
+        self.thread.join()
+
+
+def main():
+    agent, log = start(FAULT_BIN, "fault")
+    pid = agent.pid
+    closed_connection_seen()  # every lazily opened descriptor is open now
+    time.sleep(0.3)
+    baseline = fds(pid)
+    plan = [("conntrack", "throw"), ("tracer", "exit"), ("perf_consumer", "throw"),
+            ("compact_ticker", "exit"), ("api", "throw"), ("tracer", "throw")]
+    for name, how in plan:
+        before = actor(name)["restarts"]
+        old_ids = program_ids(log)[0] if name == "tracer" else []
+        p = poller()
+        code, body = http("/fault?actor=%s&how=%s" % (name, how))
+        check(code == 200, "%s: fault '%s' injected" % (name, how), (code, body))
+        restarted = None
+        for _ in range(100):
+            a = actor(name)
+            if a and a["restarts"] == before + 1 and a["state"] in ("running", "degraded"):
+                restarted = a
+                break
+            time.sleep(0.1)
+        time.sleep(0.3)
+        p.stop()
+        check(restarted is not None, "%s: restarted by the supervisor" % name, actor(name))
+        if name == "api":
+            check(p.answered > 0, "api: answering again after its restart", vars(p))
+        else:
+            check(p.unanswered == 0 and p.answered > 0,
+                  "%s: the API answered every request during the restart (%d)"
+                  % (name, p.answered), (p.answered, p.unanswered))
+        if name == "tracer":
+            new_ids = program_ids(log)[0]
+            check(new_ids != old_ids and all(prog_loaded(i) for i in new_ids),
+                  "tracer: loaded new programs", (old_ids, new_ids))
+            gone = [i for i in old_ids if prog_loaded(i)]
+            for _ in range(40):
+                if not gone:
+                    break
+                time.sleep(0.05)
+                gone = [i for i in old_ids if prog_loaded(i)]
+            check(not gone, "tracer: the crashed instance's programs left the kernel", gone)
+        check(closed_connection_seen(), "%s: closed connections flow again" % name)
+        time.sleep(0.3)
+        now = fds(pid)
+        check(abs(now - baseline) <= 1, "%s: open descriptors back to %d (now %d)"
+              % (name, baseline, now), sorted(os.listdir("/proc/%d/fd" % pid)))
+
+    # Past the budget (3 in 60 s): ordered shutdown, exit 1, the actor named.
+    for _ in range(4):
+        http("/fault?actor=compact_ticker&how=exit")
+        time.sleep(0.6)
+        if agent.poll() is not None:
+            break
+    try:
+        rc = agent.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        rc = None
+    text = open(log).read()
+    check(rc == 1, "past the restart budget the agent exits 1", rc)
+    check("compact_ticker exceeded its restart budget" in text and
+          "shutdown phase purge" in text, "the log names the actor and the shutdown ran in order",
+          text[-1500:])
+
+    # The release binary has no switch.
+    agent, log = start(RELEASE_BIN, "release")
+    code, body = http("/fault?actor=tracer&how=throw")
+    check(code == 400 and "not built into this binary" in body,
+          "the release binary refuses the fault switch", (code, body))
+    check(actor("tracer")["restarts"] == 0, "and nothing restarted")
+    agent.send_signal(signal.SIGTERM)
+    check(agent.wait(timeout=20) == 0, "release agent exits 0")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:  # a broken step is a failure, never a pass
+        failures.append(str(e))
+        print("FAIL: %s" % e, flush=True)
+    finally:
+        subprocess.run(["pkill", "-TERM", "-f", WORK])
+        subprocess.run(["rm", "-rf", WORK])
+    print("fault e2e: %d failure(s)" % len(failures))
+    sys.exit(1 if failures else 0)
