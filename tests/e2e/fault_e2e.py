@@ -23,6 +23,7 @@ RELEASE_BIN = os.path.abspath(sys.argv[2])
 WORK = tempfile.mkdtemp(prefix="netlens-fault-")
 SOCK = os.path.join(WORK, "run", "netlens.sock")
 failures = []
+figures = []
 
 
 def check(ok, what, detail=""):
@@ -71,6 +72,23 @@ def program_ids(log_path):
 
 def prog_loaded(pid):
     return subprocess.run(["bpftool", "prog", "show", "id", pid], capture_output=True).returncode == 0
+
+
+def restart_ms(log_path, name):
+    """From the crash to "restarted" in the log, for the last restart of name: the figure
+    includes the supervisor's backoff (250 ms for a first restart)."""
+    stamp = r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:(\d\d\.\d+))"
+    crash = done = None
+    for line in open(log_path):
+        m = re.match(stamp, line)
+        if not m:
+            continue
+        t = float(m.group(2)) + 60 * int(line[14:16])
+        if "supervisor: %s crashed" % name in line:
+            crash, done = t, None
+        elif "supervisor: %s restarted" % name in line:
+            done = t
+    return (done - crash) * 1000 if crash is not None and done is not None else None
 
 
 def closed_connection_seen():
@@ -139,6 +157,10 @@ def main():
         time.sleep(0.3)
         p.stop()
         check(restarted is not None, "%s: restarted by the supervisor" % name, actor(name))
+        took = restart_ms(log, name)
+        print("   %s: crash to restarted %.1f ms (backoff included)" % (name, took or -1),
+              flush=True)
+        figures.append("%s %s: %.1f ms" % (name, how, took or -1))
         if name == "api":
             check(p.answered > 0, "api: answering again after its restart", vars(p))
         else:
@@ -198,5 +220,6 @@ if __name__ == "__main__":
     finally:
         subprocess.run(["pkill", "-TERM", "-f", WORK])
         subprocess.run(["rm", "-rf", WORK])
+    print("restart times (crash to restarted, incl. backoff): " + "; ".join(figures))
     print("fault e2e: %d failure(s)" % len(failures))
     sys.exit(1 if failures else 0)

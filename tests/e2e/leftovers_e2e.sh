@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# End to end, kernel leftovers: SIGTERM at points through start-up (loading BPF, the conntrack
+# dump, just after ready) exits cleanly; SIGKILL at the same points leaves none of that agent's
+# programs, maps or netlink sockets once the kernel has reaped it; and a second agent started
+# after a SIGKILL runs and, when it stops, leaves nothing either. Nothing is pinned under the
+# BPF filesystem at any time. Needs root.
+set -uo pipefail
+NETLENS=${1:?usage: leftovers_e2e.sh path/to/netlens}
+WORK=$(mktemp -d /tmp/netlens-leftovers.XXXXXX)
+SOCK="$WORK/run/netlens.sock"
+PID=""
+failures=0
+cleanup() {
+  [[ -n "$PID" ]] && kill -KILL "$PID" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+pass() { echo "ok: $*"; }
+printf '[agent]\napi_socket = "%s"\n' "$SOCK" > "$WORK/netlens.toml"
+
+# What a running agent holds in the kernel, from its own descriptors: program ids, map ids,
+# netlink socket inodes.
+held() {
+  local pid=$1
+  {
+    grep -h '^prog_id:' /proc/"$pid"/fdinfo/* 2>/dev/null | awk '{print "prog " $2}'
+    grep -h '^map_id:' /proc/"$pid"/fdinfo/* 2>/dev/null | awk '{print "map " $2}'
+    for fd in /proc/"$pid"/fd/*; do
+      l=$(readlink "$fd" 2>/dev/null) || continue
+      [[ $l =~ ^socket:\[([0-9]+)\]$ ]] || continue
+      awk -v ino="${BASH_REMATCH[1]}" 'NR > 1 && $NF == ino { print "netlink " ino }' /proc/net/netlink
+    done
+  } | sort -u
+}
+
+# Those of the given objects still in the kernel.
+still_there() {
+  local kind id
+  while read -r kind id; do
+    case $kind in
+    prog) bpftool prog show id "$id" > /dev/null 2>&1 && echo "prog $id" ;;
+    map) bpftool map show id "$id" > /dev/null 2>&1 && echo "map $id" ;;
+    netlink) awk -v ino="$id" 'NR > 1 && $NF == ino { found = 1 } END { exit !found }' \
+      /proc/net/netlink && echo "netlink $id" ;;
+    esac
+  done <<< "$1"
+}
+
+# Waits (freeing BPF objects goes through RCU) until none of them is left; prints the rest.
+left_after() {
+  local rest=""
+  for _ in $(seq 1 60); do
+    rest=$(still_there "$1")
+    [[ -z $rest ]] && return 0
+    sleep 0.05
+  done
+  echo "$rest"
+}
+
+pinned() { find /sys/fs/bpf -name '*nl*' 2>/dev/null | grep -i netlens; }
+
+# Starts an agent and keeps a copy of what it holds until signal $1 after $2 seconds.
+run_and_signal() {
+  local sig=$1 delay=$2 snap="" rc
+  "$NETLENS" run -c "$WORK/netlens.toml" > "$WORK/agent.log" 2>&1 &
+  PID=$!
+  local end=$((SECONDS + 10))
+  # Snapshot what it holds as often as possible up to the signal.
+  local t0
+  t0=$(date +%s%N)
+  while (( ($(date +%s%N) - t0) / 1000000 < ${delay%.*} )); do
+    local now
+    now=$(held "$PID")
+    [[ -n $now ]] && snap=$(printf '%s\n%s\n' "$snap" "$now" | sed '/^$/d' | sort -u)
+    kill -0 "$PID" 2>/dev/null || break
+    (( SECONDS < end )) || break
+  done
+  now=$(held "$PID")
+  [[ -n $now ]] && snap=$(printf '%s\n%s\n' "$snap" "$now" | sed '/^$/d' | sort -u)
+  kill -"$sig" "$PID" 2>/dev/null
+  wait "$PID" 2>/dev/null; rc=$?
+  PID=""
+  echo "$rc" > "$WORK/rc"
+  printf '%s\n' "$snap" > "$WORK/snap"
+}
+
+for delay in 0 15 30 45 60 100 400; do
+  run_and_signal TERM "$delay"
+  rc=$(cat "$WORK/rc")
+  rest=$(left_after "$(cat "$WORK/snap")")
+  if [[ $rc -eq 0 && -z $rest ]]; then
+    pass "SIGTERM after ${delay} ms: exit 0, nothing left ($(wc -l < "$WORK/snap") objects held)"
+  else
+    fail "SIGTERM after ${delay} ms: rc=$rc, left: $rest"; tail -5 "$WORK/agent.log"
+  fi
+done
+
+for delay in 0 15 30 45 60 100 400; do
+  run_and_signal KILL "$delay"
+  rest=$(left_after "$(cat "$WORK/snap")")
+  [[ -z $rest ]] && pass "SIGKILL after ${delay} ms: nothing left ($(wc -l < "$WORK/snap") objects held)" ||
+    fail "SIGKILL after ${delay} ms: left: $rest"
+done
+
+# After the last SIGKILL (its socket file is still there): a new agent starts, serves, stops
+# cleanly, and leaves nothing.
+run_and_signal TERM 1500
+rc=$(cat "$WORK/rc")
+grep -q "netlens ready" "$WORK/agent.log" && pass "an agent starts after a SIGKILLed one" ||
+  fail "no start after SIGKILL: $(tail -5 "$WORK/agent.log")"
+rest=$(left_after "$(cat "$WORK/snap")")
+[[ $rc -eq 0 && -z $rest ]] && pass "and leaves nothing when it stops" || fail "rc=$rc, left: $rest"
+grep -q '^prog' "$WORK/snap" && grep -q '^netlink' "$WORK/snap" ||
+  fail "the snapshot saw no programs or no netlink sockets: the check would prove nothing"
+[[ -z $(pinned) ]] && pass "nothing pinned under /sys/fs/bpf" || fail "pinned: $(pinned)"
+
+echo "leftovers e2e: $failures failure(s)"
+exit $((failures > 0))
