@@ -302,3 +302,41 @@ TEST_CASE("render_effective_config marks the keys left at their default", "[conf
                                              "escaped.toml")) == c);
   }
 }
+
+TEST_CASE("code points toml++ 3.3 has no whitespace case for are rejected cleanly", "[config]") {
+  // Found by fuzz/config_fuzz: toml++ 3.3.0 (Debian 12's) reaches __builtin_unreachable() when
+  // it asks whether one of these is whitespace (its blocks 0, 11 and 63 of 0x3FA code points
+  // from U+00A0; upstream issues #190 and #295). The packaged library rejects them; this keeps
+  // an upgraded or rebuilt toml++ honest. Each one is tried where a value ends, where a key
+  // starts, and after a line-ending backslash in a multi-line string.
+  const auto utf8 = [](char32_t c) {
+    std::string s;
+    if (c < 0x800) {
+      s += static_cast<char>(0xC0 | (c >> 6));
+    } else {
+      s += static_cast<char>(0xE0 | (c >> 12));
+      s += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+    }
+    s += static_cast<char>(0x80 | (c & 0x3F));
+    return s;
+  };
+  int tried = 0;
+  std::vector<std::string> accepted;
+  for (char32_t c = 0xA1; c < 0xFEFF; ++c) {
+    const auto block = (c - 0xA0) / 0x3FA;
+    if (c == 0x3000 || (block != 0 && block != 11 && block != 63))
+      continue;
+    const std::string u = utf8(c);
+    for (const std::string &text : {"[tracer]\nmax_tracked_connections = 65536" + u + "\n",
+                                    "[tracer]\n" + u + "max_tracked_connections = 65536\n",
+                                    "[agent]\napi_socket = \"\"\"\\\n" + u + "\"\"\"\n"}) {
+      ++tried;
+      if (std::holds_alternative<config>(netlens::load_config_string(text, "unicode.toml")))
+        accepted.push_back(text);
+    }
+  }
+  CHECK(tried == 3 * 3019); // 3,019 code points: U+00A1..0499, 2C5E..2FFF, 3001..3057, FB26..FEFE
+  CHECK(accepted.empty());
+  if (!accepted.empty())
+    FAIL_CHECK("accepted: " << accepted.front());
+}
