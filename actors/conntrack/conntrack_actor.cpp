@@ -93,7 +93,9 @@ void apply(conntrack_cache& cache, const ct_event_batch& b, conntrack_state& st)
       cache.insert(ev.entry, true);
       break;
     case ct_event_kind::destroyed:
-      cache.remove(tuple_of(ev.entry, ev.entry.orig));
+      // The side that closed first has released its key already: try the other one too.
+      if (!cache.remove(tuple_of(ev.entry, ev.entry.orig)))
+        cache.remove(tuple_of(ev.entry, ev.entry.reply));
       break;
     }
   }

@@ -307,7 +307,13 @@ def main():
     flushed = wait_for(lambda: stats()["actors"]["conntrack"]["counters"]["entries"] == 0, 5)
     check(flushed, "conntrack -F leaves no stale entry",
           stats()["actors"]["conntrack"]["counters"])
-    after_port = peer(NS_A, "connect", "127.0.0.1", "18081")
+    # Held open a moment: a connection that closes within a millisecond or two of its start
+    # can be claimed before its NEW event reaches the cache (see the conntrack notes).
+    after = start(NS_A, "python3", PEER, "hold", "127.0.0.1", "18081")
+    after_port = int(after.stdout.readline())
+    time.sleep(0.2)
+    after.stdin.close()
+    after.wait()
     got = wait_for(lambda: find(connections("nat-e2e-flush"), "tcp", sport=after_port,
                                 dport=18081, closed=True), 3)
     check(bool(got) and got[0]["nat"] == nat("127.0.0.1", 19091, "127.0.0.1", after_port),
@@ -339,7 +345,9 @@ def main():
     check(st["sampled_out"] > 0 and st["sampling_percent"] < 100,
           "sampling reported above the rate limit", st)
     check(st["entries"] <= 1024 and st["enobufs"] == 0, "cache stays within max_entries", st)
-    check(rss_kb < 100 * 1024, "agent RSS bounded under the flood", rss_kb)
+    # A sanitizer build's shadow memory and freed-block quarantine say nothing of ours.
+    if not os.environ.get("NETLENS_SANITIZER"):
+        check(rss_kb < 100 * 1024, "agent RSS bounded under the flood", rss_kb)
     check(stop_agent(agent) == 0, "agent exits 0 after the flood")
 
 
