@@ -249,18 +249,6 @@ void http_server::handle(int fd) {
   timeval tv{k_read_timeout_ms / 1000, (k_read_timeout_ms % 1000) * 1000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  ucred peer{};
-  socklen_t len = sizeof(peer);
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 ||
-      (peer.uid != 0 && peer.uid != allowed_uid_)) {
-    ++refused_;
-    send_response(fd, {403,
-                       "text/plain",
-                       "uid " + std::to_string(peer.uid) +
-                           " may not use this API (root, or agent.api_allowed_uid)\n",
-                       {}});
-    return;
-  }
   std::string head;
   char buf[2048];
   while (head.find("\r\n\r\n") == std::string::npos) {
@@ -274,6 +262,20 @@ void http_server::handle(int fd) {
     if (n <= 0)
       return; // peer gone or too slow
     head.append(buf, static_cast<size_t>(n));
+  }
+  // Checked once the head is in: answering before reading it would close the socket with
+  // unread data, which becomes a reset the client sees instead of the 403.
+  ucred peer{};
+  socklen_t len = sizeof(peer);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 ||
+      (peer.uid != 0 && peer.uid != allowed_uid_)) {
+    ++refused_;
+    send_response(fd, {403,
+                       "text/plain",
+                       "uid " + std::to_string(peer.uid) +
+                           " may not use this API (root, or agent.api_allowed_uid)\n",
+                       {}});
+    return;
   }
   ++requests_;
   auto parsed = parse_http_request(head);
