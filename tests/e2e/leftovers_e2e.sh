@@ -58,6 +58,13 @@ left_after() {
   echo "$rest"
 }
 
+# Whether the main thread of pid blocks SIGTERM (signal 15: bit 14 of SigBlk).
+term_blocked() {
+  local mask
+  mask=$(awk '/^SigBlk:/ { print $2 }' /proc/"$1"/status 2>/dev/null) || return 1
+  [[ -n $mask ]] && (((16#$mask >> 14) & 1))
+}
+
 pinned() { find /sys/fs/bpf -name '*nl*' 2>/dev/null | grep -i netlens; }
 
 # Starts an agent and keeps a copy of what it holds until signal $1 after $2 seconds.
@@ -78,6 +85,13 @@ run_and_signal() {
   done
   now=$(held "$PID")
   [[ -n $now ]] && snap=$(printf '%s\n%s\n' "$snap" "$now" | sed '/^$/d' | sort -u)
+  # A SIGTERM before main blocks it (the loader, a sanitizer runtime starting up) ends the
+  # process by the default action with nothing loaded yet; start-up proper begins after that.
+  if [[ $sig == TERM ]]; then
+    while kill -0 "$PID" 2>/dev/null && ((SECONDS < end)) && ! term_blocked "$PID"; do
+      sleep 0.002
+    done
+  fi
   kill -"$sig" "$PID" 2>/dev/null
   wait "$PID" 2>/dev/null; rc=$?
   PID=""
