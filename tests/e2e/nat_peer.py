@@ -53,6 +53,9 @@ def connect(host, port, src=None):
         c.bind((src, 0))
     c.connect((host, port))
     print(c.getsockname()[1], flush=True)
+    # Live a moment: a connection claimed within a millisecond or two of its start can beat
+    # its conntrack NEW event to the cache (a known race; slower sanitizer builds hit it).
+    time.sleep(0.05)
     c.sendall(b"n" * 1000)
     c.shutdown(socket.SHUT_WR)
     while c.recv(65536):
@@ -64,6 +67,7 @@ def udp(host, port):
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     u.connect((host, port))
     u.settimeout(2)
+    time.sleep(0.05)  # as in connect()
     u.send(b"ping")
     u.recv(100)
     print(u.getsockname()[1], flush=True)

@@ -235,8 +235,12 @@ void udp_traffic(int family, const char* addr, int clients, int datagrams, std::
   expected_socket server{family, IPPROTO_UDP, port, 0, 0, 0, 0, 0, NL_DIR_INCOMING};
   std::uniform_int_distribution<size_t> size(1, 1400);
   std::vector<char> buf(2048, 'u');
+  // Every client stays open until the last one has run: a closed client's ephemeral port may
+  // be handed to the next one, and two sockets with one port pair cannot be told apart below.
+  std::vector<int> open_clients;
   for (int i = 0; i < clients; ++i) {
     int c = connect_to(family, addr, port, SOCK_DGRAM);
+    open_clients.push_back(c);
     expected_socket client{family, IPPROTO_UDP, local_port(c), port, 0, 0, 0, 0, NL_DIR_OUTGOING};
     for (int d = 0; d < datagrams; ++d) {
       size_t up = size(rng), down = size(rng);
@@ -256,9 +260,10 @@ void udp_traffic(int family, const char* addr, int clients, int datagrams, std::
     client.packets_sent = client.packets_recv = static_cast<uint64_t>(datagrams);
     server.packets_sent += static_cast<uint64_t>(datagrams);
     server.packets_recv += static_cast<uint64_t>(datagrams);
-    close(c);
     out.push_back(client);
   }
+  for (int c : open_clients)
+    close(c);
   close(srv);
   out.push_back(server);
 }
