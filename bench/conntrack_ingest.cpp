@@ -40,6 +40,7 @@
 
 #include "actors/conntrack/conntrack_cache.hpp"
 #include "actors/conntrack/conntrack_consumer.hpp"
+#include "tests/support/orphan_netns.hpp"
 
 using namespace netlens;
 using clk = std::chrono::steady_clock;
@@ -139,24 +140,7 @@ struct bench_netns {
     close(fd);
     sh("ip netns del " + name + " 2>/dev/null");
   }
-  static void remove_orphans() {
-    const std::string prefix = "nlbench-ct-";
-    DIR* dir = opendir("/run/netns");
-    if (!dir)
-      return;
-    std::vector<std::string> gone;
-    while (dirent* e = readdir(dir)) {
-      std::string n = e->d_name;
-      if (n.rfind(prefix, 0) != 0)
-        continue;
-      pid_t owner = static_cast<pid_t>(std::atol(n.c_str() + prefix.size()));
-      if (owner > 0 && kill(owner, 0) != 0 && errno == ESRCH)
-        gone.push_back(n);
-    }
-    closedir(dir);
-    for (const auto& n : gone)
-      sh("ip netns del " + n + " 2>/dev/null");
-  }
+  static void remove_orphans() { netlens::testing::remove_orphan_netns("nlbench-ct-"); }
 };
 
 // --- the generator: ctnetlink NEW and DELETE requests built by hand, many per sendmsg ---

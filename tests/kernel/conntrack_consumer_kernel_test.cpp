@@ -26,6 +26,7 @@
 #include <thread>
 #include <unistd.h>
 
+#include "tests/support/orphan_netns.hpp"
 #include "actors/conntrack/conntrack_consumer.hpp"
 
 using namespace netlens;
@@ -80,24 +81,7 @@ struct ct_netns {
   }
   int exec(const std::string& cmd) const { return sh("ip netns exec " + name + " " + cmd); }
 
-  static void remove_orphans() {
-    const std::string prefix = "nltest-ct-";
-    DIR* dir = opendir("/run/netns");
-    if (!dir)
-      return;
-    std::vector<std::string> orphans;
-    while (dirent* e = readdir(dir)) {
-      std::string n = e->d_name;
-      if (n.rfind(prefix, 0) != 0)
-        continue;
-      pid_t owner = static_cast<pid_t>(std::atol(n.c_str() + prefix.size()));
-      if (owner > 0 && kill(owner, 0) != 0 && errno == ESRCH)
-        orphans.push_back(n);
-    }
-    closedir(dir);
-    for (const auto& n : orphans)
-      sh("ip netns del " + n + " 2>/dev/null");
-  }
+  static void remove_orphans() { netlens::testing::remove_orphan_netns("nltest-ct-"); }
 };
 
 // Runs f on a thread that has entered the namespace: its sockets live there, and stay usable

@@ -24,6 +24,7 @@
 #include "actors/tracer/record_decoder.hpp"
 #include "actors/tracer/socket_table.hpp"
 #include "bpf/tracer_object.hpp"
+#include "tests/support/orphan_netns.hpp"
 
 #include <bpf/bpf.h>
 
@@ -319,23 +320,7 @@ struct test_netns {
   ~test_netns() { std::system(("ip netns del " + name + " 2>/dev/null").c_str()); }
   std::string path() const { return "/run/netns/" + name; }
 
-  static void remove_orphans() {
-    DIR* dir = opendir("/run/netns");
-    if (!dir)
-      return;
-    std::vector<std::string> orphans;
-    while (dirent* e = readdir(dir)) {
-      std::string n = e->d_name;
-      if (n.rfind("nltest", 0) != 0 || n.size() == 6)
-        continue;
-      pid_t owner = static_cast<pid_t>(std::atol(n.c_str() + 6));
-      if (owner > 0 && kill(owner, 0) != 0 && errno == ESRCH)
-        orphans.push_back(n);
-    }
-    closedir(dir);
-    for (const auto& n : orphans)
-      std::system(("ip netns del " + n + " 2>/dev/null").c_str());
-  }
+  static void remove_orphans() { netlens::testing::remove_orphan_netns("nltest"); }
 };
 
 void run_suite(bool perf) {
