@@ -9,6 +9,9 @@ namespace netlens {
 
 enum class closed_buffer_kind { ring, perf };
 
+// How the tracer's programs reach kernel struct fields; auto tries core, runtime, prebuilt.
+enum class tracer_mode { auto_select, core, runtime, prebuilt };
+
 struct agent_config {
   std::string log_level = "info"; // trace|debug|info|warn|error|critical|off
   std::string api_socket = "/run/netlens/netlens.sock";
@@ -25,6 +28,27 @@ struct tracer_config {
   uint32_t udp_idle_timeout_s = 120;                           // [1, 86400]
   uint32_t closed_batch_size = 4;        // closed records per batch (wakeup), [1, 64]
   uint32_t closed_flush_interval_ms = 100; // longest a closed record waits, [1, 10000]
+  tracer_mode mode = tracer_mode::auto_select; // "auto" | "core" | "runtime" | "prebuilt"
+  std::string cache_dir = "/var/cache/netlens"; // runtime-compiled objects, guessed offsets
+};
+
+struct offset_guesser_config {
+  uint32_t max_tries = 5;         // guesses before giving up, [1, 5]
+  uint32_t try_timeout_ms = 1000; // one guess, [10, 60000]
+};
+
+struct console_config {
+  std::string socket = "/run/netlens/console.sock";
+  uint32_t allowed_uid = 0;          // besides root, who may use the console; 0: root only
+  uint32_t max_sessions = 8;         // [1, 64]
+  uint32_t max_line_bytes = 4096;    // [64, 65536]
+  uint32_t max_commands_per_s = 20;  // per session, [1, 1000]
+  uint32_t actor_timeout_ms = 50;    // an actor slower than this shows as not answering, [1, 10000]
+};
+
+struct metrics_config {
+  uint32_t port = 0;                // TCP port for GET /metrics; 0: only on the API socket
+  std::string address = "127.0.0.1"; // IPv4 or IPv6 literal the metrics port binds to
 };
 
 struct compact_ticker_config {
@@ -58,6 +82,9 @@ struct config {
   compact_ticker_config compact_ticker;
   conntrack_config conntrack;
   supervisor_config supervisor;
+  offset_guesser_config offset_guesser;
+  console_config console;
+  metrics_config metrics;
 };
 
 // Equality lets a reload tell whether anything changed and lets tests compare against config{}.
@@ -70,10 +97,28 @@ inline bool operator==(const agent_config &a, const agent_config &b) {
 }
 
 inline bool operator==(const tracer_config &a, const tracer_config &b) {
-  const auto &[a0, a1, a2, a3, a4, a5, a6, a7, a8] = a;
-  const auto &[b0, b1, b2, b3, b4, b5, b6, b7, b8] = b;
-  return std::tie(a0, a1, a2, a3, a4, a5, a6, a7, a8) ==
-         std::tie(b0, b1, b2, b3, b4, b5, b6, b7, b8);
+  const auto &[a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10] = a;
+  const auto &[b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10] = b;
+  return std::tie(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10) ==
+         std::tie(b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10);
+}
+
+inline bool operator==(const offset_guesser_config &a, const offset_guesser_config &b) {
+  const auto &[a0, a1] = a;
+  const auto &[b0, b1] = b;
+  return std::tie(a0, a1) == std::tie(b0, b1);
+}
+
+inline bool operator==(const console_config &a, const console_config &b) {
+  const auto &[a0, a1, a2, a3, a4, a5] = a;
+  const auto &[b0, b1, b2, b3, b4, b5] = b;
+  return std::tie(a0, a1, a2, a3, a4, a5) == std::tie(b0, b1, b2, b3, b4, b5);
+}
+
+inline bool operator==(const metrics_config &a, const metrics_config &b) {
+  const auto &[a0, a1] = a;
+  const auto &[b0, b1] = b;
+  return std::tie(a0, a1) == std::tie(b0, b1);
 }
 
 inline bool operator==(const compact_ticker_config &a, const compact_ticker_config &b) {
@@ -95,9 +140,9 @@ inline bool operator==(const supervisor_config &a, const supervisor_config &b) {
 }
 
 inline bool operator==(const config &a, const config &b) {
-  const auto &[a0, a1, a2, a3, a4] = a;
-  const auto &[b0, b1, b2, b3, b4] = b;
-  return std::tie(a0, a1, a2, a3, a4) == std::tie(b0, b1, b2, b3, b4);
+  const auto &[a0, a1, a2, a3, a4, a5, a6, a7] = a;
+  const auto &[b0, b1, b2, b3, b4, b5, b6, b7] = b;
+  return std::tie(a0, a1, a2, a3, a4, a5, a6, a7) == std::tie(b0, b1, b2, b3, b4, b5, b6, b7);
 }
 
 inline bool operator!=(const agent_config &a, const agent_config &b) {
@@ -113,6 +158,15 @@ inline bool operator!=(const conntrack_config &a, const conntrack_config &b) {
   return !(a == b);
 }
 inline bool operator!=(const supervisor_config &a, const supervisor_config &b) {
+  return !(a == b);
+}
+inline bool operator!=(const offset_guesser_config &a, const offset_guesser_config &b) {
+  return !(a == b);
+}
+inline bool operator!=(const console_config &a, const console_config &b) {
+  return !(a == b);
+}
+inline bool operator!=(const metrics_config &a, const metrics_config &b) {
   return !(a == b);
 }
 inline bool operator!=(const config &a, const config &b) {

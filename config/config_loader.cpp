@@ -2,6 +2,10 @@
 
 #include <toml++/toml.h>
 
+#include <arpa/inet.h>
+#include <climits>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
@@ -26,6 +30,9 @@ struct count_rule {
 struct log_level_rule {};
 struct socket_path_rule {};
 struct closed_buffer_rule {};
+struct tracer_mode_rule {};
+struct directory_path_rule {};
+struct ip_address_rule {};
 struct bool_rule {};
 // -1 (off) or a positive count.
 struct limit_rule {
@@ -43,6 +50,15 @@ struct closed_buffer_name {
 };
 constexpr closed_buffer_name k_closed_buffers[] = {{"ring", closed_buffer_kind::ring},
                                                    {"perf", closed_buffer_kind::perf}};
+
+struct tracer_mode_name {
+  std::string_view name;
+  tracer_mode mode;
+};
+constexpr tracer_mode_name k_tracer_modes[] = {{"auto", tracer_mode::auto_select},
+                                               {"core", tracer_mode::core},
+                                               {"runtime", tracer_mode::runtime},
+                                               {"prebuilt", tracer_mode::prebuilt}};
 
 // sizeof(sockaddr_un::sun_path) on Linux; the path needs room for its terminating NUL.
 constexpr std::size_t k_sun_path_size = 108;
@@ -69,6 +85,8 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
   visit("tracer", "closed_batch_size", c.tracer.closed_batch_size, count_rule{1, 64});
   visit("tracer", "closed_flush_interval_ms", c.tracer.closed_flush_interval_ms,
         count_rule{1, 10000});
+  visit("tracer", "mode", c.tracer.mode, tracer_mode_rule{});
+  visit("tracer", "cache_dir", c.tracer.cache_dir, directory_path_rule{});
 
   visit("compact_ticker", "interval_ms", c.compact_ticker.interval_ms, count_rule{10, 3600000});
   visit("compact_ticker", "compact_interval_ms", c.compact_ticker.compact_interval_ms,
@@ -90,17 +108,35 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
   visit("supervisor", "stop_timeout_ms", c.supervisor.stop_timeout_ms, count_rule{1, 600000});
   visit("supervisor", "purge_timeout_ms", c.supervisor.purge_timeout_ms, count_rule{1, 600000});
   visit("supervisor", "exit_timeout_ms", c.supervisor.exit_timeout_ms, count_rule{1, 600000});
+
+  visit("offset_guesser", "max_tries", c.offset_guesser.max_tries, count_rule{1, 5});
+  visit("offset_guesser", "try_timeout_ms", c.offset_guesser.try_timeout_ms,
+        count_rule{10, 60000});
+
+  visit("console", "socket", c.console.socket, socket_path_rule{});
+  visit("console", "allowed_uid", c.console.allowed_uid, count_rule{0, 4294967294u});
+  visit("console", "max_sessions", c.console.max_sessions, count_rule{1, 64});
+  visit("console", "max_line_bytes", c.console.max_line_bytes, count_rule{64, 65536});
+  visit("console", "max_commands_per_s", c.console.max_commands_per_s, count_rule{1, 1000});
+  visit("console", "actor_timeout_ms", c.console.actor_timeout_ms, count_rule{1, 10000});
+
+  visit("metrics", "port", c.metrics.port, count_rule{0, 65535});
+  visit("metrics", "address", c.metrics.address, ip_address_rule{});
 }
 
 // Adding a member to config.hpp makes one of these bindings fail to compile: the reminder that
 // the new member needs a line in for_each_key (and in netlens.toml), or it could never be set.
 [[maybe_unused]] void for_each_key_covers_every_member(const config &c) {
-  [[maybe_unused]] const auto &[agent, tracer, compact_ticker, conntrack, supervisor] = c;
+  [[maybe_unused]] const auto &[agent, tracer, compact_ticker, conntrack, supervisor,
+                                offset_guesser, console, metrics] = c;
   [[maybe_unused]] const auto &[a0, a1, a2] = agent;
-  [[maybe_unused]] const auto &[t0, t1, t2, t3, t4, t5, t6, t7, t8] = tracer;
+  [[maybe_unused]] const auto &[t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10] = tracer;
   [[maybe_unused]] const auto &[c0, c1] = compact_ticker;
   [[maybe_unused]] const auto &[n0, n1, n2, n3, n4, n5, n6, n7] = conntrack;
   [[maybe_unused]] const auto &[s0, s1, s2, s3, s4, s5] = supervisor;
+  [[maybe_unused]] const auto &[g0, g1] = offset_guesser;
+  [[maybe_unused]] const auto &[k0, k1, k2, k3, k4, k5] = console;
+  [[maybe_unused]] const auto &[m0, m1] = metrics;
 }
 
 struct key_name {
@@ -329,6 +365,52 @@ problem apply(const toml::node &n, closed_buffer_kind &field, const closed_buffe
          quoted_list(std::begin(names), std::end(names));
 }
 
+problem apply(const toml::node &n, tracer_mode &field, const tracer_mode_rule &) {
+  const auto *v = n.as_string();
+  if (!v)
+    return wrong_type("string", n);
+  for (const auto &m : k_tracer_modes) {
+    if (m.name == v->get()) {
+      field = m.mode;
+      return std::nullopt;
+    }
+  }
+  std::string_view names[std::size(k_tracer_modes)];
+  std::transform(std::begin(k_tracer_modes), std::end(k_tracer_modes), names,
+                 [](const tracer_mode_name &m) { return m.name; });
+  return quoted_for_message(v->get()) + " is not one of " +
+         quoted_list(std::begin(names), std::end(names));
+}
+
+problem apply(const toml::node &n, std::string &field, const directory_path_rule &) {
+  const auto *v = n.as_string();
+  if (!v)
+    return wrong_type("string", n);
+  const std::string &s = v->get();
+  if (s.find('\0') != std::string::npos)
+    return std::string("path contains a NUL byte");
+  if (s.empty() || s.front() != '/')
+    return quoted_for_message(s) + " is not an absolute path";
+  if (s.size() >= PATH_MAX)
+    return "path is " + std::to_string(s.size()) + " bytes; must be shorter than " +
+           std::to_string(PATH_MAX);
+  field = s;
+  return std::nullopt;
+}
+
+problem apply(const toml::node &n, std::string &field, const ip_address_rule &) {
+  const auto *v = n.as_string();
+  if (!v)
+    return wrong_type("string", n);
+  const std::string &s = v->get();
+  unsigned char buf[sizeof(in6_addr)];
+  if (s.find('\0') != std::string::npos ||
+      (inet_pton(AF_INET, s.c_str(), buf) != 1 && inet_pton(AF_INET6, s.c_str(), buf) != 1))
+    return quoted_for_message(s) + " is not an IPv4 or IPv6 address";
+  field = s;
+  return std::nullopt;
+}
+
 std::size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<std::size_t> row(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j)
@@ -436,6 +518,12 @@ std::string render_value(uint32_t v) {
 }
 std::string render_value(const std::string &v) {
   return quoted(v);
+}
+std::string render_value(tracer_mode v) {
+  for (const auto &m : k_tracer_modes)
+    if (m.mode == v)
+      return quoted(m.name);
+  return quoted("?"); // only reachable through a cast outside the enumerators
 }
 std::string render_value(closed_buffer_kind v) {
   for (const auto &c : k_closed_buffers)

@@ -97,6 +97,19 @@ config every_key_changed() {
   c.supervisor.stop_timeout_ms += 1;
   c.supervisor.purge_timeout_ms += 1;
   c.supervisor.exit_timeout_ms += 1;
+  c.tracer.mode = c.tracer.mode == netlens::tracer_mode::prebuilt ? netlens::tracer_mode::core
+                                                                  : netlens::tracer_mode::prebuilt;
+  c.tracer.cache_dir += "/other";
+  c.offset_guesser.max_tries = c.offset_guesser.max_tries == 5 ? 2 : 5;
+  c.offset_guesser.try_timeout_ms += 1;
+  c.console.socket += ".other";
+  c.console.allowed_uid += 1000;
+  c.console.max_sessions += 1;
+  c.console.max_line_bytes += 1;
+  c.console.max_commands_per_s += 1;
+  c.console.actor_timeout_ms += 1;
+  c.metrics.port = c.metrics.port == 9464 ? 9465 : 9464;
+  c.metrics.address = c.metrics.address == "::1" ? "127.0.0.1" : "::1";
   return c;
 }
 
