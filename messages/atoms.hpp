@@ -20,5 +20,6 @@ using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
 using claim_atom = caf::atom_constant<caf::atom("claim")>;
 using compact_atom = caf::atom_constant<caf::atom("compact")>;
 using fault_atom = caf::atom_constant<caf::atom("fault")>;
+using guess_atom = caf::atom_constant<caf::atom("guess")>;
 
 } // namespace netlens

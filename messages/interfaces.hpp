@@ -58,9 +58,15 @@ constexpr caf::atom_value k_conntrack_registry_name = caf::atom("conntrack");
 // The HTTP API on a unix socket; its server thread only sends requests to the supervisor.
 using api_actor = lifecycle_actor;
 
+// Owns the guessing BPF object and its loopback connections; finds the struct offsets the
+// prebuilt tracer reads. guess: the cached result when there is one, else up to max_tries
+// guesses.
+using offset_guesser_actor =
+    lifecycle_actor::extend<caf::replies_to<guess_atom>::with<guessed_offsets>>;
+
 // Reserved for the actors of their own issues; they join the supervisor's child list with the
 // lifecycle interface and extend it with their own messages:
-//   offset_guesser (guess), netns (sync_cache, resolve), console.
+//   netns (sync_cache, resolve), console.
 
 // The root: starts children in order, restarts them within a budget, runs the ordered
 // shutdown, and is the one address the API and console talk to.

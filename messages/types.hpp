@@ -10,6 +10,7 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 
 #include "actors/conntrack/ct_types.hpp"
+#include "bpf/netlens_offsets.h"
 #include "bpf/netlens_records.h"
 
 namespace netlens {
@@ -77,6 +78,17 @@ struct connections_reply {
   counter_list telemetry;
 };
 
+// The offset guesser's answer: the struct offsets the prebuilt tracer needs, or why they could
+// not be found (the message names the field). from_cache: an earlier guess on this kernel.
+struct guessed_offsets {
+  bool ok = false;
+  nl_offsets offsets{};
+  std::string error;
+  uint32_t tries = 0;
+  uint64_t duration_us = 0;
+  bool from_cache = false;
+};
+
 struct agent_stats {
   std::vector<actor_stats> actors;
 };
@@ -90,3 +102,4 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::nat_lookup_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::actor_stats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::connections_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::agent_stats)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::guessed_offsets)
