@@ -21,5 +21,6 @@ using claim_atom = caf::atom_constant<caf::atom("claim")>;
 using compact_atom = caf::atom_constant<caf::atom("compact")>;
 using fault_atom = caf::atom_constant<caf::atom("fault")>;
 using guess_atom = caf::atom_constant<caf::atom("guess")>;
+using cache_atom = caf::atom_constant<caf::atom("cache")>;
 
 } // namespace netlens

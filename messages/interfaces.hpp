@@ -48,7 +48,9 @@ using compact_ticker_actor =
 using conntrack_actor = lifecycle_actor::extend<
     caf::replies_to<lookup_atom, nat_lookup_request>::with<nat_lookup_reply>,
     caf::replies_to<claim_atom, nat_lookup_request>::with<nat_lookup_reply>,
-    caf::reacts_to<compact_atom>>;
+    caf::reacts_to<compact_atom>,
+    // cache, N: the first N entries, most recently used first (the console's `cache`)
+    caf::replies_to<cache_atom, uint32_t>::with<conntrack_listing>>;
 
 // The conntrack actor is found through CAF's registry under this name, so the tracer and the
 // ticker reach whichever instance runs now (it may have been restarted) without restarting
@@ -64,16 +66,29 @@ using api_actor = lifecycle_actor;
 using offset_guesser_actor =
     lifecycle_actor::extend<caf::replies_to<guess_atom>::with<guessed_offsets>>;
 
+// The introspection console on a unix socket; its session threads only send requests.
+//   shutdown, listener: run the ordered shutdown and forward each phase report to listener
+//   (a session's own actor); the console hears the phases as the shutdown's reporter.
+using console_actor = lifecycle_actor::extend<caf::reacts_to<shutdown_atom, caf::actor>,
+                                              caf::reacts_to<shutdown_phase_report>>;
+
 // Reserved for the actors of their own issues; they join the supervisor's child list with the
 // lifecycle interface and extend it with their own messages:
-//   netns (sync_cache, resolve), console.
+//   netns (sync_cache, resolve).
 
 // The root: starts children in order, restarts them within a budget, runs the ordered
 // shutdown, and is the one address the API and console talk to.
 using supervisor_actor =
     caf::typed_actor<caf::reacts_to<shutdown_atom>,
+                     // shutdown, listener: also send listener a shutdown_phase_report as each
+                     // phase ends. A listener that is a child exits after the others, once
+                     // it has been told the exit phase ended, so it can report it.
+                     caf::reacts_to<shutdown_atom, caf::actor>,
                      caf::replies_to<get_conns_atom, std::string>::with<connections_reply>,
                      caf::replies_to<stats_atom>::with<agent_stats>,
+                     // stats, deadline_ms: a child that has not answered within deadline_ms
+                     // shows as not answering (the console asks this way)
+                     caf::replies_to<stats_atom, uint32_t>::with<agent_stats>,
                      caf::replies_to<health_atom>::with<std::string>,
                      // test builds only: make the named child throw ("throw") or quit with
                      // an error ("exit"); answers what it did

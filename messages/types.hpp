@@ -71,6 +71,15 @@ struct actor_stats {
   uint32_t restarts = 0; // filled in by the supervisor
   std::string last_error;
   counter_list counters;
+  // Named facts that are not numbers (the tracer's mode, why it skipped the modes before it).
+  std::vector<std::pair<std::string, std::string>> info;
+  // Runtime figures for the console and /metrics. The actor fills mailbox_size (only the owner
+  // may read its mailbox); the supervisor fills the rest.
+  uint64_t id = 0;           // CAF actor id of the instance running now
+  int64_t mailbox_size = -1; // messages waiting when it answered; -1: not reported
+  uint64_t uptime_ms = 0;    // since this instance was spawned
+  double messages_per_s = 0; // from the supervisor's successive readings
+  bool answered = true;      // false: no stats answer in time (the rest is the last known)
 };
 
 struct connections_reply {
@@ -93,6 +102,21 @@ struct agent_stats {
   std::vector<actor_stats> actors;
 };
 
+// One phase of the ordered shutdown as it ends, supervisor -> whoever asked to hear of them.
+struct shutdown_phase_report {
+  std::string phase; // stop | purge | exit
+  uint64_t duration_us = 0;
+  std::vector<std::string> no_answer; // "actor (why)" for each that missed the deadline
+  bool last = false;                  // the exit phase: nothing follows
+  int exit_code = 0;                  // the agent's exit code, meaningful when last
+};
+
+// The first entries of the conntrack cache, most recently used first.
+struct conntrack_listing {
+  uint64_t total = 0; // entries held, of which rows are the first
+  std::vector<ct_cache_row> rows;
+};
+
 } // namespace netlens
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::closed_batch)
@@ -103,3 +127,5 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::actor_stats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::connections_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::agent_stats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::guessed_offsets)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::shutdown_phase_report)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::conntrack_listing)

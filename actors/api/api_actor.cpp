@@ -1,6 +1,8 @@
 #include "actors/api/api_actor.hpp"
 
+#include <arpa/inet.h>
 #include <chrono>
+#include <netinet/in.h>
 
 #include <caf/scoped_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -9,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/api/connection_json.hpp"
+#include "actors/api/metrics_text.hpp"
 
 namespace netlens {
 namespace {
@@ -19,7 +22,64 @@ http_response error_response(int status, const std::string& what) {
   return {status, "application/json", render_error(what), {}};
 }
 
+http_response metrics_response(caf::actor_system& sys, const supervisor_actor& supervisor) {
+  caf::scoped_actor self{sys};
+  http_response out{503, "text/plain", "no answer from the agent\n", {}};
+  self->request(supervisor, k_request_timeout, stats_atom::value)
+      .receive(
+          [&](agent_stats& stats) {
+            out = {200, k_metrics_content_type, render_metrics(stats), {}};
+          },
+          [&](caf::error& err) {
+            out = {503, "text/plain", sys.render(err) + "\n", {}};
+          });
+  return out;
+}
+
+// Both servers, or neither: a metrics port that cannot be bound fails the start, and the unix
+// server bound before it is released on the way out.
+struct bound_servers {
+  std::unique_ptr<http_server> api;
+  std::unique_ptr<http_server> metrics;
+};
+
+std::variant<bound_servers, std::string> bind_servers(caf::actor_system* sys, const api_state& st) {
+  auto sup = st.supervisor;
+  bound_servers out;
+  auto api = http_server::bind(
+      st.socket_path,
+      [sys, sup](const http_request& req) { return serve_api_request(*sys, sup, req); },
+      st.allowed_uid);
+  if (auto* err = std::get_if<std::string>(&api))
+    return *err;
+  out.api = std::move(std::get<0>(api));
+  if (st.metrics.port == 0)
+    return out;
+  auto metrics = http_server::bind_tcp(
+      st.metrics.address, static_cast<uint16_t>(st.metrics.port),
+      [sys, sup](const http_request& req) { return serve_metrics_request(*sys, sup, req); });
+  if (auto* err = std::get_if<std::string>(&metrics))
+    return "metrics port (metrics.address, metrics.port): " + *err;
+  out.metrics = std::move(std::get<0>(metrics));
+  return out;
+}
+
+bool is_loopback(const std::string& address) {
+  in_addr v4{};
+  in6_addr v6{};
+  if (inet_pton(AF_INET, address.c_str(), &v4) == 1)
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  return inet_pton(AF_INET6, address.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
 } // namespace
+
+http_response serve_metrics_request(caf::actor_system& sys, const supervisor_actor& supervisor,
+                                    const http_request& req) {
+  if (req.path != "/metrics")
+    return {404, "text/plain", "only /metrics is served on this port\n", {}};
+  return metrics_response(sys, supervisor);
+}
 
 http_response serve_api_request(caf::actor_system& sys, const supervisor_actor& supervisor,
                                 const http_request& req) {
@@ -47,6 +107,8 @@ http_response serve_api_request(caf::actor_system& sys, const supervisor_actor& 
               out = {200, "application/json", render_stats(stats), {}};
             },
             [&](caf::error& err) { out = error_response(503, sys.render(err)); });
+  } else if (req.path == "/metrics") {
+    out = metrics_response(sys, supervisor);
   } else if (req.path == "/fault") {
     // Test builds only; the supervisor answers with an error in a release binary.
     auto actor = req.query.find("actor");
@@ -69,17 +131,18 @@ http_response serve_api_request(caf::actor_system& sys, const supervisor_actor& 
               out = {503, "text/plain", sys.render(err) + "\n", {}};
             });
   } else {
-    out = error_response(404,
-                         "no such endpoint: " + req.path + " (try /connections, /stats, /healthz)");
+    out = error_response(404, "no such endpoint: " + req.path +
+                                  " (try /connections, /stats, /metrics, /healthz)");
   }
   return out;
 }
 
 api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
                                 std::string socket_path, uint32_t allowed_uid,
-                                supervisor_actor supervisor) {
+                                metrics_config metrics, supervisor_actor supervisor) {
   self->state.socket_path = std::move(socket_path);
   self->state.allowed_uid = allowed_uid;
+  self->state.metrics = std::move(metrics);
   self->state.supervisor = supervisor;
   return {
       [=](init_atom) -> caf::result<caf::ok_atom> {
@@ -87,20 +150,26 @@ api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
         ++st.handled;
         if (st.server)
           return caf::ok_atom::value;
-        caf::actor_system* sys = &self->system();
-        auto sup = st.supervisor;
-        auto bound = http_server::bind(
-            st.socket_path,
-            [sys, sup](const http_request& req) { return serve_api_request(*sys, sup, req); },
-            st.allowed_uid);
+        auto bound = bind_servers(&self->system(), st);
         if (auto* err = std::get_if<std::string>(&bound)) {
           st.state = "failed";
           return caf::make_error(caf::sec::runtime_error, *err);
         }
-        st.server = std::move(std::get<0>(bound));
+        auto& servers = std::get<bound_servers>(bound);
+        st.server = std::move(servers.api);
+        st.metrics_server = std::move(servers.metrics);
         st.server->start();
-        st.state = "running";
         spdlog::info("api: serving on {}", st.socket_path);
+        if (st.metrics_server) {
+          st.metrics_server->start();
+          // Anything but loopback publishes the agent's figures to the network.
+          auto say = is_loopback(st.metrics.address) ? spdlog::level::info : spdlog::level::warn;
+          spdlog::log(
+              say, "api: serving /metrics on TCP {}:{}{}", st.metrics.address,
+              st.metrics_server->port(),
+              is_loopback(st.metrics.address) ? "" : " (not loopback: reachable from the network)");
+        }
+        st.state = "running";
         return caf::ok_atom::value;
       },
       [=](stop_atom) {
@@ -112,6 +181,11 @@ api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
           st.refused_before += st.server->refused();
           st.server.reset();
         }
+        if (st.metrics_server) {
+          st.metrics_server->stop();
+          st.metrics_served_before += st.metrics_server->requests();
+          st.metrics_server.reset();
+        }
         st.state = "stopped";
         return caf::ok_atom::value;
       },
@@ -122,8 +196,14 @@ api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
         ++st.handled;
         uint64_t served = st.served_before + (st.server ? st.server->requests() : uint64_t{0});
         uint64_t refused = st.refused_before + (st.server ? st.server->refused() : uint64_t{0});
-        return make_actor_stats("api", st.state, st.handled,
-                                {{"requests", served}, {"peers_refused", refused}});
+        uint64_t metrics_served =
+            st.metrics_served_before + (st.metrics_server ? st.metrics_server->requests() : 0);
+        actor_stats s = make_actor_stats("api", st.state, st.handled,
+                                         {{"requests", served},
+                                          {"peers_refused", refused},
+                                          {"metrics_port_requests", metrics_served}});
+        s.mailbox_size = mailbox_size(self);
+        return s;
       },
   };
 }

@@ -1,11 +1,13 @@
-// The API actor: owns the HTTP server on the unix socket. The server thread asks the
-// supervisor for each answer; it never touches actor state.
+// The API actor: owns the HTTP server on the unix socket and, when metrics.port is set, the
+// TCP listener that serves only /metrics. The server threads ask the supervisor for each
+// answer; they never touch actor state.
 #pragma once
 
 #include <memory>
 #include <string>
 
 #include "actors/api/http_server.hpp"
+#include "config/config.hpp"
 #include "messages/interfaces.hpp"
 
 namespace netlens {
@@ -14,20 +16,28 @@ struct api_state {
   static inline const char* name = "api";
   std::string socket_path;
   uint32_t allowed_uid = 0;
+  metrics_config metrics;
   supervisor_actor supervisor;
   std::unique_ptr<http_server> server;
+  std::unique_ptr<http_server> metrics_server; // only when metrics.port != 0
   uint64_t handled = 0;
   uint64_t served_before = 0; // requests of servers already stopped
   uint64_t refused_before = 0;
+  uint64_t metrics_served_before = 0;
   std::string state = "starting";
 };
 
 api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
                                 std::string socket_path, uint32_t allowed_uid,
-                                supervisor_actor supervisor);
+                                metrics_config metrics, supervisor_actor supervisor);
 
 // The request handler, usable without the actor (tests, benchmarks).
 http_response serve_api_request(caf::actor_system& sys, const supervisor_actor& supervisor,
                                 const http_request& req);
+
+// The handler of the TCP metrics port: /metrics and nothing else, whatever the path asks for,
+// because a TCP peer has no identity the agent could check.
+http_response serve_metrics_request(caf::actor_system& sys, const supervisor_actor& supervisor,
+                                    const http_request& req);
 
 } // namespace netlens

@@ -204,6 +204,13 @@ std::string render_stats(const agent_stats& stats) {
         if (a.name == owner && k == key)
           top[k] = v;
     }
+    nlohmann::json info = nlohmann::json::object();
+    for (const auto& [k, v] : a.info)
+      info[k] = v;
+    if (a.name == "tracer")
+      for (const auto& [k, v] : a.info)
+        if (k == "mode")
+          top["tracer_mode"] = v;
     if (a.name == "conntrack")
       top["conntrack"] = {{"state", a.state},
                           {"degraded", a.state == "degraded" || a.state == "failed"},
@@ -212,7 +219,8 @@ std::string render_stats(const agent_stats& stats) {
                       {"messages_handled", a.messages_handled},
                       {"restarts", a.restarts},
                       {"last_error", a.last_error},
-                      {"counters", std::move(counters)}};
+                      {"counters", std::move(counters)},
+                      {"info", std::move(info)}};
   }
   top["actors"] = std::move(actors);
   return top.dump();

@@ -1,8 +1,10 @@
 #include "actors/api/http_server.hpp"
 
+#include <arpa/inet.h>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -197,6 +199,54 @@ http_server::bind(const std::string& path, handler h, uint32_t allowed_uid) {
   return self;
 }
 
+std::variant<std::unique_ptr<http_server>, std::string>
+http_server::bind_tcp(const std::string& address, uint16_t port, handler h) {
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr);
+  if (inet_pton(AF_INET, address.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    addr_len = sizeof(*v4);
+  } else if (inet_pton(AF_INET6, address.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    addr_len = sizeof(*v6);
+  } else {
+    return "\"" + address + "\" is not an IPv4 or IPv6 address";
+  }
+  std::string where =
+      (addr.ss_family == AF_INET6 ? "[" + address + "]" : address) + ":" + std::to_string(port);
+  std::unique_ptr<http_server> self(new http_server());
+  self->handler_ = std::move(h);
+  self->check_peer_ = false;
+  // Owned by self from here, so every return below closes it.
+  self->listen_fd_ = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (self->listen_fd_ < 0)
+    return "socket(): " + errno_text();
+  int one = 1;
+  // A restart must not wait for the previous listener's connections to leave TIME_WAIT.
+  setsockopt(self->listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  // "::" must mean IPv6 only: serving IPv4 too would be a wider exposure than configured.
+  if (addr.ss_family == AF_INET6)
+    setsockopt(self->listen_fd_, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  if (::bind(self->listen_fd_, reinterpret_cast<sockaddr*>(&addr), addr_len) != 0)
+    return "cannot bind " + where + ": " + errno_text();
+  if (listen(self->listen_fd_, 64) != 0)
+    return "cannot listen on " + where + ": " + errno_text();
+  sockaddr_storage bound{};
+  socklen_t bound_len = sizeof(bound);
+  if (getsockname(self->listen_fd_, reinterpret_cast<sockaddr*>(&bound), &bound_len) != 0)
+    return "getsockname(): " + errno_text();
+  self->port_ =
+      ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                        : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  if (pipe2(self->wake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0)
+    return "pipe2(): " + errno_text();
+  return self;
+}
+
 http_server::~http_server() {
   stop();
   for (int fd : wake_pipe_)
@@ -220,7 +270,8 @@ void http_server::stop() {
   if (listen_fd_ >= 0) {
     close(listen_fd_);
     listen_fd_ = -1;
-    unlink(path_.c_str());
+    if (!path_.empty())
+      unlink(path_.c_str());
   }
 }
 
@@ -267,8 +318,8 @@ void http_server::handle(int fd) {
   // unread data, which becomes a reset the client sees instead of the 403.
   ucred peer{};
   socklen_t len = sizeof(peer);
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 ||
-      (peer.uid != 0 && peer.uid != allowed_uid_)) {
+  if (check_peer_ && (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 ||
+                      (peer.uid != 0 && peer.uid != allowed_uid_))) {
     ++refused_;
     send_response(fd, {403,
                        "text/plain",

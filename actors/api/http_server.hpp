@@ -1,5 +1,6 @@
-// A small HTTP/1.1 server on a unix socket: GET only, one request per connection, bounded
-// request size and read time. Its accept thread only calls the handler it was given.
+// A small HTTP/1.1 server on a unix socket (or, for the metrics port, a TCP socket): GET only,
+// one request per connection, bounded request size and read time. Its accept thread only calls
+// the handler it was given.
 #pragma once
 
 #include <atomic>
@@ -42,12 +43,17 @@ public:
   // connection's peer is checked (SO_PEERCRED) whatever the file modes say.
   static std::variant<std::unique_ptr<http_server>, std::string>
   bind(const std::string& path, handler h, uint32_t allowed_uid = 0);
+  // Binds a TCP listener on an IPv4 or IPv6 literal (IPv6 only, never v4-mapped). There is no
+  // peer identity on TCP: the handler decides what it may serve. Port 0 picks a free port.
+  static std::variant<std::unique_ptr<http_server>, std::string>
+  bind_tcp(const std::string& address, uint16_t port, handler h);
   ~http_server();
   void start();
   // Stops accepting, joins the thread, removes the socket file. Idempotent.
   void stop();
   uint64_t requests() const { return requests_.load(); }
   uint64_t refused() const { return refused_.load(); } // peers neither root nor allowed_uid
+  uint16_t port() const { return port_; }              // TCP only: the port bound
 
 private:
   http_server() = default;
@@ -63,6 +69,8 @@ private:
   std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> refused_{0};
   uint32_t allowed_uid_ = 0;
+  bool check_peer_ = true; // unix sockets only: SO_PEERCRED means nothing on TCP
+  uint16_t port_ = 0;
 };
 
 // Client side, for the CLI and tests: one GET, returns status and body or an error text.

@@ -19,6 +19,13 @@ inline actor_stats make_actor_stats(std::string name, std::string state, uint64_
   return s;
 }
 
+// Messages waiting in the actor's mailbox, for its stats answer. Only the actor itself may
+// read its mailbox (reading moves messages between its internal queues), so each actor fills
+// this in its own stats handler.
+template <class Self> int64_t mailbox_size(Self self) {
+  return static_cast<int64_t>(self->mailbox().size());
+}
+
 // The fault switch of test builds (NETLENS_FAULT_INJECTION, never the release binary): the
 // actor throws from a handler, as a bug would, and CAF takes it down with that error.
 template <class Self> auto fault_handler(Self self) {

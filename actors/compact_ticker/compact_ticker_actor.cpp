@@ -51,12 +51,14 @@ compact_ticker_fn(compact_ticker_actor::stateful_pointer<compact_ticker_state> s
       [=](stats_atom) {
         auto& st = self->state;
         ++st.handled;
-        return make_actor_stats(
+        actor_stats s = make_actor_stats(
             "compact_ticker", st.stopped ? "stopped" : "running", st.handled,
             {{"ticks", st.ticks},
              {"interval_ms", static_cast<uint64_t>(st.interval.count())},
              {"compactions", st.compactions},
              {"compact_interval_ms", static_cast<uint64_t>(st.compact_interval.count())}});
+        s.mailbox_size = mailbox_size(self);
+        return s;
       },
   };
 }

@@ -309,11 +309,22 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
                      "closed");
         return caf::ok_atom::value;
       },
+      [=](cache_atom, uint32_t n) {
+        auto& st = self->state;
+        ++st.handled;
+        conntrack_listing out;
+        if (st.cache) {
+          out.total = st.cache->size();
+          out.rows = st.cache->most_recent(n);
+        }
+        return out;
+      },
       [=](stats_atom) {
         auto& st = self->state;
         ++st.handled;
         actor_stats s = make_actor_stats("conntrack", st.state, st.handled, counters_of(st));
         s.last_error = st.degraded_reason;
+        s.mailbox_size = mailbox_size(self);
         return s;
       },
   };

@@ -607,6 +607,14 @@ conntrack_cache_stats conntrack_cache::stats() const {
 size_t conntrack_cache::size() const {
   return impl_->size_;
 }
+std::vector<ct_cache_row> conntrack_cache::most_recent(size_t n) const {
+  const impl& m = *impl_;
+  std::vector<ct_cache_row> rows;
+  rows.reserve(std::min(n, m.size_));
+  for (uint32_t r = m.lru_head_; r != k_nil && rows.size() < n; r = m.lru_[r].next)
+    rows.push_back({m.entries_[r], (m.state_[r] & k_orphan) != 0});
+  return rows;
+}
 size_t conntrack_cache::dump_only_entries() const {
   return impl_->dump_only_;
 }

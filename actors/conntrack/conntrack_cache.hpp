@@ -70,6 +70,8 @@ public:
 
   conntrack_cache_stats stats() const;
   size_t size() const;
+  // The first n entries, most recently used first (the console's listing); no LRU move.
+  std::vector<ct_cache_row> most_recent(size_t n) const;
   // Entries only dumps have listed, never an event: their conntrack entries predate the event
   // listener and will not announce their end (docs/kernel-notes.md), only a new dump shows it.
   size_t dump_only_entries() const;

@@ -42,6 +42,12 @@ struct ct_entry {
 };
 static_assert(sizeof(ct_entry) == 80, "no implicit padding");
 
+// One cache entry as a listing shows it.
+struct ct_cache_row {
+  ct_entry entry;
+  bool orphan = false; // from the event stream and not yet claimed by a lookup
+};
+
 enum class ct_event_kind : uint8_t {
   dumped,    // listed by a table dump (initial or resync)
   created,   // NEW event

@@ -39,6 +39,11 @@ public:
     return line;
   }
 
+  uint64_t elapsed_us(clock::time_point now) const {
+    return static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(now - start_).count());
+  }
+  const std::vector<std::string>& failures() const { return failures_; }
   const std::string& phase() const { return phase_; }
   bool clean() const { return failures_.empty(); }
 

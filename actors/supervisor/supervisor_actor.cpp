@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
 #include <spdlog/spdlog.h>
 
@@ -11,6 +12,7 @@ namespace {
 using self_ptr = supervisor_self_actor::stateful_pointer<supervisor_state>;
 using millis = std::chrono::milliseconds;
 constexpr auto k_init_timeout = std::chrono::seconds(30);
+constexpr auto k_stats_timeout = millis(500); // stats without a deadline (the API's /stats)
 
 std::string render(self_ptr self, const caf::error& err) {
   return self->system().render(err);
@@ -42,6 +44,30 @@ child_directory directory(self_ptr self) {
 void begin_shutdown(self_ptr self, int code, std::string why);
 void start_next(self_ptr self);
 
+bool is_listener(self_ptr self, const supervisor_state::child& c) {
+  if (!c.handle)
+    return false;
+  for (auto& l : self->state.phase_listeners)
+    if (l.address() == c.handle.address())
+      return true;
+  return false;
+}
+
+// Logs the phase that just ended and tells the listeners.
+void phase_ended(self_ptr self, const phase_tracker& tracker, bool last) {
+  auto& st = self->state;
+  auto now = self->clock().now();
+  spdlog::info("{}", tracker.summary(now));
+  shutdown_phase_report report;
+  report.phase = tracker.phase();
+  report.duration_us = tracker.elapsed_us(now);
+  report.no_answer = tracker.failures();
+  report.last = last;
+  report.exit_code = st.exit_code;
+  for (auto& l : st.phase_listeners)
+    caf::anon_send(l, report);
+}
+
 // Children that must restart with `name`: itself and all that depend on it, transitively,
 // in start order.
 std::vector<size_t> restart_set(self_ptr self, const std::string& name) {
@@ -67,6 +93,8 @@ void spawn_child(self_ptr self, size_t index, std::function<void()> then,
   lifecycle_actor h = c.spec.spawn(self->system(), directory(self));
   c.handle = caf::actor_cast<caf::actor>(h);
   c.expected_down = false;
+  c.spawned_at = self->clock().now();
+  c.rate.reset();
   self->monitor(c.handle);
   std::string name = c.spec.name;
   self->request(h, k_init_timeout, init_atom::value)
@@ -156,7 +184,7 @@ void finish(self_ptr self) {
   auto& st = self->state;
   if (st.phase == supervisor_phase::done)
     return;
-  if (st.current)
+  if (st.current && !st.current->clean())
     spdlog::info("{}", st.current->summary(self->clock().now()));
   st.current.reset();
   st.phase = supervisor_phase::done;
@@ -169,19 +197,40 @@ void finish(self_ptr self) {
   self->quit();
 }
 
+// The exit phase is over for every child but the listening ones: they hear it ended, then go
+// too (the report is ahead of the exit message in their mailbox).
+void end_exit_phase(self_ptr self) {
+  auto& st = self->state;
+  phase_ended(self, *st.current, true);
+  std::vector<std::string> listening;
+  for (auto& c : st.children)
+    if (c.handle)
+      listening.push_back(c.spec.name);
+  st.current = std::make_unique<phase_tracker>("exit of listeners", listening, self->clock().now());
+  if (listening.empty())
+    return finish(self);
+  for (auto& c : st.children)
+    if (c.handle) {
+      c.expected_down = true;
+      self->send_exit(c.handle, caf::exit_reason::user_shutdown);
+    }
+  self->delayed_send(self, millis(st.cfg.exit_timeout_ms), deadline_atom::value,
+                     std::string("exit of listeners"));
+}
+
 void run_exit_phase(self_ptr self) {
   auto& st = self->state;
   st.phase = supervisor_phase::exiting;
   std::vector<std::string> alive;
   for (auto it = st.children.rbegin(); it != st.children.rend(); ++it)
-    if (it->handle)
+    if (it->handle && !is_listener(self, *it))
       alive.push_back(it->spec.name);
   st.current = std::make_unique<phase_tracker>("exit", alive, self->clock().now());
   st.downs_awaited = alive.size();
   if (alive.empty())
-    return finish(self);
+    return end_exit_phase(self);
   for (auto it = st.children.rbegin(); it != st.children.rend(); ++it)
-    if (it->handle) {
+    if (it->handle && !is_listener(self, *it)) {
       it->expected_down = true;
       self->send_exit(it->handle, caf::exit_reason::user_shutdown);
     }
@@ -201,7 +250,7 @@ void run_phase(self_ptr self, const std::string& phase, Atom atom, uint32_t dead
       asked.push_back(c.spec.name);
   st.current = std::make_unique<phase_tracker>(phase, asked, self->clock().now());
   if (asked.empty()) {
-    spdlog::info("{}", st.current->summary(self->clock().now()));
+    phase_ended(self, *st.current, false);
     st.current.reset();
     return next(self);
   }
@@ -211,7 +260,7 @@ void run_phase(self_ptr self, const std::string& phase, Atom atom, uint32_t dead
     std::string name = c.spec.name;
     auto done = [=] {
       auto& s = self->state;
-      spdlog::info("{}", s.current->summary(self->clock().now()));
+      phase_ended(self, *s.current, false);
       s.current.reset();
       next(self);
     };
@@ -253,6 +302,77 @@ void begin_shutdown(self_ptr self, int code, std::string why) {
       [](const child_spec& s) { return s.stop_phase; }, run_purge_phase);
 }
 
+uint64_t ms_since(self_ptr self, caf::actor_clock::time_point t) {
+  return static_cast<uint64_t>(std::chrono::duration_cast<millis>(self->clock().now() - t).count());
+}
+
+// Asks every running child for its statistics; one that has not answered within `deadline`
+// keeps a placeholder marked as not answering.
+caf::result<agent_stats> collect_stats(self_ptr self, millis deadline) {
+  auto& s = self->state;
+  auto rp = self->make_response_promise<agent_stats>();
+  auto result = std::make_shared<agent_stats>();
+  auto pending = std::make_shared<size_t>(0);
+  actor_stats mine;
+  mine.name = "supervisor";
+  mine.state = s.phase == supervisor_phase::running ? "running" : "shutting down";
+  mine.messages_handled = s.handled;
+  mine.id = self->id();
+  mine.mailbox_size = static_cast<int64_t>(self->mailbox().size());
+  mine.uptime_ms = ms_since(self, s.started_at);
+  mine.messages_per_s = s.rate.update(s.handled, self->clock().now());
+  result->actors.push_back(mine);
+  for (auto& c : s.children) {
+    actor_stats placeholder;
+    placeholder.name = c.spec.name;
+    placeholder.state = c.handle ? "unresponsive" : "down";
+    placeholder.answered = !c.handle; // a child that is down has nothing to answer
+    placeholder.restarts = c.budget->total();
+    placeholder.last_error = c.last_error;
+    if (c.handle) {
+      placeholder.id = c.handle.id();
+      placeholder.uptime_ms = ms_since(self, c.spawned_at);
+      ++*pending;
+    }
+    result->actors.push_back(placeholder);
+  }
+  if (*pending == 0) {
+    rp.deliver(std::move(*result));
+    return rp;
+  }
+  for (size_t i = 0; i < s.children.size(); ++i) {
+    auto& c = s.children[i];
+    if (!c.handle)
+      continue;
+    size_t slot = i + 1;
+    auto complete = [=]() mutable {
+      if (--*pending == 0)
+        rp.deliver(std::move(*result));
+    };
+    self->request(caf::actor_cast<lifecycle_actor>(c.handle), deadline, stats_atom::value)
+        .then(
+            [=](actor_stats& got) mutable {
+              const actor_stats& before = result->actors[slot];
+              got.restarts = before.restarts;
+              if (got.last_error.empty())
+                got.last_error = before.last_error;
+              got.id = before.id;
+              got.uptime_ms = before.uptime_ms;
+              got.answered = true;
+              // The rate belongs to the instance it was measured on; a restarted one starts
+              // its own.
+              auto* now_running = find_child(self, before.name);
+              if (now_running && now_running->handle && now_running->handle.id() == got.id)
+                got.messages_per_s =
+                    now_running->rate.update(got.messages_handled, self->clock().now());
+              result->actors[slot] = std::move(got);
+              complete();
+            },
+            [=](caf::error&) mutable { complete(); });
+  }
+  return rp;
+}
+
 } // namespace
 
 supervisor_self_actor::behavior_type
@@ -261,6 +381,7 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
   auto& st = self->state;
   st.cfg = cfg;
   st.hooks = std::move(hooks);
+  st.started_at = self->clock().now();
   for (auto& spec : specs) {
     supervisor_state::child c;
     c.spec = std::move(spec);
@@ -278,8 +399,12 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
     std::string why = msg.reason ? render(self, msg.reason) : "exited";
     c->handle = nullptr;
     if (s.phase == supervisor_phase::exiting) {
-      if (s.current && s.current->answered(c->spec.name))
-        finish(self);
+      if (s.current && s.current->answered(c->spec.name)) {
+        if (s.current->phase() == "exit")
+          end_exit_phase(self);
+        else
+          finish(self);
+      }
       return;
     }
     if (expected)
@@ -307,6 +432,13 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
         ++self->state.handled;
         begin_shutdown(self, k_exit_ok, "");
       },
+      [=](shutdown_atom, caf::actor& listener) {
+        auto& s = self->state;
+        ++s.handled;
+        if (listener)
+          s.phase_listeners.push_back(std::move(listener));
+        begin_shutdown(self, k_exit_ok, "");
+      },
       [=](restart_atom, const std::string& name) {
         auto& s = self->state;
         ++s.handled;
@@ -317,12 +449,16 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
       [=](deadline_atom, const std::string& phase) {
         auto& s = self->state;
         ++s.handled;
-        if (s.phase != supervisor_phase::exiting || phase != "exit" || !s.current)
+        if (s.phase != supervisor_phase::exiting || !s.current || phase != s.current->phase())
           return;
+        bool first_wave = phase == "exit";
         for (auto& c : s.children)
-          if (c.handle)
+          if (c.handle && !(first_wave && is_listener(self, c)))
             s.current->failed(c.spec.name, "no down message before the deadline");
-        finish(self);
+        if (first_wave)
+          end_exit_phase(self);
+        else
+          finish(self);
       },
       [=](get_conns_atom, const std::string& client) -> caf::result<connections_reply> {
         auto& s = self->state;
@@ -379,51 +515,12 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
         }
       },
       [=](stats_atom) -> caf::result<agent_stats> {
-        auto& s = self->state;
-        ++s.handled;
-        auto rp = self->make_response_promise<agent_stats>();
-        auto result = std::make_shared<agent_stats>();
-        auto pending = std::make_shared<size_t>(0);
-        actor_stats mine;
-        mine.name = "supervisor";
-        mine.state = s.phase == supervisor_phase::running ? "running" : "shutting down";
-        mine.messages_handled = s.handled;
-        result->actors.push_back(mine);
-        for (auto& c : s.children) {
-          actor_stats placeholder;
-          placeholder.name = c.spec.name;
-          placeholder.state = c.handle ? "unresponsive" : "down";
-          placeholder.restarts = c.budget->total();
-          placeholder.last_error = c.last_error;
-          result->actors.push_back(placeholder);
-          if (c.handle)
-            ++*pending;
-        }
-        if (*pending == 0) {
-          rp.deliver(std::move(*result));
-          return rp;
-        }
-        for (size_t i = 0; i < s.children.size(); ++i) {
-          auto& c = s.children[i];
-          if (!c.handle)
-            continue;
-          size_t slot = i + 1;
-          auto complete = [=]() mutable {
-            if (--*pending == 0)
-              rp.deliver(std::move(*result));
-          };
-          self->request(caf::actor_cast<lifecycle_actor>(c.handle), millis(500), stats_atom::value)
-              .then(
-                  [=](actor_stats& got) mutable {
-                    got.restarts = result->actors[slot].restarts;
-                    if (got.last_error.empty())
-                      got.last_error = result->actors[slot].last_error;
-                    result->actors[slot] = std::move(got);
-                    complete();
-                  },
-                  [=](caf::error&) mutable { complete(); });
-        }
-        return rp;
+        ++self->state.handled;
+        return collect_stats(self, k_stats_timeout);
+      },
+      [=](stats_atom, uint32_t deadline_ms) -> caf::result<agent_stats> {
+        ++self->state.handled;
+        return collect_stats(self, millis(std::max<uint32_t>(deadline_ms, 1)));
       },
   };
 }

@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "actors/supervisor/message_rate.hpp"
 #include "actors/supervisor/phase_tracker.hpp"
 #include "actors/supervisor/restart_budget.hpp"
 #include "config/config.hpp"
@@ -57,6 +58,8 @@ struct supervisor_state {
     std::unique_ptr<restart_budget> budget;
     bool expected_down = false;
     std::string last_error;
+    caf::actor_clock::time_point spawned_at;
+    message_rate rate;
   };
 
   supervisor_config cfg;
@@ -70,6 +73,11 @@ struct supervisor_state {
   size_t downs_awaited = 0;
   uint64_t handled = 0;
   caf::actor_clock::time_point shutdown_began;
+  caf::actor_clock::time_point started_at;
+  message_rate rate; // the supervisor's own
+  // Told of each shutdown phase as it ends. A listener that is one of the children (the
+  // console) exits after the others, so it can still report the exit phase.
+  std::vector<caf::actor> phase_listeners;
 };
 
 supervisor_self_actor::behavior_type

@@ -6,8 +6,11 @@
 #include "actors/api/api_actor.hpp"
 #include "actors/compact_ticker/compact_ticker_actor.hpp"
 #include "actors/conntrack/conntrack_actor.hpp"
+#include "actors/console/console_actor.hpp"
+#include "actors/offset_guesser/offset_guesser_actor.hpp"
 #include "actors/perf_consumer/perf_consumer_actor.hpp"
 #include "actors/tracer/tracer_actor.hpp"
+#include "config/config_loader.hpp"
 
 namespace netlens {
 
@@ -20,9 +23,26 @@ std::vector<child_spec> agent_children(const config& cfg) {
                      return caf::actor_cast<lifecycle_actor>(
                          sys.spawn<caf::detached>(conntrack_fn, cfg.conntrack));
                    }});
+  // Only when the tracer may need the prebuilt build's offsets; before the tracer, which asks
+  // it during its own start only after the CO-RE and runtime builds failed.
+  const bool may_guess = cfg.tracer.mode == tracer_mode::auto_select ||
+                         cfg.tracer.mode == tracer_mode::prebuilt;
+  if (may_guess)
+    specs.push_back({"offset_guesser", {}, false, false,
+                     [cfg](caf::actor_system& sys, const child_directory&) -> lifecycle_actor {
+                       return caf::actor_cast<lifecycle_actor>(
+                           spawn_offset_guesser(sys, guess_settings_of(cfg)));
+                     }});
   specs.push_back({"tracer", {}, false, true,
-                   [cfg](caf::actor_system& sys, const child_directory&) -> lifecycle_actor {
-                     return sys.spawn(tracer_fn, cfg.tracer);
+                   [cfg](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+                     offset_guesser_actor guesser;
+                     if (auto it = dir.find("offset_guesser"); it != dir.end())
+                       guesser = caf::actor_cast<offset_guesser_actor>(it->second);
+                     // Every try, plus the time to open and read the cache.
+                     auto guess_timeout = std::chrono::milliseconds(
+                         uint64_t{cfg.offset_guesser.max_tries} *
+                             cfg.offset_guesser.try_timeout_ms + 1000);
+                     return sys.spawn(tracer_fn, cfg.tracer, guesser, guess_timeout);
                    }});
   // Actors that block (joining their threads on stop) run detached, on threads of their own,
   // so they never hold a scheduler worker the others need.
@@ -43,7 +63,15 @@ std::vector<child_spec> agent_children(const config& cfg) {
                    [cfg](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
                      auto sup = caf::actor_cast<supervisor_actor>(dir.at("supervisor"));
                      return sys.spawn<caf::detached>(api_fn, cfg.agent.api_socket,
-                                                              cfg.agent.api_allowed_uid, sup);
+                                                     cfg.agent.api_allowed_uid, cfg.metrics, sup);
+                   }});
+  // Last: it shows every other actor. Not in the stop or purge phase: a session that typed
+  // `shutdown` reports all three phases, and the supervisor lets this listener exit last.
+  specs.push_back({"console", {}, false, false,
+                   [cfg](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+                     auto sup = caf::actor_cast<supervisor_actor>(dir.at("supervisor"));
+                     return sys.spawn<caf::detached>(console_fn, cfg.console,
+                                                     render_effective_config(cfg, config{}), sup);
                    }});
   return specs;
 }

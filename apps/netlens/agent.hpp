@@ -9,8 +9,8 @@
 
 namespace netlens {
 
-// tracer -> perf_consumer -> compact_ticker -> api. The conntrack, offset guesser and netns
-// actors slot in before the tracer in their own issues.
+// conntrack -> tracer -> perf_consumer -> compact_ticker -> api -> console. The offset guesser
+// and netns actors slot in before the tracer in their own issues.
 std::vector<child_spec> agent_children(const config& cfg);
 
 } // namespace netlens

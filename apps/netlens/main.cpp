@@ -28,6 +28,7 @@
 #include "actors/api/http_server.hpp"
 #include "apps/netlens/agent.hpp"
 #include "apps/netlens/connections_table.hpp"
+#include "apps/netlens/console_client.hpp"
 #include "config/config_loader.hpp"
 
 #ifndef NETLENS_VERSION
@@ -220,6 +221,14 @@ int main(int argc, char** argv) {
   conns->add_option("--socket", socket, "API socket (default: from --config, or the default)");
   conns->add_option("-c,--config", config_path, "configuration whose api_socket to use");
 
+  std::string console_socket;
+  std::string console_command;
+  auto* console = app.add_subcommand("console", "the introspection console of a running agent");
+  console->add_option("--socket", console_socket,
+                      "console socket (default: from --config, or the default)");
+  console->add_option("-c,--config", config_path, "configuration whose console.socket to use");
+  console->add_option("-e", console_command, "run this one command and exit (non-zero on error)");
+
   std::string check_path;
   auto* check = app.add_subcommand("check-config", "validate a configuration file");
   check->add_option("file", check_path, "TOML configuration file")->required();
@@ -260,5 +269,8 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(log_level.empty() ? cfg.agent.log_level : log_level));
   if (conns->parsed())
     return show_connections(socket.empty() ? cfg.agent.api_socket : socket, client, json);
+  if (console->parsed())
+    return run_console_client(console_socket.empty() ? cfg.console.socket : console_socket,
+                              console_command);
   return run_agent(cfg);
 }
