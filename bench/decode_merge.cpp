@@ -88,6 +88,7 @@ nl_closed_record make_record(size_t i) {
   }
   c.protocol = s == shape::udp4 ? IPPROTO_UDP : IPPROTO_TCP;
   c.cookie = 0x100000000ull + i * 7919u; // distinct, not dense, like the kernel's cookies
+  c.sock_id = c.cookie;
   c.sport = static_cast<uint16_t>(32768 + (i * 31) % 28232);
   c.dport = static_cast<uint16_t>(i % 3 == 0 ? 443 : 1024 + (i * 17) % 50000);
   c.direction = i % 2 ? NL_DIR_OUTGOING : NL_DIR_INCOMING;
@@ -180,7 +181,7 @@ void BM_decode_merge_with_active(benchmark::State& state) {
   std::vector<nl_conn> active;
   decode_batch(k_pool_records / 2, n_active, active);
   for (auto& c : active)
-    c.cookie ^= 0x8000000000000000ull; // not among the closed cookies
+    c.sock_id ^= 0x8000000000000000ull; // not among the closed ones
   std::vector<nl_conn> batch;
   batch.reserve(batch_size);
   std::vector<connection_view> out;

@@ -25,6 +25,7 @@ struct nl_offsets {
   __u16 skc_net;           /* struct net * (possible_net_t) */
   __u16 skc_v6_daddr;      /* struct in6_addr */
   __u16 skc_v6_rcv_saddr;  /* struct in6_addr */
+  __u16 skc_cookie;        /* atomic64_t: the socket cookie (SO_COOKIE), 0 until assigned */
   /* struct net */
   __u16 net_ns_inum;       /* unsigned int, net->ns.inum */
   /* struct sock */
@@ -41,7 +42,6 @@ struct nl_offsets {
   __u16 tcp_snd_una;        /* u32 */
   __u16 tcp_write_seq;      /* u32 */
   __u16 tcp_mstamp;         /* u64, tcp_clock_us() of the last packet */
-  __u16 pad;
 };
 
 #endif

@@ -11,7 +11,7 @@
 
 #define NL_COMM_LEN 16
 #define NL_RECORD_MAGIC 0x4e4c4352u /* "NLCR" */
-#define NL_RECORD_VERSION 1
+#define NL_RECORD_VERSION 2
 #define NL_BATCH_MAGIC 0x4e4c4342u /* "NLCB" */
 #define NL_BATCH_MAX 64            /* records per batch at most (tracer.closed_batch_size) */
 
@@ -28,12 +28,18 @@ enum nl_conn_flags {
   NL_FLAG_RECONCILED = 1 << 3,
 };
 
-/* One connection (a socket), keyed in the active map by its socket cookie. Addresses are in
- * network byte order, v4 in the first 4 bytes; ports in host byte order. */
+/* One connection (a socket), keyed in the active map by sock_id. Addresses are in network
+ * byte order, v4 in the first 4 bytes; ports in host byte order. */
 struct nl_conn {
   __u8 saddr[16];
   __u8 daddr[16];
+  /* The socket cookie (SO_COOKIE). The CO-RE tracer asks the kernel for it; the raw_tp tracers
+   * (prebuilt, runtime) cannot, and read the one the socket has: 0 while none was assigned. */
   __u64 cookie;
+  /* The active map's key, unique while the socket lives: the cookie (CO-RE), or the socket's
+   * address scrambled with a per-load secret (raw_tp tracers; addresses never leave the kernel
+   * in clear). User space identifies a connection by this, never by cookie. */
+  __u64 sock_id;
   __u64 start_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
   __u64 last_ns;
   __u64 bytes_sent;

@@ -1,10 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
-/* The connection tracer: tp_btf programs with CO-RE on socket tracepoints, plus one cgroup
- * program that sees UDP sockets released (UDP has no state tracepoint to close on).
+/* The connection tracer: programs on socket tracepoints, plus one cgroup program that sees
+ * UDP sockets released (UDP has no state tracepoint to close on). Built three ways from this
+ * one source (see tracer_access.bpf.h): CO-RE on tp_btf, and raw_tp with field offsets either
+ * compiled in on the host (runtime) or written before load (prebuilt). What is counted is here,
+ * once; where a field is read from is the only difference.
  *
- * Active connections live in nl_active keyed by socket cookie. A closed connection is copied
- * out as an nl_closed_record through the ring buffer or, when use_perf is set before load, the
- * perf buffer, and removed from the map. */
+ * Active connections live in nl_active keyed by sk_key (the cookie, or the socket's address on
+ * raw_tp). A closed connection is copied out as an nl_closed_record through the ring buffer or,
+ * when use_perf is set before load, the perf buffer, and removed from the map. */
+#if defined(NL_MODE_RUNTIME) || defined(NL_MODE_PREBUILT)
+/* No CO-RE relocations: these builds load on kernels without BTF. The runtime build's
+ * offsets are the compiled-in ones of this kernel's own types, the prebuilt build reads no
+ * struct through a type at all (the cgroup context struct bpf_sock is UAPI, fixed). */
+#define BPF_NO_PRESERVE_ACCESS_INDEX
+#endif
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
@@ -12,6 +21,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "netlens_records.h"
+#include "tracer_access.bpf.h"
 
 #define NL_AF_INET 2
 #define NL_AF_INET6 10
@@ -80,19 +90,16 @@ static __always_inline bool tcp_state_has_peer(int state) {
 }
 
 static __always_inline void read_tuple(struct nl_conn *c, const struct sock *sk) {
-  __u16 family = sk->__sk_common.skc_family;
+  __u16 family = nl_sk_family(sk);
   c->family = family;
-  c->sport = sk->__sk_common.skc_num;
-  c->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+  c->sport = nl_sk_num(sk);
+  c->dport = bpf_ntohs(nl_sk_dport_be(sk));
   if (family == NL_AF_INET) {
-    *(__u32 *)&c->saddr[0] = sk->__sk_common.skc_rcv_saddr;
-    *(__u32 *)&c->daddr[0] = sk->__sk_common.skc_daddr;
+    *(__u32 *)&c->saddr[0] = nl_sk_rcv_saddr(sk);
+    *(__u32 *)&c->daddr[0] = nl_sk_daddr(sk);
   } else {
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      *(__u32 *)&c->saddr[i * 4] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[i];
-      *(__u32 *)&c->daddr[i * 4] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[i];
-    }
+    nl_sk_v6_rcv_saddr(sk, c->saddr);
+    nl_sk_v6_daddr(sk, c->daddr);
   }
 }
 
@@ -101,18 +108,27 @@ static __always_inline void set_owner(struct nl_conn *c) {
   bpf_get_current_comm(c->comm, sizeof(c->comm));
 }
 
+/* raw_tp: the cookie is known once the kernel assigned one; until then the record says 0. */
+static __always_inline void refresh_cookie(struct nl_conn *c, const struct sock *sk) {
+#ifdef NL_RAW_TP
+  if (c->cookie == 0)
+    c->cookie = nl_sk_cookie(sk);
+#endif
+}
+
 #define NL_EEXIST 17
 
 /* Fills a new entry on the stack; the caller completes it before insert_conn, so a new
  * connection costs one map operation, not an insert and a lookup. */
-static __always_inline void init_conn(struct nl_conn *c, __u64 cookie, const struct sock *sk,
+static __always_inline void init_conn(struct nl_conn *c, __u64 key, const struct sock *sk,
                                       __u8 protocol, __u8 direction, bool in_process_context) {
-  c->cookie = cookie;
+  c->cookie = conn_cookie(sk, key);
+  c->sock_id = key_to_sock_id(key);
   c->protocol = protocol;
   c->direction = direction;
   c->start_ns = bpf_ktime_get_ns();
   c->last_ns = c->start_ns;
-  c->netns = sk->__sk_common.skc_net.net->ns.inum;
+  c->netns = nl_sk_netns(sk);
   read_tuple(c, sk);
   if (in_process_context)
     set_owner(c);
@@ -120,21 +136,21 @@ static __always_inline void init_conn(struct nl_conn *c, __u64 cookie, const str
 
 /* Returns NULL when c went in (or the map is full: counted), else the entry another CPU
  * inserted first, for the caller to update instead. */
-static __always_inline struct nl_conn *insert_conn(struct nl_conn *c) {
-  long err = bpf_map_update_elem(&nl_active, &c->cookie, c, BPF_NOEXIST);
+static __always_inline struct nl_conn *insert_conn(__u64 key, struct nl_conn *c) {
+  long err = bpf_map_update_elem(&nl_active, &key, c, BPF_NOEXIST);
   if (err == 0)
     return NULL;
   if (err == -NL_EEXIST)
-    return bpf_map_lookup_elem(&nl_active, &c->cookie);
+    return bpf_map_lookup_elem(&nl_active, &key);
   struct nl_tracer_counters *k = counters();
   if (k)
     __sync_fetch_and_add(&k->failed_inserts, 1);
   return NULL;
 }
 
-static __always_inline void set_tcp_base(struct nl_conn *c, const struct tcp_sock *tp) {
-  c->base_acked = tp->bytes_acked;
-  c->base_received = tp->bytes_received;
+static __always_inline void set_tcp_base(struct nl_conn *c, nl_tcp_sock *tp) {
+  c->base_acked = tp_bytes_acked(tp);
+  c->base_received = tp_bytes_received(tp);
   c->flags |= NL_FLAG_TCP_BASE_KNOWN;
 }
 
@@ -143,19 +159,19 @@ static __always_inline void set_tcp_base(struct nl_conn *c, const struct tcp_soc
  * base) and without a FIN, which takes a sequence number too. This counts what splice and
  * sendfile move as well, and the value at close is exact. */
 static __always_inline void read_tcp(struct nl_conn *c, const struct sock *sk,
-                                     const struct tcp_sock *tp) {
-  c->packets_sent = tp->segs_out;
-  c->packets_recv = tp->segs_in;
-  c->srtt_us = tp->srtt_us >> 3;
-  c->rttvar_us = tp->mdev_us >> 2;
-  c->retransmits = tp->total_retrans;
+                                     nl_tcp_sock *tp) {
+  c->packets_sent = tp_segs_out(tp);
+  c->packets_recv = tp_segs_in(tp);
+  c->srtt_us = tp_srtt_us(tp) >> 3;
+  c->rttvar_us = tp_mdev_us(tp) >> 2;
+  c->retransmits = tp_total_retrans(tp);
   if (!(c->flags & NL_FLAG_TCP_BASE_KNOWN))
     return;
-  __u64 acked = tp->bytes_acked - c->base_acked;
-  __u64 received = tp->bytes_received - c->base_received;
-  bool fin_acked = (sk->sk_shutdown & NL_SEND_SHUTDOWN) && tp->snd_una == tp->write_seq;
-  unsigned long done_bit = 1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE);
-  bool fin_received = sk->__sk_common.skc_flags & done_bit;
+  __u64 acked = tp_bytes_acked(tp) - c->base_acked;
+  __u64 received = tp_bytes_received(tp) - c->base_received;
+  bool fin_acked = (nl_sk_shutdown(sk) & NL_SEND_SHUTDOWN) && tp_snd_una(tp) == tp_write_seq(tp);
+  __u64 done_bit = 1ULL << NL_SOCK_DONE_BIT;
+  bool fin_received = nl_sk_flags(sk) & done_bit;
   if (fin_acked && acked > 0)
     acked--;
   if (fin_received && received > 0)
@@ -166,8 +182,8 @@ static __always_inline void read_tcp(struct nl_conn *c, const struct sock *sk,
 
 /* When the stack last sent or received a packet on this socket: tcp_mstamp is tcp_clock_us(),
  * CLOCK_MONOTONIC like bpf_ktime_get_ns, refreshed by the stack itself, so no clock read here. */
-static __always_inline __u64 tcp_time_ns(const struct tcp_sock *tp) {
-  __u64 us = tp->tcp_mstamp;
+static __always_inline __u64 tcp_time_ns(nl_tcp_sock *tp) {
+  __u64 us = tp_mstamp(tp);
   return us ? us * 1000 : bpf_ktime_get_ns();
 }
 
@@ -247,27 +263,27 @@ static __always_inline void emit_closed(void *ctx, struct nl_conn *c) {
 
 static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int oldstate,
                                         int newstate) {
-  if (sk->sk_protocol != IPPROTO_TCP || !is_inet(sk->__sk_common.skc_family))
-    return 0;
   /* Listening sockets are not connections. */
   if (newstate == TCP_LISTEN || oldstate == TCP_LISTEN)
     return 0;
-  __u64 cookie = bpf_get_socket_cookie((void *)sk);
+  if (nl_sk_protocol(sk) != IPPROTO_TCP || !is_inet(nl_sk_family(sk)))
+    return 0;
+  __u64 key = nl_sk_key(sk);
   struct nl_conn *c;
 
   if (newstate == TCP_SYN_SENT) {
     /* connect() runs in the caller's context: the one moment the owner is known for sure. */
     struct nl_conn fresh = {};
-    init_conn(&fresh, cookie, sk, IPPROTO_TCP, NL_DIR_OUTGOING, true);
+    init_conn(&fresh, key, sk, IPPROTO_TCP, NL_DIR_OUTGOING, true);
     fresh.tcp_state = newstate;
-    c = insert_conn(&fresh);
+    c = insert_conn(key, &fresh);
     if (c)
       c->tcp_state = newstate;
     return 0;
   }
 
   if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE) {
-    c = bpf_map_lookup_elem(&nl_active, &cookie);
+    c = bpf_map_lookup_elem(&nl_active, &key);
     if (!c)
       return 0;
     c->tcp_state = newstate;
@@ -278,12 +294,12 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
     return 0;
   }
 
-  struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+  nl_tcp_sock *tp = nl_sk_tcp(sk);
   if (!tp)
     return 0;
 
   if (newstate == TCP_ESTABLISHED) {
-    c = bpf_map_lookup_elem(&nl_active, &cookie);
+    c = bpf_map_lookup_elem(&nl_active, &key);
     if (c && c->tcp_state == TCP_ESTABLISHED && (c->flags & NL_FLAG_TCP_BASE_KNOWN))
       return 0; /* the twin after the primary: already done */
     if (!c) {
@@ -293,16 +309,17 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
                  : oldstate == TCP_SYN_SENT ? NL_DIR_OUTGOING
                                             : NL_DIR_NONE;
       struct nl_conn fresh = {};
-      init_conn(&fresh, cookie, sk, IPPROTO_TCP, dir, false);
+      init_conn(&fresh, key, sk, IPPROTO_TCP, dir, false);
       set_tcp_base(&fresh, tp);
       read_tcp(&fresh, sk, tp);
       fresh.tcp_state = newstate;
       fresh.last_ns = tcp_time_ns(tp);
-      c = insert_conn(&fresh);
+      c = insert_conn(key, &fresh);
       if (!c)
         return 0;
     } else {
       read_tuple(c, sk); /* the source port and address are bound by now */
+      refresh_cookie(c, sk);
     }
     set_tcp_base(c, tp);
     read_tcp(c, sk, tp);
@@ -311,29 +328,30 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
     return 0;
   }
 
-  c = bpf_map_lookup_elem(&nl_active, &cookie);
+  c = bpf_map_lookup_elem(&nl_active, &key);
   if (!c)
     return 0;
   c->tcp_state = newstate;
   read_tcp(c, sk, tp);
   c->last_ns = tcp_time_ns(tp);
+  refresh_cookie(c, sk);
   emit_closed(ctx, c);
-  bpf_map_delete_elem(&nl_active, &cookie);
+  bpf_map_delete_elem(&nl_active, &key);
   return 0;
 }
 
-SEC("tp_btf/inet_sock_set_state")
+SEC(NL_TP("inet_sock_set_state"))
 int BPF_PROG(nl_tcp_state, const struct sock *sk, int oldstate, int newstate) {
   return on_tcp_state(ctx, sk, oldstate, newstate);
 }
 
-/* The kernel skips a tp_btf program that fires while the same program is already running on
- * this CPU: a softirq state change interrupting nl_tcp_state in process context is lost, and
- * a lost TCP_CLOSE leaves an entry forever. This second program is not running then, so it
- * sees the nested event. It repeats only the transitions that happen in softirq and matter
+/* The kernel skips a program that fires while the same program is already running on this
+ * CPU: a softirq state change interrupting nl_tcp_state in process context is lost, and a
+ * lost TCP_CLOSE leaves an entry forever. This second program is not running then, so it sees
+ * the nested event. It repeats only the transitions that happen in softirq and matter
  * (ESTABLISHED sets the base, CLOSE emits and removes); both are idempotent, so running after
  * nl_tcp_state in the common case changes nothing. */
-SEC("tp_btf/inet_sock_set_state")
+SEC(NL_TP("inet_sock_set_state"))
 int BPF_PROG(nl_tcp_state_nested, const struct sock *sk, int oldstate, int newstate) {
   if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE)
     return 0;
@@ -343,33 +361,33 @@ int BPF_PROG(nl_tcp_state_nested, const struct sock *sk, int oldstate, int newst
 static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_send) {
   if (ret <= 0)
     return 0;
-  if (!is_inet(sk->__sk_common.skc_family))
+  if (!is_inet(nl_sk_family(sk)))
     return 0;
-  __u16 protocol = sk->sk_protocol;
+  __u16 protocol = nl_sk_protocol(sk);
   if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP)
     return 0;
   if (!is_send && (flags & NL_MSG_PEEK))
     return 0; /* peeked bytes are received again later */
 
-  __u64 cookie = bpf_get_socket_cookie(sk);
-  struct nl_conn *c = bpf_map_lookup_elem(&nl_active, &cookie);
+  __u64 key = nl_sk_key(sk);
+  struct nl_conn *c = bpf_map_lookup_elem(&nl_active, &key);
   if (!c) {
     /* A TCP socket already closed (its record is out) may still hand queued data to the
      * application; an entry made now would never see a close and would stay forever. */
-    if (protocol == IPPROTO_TCP && !tcp_state_has_peer(sk->__sk_common.skc_state))
+    if (protocol == IPPROTO_TCP && !tcp_state_has_peer(nl_sk_state(sk)))
       return 0;
     __u8 dir = NL_DIR_NONE;
     if (protocol == IPPROTO_UDP)
       dir = is_send ? NL_DIR_OUTGOING : NL_DIR_INCOMING;
     struct nl_conn fresh = {};
-    init_conn(&fresh, cookie, sk, protocol, dir, true);
+    init_conn(&fresh, key, sk, protocol, dir, true);
     if (protocol == IPPROTO_TCP) {
       /* Established before netlens started: count from now on. */
-      struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+      nl_tcp_sock *tp = nl_sk_tcp(sk);
       if (!tp)
         return 0;
       fresh.flags |= NL_FLAG_PREEXISTING;
-      fresh.tcp_state = sk->__sk_common.skc_state;
+      fresh.tcp_state = nl_sk_state(sk);
       set_tcp_base(&fresh, tp);
       if (!is_send && fresh.base_received >= (__u64)ret)
         fresh.base_received -= ret; /* these bytes arrived before this read */
@@ -382,11 +400,12 @@ static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_se
       fresh.bytes_recv = ret;
       fresh.packets_recv = 1;
     }
-    c = insert_conn(&fresh);
+    c = insert_conn(key, &fresh);
     if (!c)
       return 0; /* in, complete */
   } else if (c->pid == 0) {
     set_owner(c);
+    refresh_cookie(c, sk);
   }
 
   if (protocol == IPPROTO_UDP) {
@@ -400,11 +419,10 @@ static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_se
     }
     /* connect() or an implicit bind since the last event shows as a port change; an
      * unconnected socket (peer port 0 for good) is not re-read on every datagram. */
-    if (c->sport != sk->__sk_common.skc_num ||
-        c->dport != bpf_ntohs(sk->__sk_common.skc_dport))
+    if (c->sport != nl_sk_num(sk) || c->dport != bpf_ntohs(nl_sk_dport_be(sk)))
       read_tuple(c, sk);
   } else {
-    struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+    nl_tcp_sock *tp = nl_sk_tcp(sk);
     if (tp) {
       read_tcp(c, sk, tp);
       c->last_ns = tcp_time_ns(tp);
@@ -415,23 +433,23 @@ static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_se
   return 0;
 }
 
-SEC("tp_btf/sock_send_length")
+SEC(NL_TP("sock_send_length"))
 int BPF_PROG(nl_sock_send, struct sock *sk, int ret, int flags) {
   return on_io(sk, ret, flags, true);
 }
 
-SEC("tp_btf/sock_recv_length")
+SEC(NL_TP("sock_recv_length"))
 int BPF_PROG(nl_sock_recv, struct sock *sk, int ret, int flags) {
   return on_io(sk, ret, flags, false);
 }
 
 /* Fires before total_retrans moves; the next read of tcp_sock makes the count exact. */
-SEC("tp_btf/tcp_retransmit_skb")
+SEC(NL_TP("tcp_retransmit_skb"))
 int BPF_PROG(nl_tcp_retransmit, const struct sock *sk, const struct sk_buff *skb, int err) {
   if (err != 0)
     return 0;
-  __u64 cookie = bpf_get_socket_cookie((void *)sk);
-  struct nl_conn *c = bpf_map_lookup_elem(&nl_active, &cookie);
+  __u64 key = nl_sk_key(sk);
+  struct nl_conn *c = bpf_map_lookup_elem(&nl_active, &key);
   if (c)
     __sync_fetch_and_add(&c->retransmits, 1);
   return 0;
@@ -442,12 +460,19 @@ SEC("cgroup/sock_release")
 int nl_udp_release(struct bpf_sock *sk) {
   if (sk->protocol != IPPROTO_UDP || !is_inet(sk->family))
     return 1;
-  __u64 cookie = bpf_get_socket_cookie(sk);
-  struct nl_conn *c = bpf_map_lookup_elem(&nl_active, &cookie);
+#ifdef NL_RAW_TP
+  /* The context is the socket itself: its address is the key the raw_tp programs used. */
+  __u64 key = (__u64)(unsigned long)sk;
+#else
+  __u64 key = bpf_get_socket_cookie(sk);
+#endif
+  struct nl_conn *c = bpf_map_lookup_elem(&nl_active, &key);
   if (!c)
     return 1;
   c->last_ns = bpf_ktime_get_ns();
+  /* A cgroup program may ask for the cookie whatever the tracer's build. */
+  c->cookie = bpf_get_socket_cookie(sk);
   emit_closed(sk, c);
-  bpf_map_delete_elem(&nl_active, &cookie);
+  bpf_map_delete_elem(&nl_active, &key);
   return 1;
 }

@@ -1,5 +1,6 @@
-// The loaded connection tracer: owns the skeleton (programs, maps, links) and releases all
-// of it on destruction, on every path. The only file that touches the tracer skeleton.
+// The loaded connection tracer: owns the BPF object (programs, maps, links) and releases all
+// of it on destruction, on every path. The only file that touches the tracer's objects, in
+// each of their three builds (CO-RE, runtime-compiled, prebuilt).
 #pragma once
 
 #include <cstdint>
@@ -8,9 +9,11 @@
 #include <variant>
 #include <vector>
 
+#include "bpf/netlens_offsets.h"
 #include "bpf/netlens_records.h"
 
-struct nl_tracer;
+struct bpf_object;
+struct bpf_map;
 struct bpf_link;
 
 namespace netlens {
@@ -19,7 +22,22 @@ struct load_error {
   std::string what; // names what is missing or refused
 };
 
+// Which build of the tracer to load: how its programs reach kernel struct fields.
+enum class tracer_build {
+  core,     // tp_btf + CO-RE, embedded; needs the kernel's BTF
+  runtime,  // raw_tp, compiled on this host (runtime_compiler): object passed in
+  prebuilt, // raw_tp, embedded; offsets passed in (from the offset guesser)
+};
+
+const char* tracer_build_name(tracer_build b);
+
 struct tracer_load_options {
+  tracer_build build = tracer_build::core;
+  nl_offsets offsets{};              // prebuilt: where each field is
+  std::vector<uint8_t> object;       // runtime: the compiled ELF
+  // Kernel BTF libbpf resolves CO-RE relocations against; empty: the running kernel's. A test
+  // points it at a file with no BTF to show the raw_tp builds do not need any.
+  std::string btf_custom_path;
   uint32_t max_tracked_connections = 65536;
   bool use_perf = false;
   uint32_t ring_buffer_bytes = 4u << 20;
@@ -34,6 +52,7 @@ public:
   tracer_object(const tracer_object&) = delete;
   tracer_object& operator=(const tracer_object&) = delete;
 
+  tracer_build build() const { return build_; }
   bool uses_perf() const { return use_perf_; }
   int closed_ring_fd() const;
   int closed_perf_fd() const;
@@ -47,8 +66,9 @@ public:
   nl_tracer_counters read_counters() const;
   // Replaces out with every active connection, read from the map in batches.
   void read_active(std::vector<nl_conn>& out, uint32_t batch_size = 4096) const;
-  // Removes one active connection; false if it was not there (closed meanwhile).
-  bool remove_active(uint64_t cookie);
+  // Removes one active connection by its sock_id; false if it was not there (closed
+  // meanwhile).
+  bool remove_active(uint64_t sock_id);
   // Kernel ids of the loaded programs, for tests and for leak checks.
   std::vector<uint32_t> program_ids() const;
   // Runs the kernel skipped because the program was already running on that CPU.
@@ -56,7 +76,18 @@ public:
 
 private:
   tracer_object() = default;
-  nl_tracer* skel_ = nullptr;
+  // The map key of a sock_id: the same on CO-RE (the cookie), the scramble undone on raw_tp.
+  uint64_t key_of(uint64_t sock_id) const;
+
+  tracer_build build_ = tracer_build::core;
+  bpf_object* obj_ = nullptr;
+  bpf_map* active_ = nullptr;
+  bpf_map* ring_ = nullptr;
+  bpf_map* perf_ = nullptr;
+  bpf_map* counters_ = nullptr;
+  bpf_map* batches_ = nullptr;
+  uint64_t id_xor_ = 0;
+  uint64_t id_mul_inverse_ = 1;
   std::vector<bpf_link*> links_;
   int cgroup_fd_ = -1;
   bool use_perf_ = false;

@@ -77,17 +77,17 @@ void client_registry::collect(const std::string& client, const std::vector<nl_co
     if (closed_[static_cast<size_t>(end_seq - closed_base_seq_)].nat_pending)
       break;
   out.reserve(active.size() + static_cast<size_t>(end_seq - from));
-  std::unordered_set<uint64_t> closed_cookies;
-  closed_cookies.reserve(static_cast<size_t>(end_seq - from));
+  std::unordered_set<uint64_t> closed_ids;
+  closed_ids.reserve(static_cast<size_t>(end_seq - from));
   for (uint64_t seq = from; seq < end_seq; ++seq) {
     const closed_entry& e = closed_[static_cast<size_t>(seq - closed_base_seq_)];
     const nl_conn& c = e.conn;
     conn_counters now = counters_of(c);
-    auto prev = st.last.find(c.cookie);
+    auto prev = st.last.find(c.sock_id);
     conn_counters d = prev == st.last.end() ? now : delta(now, prev->second);
     if (prev != st.last.end())
       st.last.erase(prev);
-    closed_cookies.insert(c.cookie);
+    closed_ids.insert(c.sock_id);
     out.push_back({c, true, d, e.has_nat, e.nat});
   }
   st.cursor = end_seq;
@@ -97,12 +97,12 @@ void client_registry::collect(const std::string& client, const std::vector<nl_co
   std::unordered_map<uint64_t, conn_counters> next;
   next.reserve(active.size());
   for (const nl_conn& c : active) {
-    if (!closed_cookies.empty() && closed_cookies.count(c.cookie))
+    if (!closed_ids.empty() && closed_ids.count(c.sock_id))
       continue;
     conn_counters now = counters_of(c);
-    auto prev = st.last.find(c.cookie);
+    auto prev = st.last.find(c.sock_id);
     conn_counters d = prev == st.last.end() ? now : delta(now, prev->second);
-    next.emplace(c.cookie, now);
+    next.emplace(c.sock_id, now);
     out.push_back({c, false, d, false, {}});
   }
   st.last.swap(next);

@@ -58,7 +58,7 @@ private:
   struct client_state {
     uint64_t cursor = 0; // sequence number of the next closed record to hand out
     uint64_t last_seen_ns = 0;
-    std::unordered_map<uint64_t, conn_counters> last; // by socket cookie
+    std::unordered_map<uint64_t, conn_counters> last; // by sock_id
   };
 
   void trim();

@@ -1,5 +1,6 @@
 #include "actors/tracer/tracer_actor.hpp"
 
+#include <cstdlib>
 #include <cstring>
 #include <unordered_map>
 
@@ -11,6 +12,7 @@
 #include "actors/tracer/idle_expiry.hpp"
 #include "actors/tracer/record_decoder.hpp"
 #include "actors/tracer/socket_table.hpp"
+#include "actors/tracer/tracer_loader.hpp"
 
 namespace netlens {
 namespace {
@@ -117,7 +119,9 @@ void reconcile_tcp(tracer_state& st, uint64_t now, std::vector<nl_conn>& ended) 
   const auto& cookies = std::get<std::unordered_set<uint64_t>>(live);
   size_t before = ended.size();
   for (const nl_conn* c : candidates) {
-    if (cookies.count(c->cookie) || !st.bpf->remove_active(c->cookie))
+    // A raw_tp tracer knows a cookie only once the kernel assigned one (the socket table
+    // dump assigns them), so an entry without one is checked again next time.
+    if (c->cookie == 0 || cookies.count(c->cookie) || !st.bpf->remove_active(c->sock_id))
       continue;
     nl_conn done = *c;
     done.flags |= NL_FLAG_RECONCILED;
@@ -152,16 +156,16 @@ connections_reply assemble(self_ptr self, const std::string& client,
   connections_reply reply;
   st.clients->collect(client, active, monotonic_now_ns(), reply.connections);
   if (nat && !nat->hits.empty()) {
-    std::unordered_map<uint64_t, const ct_endpoints*> by_cookie;
-    by_cookie.reserve(nat->hits.size());
+    std::unordered_map<uint64_t, const ct_endpoints*> by_id;
+    by_id.reserve(nat->hits.size());
     for (const auto& [index, ends] : nat->hits)
       if (index < active.size())
-        by_cookie.emplace(active[index].cookie, &ends);
+        by_id.emplace(active[index].sock_id, &ends);
     for (auto& v : reply.connections) {
       if (v.closed)
         continue;
-      auto it = by_cookie.find(v.conn.cookie);
-      if (it == by_cookie.end())
+      auto it = by_id.find(v.conn.sock_id);
+      if (it == by_id.end())
         continue;
       v.has_nat = true;
       v.nat = *it->second;
@@ -203,9 +207,46 @@ void answer_connections(self_ptr self, const std::string& client,
           });
 }
 
+// The tracer is in the kernel: says how, and starts serving.
+void loaded_with(self_ptr self, std::unique_ptr<tracer_object> loaded,
+                 const tracer_loader& loader) {
+  auto& st = self->state;
+  st.bpf = std::move(loaded);
+  const char* build = tracer_build_name(st.bpf->build());
+  st.load_info.clear();
+  st.load_info.emplace_back("mode", build);
+  st.load_info.emplace_back("mode_configured", tracer_mode_name(st.cfg.mode));
+  for (const auto& why : loader.skipped()) {
+    spdlog::warn("tracer: skipped {}", why);
+    st.load_info.emplace_back("skipped_" + why.substr(0, why.find(':')),
+                              why.substr(why.find(':') + 2));
+  }
+  if (const runtime_build* rt = loader.runtime_info(); rt && st.bpf->build() == tracer_build::runtime) {
+    st.load_info.emplace_back("runtime_object", rt->path);
+    st.load_info.emplace_back("runtime_from_cache", rt->from_cache ? "true" : "false");
+    if (!rt->types_from.empty())
+      st.load_info.emplace_back("runtime_types_from", rt->types_from);
+    if (rt->rebuilt_corrupt)
+      spdlog::warn("tracer: the cached runtime object {} was corrupt; rebuilt it", rt->path);
+    if (!rt->from_cache)
+      spdlog::info("tracer: compiled the runtime tracer in {} ms", rt->compile_us / 1000);
+  }
+  if (!st.bpf->udp_release_attached())
+    spdlog::warn("tracer: no cgroup v2 hierarchy mounted; UDP flows end only by idle expiry");
+  st.state = "running";
+  std::string ids;
+  for (uint32_t id : st.bpf->program_ids())
+    ids += (ids.empty() ? "" : ",") + std::to_string(id);
+  spdlog::info("tracer: BPF programs loaded ({} build, {}), closed buffer: {}, program ids {}",
+               build, st.bpf->build() == tracer_build::core ? "tp_btf" : "raw_tp",
+               st.bpf->uses_perf() ? "perf" : "ring", ids);
+}
+
 } // namespace
 
-tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg) {
+tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
+                                      offset_guesser_actor guesser,
+                                      std::chrono::milliseconds guess_timeout) {
   self->state.cfg = cfg;
   self->state.own_netns = own_netns_inode();
   self->state.clients = std::make_unique<client_registry>(client_registry_limits{
@@ -221,22 +262,55 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg) {
         opts.use_perf = st.cfg.closed_buffer == closed_buffer_kind::perf;
         opts.ring_buffer_bytes = st.cfg.ring_buffer_bytes;
         opts.closed_batch_size = st.cfg.closed_batch_size;
-        auto loaded = tracer_object::load(opts);
-        if (auto* err = std::get_if<load_error>(&loaded)) {
-          st.state = "failed";
-          return caf::make_error(caf::sec::runtime_error, err->what);
+        runtime_build_options rt;
+        rt.cache_dir = st.cfg.cache_dir;
+        auto loader = std::make_shared<tracer_loader>(st.cfg.mode, opts, rt);
+#ifdef NETLENS_FAULT_INJECTION
+        // Test builds: NETLENS_FAULT_TRACER_BUILDS=core,runtime makes those builds fail, as on
+        // a host without BTF or clang, so the fallback chain can be tested on this one.
+        if (const char* off = std::getenv("NETLENS_FAULT_TRACER_BUILDS")) {
+          for (tracer_build b :
+               {tracer_build::core, tracer_build::runtime, tracer_build::prebuilt})
+            if (std::strstr(off, tracer_build_name(b)))
+              loader->disable(b, "disabled by NETLENS_FAULT_TRACER_BUILDS");
         }
-        st.bpf = std::move(std::get<std::unique_ptr<tracer_object>>(loaded));
-        if (!st.bpf->udp_release_attached())
-          spdlog::warn("tracer: no cgroup v2 hierarchy mounted; UDP flows end only by idle expiry");
-        st.state = "running";
-        std::string ids;
-        for (uint32_t id : st.bpf->program_ids())
-          ids += (ids.empty() ? "" : ",") + std::to_string(id);
-        spdlog::info("tracer: BPF programs loaded (CO-RE, tp_btf), closed buffer: {}, "
-                     "program ids {}",
-                     opts.use_perf ? "perf" : "ring", ids);
-        return caf::ok_atom::value;
+#endif
+        if (auto loaded = loader->try_without_offsets()) {
+          loaded_with(self, std::move(loaded), *loader);
+          return caf::ok_atom::value;
+        }
+        if (!loader->wants_offsets() || !guesser) {
+          st.state = "failed";
+          return caf::make_error(caf::sec::runtime_error, loader->failure());
+        }
+        for (const auto& why : loader->skipped())
+          spdlog::info("tracer: {}; asking the offset guesser for the prebuilt build", why);
+        auto rp = self->make_response_promise<caf::ok_atom>();
+        self->request(guesser, guess_timeout, guess_atom::value)
+            .then(
+                [=](const guessed_offsets& g) mutable {
+                  std::variant<nl_offsets, std::string> offsets = g.offsets;
+                  if (!g.ok)
+                    offsets = "offset guesser: " + g.error;
+                  else
+                    spdlog::info("tracer: offsets {} in {} us after {} tries",
+                                 g.from_cache ? "from the cache" : "guessed", g.duration_us,
+                                 g.tries);
+                  if (auto loaded = loader->try_prebuilt(offsets)) {
+                    loaded_with(self, std::move(loaded), *loader);
+                    rp.deliver(caf::ok_atom::value);
+                    return;
+                  }
+                  self->state.state = "failed";
+                  rp.deliver(caf::make_error(caf::sec::runtime_error, loader->failure()));
+                },
+                [=](caf::error& e) mutable {
+                  loader->try_prebuilt(std::string("the offset guesser did not answer: ") +
+                                       self->system().render(e));
+                  self->state.state = "failed";
+                  rp.deliver(caf::make_error(caf::sec::runtime_error, loader->failure()));
+                });
+        return rp;
       },
       [=](buffer_atom) -> caf::result<closed_buffer_info> {
         auto& st = self->state;
@@ -291,7 +365,7 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg) {
         std::vector<nl_conn> ended;
         for (const nl_conn* c :
              idle_udp_flows(st.active, now, uint64_t{st.cfg.udp_idle_timeout_s} * 1000000000ull)) {
-          if (!st.bpf->remove_active(c->cookie))
+          if (!st.bpf->remove_active(c->sock_id))
             continue; // closed meanwhile: its record is on the way
           nl_conn done = *c;
           done.flags |= NL_FLAG_IDLE_EXPIRED;
@@ -320,6 +394,8 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg) {
         auto& st = self->state;
         ++st.handled;
         actor_stats s = make_actor_stats("tracer", st.state, st.handled, telemetry_of(st));
+        s.info = st.load_info;
+        s.mailbox_size = mailbox_size(self);
         if (st.bpf) {
           st.bpf->read_active(st.active);
           s.counters.emplace_back("map_entries", st.active.size());

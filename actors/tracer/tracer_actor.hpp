@@ -2,6 +2,7 @@
 // state; answers get_connections and takes closed batches from the perf consumer.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,9 +29,14 @@ struct tracer_state {
   perf_consumer_actor consumer; // who reads the closed buffer (asked to flush before answers)
   uint32_t own_netns = 0;
   std::string state = "starting";
+  // How the programs were loaded: the build in use and why the ones before it were skipped.
+  std::vector<std::pair<std::string, std::string>> load_info;
 };
 
+// guesser: asked for struct offsets when tracer.mode lets it fall back to the prebuilt build
+// (null when it does not); guess_timeout bounds that wait.
 tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_state> self,
-                                      tracer_config cfg);
+                                      tracer_config cfg, offset_guesser_actor guesser,
+                                      std::chrono::milliseconds guess_timeout);
 
 } // namespace netlens

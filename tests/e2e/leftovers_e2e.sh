@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End to end, kernel leftovers: SIGTERM at points through start-up (loading BPF, the conntrack
+# End to end, kernel leftovers: SIGTERM at points through start-up (loading BPF, guessing offsets, the conntrack
 # dump, just after ready) exits cleanly; SIGKILL at the same points leaves none of that agent's
 # programs, maps or netlink sockets once the kernel has reaped it; and a second agent started
 # after a SIGKILL runs and, when it stops, leaves nothing either. Nothing is pinned under the
@@ -116,6 +116,26 @@ for delay in 0 15 30 45 60 100 400; do
   [[ -z $rest ]] && pass "SIGKILL after ${delay} ms: nothing left ($(wc -l < "$WORK/snap") objects held)" ||
     fail "SIGKILL after ${delay} ms: left: $rest"
 done
+
+# The same while guessing offsets and loading the prebuilt tracer (tracer.mode = "prebuilt",
+# no cached offsets, so each start guesses: its own BPF programs and loopback sockets).
+cp "$WORK/netlens.toml" "$WORK/default.toml"
+printf '[agent]\napi_socket = "%s"\n[tracer]\nmode = "prebuilt"\ncache_dir = "%s"\n' \
+  "$SOCK" "$WORK/nocache" > "$WORK/netlens.toml"
+for sig in TERM KILL; do
+  for delay in 10 30 50 80; do
+    rm -rf "$WORK/nocache"
+    run_and_signal "$sig" "$delay"
+    rc=$(cat "$WORK/rc")
+    rest=$(left_after "$(cat "$WORK/snap")")
+    if [[ -z $rest && ($sig == KILL || $rc -eq 0) ]]; then
+      pass "prebuilt: SIG$sig after ${delay} ms: nothing left ($(wc -l < "$WORK/snap") objects held)"
+    else
+      fail "prebuilt: SIG$sig after ${delay} ms: rc=$rc, left: $rest"; tail -5 "$WORK/agent.log"
+    fi
+  done
+done
+cp "$WORK/default.toml" "$WORK/netlens.toml"
 
 # After the last SIGKILL (its socket file is still there): a new agent starts, serves, stops
 # cleanly, and leaves nothing.

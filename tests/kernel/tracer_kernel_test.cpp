@@ -9,6 +9,8 @@
 #include <dirent.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <netinet/in.h>
@@ -23,8 +25,10 @@
 #include "actors/perf_consumer/closed_reader.hpp"
 #include "actors/tracer/record_decoder.hpp"
 #include "actors/tracer/socket_table.hpp"
+#include "bpf/btf_offsets.hpp"
 #include "bpf/tracer_object.hpp"
 #include "tests/support/orphan_netns.hpp"
+#include "tests/support/test_tracer_mode.hpp"
 
 #include <bpf/bpf.h>
 
@@ -50,10 +54,7 @@ struct tracer_under_test {
   explicit tracer_under_test(bool perf) {
     tracer_load_options opts;
     opts.use_perf = perf;
-    auto loaded = tracer_object::load(opts);
-    if (auto* err = std::get_if<load_error>(&loaded))
-      FAIL("loading the tracer: " << err->what);
-    bpf = std::move(std::get<0>(loaded));
+    bpf = load_tracer_for_test(opts);
     closed_buffer_info info;
     info.perf = perf;
     info.map_fd = perf ? bpf->closed_perf_fd() : bpf->closed_ring_fd();
@@ -560,4 +561,92 @@ TEST_CASE("kernel: perf buffer: records of a batch still filling are read once, 
   }
   CHECK(t.reader->stats().duplicates_skipped >= 1);
   CHECK(t.reader->stats().malformed == 0);
+}
+
+TEST_CASE("kernel: the raw_tp builds need no kernel BTF, the CO-RE build does", "[kernel]") {
+  // A BTF "file" with no types: any CO-RE relocation, tp_btf attach target or kernel type
+  // lookup fails against it, as it would on a kernel built without BTF.
+  const std::string no_btf = test_cache_dir() + "/empty.btf";
+  { std::ofstream(no_btf, std::ios::binary) << ""; }
+  tracer_load_options opts;
+  opts.btf_custom_path = no_btf;
+
+  opts.build = tracer_build::core;
+  CHECK(std::holds_alternative<load_error>(tracer_object::load(opts)));
+
+  auto offsets = offsets_from_btf();
+  REQUIRE(std::holds_alternative<nl_offsets>(offsets));
+  opts.build = tracer_build::prebuilt;
+  opts.offsets = std::get<nl_offsets>(offsets);
+  auto prebuilt = tracer_object::load(opts);
+  if (auto* err = std::get_if<load_error>(&prebuilt))
+    FAIL("prebuilt without BTF: " << err->what);
+
+  runtime_build_options rt;
+  rt.cache_dir = test_cache_dir();
+  auto built = build_runtime_tracer(rt);
+  if (auto* err = std::get_if<std::string>(&built))
+    FAIL("runtime build: " << *err);
+  opts.build = tracer_build::runtime;
+  opts.object = std::get<runtime_build>(built).object;
+  auto runtime = tracer_object::load(opts);
+  if (auto* err = std::get_if<load_error>(&runtime))
+    FAIL("runtime without BTF: " << err->what);
+}
+
+// The runtime build against a kernel's headers, for hosts without BTF. The headers installed
+// here are Debian's kernel (scripts/setup), not necessarily the running one: the object must
+// compile, carry every program and map, and pass this kernel's verifier; what it counts is
+// proven for the running kernel by the BTF-based runtime build above.
+TEST_CASE("kernel: the runtime build compiles against kernel headers and loads", "[kernel]") {
+  std::string tree;
+  for (const auto& e : std::filesystem::directory_iterator("/usr/src")) {
+    std::string name = e.path().filename().string();
+    if (name.rfind("linux-headers-", 0) == 0 &&
+        std::filesystem::exists(e.path() / "include" / "generated"))
+      tree = e.path().string();
+  }
+  INFO("scripts/setup installs linux-headers-<arch>, whose tree this test compiles against");
+  REQUIRE(!tree.empty());
+  runtime_build_options rt;
+  rt.cache_dir = test_cache_dir();
+  rt.prefer_kernel_headers = true;
+  rt.kernel_headers_dir = tree;
+  rt.kernel_release = "headers-test";
+  auto built = build_runtime_tracer(rt);
+  if (auto* err = std::get_if<std::string>(&built))
+    FAIL("runtime build against " << tree << ": " << *err);
+  const auto& b = std::get<runtime_build>(built);
+  CHECK(b.types_from == "kernel headers " + tree);
+  CHECK(!b.from_cache);
+  tracer_load_options opts;
+  opts.build = tracer_build::runtime;
+  opts.object = b.object;
+  auto loaded = tracer_object::load(opts);
+  if (auto* err = std::get_if<load_error>(&loaded))
+    FAIL("loading the header-built object: " << err->what);
+  CHECK(std::get<std::unique_ptr<tracer_object>>(loaded)->program_ids().size() == 6);
+
+  // The same request again comes from the cache, under its own name (types from headers).
+  auto again = build_runtime_tracer(rt);
+  REQUIRE(std::holds_alternative<runtime_build>(again));
+  CHECK(std::get<runtime_build>(again).from_cache);
+  CHECK(std::get<runtime_build>(again).path == b.path);
+  rt.prefer_kernel_headers = false;
+  auto from_btf = build_runtime_tracer(rt);
+  REQUIRE(std::holds_alternative<runtime_build>(from_btf));
+  CHECK(std::get<runtime_build>(from_btf).path != b.path);
+}
+
+TEST_CASE("kernel: without BTF or kernel headers the runtime build names both", "[kernel]") {
+  runtime_build_options rt;
+  rt.cache_dir = test_cache_dir();
+  rt.btf_path = test_cache_dir() + "/no-such-btf";
+  rt.kernel_release = "no-such-release";
+  auto built = build_runtime_tracer(rt);
+  REQUIRE(std::holds_alternative<std::string>(built));
+  const std::string& why = std::get<std::string>(built);
+  CHECK(why.find("no kernel BTF at " + rt.btf_path) != std::string::npos);
+  CHECK(why.find("no kernel headers for release no-such-release at "
+                 "/lib/modules/no-such-release/build") != std::string::npos);
 }

@@ -14,6 +14,7 @@ inline nl_conn make_conn(uint64_t cookie, const char* saddr, uint16_t sport, con
                          uint16_t dport, uint8_t protocol = 6) {
   nl_conn c{};
   c.cookie = cookie;
+  c.sock_id = cookie; // as the CO-RE tracer keys them
   bool v6 = std::strchr(saddr, ':') != nullptr;
   c.family = v6 ? AF_INET6 : AF_INET;
   inet_pton(c.family, saddr, c.saddr);
