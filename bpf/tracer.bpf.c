@@ -74,6 +74,12 @@ struct {
   __type(value, struct nl_closed_batch);
 } nl_closed_batches SEC(".maps");
 
+/* Set while nl_tcp_state runs on a CPU (programs are not migrated while they run), so its
+ * twin knows when an event interrupted it. NR_CPUS is at most 8192, so no two CPUs share a
+ * slot; plain stores suffice, as each slot has one writer. */
+#define NL_MAX_CPUS 8192
+__u8 nl_primary_running[NL_MAX_CPUS];
+
 static __always_inline struct nl_tracer_counters *counters(void) {
   __u32 zero = 0;
   return bpf_map_lookup_elem(&nl_counters, &zero);
@@ -342,18 +348,27 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
 
 SEC(NL_TP("inet_sock_set_state"))
 int BPF_PROG(nl_tcp_state, const struct sock *sk, int oldstate, int newstate) {
-  return on_tcp_state(ctx, sk, oldstate, newstate);
+  __u32 cpu = bpf_get_smp_processor_id() & (NL_MAX_CPUS - 1);
+  nl_primary_running[cpu] = 1;
+  int ret = on_tcp_state(ctx, sk, oldstate, newstate);
+  nl_primary_running[cpu] = 0;
+  return ret;
 }
 
 /* The kernel skips a program that fires while the same program is already running on this
  * CPU: a softirq state change interrupting nl_tcp_state in process context is lost, and a
  * lost TCP_CLOSE leaves an entry forever. This second program is not running then, so it sees
- * the nested event. It repeats only the transitions that happen in softirq and matter
- * (ESTABLISHED sets the base, CLOSE emits and removes); both are idempotent, so running after
- * nl_tcp_state in the common case changes nothing. */
+ * the nested event. It acts only when nl_primary_running says it interrupted nl_tcp_state,
+ * and only on the transitions that happen in softirq and matter (ESTABLISHED sets the base,
+ * CLOSE emits and removes); both are idempotent. Every other time it returns at once, so the
+ * common case pays one array read for it. */
 SEC(NL_TP("inet_sock_set_state"))
 int BPF_PROG(nl_tcp_state_nested, const struct sock *sk, int oldstate, int newstate) {
   if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE)
+    return 0;
+  /* Only when this event interrupted nl_tcp_state on this CPU, which the kernel then skipped;
+   * otherwise nl_tcp_state has just handled it. */
+  if (!nl_primary_running[bpf_get_smp_processor_id() & (NL_MAX_CPUS - 1)])
     return 0;
   return on_tcp_state(ctx, sk, oldstate, newstate);
 }
