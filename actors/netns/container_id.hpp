@@ -1,0 +1,15 @@
+// The container a process runs in, from the text of its /proc/<pid>/cgroup: the 64-hex id
+// that docker, containerd (cri), cri-o and podman put in the cgroup path, under cgroup v1
+// ("N:controllers:/path", one line per hierarchy) and v2 ("0::/path"). Pure: no file access.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace netlens {
+
+// The id (64 lowercase hex digits), or "" when the process is not in a container (host
+// services, user sessions, a pod-level cgroup, a runtime's own monitor such as conmon).
+std::string container_id_from_cgroup(std::string_view cgroup_file);
+
+} // namespace netlens
