@@ -1,0 +1,99 @@
+// netlens's TC classifiers: the loaded tc_flows object and every filter it attached, on any
+// device of any network namespace. It removes exactly the filters it attached (and, at start,
+// those a killed earlier run left), never another tool's, and all of its own on destruction.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "bpf/netlens_tc.h"
+
+struct bpf_object;
+struct bpf_map;
+struct bpf_program;
+
+namespace netlens {
+
+// Where netlens's filters sit in each clsact hook (ingress, egress), fixed so that a later run
+// and an operator reading `tc filter show` can tell them apart. The priority is low (filters
+// run in ascending priority, and one that returns a verdict ends the walk) so netlens counts
+// packets before most tools decide on them; 1 is left to the tools that insist on it (tc and
+// libbpf pick 49152 and below when asked for none). The handle spells "NL".
+constexpr uint32_t k_tc_priority = 3;
+constexpr uint32_t k_tc_handle = 0x4e4c;
+// The programs' names as the kernel keeps them (at most 15 characters): how a leftover is known.
+constexpr const char* k_tc_ingress_program = "nl_tc_ingress";
+constexpr const char* k_tc_egress_program = "nl_tc_egress";
+
+struct tc_error {
+  std::string what; // names the step, the device and the namespace
+};
+
+struct tc_load_options {
+  uint32_t max_flows = 65536; // flows kept at most; one more is counted as a failed insert
+};
+
+// One flow's counts, summed over CPUs.
+struct tc_flow {
+  nl_tc_flow_key key{};
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
+};
+
+class tc_attach {
+public:
+  static std::variant<std::unique_ptr<tc_attach>, tc_error> load(const tc_load_options& opts = {});
+  ~tc_attach();
+  tc_attach(const tc_attach&) = delete;
+  tc_attach& operator=(const tc_attach&) = delete;
+
+  // Attaches ingress and egress on device ifindex of the namespace netns_fd (-1: the calling
+  // thread's), creating the clsact qdisc if the device has none. Attaching twice is a no-op.
+  // The netlink calls run on a short-lived thread that enters the namespace: the caller's
+  // thread never changes namespace. The namespace is kept open until the device is detached.
+  std::optional<tc_error> attach(int ifindex, int netns_fd);
+  // Removes the filters this object attached on that device, after checking that the filter at
+  // netlens's handle and priority still carries this object's program. A device or namespace
+  // that is gone has taken the filters with it: that is success. The clsact qdisc stays (other
+  // tools' filters may hang on it).
+  std::optional<tc_error> detach(int ifindex, int netns_fd);
+  // Removes, on every device of the namespace, the filters at netlens's handle and priority
+  // whose program has a netlens program name and is not one of this object's: the filters of
+  // a killed earlier run. Returns how many were removed.
+  std::variant<size_t, tc_error> remove_leftovers(int netns_fd);
+  // Detaches every device (as the destructor does); the first error, having tried them all.
+  std::optional<tc_error> detach_all();
+
+  // Every flow counted so far.
+  std::vector<tc_flow> read_flows() const;
+  nl_tc_counters read_counters() const;
+  size_t attached_devices() const { return attached_.size(); }
+  uint32_t ingress_program_id() const { return ingress_id_; }
+  uint32_t egress_program_id() const { return egress_id_; }
+
+private:
+  struct attachment {
+    int netns_fd = -1; // owned (a dup, or the caller's namespace opened)
+    uint32_t netns_inode = 0;
+    int ifindex = 0;
+  };
+
+  tc_attach() = default;
+  std::optional<tc_error> detach_one(const attachment& a);
+
+  bpf_object* obj_ = nullptr;
+  bpf_map* flows_ = nullptr;
+  bpf_map* counters_ = nullptr;
+  int ingress_fd_ = -1;
+  int egress_fd_ = -1;
+  uint32_t ingress_id_ = 0;
+  uint32_t egress_id_ = 0;
+  int ncpus_ = 1;
+  std::vector<attachment> attached_;
+};
+
+} // namespace netlens

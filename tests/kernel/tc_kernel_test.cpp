@@ -1,0 +1,664 @@
+// netlens's TC classifiers (bpf/tc_attach) against real namespaces joined by veth pairs: exact
+// packet and byte counts per flow, direction and device, forwarded flows at both devices of a
+// router namespace, other tools' filters left alone, and a killed run's filters removed at the
+// next start. Needs root. Tags: [kernel][tc]. Packets only travel between the test's own
+// namespaces, on addresses it chose there.
+//
+// Bytes are IP-level: the IP header and what follows, no Ethernet header; a GSO packet counts
+// as the wire segments it becomes, each with its own headers.
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/bpf.h>
+#include <linux/tcp.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "bpf/tc_attach.hpp"
+#include "tests/support/orphan_netns.hpp"
+
+using namespace netlens;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string k_prefix = "nltest-tc-";
+
+int sh(const std::string& cmd) {
+  return std::system(cmd.c_str());
+}
+
+std::string output_of(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p)
+    return out;
+  char buf[512];
+  while (size_t n = fread(buf, 1, sizeof buf, p))
+    out.append(buf, n);
+  pclose(p);
+  return out;
+}
+
+size_t open_fds() {
+  size_t n = 0;
+  DIR* d = opendir("/proc/self/fd");
+  if (!d)
+    return 0;
+  while (dirent* e = readdir(d))
+    n += e->d_name[0] != '.';
+  closedir(d);
+  return n - 1; // the directory's own fd
+}
+
+bool contains(const std::string& hay, const std::string& needle) {
+  return hay.find(needle) != std::string::npos;
+}
+
+struct fd_guard {
+  int fd = -1;
+  explicit fd_guard(int f = -1) : fd(f) {}
+  ~fd_guard() {
+    if (fd >= 0)
+      close(fd);
+  }
+  fd_guard(const fd_guard&) = delete;
+  fd_guard& operator=(const fd_guard&) = delete;
+};
+
+// Runs f on a thread inside namespace `name`; sockets f creates stay in that namespace.
+void in_ns(const std::string& name, const std::function<void()>& f) {
+  fd_guard ns(open(("/run/netns/" + name).c_str(), O_RDONLY | O_CLOEXEC));
+  if (ns.fd < 0)
+    throw std::runtime_error("cannot open netns " + name);
+  bool entered = false;
+  std::thread t([&] {
+    entered = setns(ns.fd, CLONE_NEWNET) == 0;
+    if (entered)
+      f();
+  });
+  t.join();
+  if (!entered)
+    throw std::runtime_error("cannot enter netns " + name);
+}
+
+// Namespaces PREFIX<pid><tag>, deleted (and with them their veths and filters) on every way out
+// of the test; those of a killed run are swept by the next.
+struct test_namespaces {
+  std::vector<std::string> names;
+
+  explicit test_namespaces(const std::vector<std::string>& tags) {
+    testing::remove_orphan_netns(k_prefix);
+    for (const auto& tag : tags) {
+      std::string n = name(tag);
+      sh("ip netns del " + n + " 2>/dev/null");
+      if (sh("ip netns add " + n) != 0) {
+        cleanup();
+        throw std::runtime_error("ip netns add " + n + " failed");
+      }
+      names.push_back(n);
+      run(tag, "ip link set lo up");
+    }
+  }
+  ~test_namespaces() { cleanup(); }
+  void cleanup() {
+    for (const auto& n : names)
+      sh("ip netns del " + n + " 2>/dev/null");
+    names.clear();
+  }
+  static std::string name(const std::string& tag) {
+    return k_prefix + std::to_string(getpid()) + tag;
+  }
+  void run(const std::string& tag, const std::string& cmd) {
+    const std::string full = "ip netns exec " + name(tag) + " " + cmd;
+    if (sh(full) != 0)
+      throw std::runtime_error("failed: " + full);
+  }
+  std::string out(const std::string& tag, const std::string& cmd) {
+    return output_of("ip netns exec " + name(tag) + " " + cmd + " 2>&1");
+  }
+  // A veth pair with one end in each namespace.
+  void veth(const std::string& tag_a, const std::string& dev_a, const std::string& tag_b,
+            const std::string& dev_b) {
+    if (sh("ip link add " + dev_a + " netns " + name(tag_a) + " type veth peer name " + dev_b +
+           " netns " + name(tag_b)) != 0)
+      throw std::runtime_error("cannot create veth " + dev_a + "/" + dev_b);
+    run(tag_a, "ip link set " + dev_a + " up");
+    run(tag_b, "ip link set " + dev_b + " up");
+  }
+  int fd(const std::string& tag) { return open(("/run/netns/" + name(tag)).c_str(), O_RDONLY); }
+  uint32_t inode(const std::string& tag) {
+    struct stat st {};
+    return stat(("/run/netns/" + name(tag)).c_str(), &st) == 0 ? static_cast<uint32_t>(st.st_ino)
+                                                               : 0;
+  }
+  int ifindex(const std::string& tag, const std::string& dev) {
+    int idx = 0;
+    in_ns(name(tag), [&] { idx = static_cast<int>(if_nametoindex(dev.c_str())); });
+    return idx;
+  }
+};
+
+std::unique_ptr<tc_attach> load_tc() {
+  auto loaded = tc_attach::load();
+  if (auto* e = std::get_if<tc_error>(&loaded))
+    FAIL("loading tc_flows: " << e->what);
+  return std::move(std::get<std::unique_ptr<tc_attach>>(loaded));
+}
+
+void require_ok(const std::optional<tc_error>& e) {
+  if (e)
+    FAIL(e->what);
+}
+
+// A socket made inside a namespace (it stays there), bound to addr:port, with a receive timeout
+// so that a lost packet fails the test instead of hanging it.
+int socket_in(test_namespaces& ns, const std::string& tag, int family, int type,
+              const std::string& addr, uint16_t port) {
+  int fd = -1;
+  in_ns(ns.name(tag), [&] {
+    fd = socket(family, type | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+      return;
+    timeval tv{2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_storage ss{};
+    socklen_t len = 0;
+    if (family == AF_INET) {
+      auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+      a->sin_family = AF_INET;
+      a->sin_port = htons(port);
+      inet_pton(AF_INET, addr.c_str(), &a->sin_addr);
+      len = sizeof(*a);
+    } else {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+      a->sin6_family = AF_INET6;
+      a->sin6_port = htons(port);
+      inet_pton(AF_INET6, addr.c_str(), &a->sin6_addr);
+      len = sizeof(*a);
+    }
+    if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+      close(fd);
+      fd = -1;
+    }
+  });
+  if (fd < 0)
+    throw std::runtime_error("cannot make a socket on " + addr + " in " + ns.name(tag));
+  return fd;
+}
+
+sockaddr_storage address(int family, const std::string& addr, uint16_t port, socklen_t* len) {
+  sockaddr_storage ss{};
+  if (family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    inet_pton(AF_INET, addr.c_str(), &a->sin_addr);
+    *len = sizeof(*a);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    inet_pton(AF_INET6, addr.c_str(), &a->sin6_addr);
+    *len = sizeof(*a);
+  }
+  return ss;
+}
+
+// Sends count datagrams of size bytes from one bound socket to another and receives them all.
+void udp_exchange(int from, int to, int family, const std::string& to_addr, uint16_t to_port,
+                  int count, size_t size) {
+  socklen_t len = 0;
+  sockaddr_storage dst = address(family, to_addr, to_port, &len);
+  std::vector<char> buf(size, 'x');
+  for (int i = 0; i < count; ++i) {
+    REQUIRE(sendto(from, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&dst), len) ==
+            static_cast<ssize_t>(size));
+    std::vector<char> in(size + 16);
+    REQUIRE(recv(to, in.data(), in.size(), 0) == static_cast<ssize_t>(size));
+  }
+}
+
+std::array<uint8_t, 16> addr_bytes(int family, const std::string& addr) {
+  std::array<uint8_t, 16> b{};
+  inet_pton(family, addr.c_str(), b.data());
+  return b;
+}
+
+struct flow_query {
+  uint32_t netns;
+  int ifindex;
+  uint8_t direction;
+  int family;
+  uint8_t protocol;
+  std::string saddr;
+  uint16_t sport;
+  std::string daddr;
+  uint16_t dport;
+};
+
+// The counts of exactly one flow; a flow never seen reads as zero.
+tc_flow find_flow(const std::vector<tc_flow>& flows, const flow_query& q) {
+  const auto s = addr_bytes(q.family, q.saddr);
+  const auto d = addr_bytes(q.family, q.daddr);
+  tc_flow found{};
+  int matches = 0;
+  for (const auto& f : flows) {
+    const auto& k = f.key;
+    if (k.netns == q.netns && static_cast<int>(k.ifindex) == q.ifindex &&
+        k.direction == q.direction && k.family == q.family && k.protocol == q.protocol &&
+        k.sport == q.sport && k.dport == q.dport && std::memcmp(k.saddr, s.data(), 16) == 0 &&
+        std::memcmp(k.daddr, d.data(), 16) == 0) {
+      found = f;
+      ++matches;
+    }
+  }
+  REQUIRE(matches <= 1);
+  return found;
+}
+
+// A trivial classifier standing for another tool: it returns TC_ACT_UNSPEC (-1).
+int load_other_tool_program() {
+  bpf_insn insns[2] = {};
+  insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;
+  insns[0].dst_reg = BPF_REG_0;
+  insns[0].imm = -1;
+  insns[1].code = BPF_JMP | BPF_EXIT;
+  return bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "other_tool", "GPL", insns, 2, nullptr);
+}
+
+int attach_other_tool(test_namespaces& ns, const std::string& tag, const std::string& dev,
+                      bpf_tc_attach_point point, int prog_fd, uint32_t handle, uint32_t prio,
+                      uint32_t flags = 0) {
+  int err = 0;
+  in_ns(ns.name(tag), [&] {
+    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(if_nametoindex(dev.c_str())),
+                .attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
+    bpf_tc_hook_create(&hook); // EEXIST is fine
+    hook.attach_point = point;
+    LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = flags, .handle = handle,
+                .priority = prio);
+    err = bpf_tc_attach(&hook, &opts);
+  });
+  return err;
+}
+
+std::string filters(test_namespaces& ns, const std::string& tag, const std::string& dev,
+                    const char* hook) {
+  return ns.out(tag, "tc filter show dev " + dev + " " + hook);
+}
+
+} // namespace
+
+TEST_CASE("tc kernel: exact counts per flow, direction and device across a veth pair",
+          "[kernel][tc]") {
+  test_namespaces ns({"a", "b"});
+  ns.veth("a", "va", "b", "vb");
+  ns.run("a", "ip addr add 10.231.1.1/24 dev va");
+  ns.run("b", "ip addr add 10.231.1.2/24 dev vb");
+  ns.run("a", "ip -6 addr add fd00:231::1/64 dev va nodad");
+  ns.run("b", "ip -6 addr add fd00:231::2/64 dev vb nodad");
+  const uint32_t a = ns.inode("a"), b = ns.inode("b");
+  const int va = ns.ifindex("a", "va"), vb = ns.ifindex("b", "vb");
+  REQUIRE((a != 0 && b != 0 && va > 0 && vb > 0));
+
+  fd_guard fa(ns.fd("a")), fb(ns.fd("b"));
+  const size_t fds_before = open_fds();
+  auto tc = load_tc();
+  require_ok(tc->attach(va, fa.fd));
+  require_ok(tc->attach(vb, fb.fd));
+  CHECK(tc->attached_devices() == 2);
+  CHECK(contains(filters(ns, "a", "va", "ingress"), "nl_tc_ingress"));
+  CHECK(contains(filters(ns, "b", "vb", "egress"), "nl_tc_egress"));
+
+  SECTION("UDP over IPv4 and IPv6: every datagram is one packet of 28 or 48 + payload bytes") {
+    fd_guard ca(socket_in(ns, "a", AF_INET, SOCK_DGRAM, "10.231.1.1", 41001));
+    fd_guard sb(socket_in(ns, "b", AF_INET, SOCK_DGRAM, "10.231.1.2", 41002));
+    udp_exchange(ca.fd, sb.fd, AF_INET, "10.231.1.2", 41002, 5, 100);
+    udp_exchange(sb.fd, ca.fd, AF_INET, "10.231.1.1", 41001, 3, 200);
+    fd_guard ca6(socket_in(ns, "a", AF_INET6, SOCK_DGRAM, "fd00:231::1", 41003));
+    fd_guard sb6(socket_in(ns, "b", AF_INET6, SOCK_DGRAM, "fd00:231::2", 41004));
+    udp_exchange(ca6.fd, sb6.fd, AF_INET6, "fd00:231::2", 41004, 4, 500);
+
+    const auto flows = tc->read_flows();
+    const uint8_t udp = IPPROTO_UDP;
+    struct expect {
+      flow_query q;
+      uint64_t packets, bytes;
+    } expected[] = {
+        {{a, va, NL_TC_EGRESS, AF_INET, udp, "10.231.1.1", 41001, "10.231.1.2", 41002}, 5, 640},
+        {{b, vb, NL_TC_INGRESS, AF_INET, udp, "10.231.1.1", 41001, "10.231.1.2", 41002}, 5, 640},
+        {{b, vb, NL_TC_EGRESS, AF_INET, udp, "10.231.1.2", 41002, "10.231.1.1", 41001}, 3, 684},
+        {{a, va, NL_TC_INGRESS, AF_INET, udp, "10.231.1.2", 41002, "10.231.1.1", 41001}, 3, 684},
+        {{a, va, NL_TC_EGRESS, AF_INET6, udp, "fd00:231::1", 41003, "fd00:231::2", 41004},
+         4,
+         4 * 548},
+        {{b, vb, NL_TC_INGRESS, AF_INET6, udp, "fd00:231::1", 41003, "fd00:231::2", 41004},
+         4,
+         4 * 548},
+        // Each flow is seen only where it passes: not on the opposite hook.
+        {{a, va, NL_TC_INGRESS, AF_INET, udp, "10.231.1.1", 41001, "10.231.1.2", 41002}, 0, 0},
+        {{b, vb, NL_TC_EGRESS, AF_INET6, udp, "fd00:231::1", 41003, "fd00:231::2", 41004}, 0, 0},
+    };
+    for (const auto& e : expected) {
+      INFO("flow " << e.q.saddr << ":" << e.q.sport << " -> " << e.q.daddr << ":" << e.q.dport
+                   << " ifindex " << e.q.ifindex << " direction " << int(e.q.direction));
+      const tc_flow f = find_flow(flows, e.q);
+      CHECK(f.packets == e.packets);
+      CHECK(f.bytes == e.bytes);
+    }
+    CHECK(tc->read_counters().failed_inserts == 0);
+  }
+
+  // A TCP connection from a:cport to b:41080 that carries `rounds` exchanges of up bytes then
+  // down bytes, closed in order from both ends: every segment has been sent and received when
+  // the client reads end of stream. The counts must match the client socket's own counters.
+  auto check_tcp = [&](uint16_t cport, size_t up, size_t down, int rounds) {
+    fd_guard listener(socket_in(ns, "b", AF_INET, SOCK_STREAM, "10.231.1.2", 41080));
+    REQUIRE(listen(listener.fd, 4) == 0);
+    fd_guard client(socket_in(ns, "a", AF_INET, SOCK_STREAM, "10.231.1.1", cport));
+    socklen_t len = 0;
+    sockaddr_storage dst = address(AF_INET, "10.231.1.2", 41080, &len);
+    REQUIRE(connect(client.fd, reinterpret_cast<sockaddr*>(&dst), len) == 0);
+    fd_guard server(accept4(listener.fd, nullptr, nullptr, SOCK_CLOEXEC));
+    REQUIRE(server.fd >= 0);
+    auto receive = [](int fd, size_t want) {
+      std::vector<char> in(65536);
+      size_t got = 0;
+      while (got < want) {
+        ssize_t n = recv(fd, in.data(), std::min(in.size(), want - got), 0);
+        if (n <= 0)
+          return false;
+        got += static_cast<size_t>(n);
+      }
+      return true;
+    };
+    const std::vector<char> out(std::max(up, down), 'q');
+    for (int i = 0; i < rounds; ++i) {
+      // The server reads on its own thread: a large send blocks until the peer has read.
+      bool server_ok = false;
+      std::thread peer([&] {
+        server_ok = receive(server.fd, up) &&
+                    (down == 0 || send(server.fd, out.data(), down, 0) == ssize_t(down));
+      });
+      const bool sent = send(client.fd, out.data(), up, 0) == ssize_t(up);
+      peer.join();
+      REQUIRE(sent);
+      REQUIRE(server_ok);
+      REQUIRE(receive(client.fd, down));
+    }
+    char end;
+    REQUIRE(shutdown(client.fd, SHUT_WR) == 0);
+    REQUIRE(recv(server.fd, &end, 1, 0) == 0);
+    REQUIRE(shutdown(server.fd, SHUT_WR) == 0);
+    REQUIRE(recv(client.fd, &end, 1, 0) == 0);
+    std::this_thread::sleep_for(100ms); // the client's last ACK reaches the server's device
+
+    tcp_info ti{};
+    socklen_t ti_len = sizeof ti;
+    REQUIRE(getsockopt(client.fd, IPPROTO_TCP, TCP_INFO, &ti, &ti_len) == 0);
+    REQUIRE(ti.tcpi_total_retrans == 0);
+    const uint64_t sent_bytes = up * rounds, received_bytes = down * rounds;
+    CHECK(ti.tcpi_bytes_sent == sent_bytes);
+    CHECK(ti.tcpi_bytes_received == received_bytes + 1); // rcv_nxt moved over the FIN too
+    // Header bytes per segment, with this kernel's defaults (timestamps, SACK, window scaling):
+    // SYN and SYN-ACK carry 20 bytes of options (IP 20 + TCP 40 = 60), every other segment the
+    // 12-byte timestamp option (IP 20 + TCP 32 = 52).
+    const uint64_t out_bytes = sent_bytes + 60 + 52ull * (ti.tcpi_segs_out - 1);
+    const uint64_t in_bytes = received_bytes + 60 + 52ull * (ti.tcpi_segs_in - 1);
+
+    const auto flows = tc->read_flows();
+    const uint8_t tcp = IPPROTO_TCP;
+    const flow_query out_q[] = {
+        {a, va, NL_TC_EGRESS, AF_INET, tcp, "10.231.1.1", cport, "10.231.1.2", 41080},
+        {b, vb, NL_TC_INGRESS, AF_INET, tcp, "10.231.1.1", cport, "10.231.1.2", 41080}};
+    const flow_query in_q[] = {
+        {b, vb, NL_TC_EGRESS, AF_INET, tcp, "10.231.1.2", 41080, "10.231.1.1", cport},
+        {a, va, NL_TC_INGRESS, AF_INET, tcp, "10.231.1.2", 41080, "10.231.1.1", cport}};
+    for (const auto& q : out_q) {
+      INFO("client to server at ifindex " << q.ifindex << " direction " << int(q.direction));
+      const tc_flow f = find_flow(flows, q);
+      CHECK(f.packets == ti.tcpi_segs_out);
+      CHECK(f.bytes == out_bytes);
+    }
+    for (const auto& q : in_q) {
+      INFO("server to client at ifindex " << q.ifindex << " direction " << int(q.direction));
+      const tc_flow f = find_flow(flows, q);
+      CHECK(f.packets == ti.tcpi_segs_in);
+      CHECK(f.bytes == in_bytes);
+    }
+    return ti;
+  };
+
+  SECTION("TCP over IPv4, one segment at a time") {
+    check_tcp(41081, 1000, 400, 3);
+  }
+
+  SECTION("TCP over IPv4, bulk: a GSO packet counts as its segments, each with its headers") {
+    // veth does TSO: the 400 kB leave in a few dozen skbs of many segments each (a classifier
+    // counting skbs saw 17 packets where the socket sent 282 segments).
+    check_tcp(41082, 400000, 0, 1);
+  }
+
+  require_ok(tc->detach(va, fa.fd));
+  require_ok(tc->detach(vb, fb.fd));
+  CHECK(tc->attached_devices() == 0);
+  for (const char* hook : {"ingress", "egress"}) {
+    CHECK_FALSE(contains(filters(ns, "a", "va", hook), "nl_tc_"));
+    CHECK_FALSE(contains(filters(ns, "b", "vb", hook), "nl_tc_"));
+  }
+  // Detach closed the namespace fds it kept; the object's own fds go with it.
+  tc.reset();
+  CHECK(open_fds() == fds_before);
+}
+
+TEST_CASE("tc kernel: a router namespace counts a forwarded flow at both of its devices",
+          "[kernel][tc]") {
+  test_namespaces ns({"a", "r", "c"});
+  ns.veth("a", "va", "r", "ra");
+  ns.veth("r", "rc", "c", "vc");
+  ns.run("a", "ip addr add 10.232.1.1/24 dev va");
+  ns.run("r", "ip addr add 10.232.1.254/24 dev ra");
+  ns.run("r", "ip addr add 10.232.2.254/24 dev rc");
+  ns.run("c", "ip addr add 10.232.2.1/24 dev vc");
+  ns.run("a", "ip route add default via 10.232.1.254");
+  ns.run("c", "ip route add default via 10.232.2.254");
+  ns.run("r", "sysctl -qw net.ipv4.ip_forward=1");
+  const uint32_t r = ns.inode("r");
+  const int ra = ns.ifindex("r", "ra"), rc = ns.ifindex("r", "rc");
+
+  auto tc = load_tc();
+  fd_guard fr(ns.fd("r"));
+  require_ok(tc->attach(ra, fr.fd));
+  require_ok(tc->attach(rc, fr.fd));
+
+  fd_guard ca(socket_in(ns, "a", AF_INET, SOCK_DGRAM, "10.232.1.1", 42001));
+  fd_guard sc(socket_in(ns, "c", AF_INET, SOCK_DGRAM, "10.232.2.1", 42002));
+  udp_exchange(ca.fd, sc.fd, AF_INET, "10.232.2.1", 42002, 4, 300);
+  udp_exchange(sc.fd, ca.fd, AF_INET, "10.232.1.1", 42001, 2, 50);
+
+  const auto flows = tc->read_flows();
+  const uint8_t udp = IPPROTO_UDP;
+  const flow_query there = {r,     ra,           NL_TC_INGRESS, AF_INET, udp, "10.232.1.1",
+                            42001, "10.232.2.1", 42002};
+  flow_query q = there;
+  CHECK(find_flow(flows, q).packets == 4);
+  CHECK(find_flow(flows, q).bytes == 4 * 328);
+  q.ifindex = rc;
+  q.direction = NL_TC_EGRESS;
+  CHECK(find_flow(flows, q).packets == 4);
+  CHECK(find_flow(flows, q).bytes == 4 * 328);
+  q.direction = NL_TC_INGRESS;
+  CHECK(find_flow(flows, q).packets == 0);
+
+  const flow_query back = {r,     rc,           NL_TC_INGRESS, AF_INET, udp, "10.232.2.1",
+                           42002, "10.232.1.1", 42001};
+  q = back;
+  CHECK(find_flow(flows, q).packets == 2);
+  CHECK(find_flow(flows, q).bytes == 2 * 78);
+  q.ifindex = ra;
+  q.direction = NL_TC_EGRESS;
+  CHECK(find_flow(flows, q).packets == 2);
+  CHECK(find_flow(flows, q).bytes == 2 * 78);
+  // Nothing of these flows is counted outside the router: a and c carry no netlens filter.
+  for (const auto& f : flows)
+    CHECK(f.key.netns == r);
+}
+
+TEST_CASE("tc kernel: detach and remove_leftovers leave other tools' filters in place",
+          "[kernel][tc]") {
+  test_namespaces ns({"a", "b"});
+  ns.veth("a", "va", "b", "vb");
+  const int va = ns.ifindex("a", "va"), vb = ns.ifindex("b", "vb");
+  fd_guard other(load_other_tool_program());
+  REQUIRE(other.fd >= 0);
+
+  auto tc = load_tc();
+  fd_guard fa(ns.fd("a")), fb(ns.fd("b"));
+  require_ok(tc->attach(va, fa.fd));
+  // Other tools on the same device: a u32 filter on each hook (this kernel has no matchall)
+  // and a bpf filter at another handle and priority.
+  ns.run("a", "tc filter add dev va ingress prio 100 u32 match u32 0 0");
+  ns.run("a", "tc filter add dev va egress prio 100 u32 match u32 0 0");
+  REQUIRE(attach_other_tool(ns, "a", "va", BPF_TC_INGRESS, other.fd, 7, 5) == 0);
+
+  // A foreign bpf program at netlens's very handle and priority on the other device: attach
+  // refuses to take it over and remove_leftovers does not take it for a netlens leftover.
+  REQUIRE(attach_other_tool(ns, "b", "vb", BPF_TC_INGRESS, other.fd, k_tc_handle, k_tc_priority) ==
+          0);
+  auto refused = tc->attach(vb, fb.fd);
+  REQUIRE(refused);
+  CHECK(contains(refused->what, "device " + std::to_string(vb)));
+  CHECK(contains(refused->what, "netns " + std::to_string(ns.inode("b"))));
+  CHECK(tc->attached_devices() == 1);
+  CHECK_FALSE(contains(filters(ns, "b", "vb", "egress"), "nl_tc_"));
+
+  for (const char* tag : {"a", "b"}) {
+    fd_guard f(ns.fd(tag));
+    auto removed = tc->remove_leftovers(f.fd);
+    REQUIRE(std::holds_alternative<size_t>(removed));
+    CHECK(std::get<size_t>(removed) == 0);
+  }
+  CHECK(contains(filters(ns, "b", "vb", "ingress"), "other_tool"));
+  CHECK(contains(filters(ns, "a", "va", "ingress"), "nl_tc_ingress")); // this run's own stays
+
+  // Another tool replaces netlens's egress filter at netlens's own handle: detach removes
+  // netlens's ingress filter, refuses to remove the stranger and says so.
+  REQUIRE(attach_other_tool(ns, "a", "va", BPF_TC_EGRESS, other.fd, k_tc_handle, k_tc_priority,
+                            BPF_TC_F_REPLACE) == 0);
+  auto kept = tc->detach(va, fa.fd);
+  REQUIRE(kept);
+  CHECK(contains(kept->what, "egress"));
+  CHECK(contains(kept->what, "not netlens's"));
+  CHECK(tc->attached_devices() == 0);
+  const std::string in = filters(ns, "a", "va", "ingress");
+  const std::string eg = filters(ns, "a", "va", "egress");
+  CHECK_FALSE(contains(in, "nl_tc_"));
+  CHECK_FALSE(contains(eg, "nl_tc_"));
+  CHECK(contains(in, "u32"));
+  CHECK(contains(in, "other_tool"));
+  CHECK(contains(eg, "u32"));
+  CHECK(contains(eg, "other_tool"));
+  CHECK(contains(filters(ns, "b", "vb", "ingress"), "other_tool"));
+  // Detaching where nothing of netlens is attached is an error, and removes nothing.
+  CHECK(tc->detach(vb, fb.fd));
+  CHECK(contains(filters(ns, "b", "vb", "ingress"), "other_tool"));
+}
+
+TEST_CASE("tc kernel: the filters of a killed run are removed at the next start, nothing else",
+          "[kernel][tc]") {
+  test_namespaces ns({"a", "b"});
+  ns.veth("a", "va", "b", "vb");
+  const int va = ns.ifindex("a", "va"), vb = ns.ifindex("b", "vb");
+  fd_guard other(load_other_tool_program());
+  REQUIRE(other.fd >= 0);
+
+  // A run that attaches on both ends and is SIGKILLed: its filters outlive it in the kernel.
+  // The namespaces are opened here: the child's pid is not the one in their names, and an fd
+  // of -1 would mean the child's own namespace.
+  fd_guard child_a(ns.fd("a")), child_b(ns.fd("b"));
+  REQUIRE((child_a.fd >= 0 && child_b.fd >= 0));
+  int ready[2];
+  REQUIRE(pipe2(ready, O_CLOEXEC) == 0);
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    auto loaded = tc_attach::load();
+    char ok = 'n';
+    if (auto* t = std::get_if<std::unique_ptr<tc_attach>>(&loaded)) {
+      if (!(*t)->attach(va, child_a.fd) && !(*t)->attach(vb, child_b.fd))
+        ok = 'y';
+    }
+    (void)!write(ready[1], &ok, 1);
+    for (;;)
+      pause();
+  }
+  close(ready[1]);
+  char ok = 0;
+  const bool got = read(ready[0], &ok, 1) == 1;
+  close(ready[0]);
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  REQUIRE(got);
+  REQUIRE(ok == 'y');
+  for (const char* hook : {"ingress", "egress"}) {
+    CHECK(contains(filters(ns, "a", "va", hook), "nl_tc_"));
+    CHECK(contains(filters(ns, "b", "vb", hook), "nl_tc_"));
+  }
+  ns.run("a", "tc filter add dev va ingress prio 100 u32 match u32 0 0");
+  REQUIRE(attach_other_tool(ns, "a", "va", BPF_TC_EGRESS, other.fd, 7, 5) == 0);
+
+  auto tc = load_tc();
+  fd_guard fa(ns.fd("a")), fb(ns.fd("b"));
+  // The leftover holds netlens's handle: until it is removed, this run cannot attach there.
+  CHECK(tc->attach(vb, fb.fd));
+  for (int* fd : {&fa.fd, &fb.fd}) {
+    auto removed = tc->remove_leftovers(*fd);
+    if (auto* e = std::get_if<tc_error>(&removed))
+      FAIL(e->what);
+    CHECK(std::get<size_t>(removed) == 2); // ingress and egress
+  }
+  for (const char* hook : {"ingress", "egress"}) {
+    CHECK_FALSE(contains(filters(ns, "a", "va", hook), "nl_tc_"));
+    CHECK_FALSE(contains(filters(ns, "b", "vb", hook), "nl_tc_"));
+  }
+  CHECK(contains(filters(ns, "a", "va", "ingress"), "u32"));
+  CHECK(contains(filters(ns, "a", "va", "egress"), "other_tool"));
+
+  // Now this run attaches, and a second sweep leaves its own filters alone.
+  require_ok(tc->attach(vb, fb.fd));
+  auto again = tc->remove_leftovers(fb.fd);
+  REQUIRE(std::holds_alternative<size_t>(again));
+  CHECK(std::get<size_t>(again) == 0);
+  CHECK(contains(filters(ns, "b", "vb", "ingress"), "nl_tc_ingress"));
+  tc.reset(); // the destructor detaches
+  for (const char* hook : {"ingress", "egress"})
+    CHECK_FALSE(contains(filters(ns, "b", "vb", hook), "nl_tc_"));
+}
