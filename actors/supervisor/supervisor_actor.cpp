@@ -6,6 +6,8 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <spdlog/spdlog.h>
 
+#include "actors/common/lifecycle.hpp"
+
 namespace netlens {
 namespace {
 
@@ -318,7 +320,7 @@ caf::result<agent_stats> collect_stats(self_ptr self, millis deadline) {
   mine.state = s.phase == supervisor_phase::running ? "running" : "shutting down";
   mine.messages_handled = s.handled;
   mine.id = self->id();
-  mine.mailbox_size = static_cast<int64_t>(self->mailbox().size());
+  mine.mailbox_size = mailbox_size(self);
   mine.uptime_ms = ms_since(self, s.started_at);
   mine.messages_per_s = s.rate.update(s.handled, self->clock().now());
   result->actors.push_back(mine);
