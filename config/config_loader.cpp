@@ -29,8 +29,8 @@ struct count_rule {
 };
 struct log_level_rule {};
 struct socket_path_rule {};
-struct closed_buffer_rule {};
-struct tracer_mode_rule {};
+// A string naming one enumerator of E (the names are enum_names<E>::table below).
+template <typename E> struct enum_rule {};
 struct directory_path_rule {};
 struct ip_address_rule {};
 struct bool_rule {};
@@ -44,21 +44,22 @@ struct limit_rule {
 constexpr std::string_view k_log_levels[] = {"trace", "debug",    "info", "warn",
                                              "error", "critical", "off"};
 
-struct closed_buffer_name {
+// How each enumerator of a configuration enum is written in the file.
+template <typename E> struct enum_name {
   std::string_view name;
-  closed_buffer_kind kind;
+  E value;
 };
-constexpr closed_buffer_name k_closed_buffers[] = {{"ring", closed_buffer_kind::ring},
-                                                   {"perf", closed_buffer_kind::perf}};
-
-struct tracer_mode_name {
-  std::string_view name;
-  tracer_mode mode;
+template <typename E> struct enum_names;
+template <> struct enum_names<closed_buffer_kind> {
+  static constexpr enum_name<closed_buffer_kind> table[] = {{"ring", closed_buffer_kind::ring},
+                                                            {"perf", closed_buffer_kind::perf}};
 };
-constexpr tracer_mode_name k_tracer_modes[] = {{"auto", tracer_mode::auto_select},
-                                               {"core", tracer_mode::core},
-                                               {"runtime", tracer_mode::runtime},
-                                               {"prebuilt", tracer_mode::prebuilt}};
+template <> struct enum_names<tracer_mode> {
+  static constexpr enum_name<tracer_mode> table[] = {{"auto", tracer_mode::auto_select},
+                                                     {"core", tracer_mode::core},
+                                                     {"runtime", tracer_mode::runtime},
+                                                     {"prebuilt", tracer_mode::prebuilt}};
+};
 
 // sizeof(sockaddr_un::sun_path) on Linux; the path needs room for its terminating NUL.
 constexpr std::size_t k_sun_path_size = 108;
@@ -75,7 +76,7 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
 
   visit("tracer", "max_tracked_connections", c.tracer.max_tracked_connections,
         count_rule{1024, 4194304});
-  visit("tracer", "closed_buffer", c.tracer.closed_buffer, closed_buffer_rule{});
+  visit("tracer", "closed_buffer", c.tracer.closed_buffer, enum_rule<closed_buffer_kind>{});
   visit("tracer", "ring_buffer_bytes", c.tracer.ring_buffer_bytes, count_rule{4096, k_gib, true});
   visit("tracer", "perf_buffer_pages", c.tracer.perf_buffer_pages, count_rule{1, 4096, true});
   visit("tracer", "max_closed_connections_buffered", c.tracer.max_closed_connections_buffered,
@@ -85,7 +86,7 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
   visit("tracer", "closed_batch_size", c.tracer.closed_batch_size, count_rule{1, 64});
   visit("tracer", "closed_flush_interval_ms", c.tracer.closed_flush_interval_ms,
         count_rule{1, 10000});
-  visit("tracer", "mode", c.tracer.mode, tracer_mode_rule{});
+  visit("tracer", "mode", c.tracer.mode, enum_rule<tracer_mode>{});
   visit("tracer", "cache_dir", c.tracer.cache_dir, directory_path_rule{});
 
   visit("compact_ticker", "interval_ms", c.compact_ticker.interval_ms, count_rule{10, 3600000});
@@ -348,36 +349,20 @@ problem apply(const toml::node &n, std::string &field, const socket_path_rule &)
   return std::nullopt;
 }
 
-problem apply(const toml::node &n, closed_buffer_kind &field, const closed_buffer_rule &) {
+template <typename E> problem apply(const toml::node &n, E &field, const enum_rule<E> &) {
   const auto *v = n.as_string();
   if (!v)
     return wrong_type("string", n);
-  for (const auto &c : k_closed_buffers) {
-    if (c.name == v->get()) {
-      field = c.kind;
+  const auto &table = enum_names<E>::table;
+  for (const auto &e : table) {
+    if (e.name == v->get()) {
+      field = e.value;
       return std::nullopt;
     }
   }
-  std::string_view names[std::size(k_closed_buffers)];
-  std::transform(std::begin(k_closed_buffers), std::end(k_closed_buffers), names,
-                 [](const closed_buffer_name &c) { return c.name; });
-  return quoted_for_message(v->get()) + " is not one of " +
-         quoted_list(std::begin(names), std::end(names));
-}
-
-problem apply(const toml::node &n, tracer_mode &field, const tracer_mode_rule &) {
-  const auto *v = n.as_string();
-  if (!v)
-    return wrong_type("string", n);
-  for (const auto &m : k_tracer_modes) {
-    if (m.name == v->get()) {
-      field = m.mode;
-      return std::nullopt;
-    }
-  }
-  std::string_view names[std::size(k_tracer_modes)];
-  std::transform(std::begin(k_tracer_modes), std::end(k_tracer_modes), names,
-                 [](const tracer_mode_name &m) { return m.name; });
+  std::string_view names[std::size(table)];
+  std::transform(std::begin(table), std::end(table), names,
+                 [](const enum_name<E> &e) { return e.name; });
   return quoted_for_message(v->get()) + " is not one of " +
          quoted_list(std::begin(names), std::end(names));
 }
@@ -519,16 +504,10 @@ std::string render_value(uint32_t v) {
 std::string render_value(const std::string &v) {
   return quoted(v);
 }
-std::string render_value(tracer_mode v) {
-  for (const auto &m : k_tracer_modes)
-    if (m.mode == v)
-      return quoted(m.name);
-  return quoted("?"); // only reachable through a cast outside the enumerators
-}
-std::string render_value(closed_buffer_kind v) {
-  for (const auto &c : k_closed_buffers)
-    if (c.kind == v)
-      return quoted(c.name);
+template <typename E> std::enable_if_t<std::is_enum_v<E>, std::string> render_value(E v) {
+  for (const auto &e : enum_names<E>::table)
+    if (e.value == v)
+      return quoted(e.name);
   return quoted("?"); // only reachable through a cast outside the enumerators
 }
 
