@@ -21,15 +21,6 @@ std::string errno_text() {
   return std::strerror(errno);
 }
 
-bool fill_addr(const std::string& path, sockaddr_un& addr) {
-  if (path.size() >= sizeof(addr.sun_path))
-    return false;
-  std::memset(&addr, 0, sizeof(addr));
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  return true;
-}
-
 std::string url_decode(const std::string& s) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -132,68 +123,17 @@ std::variant<http_request, std::string> parse_http_request(const std::string& he
   return req;
 }
 
-bool unix_socket_answers(const std::string& path) {
-  sockaddr_un addr;
-  if (!fill_addr(path, addr))
-    return false;
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return false;
-  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return ok;
-}
-
 std::variant<std::unique_ptr<http_server>, std::string>
 http_server::bind(const std::string& path, handler h, uint32_t allowed_uid) {
-  sockaddr_un addr;
-  if (!fill_addr(path, addr))
-    return "socket path too long: " + path;
+  auto listening = listen_private_socket(
+      {path, allowed_uid, 64, "another netlens is already serving on " + path});
+  if (auto* err = std::get_if<std::string>(&listening))
+    return *err;
   std::unique_ptr<http_server> self(new http_server());
   self->path_ = path;
   self->handler_ = std::move(h);
   self->allowed_uid_ = allowed_uid;
-
-  // The directory is private to root: nobody can race us between bind and chmod.
-  std::string dir = path.substr(0, path.find_last_of('/'));
-  if (!dir.empty() && mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-    return "cannot create " + dir + ": " + errno_text();
-
-  struct stat st {};
-  if (lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode))
-      return path + " exists and is not a socket";
-    if (unix_socket_answers(path))
-      return "another netlens is already serving on " + path;
-    unlink(path.c_str()); // left behind by a process that died
-  }
-  self->listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (self->listen_fd_ < 0)
-    return "socket(): " + errno_text();
-  if (::bind(self->listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    int e = errno;
-    close(self->listen_fd_);
-    self->listen_fd_ = -1;
-    return e == EADDRINUSE ? "another netlens is already serving on " + path
-                           : "cannot bind " + path + ": " + std::strerror(e);
-  }
-  // The one other user allowed owns the socket; the directory lets it through but not list.
-  if (allowed_uid != 0 && (chown(path.c_str(), allowed_uid, static_cast<gid_t>(-1)) != 0 ||
-                           (!dir.empty() && chmod(dir.c_str(), 0711) != 0))) {
-    std::string err = "cannot give uid " + std::to_string(allowed_uid) + " access to " + path +
-                      ": " + errno_text();
-    close(self->listen_fd_);
-    self->listen_fd_ = -1;
-    unlink(path.c_str());
-    return err;
-  }
-  if (chmod(path.c_str(), 0600) != 0 || listen(self->listen_fd_, 64) != 0) {
-    std::string err = "cannot listen on " + path + ": " + errno_text();
-    close(self->listen_fd_);
-    self->listen_fd_ = -1;
-    unlink(path.c_str());
-    return err;
-  }
+  self->listen_fd_ = std::get<int>(listening);
   if (pipe2(self->wake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0)
     return "pipe2(): " + errno_text();
   return self;
@@ -345,7 +285,7 @@ void http_server::handle(int fd) {
 std::variant<http_result, std::string> http_get_unix(const std::string& socket_path,
                                                      const std::string& target, int timeout_ms) {
   sockaddr_un addr;
-  if (!fill_addr(socket_path, addr))
+  if (!fill_unix_addr(socket_path, addr))
     return "socket path too long: " + socket_path;
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)

@@ -12,6 +12,8 @@
 #include <thread>
 #include <variant>
 
+#include "actors/common/private_socket.hpp" // unix_socket_answers, for callers of this server
+
 namespace netlens {
 
 struct http_request {
@@ -81,7 +83,5 @@ struct http_result {
 std::variant<http_result, std::string>
 http_get_unix(const std::string& socket_path, const std::string& target, int timeout_ms = 10000);
 
-// True when something accepts connections on the unix socket path.
-bool unix_socket_answers(const std::string& path);
 
 } // namespace netlens

@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "actors/common/private_socket.hpp"
 #include "actors/console/console_protocol.hpp"
 #include "actors/console/line_reader.hpp"
 #include "actors/console/rate_limiter.hpp"
@@ -50,23 +51,6 @@ public:
 private:
   int fd_;
 };
-
-bool fill_addr(const std::string& path, sockaddr_un& addr) {
-  if (path.size() >= sizeof(addr.sun_path))
-    return false;
-  std::memset(&addr, 0, sizeof(addr));
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  return true;
-}
-
-bool socket_answers(const std::string& path) {
-  sockaddr_un addr;
-  if (!fill_addr(path, addr))
-    return false;
-  unique_fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  return fd.get() >= 0 && connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-}
 
 bool write_all(int fd, std::string_view text) {
   while (!text.empty()) {
@@ -129,48 +113,20 @@ struct console_server::session {
 
 std::variant<std::unique_ptr<console_server>, std::string>
 console_server::bind(console_server_options opts, handler_factory factory) {
-  sockaddr_un addr;
   const std::string path = opts.socket_path;
-  if (!fill_addr(path, addr))
-    return "console socket path too long: " + path;
+  auto listening = listen_private_socket(
+      {path, opts.allowed_uid, 16, "another process is already serving a console on " + path});
+  if (auto* err = std::get_if<std::string>(&listening))
+    return *err;
+  unique_fd listen_fd(std::get<int>(listening));
   std::unique_ptr<console_server> self(new console_server());
   self->opts_ = std::move(opts);
   self->factory_ = std::move(factory);
-  const uint32_t allowed_uid = self->opts_.allowed_uid;
-
-  // Created private to root: nobody can race us between bind and chmod.
-  std::string dir = path.substr(0, path.find_last_of('/'));
-  if (!dir.empty() && mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-    return "cannot create " + dir + ": " + errno_text();
-  struct stat st {};
-  if (lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode))
-      return path + " exists and is not a socket";
-    if (socket_answers(path))
-      return "another process is already serving a console on " + path;
-    unlink(path.c_str()); // left behind by a process that died
-  }
-  unique_fd listen_fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (listen_fd.get() < 0)
-    return "socket(): " + errno_text();
-  if (::bind(listen_fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    int e = errno;
-    return e == EADDRINUSE ? "another process is already serving a console on " + path
-                           : "cannot bind " + path + ": " + std::strerror(e);
-  }
-  // The socket file exists from here: every error path below removes it.
   auto fail = [&](const std::string& what) {
     std::string err = what + ": " + errno_text();
     unlink(path.c_str());
     return err;
   };
-  if (chmod(path.c_str(), 0600) != 0)
-    return fail("cannot chmod " + path);
-  if (allowed_uid != 0 && (chown(path.c_str(), allowed_uid, static_cast<gid_t>(-1)) != 0 ||
-                           (!dir.empty() && chmod(dir.c_str(), 0711) != 0)))
-    return fail("cannot give uid " + std::to_string(allowed_uid) + " access to " + path);
-  if (listen(listen_fd.get(), 16) != 0)
-    return fail("cannot listen on " + path);
   if (pipe2(self->wake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0)
     return fail("pipe2()");
   self->listen_fd_ = listen_fd.release();
@@ -377,7 +333,7 @@ void console_server::run_session(session& s) {
 
 std::variant<int, std::string> console_connect(const std::string& socket_path) {
   sockaddr_un addr;
-  if (!fill_addr(socket_path, addr))
+  if (!fill_unix_addr(socket_path, addr))
     return "console socket path too long: " + socket_path;
   unique_fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (fd.get() < 0)
