@@ -28,10 +28,12 @@ struct nl_tc_flow_key {
 };
 
 /* Packets count what goes on the wire: a GSO packet counts as its segments. Bytes are IP-level
- * lengths (IP header + payload, no link-layer header), each segment's headers included. */
+ * lengths (IP header + payload, no link-layer header), each segment's headers included. The
+ * flow's last packet is the largest last_ns over CPUs; the loader removes flows idle too long. */
 struct nl_tc_flow_value {
   __u64 packets;
   __u64 bytes;
+  __u64 last_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of this CPU's last packet of the flow */
 };
 
 /* What the programs report about themselves (one per-CPU array slot). */

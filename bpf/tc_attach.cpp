@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <thread>
 
@@ -131,7 +132,12 @@ std::variant<std::unique_ptr<tc_attach>, tc_error> tc_attach::load(const tc_load
   self->counters_ = bpf_object__find_map_by_name(self->obj_, "nl_tc_counters");
   if (!self->flows_ || !self->counters_)
     return tc_error{"the tc_flows object lacks its maps"};
-  bpf_map__set_max_entries(self->flows_, std::max<uint32_t>(1, opts.max_flows));
+  // Before load: the kernel creates the map with this size (a preallocated hash holds exactly
+  // max_entries elements; the next new flow fails its insert).
+  if (int err = bpf_map__set_max_entries(self->flows_, std::max<uint32_t>(1, opts.max_flows));
+      err != 0)
+    return tc_error{"sizing the flow map to " + std::to_string(opts.max_flows) +
+                    " flows: " + errno_text(err)};
   if (int err = bpf_object__load(self->obj_); err != 0) {
     int e = err < 0 ? -err : err;
     std::string hint = (e == EPERM || e == EACCES) ? " (run as root or grant CAP_BPF and "
@@ -264,11 +270,15 @@ std::optional<tc_error> tc_attach::detach(int ifindex, int netns_fd) {
     close(fd);
   if (inode == 0)
     return tc_error{"detach: cannot identify the netns of device " + std::to_string(ifindex)};
+  return detach_inode(inode, ifindex);
+}
+
+std::optional<tc_error> tc_attach::detach_inode(uint32_t netns_inode, int ifindex) {
   auto it = std::find_if(attached_.begin(), attached_.end(), [&](const attachment& a) {
-    return a.netns_inode == inode && a.ifindex == ifindex;
+    return a.netns_inode == netns_inode && a.ifindex == ifindex;
   });
   if (it == attached_.end())
-    return tc_error{"detach: netlens attached nothing on " + where(ifindex, inode)};
+    return tc_error{"detach: netlens attached nothing on " + where(ifindex, netns_inode)};
   auto err = detach_one(*it);
   // Forgotten either way: what is left there is not ours to remove (or will be, by
   // remove_leftovers of a later run).
@@ -353,10 +363,52 @@ std::vector<tc_flow> tc_attach::read_flows() const {
     for (const auto& v : per_cpu) {
       f.packets += v.packets;
       f.bytes += v.bytes;
+      f.last_ns = std::max<uint64_t>(f.last_ns, v.last_ns);
     }
     out.push_back(f);
   }
   return out;
+}
+
+size_t tc_attach::remove_idle(uint64_t idle_ns) {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts); // bpf_ktime_get_ns() reads this clock
+  const uint64_t now = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+  if (idle_ns >= now)
+    return 0;
+  const uint64_t cutoff = now - idle_ns;
+  const int fd = bpf_map__fd(flows_);
+  std::vector<nl_tc_flow_value> per_cpu(static_cast<size_t>(ncpus_));
+  auto last_packet = [&](const nl_tc_flow_key& key, uint64_t* last) {
+    if (bpf_map_lookup_elem(fd, &key, per_cpu.data()) != 0)
+      return false;
+    *last = 0;
+    for (const auto& v : per_cpu)
+      *last = std::max<uint64_t>(*last, v.last_ns);
+    return true;
+  };
+  // Keys first, deletes after: deleting the key get_next_key stands on restarts the walk.
+  std::vector<nl_tc_flow_key> idle;
+  nl_tc_flow_key key{};
+  nl_tc_flow_key next{};
+  const nl_tc_flow_key* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    key = next;
+    prev = &key;
+    uint64_t last = 0;
+    if (last_packet(key, &last) && last < cutoff)
+      idle.push_back(key);
+  }
+  // Each key's last packet is read again just before its delete, which shrinks but does not
+  // close the window: a packet counted between that lookup and the delete is lost with the
+  // flow (the map has no compare-and-delete). Such a flow comes back with its next packet.
+  size_t removed = 0;
+  for (const auto& k : idle) {
+    uint64_t last = 0;
+    if (last_packet(k, &last) && last < cutoff && bpf_map_delete_elem(fd, &k) == 0)
+      ++removed;
+  }
+  return removed;
 }
 
 nl_tc_counters tc_attach::read_counters() const {

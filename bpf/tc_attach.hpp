@@ -34,7 +34,8 @@ struct tc_error {
 };
 
 struct tc_load_options {
-  uint32_t max_flows = 65536; // flows kept at most; one more is counted as a failed insert
+  uint32_t max_flows = 65536; // flows kept at most (the map's size); one more is counted as a
+                              // failed insert
 };
 
 // One flow's counts, summed over CPUs.
@@ -42,6 +43,7 @@ struct tc_flow {
   nl_tc_flow_key key{};
   uint64_t packets = 0;
   uint64_t bytes = 0;
+  uint64_t last_ns = 0; // CLOCK_MONOTONIC of the flow's last packet (the latest over CPUs)
 };
 
 class tc_attach {
@@ -61,6 +63,9 @@ public:
   // that is gone has taken the filters with it: that is success. The clsact qdisc stays (other
   // tools' filters may hang on it).
   std::optional<tc_error> detach(int ifindex, int netns_fd);
+  // The same, for a namespace known by inode: the attachment keeps its own handle on it, so
+  // this works after the caller's handle is closed.
+  std::optional<tc_error> detach_inode(uint32_t netns_inode, int ifindex);
   // Removes, on every device of the namespace, the filters at netlens's handle and priority
   // whose program has a netlens program name and is not one of this object's: the filters of
   // a killed earlier run. Returns how many were removed.
@@ -70,6 +75,9 @@ public:
 
   // Every flow counted so far.
   std::vector<tc_flow> read_flows() const;
+  // Deletes every flow whose last packet is older than now (CLOCK_MONOTONIC) - idle_ns and
+  // returns how many went: without it the map only grows until new flows no longer fit.
+  size_t remove_idle(uint64_t idle_ns);
   nl_tc_counters read_counters() const;
   size_t attached_devices() const { return attached_.size(); }
   uint32_t ingress_program_id() const { return ingress_id_; }

@@ -29,7 +29,8 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* Bounded: max_entries is set by the loader; a flow that does not fit is counted, not kept. */
+/* Bounded: max_entries is set by the loader; a flow that does not fit is counted, not kept.
+ * Flows idle for long are removed by the loader (tc_attach::remove_idle), never here. */
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
   __uint(max_entries, 65536);
@@ -52,9 +53,10 @@ static __always_inline struct nl_tc_counters* counters(void) {
 }
 
 static __always_inline void add_flow(struct nl_tc_flow_key* key, __u64 packets, __u64 bytes) {
+  const __u64 now = bpf_ktime_get_ns();
   struct nl_tc_flow_value* v = bpf_map_lookup_elem(&nl_tc_flows, key);
   if (!v) {
-    struct nl_tc_flow_value init = {.packets = packets, .bytes = bytes};
+    struct nl_tc_flow_value init = {.packets = packets, .bytes = bytes, .last_ns = now};
     long err = bpf_map_update_elem(&nl_tc_flows, key, &init, BPF_NOEXIST);
     if (err == 0)
       return;
@@ -70,6 +72,7 @@ static __always_inline void add_flow(struct nl_tc_flow_key* key, __u64 packets, 
   /* Per-CPU value: no other CPU writes this slot, and a program is not preempted by itself. */
   v->packets += packets;
   v->bytes += bytes;
+  v->last_ns = now;
 }
 
 static __always_inline void count_unparsed(void) {

@@ -662,3 +662,121 @@ TEST_CASE("tc kernel: the filters of a killed run are removed at the next start,
   for (const char* hook : {"ingress", "egress"})
     CHECK_FALSE(contains(filters(ns, "b", "vb", hook), "nl_tc_"));
 }
+
+TEST_CASE("tc kernel: remove_idle deletes idle flows and leaves active ones as they were",
+          "[kernel][tc]") {
+  test_namespaces ns({"a", "b"});
+  ns.veth("a", "va", "b", "vb");
+  ns.run("a", "ip addr add 10.233.1.1/24 dev va");
+  ns.run("b", "ip addr add 10.233.1.2/24 dev vb");
+  const uint32_t a = ns.inode("a"), b = ns.inode("b");
+  const int va = ns.ifindex("a", "va"), vb = ns.ifindex("b", "vb");
+  auto tc = load_tc();
+  fd_guard fa(ns.fd("a")), fb(ns.fd("b"));
+  require_ok(tc->attach(va, fa.fd));
+  require_ok(tc->attach(vb, fb.fd));
+
+  const uint8_t udp = IPPROTO_UDP;
+  const flow_query old_out = {a,     va,           NL_TC_EGRESS, AF_INET, udp, "10.233.1.1",
+                              43001, "10.233.1.2", 43002};
+  const flow_query old_in = {b,     vb,           NL_TC_INGRESS, AF_INET, udp, "10.233.1.1",
+                             43001, "10.233.1.2", 43002};
+  const flow_query new_out = {a,     va,           NL_TC_EGRESS, AF_INET, udp, "10.233.1.1",
+                              43003, "10.233.1.2", 43004};
+  const flow_query new_in = {b,     vb,           NL_TC_INGRESS, AF_INET, udp, "10.233.1.1",
+                             43003, "10.233.1.2", 43004};
+
+  fd_guard c1(socket_in(ns, "a", AF_INET, SOCK_DGRAM, "10.233.1.1", 43001));
+  fd_guard s1(socket_in(ns, "b", AF_INET, SOCK_DGRAM, "10.233.1.2", 43002));
+  fd_guard c2(socket_in(ns, "a", AF_INET, SOCK_DGRAM, "10.233.1.1", 43003));
+  fd_guard s2(socket_in(ns, "b", AF_INET, SOCK_DGRAM, "10.233.1.2", 43004));
+  auto now_ns = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+  };
+  const uint64_t t0 = now_ns();
+  udp_exchange(c1.fd, s1.fd, AF_INET, "10.233.1.2", 43002, 3, 100);
+  const uint64_t t1 = now_ns();
+  std::this_thread::sleep_for(400ms);
+  const uint64_t t2 = now_ns();
+  udp_exchange(c2.fd, s2.fd, AF_INET, "10.233.1.2", 43004, 2, 100);
+
+  const auto before = tc->read_flows();
+  const tc_flow old_flow = find_flow(before, old_out);
+  REQUIRE(old_flow.packets == 3);
+  // last_ns is the monotonic time of the flow's last packet.
+  CHECK(old_flow.last_ns >= t0);
+  CHECK(old_flow.last_ns <= t1);
+  const tc_flow active_out = find_flow(before, new_out);
+  const tc_flow active_in = find_flow(before, new_in);
+  REQUIRE(active_out.packets == 2);
+  REQUIRE(active_in.packets == 2);
+  CHECK(active_out.last_ns >= t2);
+
+  // Idle for 400 ms against a 200 ms threshold: both ends of the first flow go, nothing else
+  // (the second flow's last packet is a few ms old).
+  CHECK(tc->remove_idle(200'000'000ull) == 2);
+  const auto after = tc->read_flows();
+  CHECK(after.size() == before.size() - 2);
+  CHECK(find_flow(after, old_out).packets == 0);
+  CHECK(find_flow(after, old_in).packets == 0);
+  const tc_flow kept_out = find_flow(after, new_out);
+  const tc_flow kept_in = find_flow(after, new_in);
+  CHECK(kept_out.packets == active_out.packets);
+  CHECK(kept_out.bytes == active_out.bytes);
+  CHECK(kept_out.last_ns == active_out.last_ns);
+  CHECK(kept_in.packets == active_in.packets);
+  CHECK(kept_in.bytes == active_in.bytes);
+  CHECK(kept_in.last_ns == active_in.last_ns);
+  // A threshold longer than anything's age removes nothing.
+  CHECK(tc->remove_idle(3600'000'000'000ull) == 0);
+  CHECK(tc->read_flows().size() == after.size());
+
+  // A removed flow that sends again starts from zero.
+  udp_exchange(c1.fd, s1.fd, AF_INET, "10.233.1.2", 43002, 1, 100);
+  CHECK(find_flow(tc->read_flows(), old_out).packets == 1);
+}
+
+TEST_CASE("tc kernel: max_flows sizes the flow map; a flow beyond it is a failed insert",
+          "[kernel][tc]") {
+  test_namespaces ns({"a", "b"});
+  ns.veth("a", "va", "b", "vb");
+  ns.run("a", "ip addr add 10.234.1.1/24 dev va");
+  ns.run("b", "ip addr add 10.234.1.2/24 dev vb");
+  const int va = ns.ifindex("a", "va");
+  tc_load_options opts;
+  opts.max_flows = 16;
+  auto loaded = tc_attach::load(opts);
+  if (auto* e = std::get_if<tc_error>(&loaded))
+    FAIL("loading tc_flows: " << e->what);
+  auto tc = std::move(std::get<std::unique_ptr<tc_attach>>(loaded));
+  fd_guard fa(ns.fd("a"));
+  require_ok(tc->attach(va, fa.fd)); // one device: each datagram is one egress flow
+
+  fd_guard client(socket_in(ns, "a", AF_INET, SOCK_DGRAM, "10.234.1.1", 44000));
+  fd_guard server(socket_in(ns, "b", AF_INET, SOCK_DGRAM, "10.234.1.2", 44001));
+  // A first exchange resolves the neighbour: the rest leave at once, not from the ARP queue.
+  udp_exchange(client.fd, server.fd, AF_INET, "10.234.1.2", 44001, 1, 32);
+  // 23 more destination ports, 24 distinct flows in all, each sent twice.
+  std::vector<char> buf(32, 'p');
+  for (int round = 0; round < 2; ++round) {
+    for (uint16_t port = 44002; port < 44025; ++port) {
+      socklen_t len = 0;
+      sockaddr_storage dst = address(AF_INET, "10.234.1.2", port, &len);
+      REQUIRE(sendto(client.fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&dst),
+                     len) == ssize_t(buf.size()));
+    }
+  }
+  const auto flows = tc->read_flows();
+  CHECK(flows.size() == 16);
+  // 8 flows did not fit, twice each.
+  CHECK(tc->read_counters().failed_inserts == 16);
+
+  // Aging makes room again: with everything removed, new flows fit.
+  CHECK(tc->remove_idle(0) == 16);
+  CHECK(tc->read_flows().empty());
+  udp_exchange(client.fd, server.fd, AF_INET, "10.234.1.2", 44001, 1, 32);
+  CHECK(tc->read_flows().size() == 1);
+  CHECK(tc->read_counters().failed_inserts == 16);
+}
