@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 #include <tuple>
+#include <vector>
 
 namespace netlens {
 
@@ -67,6 +68,19 @@ struct conntrack_config {
   uint32_t resync_interval_s = 300;           // re-dump while dumped entries may go stale, [1, 86400]
 };
 
+struct netns_config {
+  bool enabled = true;                    // follow network namespaces beyond the agent's own
+  uint32_t max_namespaces = 4096;         // handles held at most, [1, 1048576]
+  uint32_t max_queued_devices = 256;      // devices waiting for one namespace's handle, [1, 65536]
+  uint32_t idle_flush_s = 60;             // a namespace with no process and no device, [1, 86400]
+  bool follow_processes = true;           // sched exec/exit events find new namespaces at once
+  bool tc_enabled = true;                 // count packets and bytes per flow at each device
+  std::vector<std::string> tc_include{};  // device name prefixes; empty: every device
+  std::vector<std::string> tc_exclude{"lo"}; // device name prefixes never attached
+  uint32_t tc_max_flows = 65536;          // flows the classifiers keep, [1024, 4194304]
+  uint32_t tc_flow_idle_s = 120;          // a flow not seen for this long leaves the map, [1, 86400]
+};
+
 struct supervisor_config {
   uint32_t restart_budget = 3;       // restarts allowed per window, [0, 100]
   uint32_t restart_window_s = 60;    // [1, 86400]
@@ -81,6 +95,7 @@ struct config {
   tracer_config tracer;
   compact_ticker_config compact_ticker;
   conntrack_config conntrack;
+  netns_config netns;
   supervisor_config supervisor;
   offset_guesser_config offset_guesser;
   console_config console;
@@ -133,6 +148,13 @@ inline bool operator==(const conntrack_config &a, const conntrack_config &b) {
   return std::tie(a0, a1, a2, a3, a4, a5, a6, a7) == std::tie(b0, b1, b2, b3, b4, b5, b6, b7);
 }
 
+inline bool operator==(const netns_config &a, const netns_config &b) {
+  const auto &[a0, a1, a2, a3, a4, a5, a6, a7, a8, a9] = a;
+  const auto &[b0, b1, b2, b3, b4, b5, b6, b7, b8, b9] = b;
+  return std::tie(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9) ==
+         std::tie(b0, b1, b2, b3, b4, b5, b6, b7, b8, b9);
+}
+
 inline bool operator==(const supervisor_config &a, const supervisor_config &b) {
   const auto &[a0, a1, a2, a3, a4, a5] = a;
   const auto &[b0, b1, b2, b3, b4, b5] = b;
@@ -140,9 +162,10 @@ inline bool operator==(const supervisor_config &a, const supervisor_config &b) {
 }
 
 inline bool operator==(const config &a, const config &b) {
-  const auto &[a0, a1, a2, a3, a4, a5, a6, a7] = a;
-  const auto &[b0, b1, b2, b3, b4, b5, b6, b7] = b;
-  return std::tie(a0, a1, a2, a3, a4, a5, a6, a7) == std::tie(b0, b1, b2, b3, b4, b5, b6, b7);
+  const auto &[a0, a1, a2, a3, a4, a5, a6, a7, a8] = a;
+  const auto &[b0, b1, b2, b3, b4, b5, b6, b7, b8] = b;
+  return std::tie(a0, a1, a2, a3, a4, a5, a6, a7, a8) ==
+         std::tie(b0, b1, b2, b3, b4, b5, b6, b7, b8);
 }
 
 inline bool operator!=(const agent_config &a, const agent_config &b) {
@@ -155,6 +178,9 @@ inline bool operator!=(const compact_ticker_config &a, const compact_ticker_conf
   return !(a == b);
 }
 inline bool operator!=(const conntrack_config &a, const conntrack_config &b) {
+  return !(a == b);
+}
+inline bool operator!=(const netns_config &a, const netns_config &b) {
   return !(a == b);
 }
 inline bool operator!=(const supervisor_config &a, const supervisor_config &b) {

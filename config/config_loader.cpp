@@ -34,6 +34,11 @@ template <typename E> struct enum_rule {};
 struct directory_path_rule {};
 struct ip_address_rule {};
 struct bool_rule {};
+// Network device name prefixes: each non-empty, shorter than IFNAMSIZ, no '/', ':' or space
+// (what the kernel refuses in a device name), at most k_max_prefixes of them.
+struct device_prefixes_rule {};
+constexpr std::size_t k_max_prefixes = 64;
+constexpr std::size_t k_ifnamsiz = 16;
 // -1 (off) or a positive count.
 struct limit_rule {
   int64_t min;
@@ -103,6 +108,17 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
   visit("conntrack", "dump_timeout_ms", c.conntrack.dump_timeout_ms, count_rule{100, 600000});
   visit("conntrack", "resync_interval_s", c.conntrack.resync_interval_s, count_rule{1, 86400});
 
+  visit("netns", "enabled", c.netns.enabled, bool_rule{});
+  visit("netns", "max_namespaces", c.netns.max_namespaces, count_rule{1, 1048576});
+  visit("netns", "max_queued_devices", c.netns.max_queued_devices, count_rule{1, 65536});
+  visit("netns", "idle_flush_s", c.netns.idle_flush_s, count_rule{1, 86400});
+  visit("netns", "follow_processes", c.netns.follow_processes, bool_rule{});
+  visit("netns", "tc_enabled", c.netns.tc_enabled, bool_rule{});
+  visit("netns", "tc_include", c.netns.tc_include, device_prefixes_rule{});
+  visit("netns", "tc_exclude", c.netns.tc_exclude, device_prefixes_rule{});
+  visit("netns", "tc_max_flows", c.netns.tc_max_flows, count_rule{1024, 4194304});
+  visit("netns", "tc_flow_idle_s", c.netns.tc_flow_idle_s, count_rule{1, 86400});
+
   visit("supervisor", "restart_budget", c.supervisor.restart_budget, count_rule{0, 100});
   visit("supervisor", "restart_window_s", c.supervisor.restart_window_s, count_rule{1, 86400});
   visit("supervisor", "restart_backoff_ms", c.supervisor.restart_backoff_ms, count_rule{0, 60000});
@@ -128,12 +144,13 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
 // Adding a member to config.hpp makes one of these bindings fail to compile: the reminder that
 // the new member needs a line in for_each_key (and in netlens.toml), or it could never be set.
 [[maybe_unused]] void for_each_key_covers_every_member(const config &c) {
-  [[maybe_unused]] const auto &[agent, tracer, compact_ticker, conntrack, supervisor,
+  [[maybe_unused]] const auto &[agent, tracer, compact_ticker, conntrack, netns, supervisor,
                                 offset_guesser, console, metrics] = c;
   [[maybe_unused]] const auto &[a0, a1, a2] = agent;
   [[maybe_unused]] const auto &[t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10] = tracer;
   [[maybe_unused]] const auto &[c0, c1] = compact_ticker;
   [[maybe_unused]] const auto &[n0, n1, n2, n3, n4, n5, n6, n7] = conntrack;
+  [[maybe_unused]] const auto &[e0, e1, e2, e3, e4, e5, e6, e7, e8, e9] = netns;
   [[maybe_unused]] const auto &[s0, s1, s2, s3, s4, s5] = supervisor;
   [[maybe_unused]] const auto &[g0, g1] = offset_guesser;
   [[maybe_unused]] const auto &[k0, k1, k2, k3, k4, k5] = console;
@@ -396,6 +413,32 @@ problem apply(const toml::node &n, std::string &field, const ip_address_rule &) 
   return std::nullopt;
 }
 
+problem apply(const toml::node &n, std::vector<std::string> &field, const device_prefixes_rule &) {
+  const auto *arr = n.as_array();
+  if (!arr)
+    return wrong_type("array of strings", n);
+  if (arr->size() > k_max_prefixes)
+    return std::to_string(arr->size()) + " prefixes; at most " + std::to_string(k_max_prefixes);
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    const std::string at = "[" + std::to_string(i) + "] ";
+    const auto *v = (*arr)[i].as_string();
+    if (!v)
+      return at + wrong_type("string", (*arr)[i]);
+    const std::string &s = v->get();
+    if (s.empty())
+      return at + "is empty; a prefix names the start of a device name";
+    if (s.size() >= k_ifnamsiz)
+      return at + quoted_for_message(s) + " is " + std::to_string(s.size()) +
+             " bytes; device names are shorter than " + std::to_string(k_ifnamsiz);
+    if (s.find_first_of(std::string_view("/: \t\n\0", 6)) != std::string::npos)
+      return at + quoted_for_message(s) + " cannot start a device name (no '/', ':' or space)";
+    out.push_back(s);
+  }
+  field = std::move(out);
+  return std::nullopt;
+}
+
 std::size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<std::size_t> row(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j)
@@ -503,6 +546,12 @@ std::string render_value(uint32_t v) {
 }
 std::string render_value(const std::string &v) {
   return quoted(v);
+}
+std::string render_value(const std::vector<std::string> &v) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < v.size(); ++i)
+    out += (i ? ", " : "") + quoted(v[i]);
+  return out + "]";
 }
 template <typename E> std::enable_if_t<std::is_enum_v<E>, std::string> render_value(E v) {
   for (const auto &e : enum_names<E>::table)

@@ -22,5 +22,8 @@ using compact_atom = caf::atom_constant<caf::atom("compact")>;
 using fault_atom = caf::atom_constant<caf::atom("fault")>;
 using guess_atom = caf::atom_constant<caf::atom("guess")>;
 using cache_atom = caf::atom_constant<caf::atom("cache")>;
+using sync_cache_atom = caf::atom_constant<caf::atom("synccache")>;
+using resolve_atom = caf::atom_constant<caf::atom("resolve")>;
+using netns_list_atom = caf::atom_constant<caf::atom("netnslist")>;
 
 } // namespace netlens

@@ -50,7 +50,9 @@ using conntrack_actor = lifecycle_actor::extend<
     caf::replies_to<claim_atom, nat_lookup_request>::with<nat_lookup_reply>,
     caf::reacts_to<compact_atom>,
     // cache, N: the first N entries, most recently used first (the console's `cache`)
-    caf::replies_to<cache_atom, uint32_t>::with<conntrack_listing>>;
+    caf::replies_to<cache_atom, uint32_t>::with<conntrack_listing>,
+    // the netns actor's namespaces: run (or stop) a consumer in each
+    caf::reacts_to<netns_joined>, caf::reacts_to<netns_left>>;
 
 // The conntrack actor is found through CAF's registry under this name, so the tracer and the
 // ticker reach whichever instance runs now (it may have been restarted) without restarting
@@ -72,9 +74,19 @@ using offset_guesser_actor =
 using console_actor = lifecycle_actor::extend<caf::reacts_to<shutdown_atom, caf::actor>,
                                               caf::reacts_to<shutdown_phase_report>>;
 
-// Reserved for the actors of their own issues; they join the supervisor's child list with the
-// lifecycle interface and extend it with their own messages:
-//   netns (sync_cache, resolve).
+// Owns the namespace handles keyed by inode, pid to namespace, the device queue and the TC
+// classifiers of every device.
+//   sync_cache, pid: find pid's namespace and save a handle for it (the reference agent's
+//     SyncCache); answers the inode, 0 when the process is gone or moved meanwhile;
+//   resolve: container ids and device counts for connections, plus the device-only flows;
+//   netns_list: a netns_joined for every namespace held now (a restarted conntrack asks).
+using netns_actor = lifecycle_actor::extend<
+    caf::replies_to<sync_cache_atom, int32_t>::with<uint32_t>,
+    caf::replies_to<resolve_atom, netns_resolve_request>::with<netns_resolve_reply>,
+    caf::replies_to<netns_list_atom>::with<std::vector<netns_joined>>>;
+
+// Registry name of the netns actor running now (as for conntrack).
+constexpr caf::atom_value k_netns_registry_name = caf::atom("netns");
 
 // The root: starts children in order, restarts them within a budget, runs the ordered
 // shutdown, and is the one address the API and console talk to.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -10,6 +11,7 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 
 #include "actors/conntrack/ct_types.hpp"
+#include "actors/netns/netns_handle.hpp"
 #include "bpf/netlens_offsets.h"
 #include "bpf/netlens_records.h"
 
@@ -40,6 +42,29 @@ struct conn_counters {
   uint64_t retransmits = 0;
 };
 
+// What the TC classifiers of the connection's namespace counted for its tuple, over every
+// device there: in is what arrived (ingress), out what left (egress). IP-level bytes.
+struct device_counts {
+  uint64_t packets_in = 0;
+  uint64_t bytes_in = 0;
+  uint64_t packets_out = 0;
+  uint64_t bytes_out = 0;
+};
+
+// A flow one device saw in one direction that no traced connection of that namespace matches
+// (forwarded traffic, a socket the tracer did not see): reported as seen only at the device.
+struct device_flow {
+  uint32_t netns = 0;
+  uint32_t ifindex = 0;
+  std::string device; // the device's name, "" when it is gone
+  uint8_t family = 0;   // AF_INET or AF_INET6
+  uint8_t protocol = 0; // IPPROTO_TCP or IPPROTO_UDP
+  bool ingress = false; // false: egress
+  ct_endpoints ends;    // as the packets carried them
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
+};
+
 // One connection as a client sees it: monotonic totals in conn, and what moved since that
 // client's previous call in last.
 struct connection_view {
@@ -48,6 +73,9 @@ struct connection_view {
   conn_counters last;
   bool has_nat = false;
   ct_endpoints nat; // the other direction as conntrack translated it, when has_nat
+  std::string container_id; // from the process's cgroup, "" when not in a container
+  bool has_device = false;
+  device_counts device; // when has_device
 };
 
 // Connections to resolve against the conntrack cache, tracer -> conntrack.
@@ -59,6 +87,34 @@ struct nat_lookup_request {
 // connections are not NAT'd, so the answer stays small).
 struct nat_lookup_reply {
   std::vector<std::pair<uint32_t, ct_endpoints>> hits;
+};
+
+// Connections to attribute, tracer -> netns: each one's namespace, family, protocol and
+// endpoints, and the pid the tracer saw (same index).
+struct netns_resolve_request {
+  std::vector<ct_tuple> tuples;
+  std::vector<uint32_t> pids;
+};
+
+// By index into the request; entries with nothing to say are left out. device_only: every flow
+// the classifiers counted that matched none of the request's connections.
+struct netns_resolve_reply {
+  std::vector<std::pair<uint32_t, std::string>> container_ids;
+  std::vector<std::pair<uint32_t, device_counts>> devices;
+  std::vector<device_flow> device_only;
+};
+
+// A namespace the netns actor holds a handle for, netns -> conntrack: run a consumer in it.
+// handle is a duplicate of the netns actor's own; it closes when the last copy goes, so a
+// message that is never handled leaks nothing.
+struct netns_joined {
+  uint32_t inode = 0;
+  std::shared_ptr<const netns_handle> handle;
+};
+
+// The netns actor let that namespace go (evicted, flushed, purged): stop serving it.
+struct netns_left {
+  uint32_t inode = 0;
 };
 
 // Named figures an actor reports about itself (map fill, lost records, ...).
@@ -85,6 +141,7 @@ struct actor_stats {
 struct connections_reply {
   std::vector<connection_view> connections;
   counter_list telemetry;
+  std::vector<device_flow> device_flows; // seen only at a device (see device_flow)
 };
 
 // The offset guesser's answer: the struct offsets the prebuilt tracer needs, or why they could
@@ -129,3 +186,8 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::agent_stats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::guessed_offsets)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::shutdown_phase_report)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::conntrack_listing)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::netns_resolve_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::netns_resolve_reply)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::netns_joined)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::netns_left)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<netlens::netns_joined>)

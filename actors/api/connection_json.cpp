@@ -138,6 +138,19 @@ void append_connection_json(std::string& out, const connection_view& v, uint64_t
   } else {
     out.append("\"nat\":null,");
   }
+  field(out, "container_id", v.container_id);
+  if (v.has_device) {
+    // What the TC classifiers of the connection's namespace counted for it (IP-level bytes).
+    out.append("\"device\":{");
+    field(out, "packets_in", v.device.packets_in);
+    field(out, "bytes_in", v.device.bytes_in);
+    field(out, "packets_out", v.device.packets_out);
+    field(out, "bytes_out", v.device.bytes_out);
+    out.back() = '}';
+    out.push_back(',');
+  } else {
+    out.append("\"device\":null,");
+  }
   out.append("\"last\":{");
   field(out, "bytes_sent", v.last.bytes_sent);
   field(out, "bytes_recv", v.last.bytes_recv);
@@ -146,6 +159,24 @@ void append_connection_json(std::string& out, const connection_view& v, uint64_t
   field(out, "retransmits", v.last.retransmits);
   out.back() = '}'; // replaces the trailing comma
   out.push_back('}');
+}
+
+void append_device_flow_json(std::string& out, const device_flow& f) {
+  char addr[INET6_ADDRSTRLEN];
+  out.push_back('{');
+  field(out, "netns", f.netns);
+  field(out, "ifindex", f.ifindex);
+  field(out, "device", f.device);
+  field(out, "direction", f.ingress ? "ingress" : "egress");
+  field(out, "family", f.family == AF_INET ? "v4" : "v6");
+  field(out, "type", f.protocol == IPPROTO_TCP ? "tcp" : "udp");
+  field(out, "saddr", format_address(f.family, f.ends.saddr, addr));
+  field(out, "sport", f.ends.sport);
+  field(out, "daddr", format_address(f.family, f.ends.daddr, addr));
+  field(out, "dport", f.ends.dport);
+  field(out, "packets", f.packets);
+  field(out, "bytes", f.bytes);
+  out.back() = '}';
 }
 
 void stream_connections(const connections_reply& reply, const chunk_writer& write,
@@ -160,6 +191,19 @@ void stream_connections(const connections_reply& reply, const chunk_writer& writ
       chunk.push_back(',');
     first = false;
     append_connection_json(chunk, v, mono, real);
+    if (chunk.size() >= chunk_bytes) {
+      if (!write(chunk))
+        return;
+      chunk.clear();
+    }
+  }
+  chunk.append("],\"device_flows\":[");
+  first = true;
+  for (const auto& f : reply.device_flows) {
+    if (!first)
+      chunk.push_back(',');
+    first = false;
+    append_device_flow_json(chunk, f);
     if (chunk.size() >= chunk_bytes) {
       if (!write(chunk))
         return;

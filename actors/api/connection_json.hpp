@@ -21,7 +21,10 @@ bool is_intra_host(const nl_conn& c);
 void append_connection_json(std::string& out, const connection_view& v, uint64_t mono_now,
                             uint64_t real_now);
 
-// Writes {"connections":[...],"telemetry":{...}} in chunks of about chunk_bytes; stops early
+// One flow seen only at a device (see device_flow), as an object of "device_flows".
+void append_device_flow_json(std::string& out, const device_flow& f);
+
+// Writes {"connections":[...],"device_flows":[...],"telemetry":{...}} in chunks of about chunk_bytes; stops early
 // if write returns false (the peer went away).
 using chunk_writer = std::function<bool(std::string_view)>;
 void stream_connections(const connections_reply& reply, const chunk_writer& write,

@@ -6,6 +6,7 @@
 
 #include "actors/common/clock.hpp"
 #include "actors/common/lifecycle.hpp"
+#include "actors/netns/netns_actor.hpp"
 #include "actors/tracer/socket_table.hpp"
 
 namespace netlens {
@@ -66,6 +67,62 @@ std::string open_own_namespace(self_ptr self) {
     return *err;
   st.consumers[st.own_netns] = std::move(std::get<0>(started));
   return {};
+}
+
+// Runs a consumer inside a namespace the netns actor holds a handle for, so NAT done in a
+// container's namespace is resolved too. The consumer's thread enters the namespace as it
+// starts and stays there: the handle is needed only until start() returns.
+void join_namespace(self_ptr self, const netns_joined& j) {
+  auto& st = self->state;
+  if (!st.cfg.enabled || !st.cache || !j.handle || !j.handle->valid() || j.inode == st.own_netns ||
+      st.consumers.count(j.inode) || st.state == "stopped" || st.state == "purged" ||
+      st.state == "failed")
+    return;
+  auto o = consumer_options(st);
+  o.netns_fd = j.handle->fd();
+  o.netns_inode = j.inode;
+  auto started = conntrack_consumer::start(o, make_sink(self));
+  if (auto* err = std::get_if<std::string>(&started)) {
+    ++st.namespace_errors;
+    spdlog::warn("conntrack: cannot follow NAT in network namespace {}: {}", j.inode, *err);
+    return;
+  }
+  st.consumers[j.inode] = std::move(std::get<0>(started));
+  ++st.namespaces_joined;
+  spdlog::debug("conntrack: following NAT in network namespace {}", j.inode);
+}
+
+// The namespace is gone from the netns actor: its consumer closes and its entries leave.
+void leave_namespace(self_ptr self, uint32_t inode) {
+  auto& st = self->state;
+  if (inode == st.own_netns)
+    return;
+  auto it = st.consumers.find(inode);
+  if (it == st.consumers.end())
+    return;
+  it->second->close();
+  st.consumers.erase(it);
+  if (st.cache) {
+    // An empty mark and sweep: every entry of that namespace goes.
+    st.cache->begin_resync(inode);
+    st.resync_swept += st.cache->end_resync(inode);
+  }
+  ++st.namespaces_left;
+}
+
+// A (re)started conntrack asks the netns actor for the namespaces it holds now; the ones it
+// finds later arrive as netns_joined.
+void ask_for_namespaces(self_ptr self) {
+  auto ns = find_netns(self->system());
+  if (!ns)
+    return;
+  self->request(ns, std::chrono::seconds(5), netns_list_atom::value)
+      .then(
+          [=](const std::vector<netns_joined>& all) {
+            for (const auto& j : all)
+              join_namespace(self, j);
+          },
+          [=](const caf::error&) {});
 }
 
 std::string dump_outcome(initial_dump_result r, uint32_t timeout_ms) {
@@ -154,6 +211,9 @@ counter_list counters_of(const conntrack_state& st) {
     percent = std::min(percent, s.sampling_percent);
   }
   out.emplace_back("namespaces", st.consumers.size());
+  out.emplace_back("namespaces_joined", st.namespaces_joined);
+  out.emplace_back("namespaces_left", st.namespaces_left);
+  out.emplace_back("namespace_errors", st.namespace_errors);
   out.emplace_back("events", events);
   out.emplace_back("events_kept", kept);
   out.emplace_back("events_per_s", rate);
@@ -208,15 +268,17 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
           st.cache = std::make_unique<conntrack_cache>(
               st.cfg.max_entries, uint64_t{st.cfg.orphan_ttl_s} * 1000000000ull,
               [] { return monotonic_now_ns(); });
-        if (st.consumers.empty()) {
+        if (!st.consumers.count(st.own_netns)) {
           if (auto err = open_own_namespace(self); !err.empty()) {
             publish(self);
+            ask_for_namespaces(self);
             return cannot_serve(self, err);
           }
         }
-        auto outcome = st.consumers.begin()->second->wait_initial_dump(
+        auto outcome = st.consumers.at(st.own_netns)->wait_initial_dump(
             std::chrono::milliseconds(st.cfg.dump_timeout_ms));
         publish(self);
+        ask_for_namespaces(self);
         if (auto why = dump_outcome(outcome, st.cfg.dump_timeout_ms); !why.empty())
           return cannot_serve(self, why + "; it is retried in the background");
         st.state = "running";
@@ -244,7 +306,7 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
             consumer->request_resync();
         }
         // A degraded start whose dump has since completed is healthy again.
-        if (batch.dump_ends && st.state == "degraded" && !st.consumers.empty()) {
+        if (batch.dump_ends && batch.netns == st.own_netns && st.state == "degraded") {
           st.state = "running";
           st.degraded_reason.clear();
           spdlog::info("conntrack: conntrack dump completed; no longer degraded");
@@ -277,7 +339,7 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
             consumer->request_resync();
         }
         // A start without conntrack (module not loaded yet, say) is retried here.
-        if (st.state == "degraded" && st.consumers.empty()) {
+        if (st.state == "degraded" && !st.consumers.count(st.own_netns)) {
           if (auto err = open_own_namespace(self); err.empty()) {
             st.state = "running";
             st.degraded_reason.clear();
@@ -308,6 +370,14 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
         spdlog::info("conntrack: cache purged, orphan list re-initialised, netlink sockets "
                      "closed");
         return caf::ok_atom::value;
+      },
+      [=](const netns_joined& j) {
+        ++self->state.handled;
+        join_namespace(self, j);
+      },
+      [=](const netns_left& l) {
+        ++self->state.handled;
+        leave_namespace(self, l.inode);
       },
       [=](cache_atom, uint32_t n) {
         auto& st = self->state;

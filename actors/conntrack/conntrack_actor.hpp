@@ -44,6 +44,9 @@ struct conntrack_state {
                                // because dumped-only entries were left
   uint64_t last_resync_ns = 0;
   uint32_t own_netns = 0;
+  uint64_t namespaces_joined = 0; // consumers started in the netns actor's namespaces
+  uint64_t namespaces_left = 0;
+  uint64_t namespace_errors = 0; // a namespace whose consumer could not start
 };
 
 conntrack_self_actor::behavior_type

@@ -215,6 +215,21 @@ std::vector<released_netns> netns_cache::flush_idle(uint64_t now_ns, uint64_t id
   return out;
 }
 
+std::vector<released_netns> netns_cache::flush_without_processes(uint64_t now_ns,
+                                                                uint64_t idle_for_ns) {
+  std::vector<released_netns> out;
+  for (auto it = lru_.begin(); it != lru_.end();) {
+    auto next = std::next(it);
+    if (it->pids.empty() && now_ns >= it->last_seen_ns &&
+        now_ns - it->last_seen_ns >= idle_for_ns) {
+      out.push_back(release(it));
+      ++stats_.flushed_idle;
+    }
+    it = next;
+  }
+  return out;
+}
+
 std::vector<released_netns> netns_cache::purge() {
   std::vector<released_netns> out;
   out.reserve(lru_.size());

@@ -110,6 +110,12 @@ public:
   // now - idle_for_ns.
   std::vector<released_netns> flush_idle(uint64_t now_ns, uint64_t idle_for_ns);
 
+  // Drops the namespaces no process has been seen in since now - idle_for_ns, whatever devices
+  // they have: the agent's handle is what keeps such a namespace (and so its devices) alive,
+  // so waiting for its devices to go would keep it forever. The actor detaches what they
+  // held.
+  std::vector<released_netns> flush_without_processes(uint64_t now_ns, uint64_t idle_for_ns);
+
   // Closes every handle and empties the cache (the purge phase of shutdown). Counters stay.
   std::vector<released_netns> purge();
 

@@ -9,6 +9,7 @@
 #include "actors/common/clock.hpp"
 #include "actors/common/lifecycle.hpp"
 #include "actors/conntrack/conntrack_actor.hpp"
+#include "actors/netns/netns_actor.hpp"
 #include "actors/tracer/idle_expiry.hpp"
 #include "actors/tracer/record_decoder.hpp"
 #include "actors/tracer/socket_table.hpp"
@@ -86,6 +87,7 @@ counter_list telemetry_of(const tracer_state& st) {
   out.emplace_back("udp_idle_expired", st.idle_expired);
   out.emplace_back("nat_closed", st.nat_closed);
   out.emplace_back("nat_lookup_errors", st.nat_errors);
+  out.emplace_back("netns_resolve_errors", st.netns_errors);
   out.emplace_back("flush_errors", st.flush_errors);
   out.emplace_back("tcp_reconciled", st.tcp_reconciled);
   if (st.bpf) {
@@ -176,6 +178,44 @@ connections_reply assemble(self_ptr self, const std::string& client,
   return reply;
 }
 
+// Has the netns actor attribute the answer (container ids, what the devices counted, the flows
+// seen only at a device), then delivers it. Without a netns actor the answer goes as it is.
+void attribute_and_deliver(self_ptr self, connections_reply reply,
+                           caf::typed_response_promise<connections_reply> rp) {
+  auto ns = find_netns(self->system());
+  if (!ns) {
+    rp.deliver(std::move(reply));
+    return;
+  }
+  netns_resolve_request req;
+  req.tuples.reserve(reply.connections.size());
+  req.pids.reserve(reply.connections.size());
+  for (const auto& v : reply.connections) {
+    req.tuples.push_back(tuple_of(v.conn));
+    req.pids.push_back(v.conn.pid);
+  }
+  auto held = std::make_shared<connections_reply>(std::move(reply));
+  self->request(ns, k_nat_timeout, resolve_atom::value, std::move(req))
+      .then(
+          [=](netns_resolve_reply& r) mutable {
+            auto& conns = held->connections;
+            for (auto& [index, id] : r.container_ids)
+              if (index < conns.size())
+                conns[index].container_id = std::move(id);
+            for (const auto& [index, counts] : r.devices)
+              if (index < conns.size()) {
+                conns[index].has_device = true;
+                conns[index].device = counts;
+              }
+            held->device_flows = std::move(r.device_only);
+            rp.deliver(std::move(*held));
+          },
+          [=](caf::error&) mutable {
+            ++self->state.netns_errors;
+            rp.deliver(std::move(*held));
+          });
+}
+
 // Reads the active map, has conntrack translate it, and delivers the client's answer.
 void answer_connections(self_ptr self, const std::string& client,
                         caf::typed_response_promise<connections_reply> rp) {
@@ -189,7 +229,7 @@ void answer_connections(self_ptr self, const std::string& client,
     normalize_family(c);
   auto ct = find_conntrack(self->system());
   if (!ct) {
-    rp.deliver(assemble(self, client, st.active, nullptr));
+    attribute_and_deliver(self, assemble(self, client, st.active, nullptr), rp);
     release_scratch(st);
     return;
   }
@@ -199,11 +239,11 @@ void answer_connections(self_ptr self, const std::string& client,
   self->request(ct, k_nat_timeout, lookup_atom::value, nat_request_for(*active))
       .then(
           [=](const nat_lookup_reply& r) mutable {
-            rp.deliver(assemble(self, client, *active, &r));
+            attribute_and_deliver(self, assemble(self, client, *active, &r), rp);
           },
           [=](caf::error&) mutable {
             ++self->state.nat_errors;
-            rp.deliver(assemble(self, client, *active, nullptr));
+            attribute_and_deliver(self, assemble(self, client, *active, nullptr), rp);
           });
 }
 

@@ -7,6 +7,7 @@
 #include "actors/compact_ticker/compact_ticker_actor.hpp"
 #include "actors/conntrack/conntrack_actor.hpp"
 #include "actors/console/console_actor.hpp"
+#include "actors/netns/netns_actor.hpp"
 #include "actors/offset_guesser/offset_guesser_actor.hpp"
 #include "actors/perf_consumer/perf_consumer_actor.hpp"
 #include "actors/tracer/tracer_actor.hpp"
@@ -22,6 +23,12 @@ std::vector<child_spec> agent_children(const config& cfg) {
                    [cfg](caf::actor_system& sys, const child_directory&) -> lifecycle_actor {
                      return caf::actor_cast<lifecycle_actor>(
                          sys.spawn<caf::detached>(conntrack_fn, cfg.conntrack));
+                   }});
+  // After conntrack, which it hands each namespace it finds; before the tracer, whose answers it
+  // attributes. Found through the registry too, so its restart restarts no one else.
+  specs.push_back({"netns", {}, true, true,
+                   [cfg](caf::actor_system& sys, const child_directory&) -> lifecycle_actor {
+                     return caf::actor_cast<lifecycle_actor>(spawn_netns(sys, cfg.netns));
                    }});
   // Only when the tracer may need the prebuilt build's offsets; before the tracer, which asks
   // it during its own start only after the CO-RE and runtime builds failed.

@@ -110,6 +110,19 @@ def closed_connection_seen():
     return False
 
 
+def agent_prog_ids(pid):
+    """The BPF program ids the agent holds open, from its descriptors' fdinfo."""
+    ids = set()
+    for fd in os.listdir("/proc/%d/fdinfo" % pid):
+        try:
+            for line in open("/proc/%d/fdinfo/%s" % (pid, fd)):
+                if line.startswith("prog_id:"):
+                    ids.add(int(line.split()[1]))
+        except OSError:
+            pass
+    return ids
+
+
 class poller:
     """Asks /connections every 50 ms; counts answers and requests that got none."""
 
@@ -141,7 +154,8 @@ def main():
     baseline = fds(pid)
     plan = [("conntrack", "throw"), ("tracer", "exit"), ("perf_consumer", "throw"),
             ("compact_ticker", "exit"), ("api", "throw"), ("tracer", "throw"),
-            ("offset_guesser", "throw"), ("offset_guesser", "exit")]
+            ("offset_guesser", "throw"), ("offset_guesser", "exit"), ("netns", "throw"),
+            ("netns", "exit")]
     for name, how in plan:
         before = actor(name)["restarts"]
         old_ids = program_ids(log)[0] if name == "tracer" else []
@@ -170,6 +184,26 @@ def main():
             check(p.unanswered == 0 and p.answered > 0,
                   "%s: the API answered every request during the restart (%d)"
                   % (name, p.answered), (p.answered, p.unanswered))
+        if name == "netns":
+            # The restarted instance holds its namespaces, devices and classifiers again, and
+            # the crashed one's classifier programs have left the kernel.
+            c = restarted["counters"] if restarted else {}
+            check(c.get("open_handles", 0) >= 1 and c.get("namespaces_watched", 0) >= 1,
+                  "netns: handles and device watchers re-acquired", c)
+            tc_progs = lambda: json.loads(subprocess.run(
+                ["bpftool", "prog", "show", "--json"], capture_output=True, text=True).stdout
+                or "[]")
+            ours = [p for p in tc_progs() if p.get("name", "").startswith("nl_tc_")
+                    and p["id"] in agent_prog_ids(pid)]
+            for _ in range(40):
+                stale = [p["id"] for p in tc_progs() if p.get("name", "").startswith("nl_tc_")
+                         and p["id"] not in agent_prog_ids(pid)]
+                if not stale:
+                    break
+                time.sleep(0.05)
+            check(len(ours) == 2 and not stale,
+                  "netns: one pair of classifier programs, the crashed instance's gone",
+                  (ours, stale))
         if name == "tracer":
             new_ids = program_ids(log)[0]
             check(new_ids != old_ids and all(prog_loaded(i) for i in new_ids),

@@ -16,8 +16,8 @@ TEST_CASE("connections render as valid JSON with every documented field", "[api]
   c.srtt_us = 33;
   c.tcp_state = 1;
   std::memcpy(c.comm, "we\"ird\\\x01\xff", 10);
-  reply.connections.push_back({c, true, {1, 2, 3, 4, 5}, false, {}});
-  reply.connections.push_back({make_conn(7, "::1", 1, "::1", 2, 17), false, {}, false, {}});
+  reply.connections.push_back({c, true, {1, 2, 3, 4, 5}, false, {}, "", false, {}});
+  reply.connections.push_back({make_conn(7, "::1", 1, "::1", 2, 17), false, {}, false, {}, "", false, {}});
   reply.telemetry = {{"records_lost", 0}, {"map_entries", 2}};
 
   auto j = nlohmann::json::parse(render_connections(reply));
@@ -46,7 +46,7 @@ TEST_CASE("connections render as valid JSON with every documented field", "[api]
 
 TEST_CASE("a translated connection carries its reply direction as nat", "[api]") {
   connections_reply reply;
-  connection_view v{make_conn(1, "10.0.0.1", 40000, "10.96.0.10", 80), false, {}, false, {}};
+  connection_view v{make_conn(1, "10.0.0.1", 40000, "10.96.0.10", 80), false, {}, false, {}, "", false, {}};
   v.has_nat = true;
   v.nat = {};
   const uint8_t pod[4] = {10, 244, 1, 7}, client[4] = {10, 0, 0, 1};
@@ -65,7 +65,7 @@ TEST_CASE("a translated connection carries its reply direction as nat", "[api]")
 TEST_CASE("a large answer streams in bounded chunks", "[api]") {
   connections_reply reply;
   for (uint64_t i = 0; i < 5000; ++i)
-    reply.connections.push_back({make_conn(i, "10.0.0.1", 1, "10.0.0.2", 2), false, {}, false, {}});
+    reply.connections.push_back({make_conn(i, "10.0.0.1", 1, "10.0.0.2", 2), false, {}, false, {}, "", false, {}});
   size_t biggest = 0, total = 0;
   std::string all;
   stream_connections(
@@ -85,7 +85,7 @@ TEST_CASE("a large answer streams in bounded chunks", "[api]") {
 TEST_CASE("streaming stops when the peer goes away", "[api]") {
   connections_reply reply;
   for (uint64_t i = 0; i < 5000; ++i)
-    reply.connections.push_back({make_conn(i, "10.0.0.1", 1, "10.0.0.2", 2), false, {}, false, {}});
+    reply.connections.push_back({make_conn(i, "10.0.0.1", 1, "10.0.0.2", 2), false, {}, false, {}, "", false, {}});
   int calls = 0;
   stream_connections(
       reply,
@@ -95,4 +95,52 @@ TEST_CASE("streaming stops when the peer goes away", "[api]") {
       },
       1024);
   CHECK(calls == 1);
+}
+
+TEST_CASE("attribution renders: container id, device counts and device-only flows", "[api]") {
+  connections_reply reply;
+  connection_view v{make_conn(1, "10.1.0.2", 5000, "10.1.0.1", 80), false, {}, false, {}, "", false, {}};
+  v.container_id = std::string(64, 'a');
+  v.has_device = true;
+  v.device = {3, 300, 4, 400};
+  reply.connections.push_back(v);
+  reply.connections.push_back({make_conn(2, "10.1.0.2", 5001, "10.1.0.1", 80), false, {}, false, {}, "", false, {}});
+  device_flow f;
+  f.netns = 4026532000u;
+  f.ifindex = 7;
+  f.device = "veth0";
+  f.family = AF_INET6;
+  f.protocol = IPPROTO_UDP;
+  f.ingress = true;
+  inet_pton(AF_INET6, "fd00::2", f.ends.saddr);
+  inet_pton(AF_INET6, "fd00::1", f.ends.daddr);
+  f.ends.sport = 53;
+  f.ends.dport = 4444;
+  f.packets = 2;
+  f.bytes = 180;
+  reply.device_flows.push_back(f);
+
+  auto j = nlohmann::json::parse(render_connections(reply));
+  auto& a = j["connections"][0];
+  CHECK(a["container_id"] == std::string(64, 'a'));
+  CHECK(a["device"]["packets_in"] == 3);
+  CHECK(a["device"]["bytes_in"] == 300);
+  CHECK(a["device"]["packets_out"] == 4);
+  CHECK(a["device"]["bytes_out"] == 400);
+  CHECK(j["connections"][1]["container_id"] == "");
+  CHECK(j["connections"][1]["device"].is_null());
+  REQUIRE(j["device_flows"].size() == 1);
+  auto& d = j["device_flows"][0];
+  CHECK(d["netns"] == 4026532000u);
+  CHECK(d["ifindex"] == 7);
+  CHECK(d["device"] == "veth0");
+  CHECK(d["direction"] == "ingress");
+  CHECK(d["family"] == "v6");
+  CHECK(d["type"] == "udp");
+  CHECK(d["saddr"] == "fd00::2");
+  CHECK(d["sport"] == 53);
+  CHECK(d["daddr"] == "fd00::1");
+  CHECK(d["dport"] == 4444);
+  CHECK(d["packets"] == 2);
+  CHECK(d["bytes"] == 180);
 }

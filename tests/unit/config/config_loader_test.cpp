@@ -91,6 +91,16 @@ config every_key_changed() {
   c.conntrack.receive_buffer_bytes += 1;
   c.conntrack.dump_timeout_ms += 1;
   c.conntrack.resync_interval_s += 1;
+  c.netns.enabled = !c.netns.enabled;
+  c.netns.max_namespaces += 1;
+  c.netns.max_queued_devices += 1;
+  c.netns.idle_flush_s += 1;
+  c.netns.follow_processes = !c.netns.follow_processes;
+  c.netns.tc_enabled = !c.netns.tc_enabled;
+  c.netns.tc_include = {"veth", "eth"};
+  c.netns.tc_exclude = {};
+  c.netns.tc_max_flows += 1;
+  c.netns.tc_flow_idle_s += 1;
   c.supervisor.restart_budget += 1;
   c.supervisor.restart_window_s += 1;
   c.supervisor.restart_backoff_ms += 1;

@@ -234,6 +234,29 @@ TEST_CASE("netns_cache flushes namespaces with no pid and no device once idle lo
   CHECK(cache.info(503).has_value());
 }
 
+TEST_CASE("netns_cache flushes namespaces without a process even when devices are attached",
+          "[netns][netns_cache]") {
+  fake_clock clk;
+  netns_cache cache(8, 4, clk.fn());
+  const uint64_t idle = 30 * k_s;
+  REQUIRE(cache.save_handle(fake_handle(700), 70).stored); // a live process keeps it
+  REQUIRE(cache.save_handle(fake_handle(701), 71).stored);
+  REQUIRE(cache.queue_device(701, dev(2, "eth0")).ready);
+  const int fd701 = cache.fd_of(701);
+  clk.now += 5 * k_s;
+  cache.forget_pid(71);
+  // flush_idle keeps 701 for its device; this one does not, but only once idle long enough.
+  CHECK(cache.flush_idle(clk.now + idle, idle).empty());
+  CHECK(cache.flush_without_processes(clk.now + idle - 1, idle).empty());
+  auto flushed = cache.flush_without_processes(clk.now + idle, idle);
+  REQUIRE(flushed.size() == 1);
+  CHECK(flushed[0].inode == 701);
+  CHECK(flushed[0].devices == std::vector<netns_device>{dev(2, "eth0")});
+  CHECK(fd_closed(fd701));
+  CHECK(cache.inode_of(70) == 700u);
+  CHECK(cache.size() == 1);
+}
+
 TEST_CASE("netns_cache follows a pid that changes namespace", "[netns][netns_cache]") {
   fake_clock clk;
   netns_cache cache(8, 4, clk.fn());

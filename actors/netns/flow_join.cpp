@@ -1,0 +1,115 @@
+#include "actors/netns/flow_join.hpp"
+
+#include <cstring>
+#include <unordered_map>
+
+namespace netlens {
+namespace {
+
+// A flow's identity without its device: namespace, family, protocol, endpoints as the packets
+// carried them, direction.
+struct flow_id {
+  uint32_t netns = 0;
+  uint8_t family = 0;
+  uint8_t protocol = 0;
+  uint8_t direction = 0;
+  uint8_t pad = 0;
+  ct_endpoints ends;
+  bool operator==(const flow_id& o) const { return std::memcmp(this, &o, sizeof o) == 0; }
+};
+static_assert(sizeof(flow_id) == 44, "no implicit padding: hashed as bytes");
+
+struct flow_id_hash {
+  size_t operator()(const flow_id& f) const {
+    const auto* p = reinterpret_cast<const unsigned char*>(&f);
+    uint64_t h = 1469598103934665603ull; // FNV-1a
+    for (size_t i = 0; i < sizeof f; ++i)
+      h = (h ^ p[i]) * 1099511628211ull;
+    return static_cast<size_t>(h);
+  }
+};
+
+flow_id id_of(const nl_tc_flow_key& k) {
+  flow_id f;
+  f.netns = k.netns;
+  f.family = static_cast<uint8_t>(k.family);
+  f.protocol = k.protocol;
+  f.direction = k.direction;
+  std::memcpy(f.ends.saddr, k.saddr, 16);
+  std::memcpy(f.ends.daddr, k.daddr, 16);
+  f.ends.sport = k.sport;
+  f.ends.dport = k.dport;
+  return f;
+}
+
+flow_id id_of(const ct_tuple& t, bool ingress) {
+  flow_id f;
+  f.netns = t.netns;
+  f.family = t.family;
+  f.protocol = t.protocol;
+  f.direction = ingress ? NL_TC_INGRESS : NL_TC_EGRESS;
+  f.ends = ingress ? reversed(t.ends) : t.ends;
+  return f;
+}
+
+} // namespace
+
+flow_join_result join_flows(const std::vector<ct_tuple>& tuples, const std::vector<tc_flow>& flows,
+                            const std::function<std::string(uint32_t, uint32_t)>& name_of) {
+  struct summed {
+    uint64_t packets = 0;
+    uint64_t bytes = 0;
+    std::vector<size_t> flows; // indexes into flows
+    bool owned = false;
+  };
+  std::unordered_map<flow_id, summed, flow_id_hash> by_id;
+  by_id.reserve(flows.size());
+  for (size_t i = 0; i < flows.size(); ++i) {
+    auto& s = by_id[id_of(flows[i].key)];
+    s.packets += flows[i].packets;
+    s.bytes += flows[i].bytes;
+    s.flows.push_back(i);
+  }
+
+  flow_join_result out;
+  for (size_t i = 0; i < tuples.size() && !by_id.empty(); ++i) {
+    auto out_it = by_id.find(id_of(tuples[i], false));
+    auto in_it = by_id.find(id_of(tuples[i], true));
+    if (out_it == by_id.end() && in_it == by_id.end())
+      continue;
+    device_counts c;
+    if (out_it != by_id.end()) {
+      c.packets_out = out_it->second.packets;
+      c.bytes_out = out_it->second.bytes;
+      out_it->second.owned = true;
+    }
+    if (in_it != by_id.end()) {
+      c.packets_in = in_it->second.packets;
+      c.bytes_in = in_it->second.bytes;
+      in_it->second.owned = true;
+    }
+    out.devices.emplace_back(static_cast<uint32_t>(i), c);
+  }
+
+  for (const auto& [id, s] : by_id) {
+    if (s.owned)
+      continue;
+    for (size_t i : s.flows) {
+      const tc_flow& f = flows[i];
+      device_flow d;
+      d.netns = f.key.netns;
+      d.ifindex = f.key.ifindex;
+      d.device = name_of ? name_of(f.key.netns, f.key.ifindex) : std::string();
+      d.family = static_cast<uint8_t>(f.key.family);
+      d.protocol = f.key.protocol;
+      d.ingress = f.key.direction == NL_TC_INGRESS;
+      d.ends = id.ends;
+      d.packets = f.packets;
+      d.bytes = f.bytes;
+      out.device_only.push_back(std::move(d));
+    }
+  }
+  return out;
+}
+
+} // namespace netlens

@@ -1,0 +1,27 @@
+// Joins what the TC classifiers counted per device to the traced connections: a connection of
+// namespace N with endpoints s:sp -> d:dp owns, over every device of N, the egress flow
+// s:sp -> d:dp (what it sent) and the ingress flow d:dp -> s:sp (what it received). Flows no
+// connection owns are reported on their own, as seen only at their device (forwarded traffic,
+// a socket the tracer did not see). Pure: no kernel, no CAF.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "bpf/tc_attach.hpp"
+#include "messages/types.hpp"
+
+namespace netlens {
+
+struct flow_join_result {
+  std::vector<std::pair<uint32_t, device_counts>> devices; // by index into the tuples
+  std::vector<device_flow> device_only;
+};
+
+// name_of(netns, ifindex): the device's name, "" when unknown.
+flow_join_result join_flows(const std::vector<ct_tuple>& tuples, const std::vector<tc_flow>& flows,
+                            const std::function<std::string(uint32_t, uint32_t)>& name_of);
+
+} // namespace netlens

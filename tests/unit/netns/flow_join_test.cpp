@@ -1,0 +1,129 @@
+// join_flows: a connection owns its egress flow and the reversed ingress flow over every device
+// of its namespace; what no connection owns is reported per device.
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <cstring>
+
+#include "actors/netns/device_filter.hpp"
+#include "actors/netns/flow_join.hpp"
+
+using namespace netlens;
+
+namespace {
+
+ct_endpoints ends(const char* s, uint16_t sp, const char* d, uint16_t dp) {
+  ct_endpoints e;
+  inet_pton(AF_INET, s, e.saddr);
+  inet_pton(AF_INET, d, e.daddr);
+  e.sport = sp;
+  e.dport = dp;
+  return e;
+}
+
+ct_tuple tuple(uint32_t netns, const ct_endpoints& e, uint8_t proto = IPPROTO_TCP) {
+  ct_tuple t;
+  t.netns = netns;
+  t.family = AF_INET;
+  t.protocol = proto;
+  t.ends = e;
+  return t;
+}
+
+tc_flow flow(uint32_t netns, uint32_t ifindex, const ct_endpoints& e, nl_tc_direction dir,
+             uint64_t packets, uint64_t bytes, uint8_t proto = IPPROTO_TCP) {
+  tc_flow f;
+  std::memcpy(f.key.saddr, e.saddr, 16);
+  std::memcpy(f.key.daddr, e.daddr, 16);
+  f.key.sport = e.sport;
+  f.key.dport = e.dport;
+  f.key.netns = netns;
+  f.key.ifindex = ifindex;
+  f.key.family = AF_INET;
+  f.key.protocol = proto;
+  f.key.direction = dir;
+  f.packets = packets;
+  f.bytes = bytes;
+  return f;
+}
+
+std::string names(uint32_t netns, uint32_t ifindex) {
+  return "dev" + std::to_string(netns) + "." + std::to_string(ifindex);
+}
+
+} // namespace
+
+TEST_CASE("join_flows gives a connection its egress and its reversed ingress flow",
+          "[netns][flow_join]") {
+  auto e = ends("10.0.0.2", 40000, "10.0.0.1", 80);
+  std::vector<ct_tuple> conns{tuple(100, e), tuple(100, ends("10.0.0.2", 40001, "10.0.0.1", 80))};
+  std::vector<tc_flow> flows{
+      flow(100, 2, e, NL_TC_EGRESS, 5, 500),
+      flow(100, 2, reversed(e), NL_TC_INGRESS, 4, 4000),
+      // the same tuple in another namespace is not this connection's
+      flow(200, 2, e, NL_TC_EGRESS, 9, 900),
+      // the same tuple the wrong way round (ingress s->d) is not this connection's either
+      flow(100, 2, e, NL_TC_INGRESS, 1, 60),
+  };
+  auto r = join_flows(conns, flows, names);
+  REQUIRE(r.devices.size() == 1);
+  CHECK(r.devices[0].first == 0);
+  CHECK(r.devices[0].second.packets_out == 5);
+  CHECK(r.devices[0].second.bytes_out == 500);
+  CHECK(r.devices[0].second.packets_in == 4);
+  CHECK(r.devices[0].second.bytes_in == 4000);
+  REQUIRE(r.device_only.size() == 2);
+  for (const auto& d : r.device_only) {
+    CHECK(d.device == names(d.netns, d.ifindex));
+    if (d.netns == 200) {
+      CHECK_FALSE(d.ingress);
+      CHECK(d.packets == 9);
+      CHECK(d.ends == e);
+    } else {
+      CHECK(d.ingress);
+      CHECK(d.bytes == 60);
+    }
+  }
+}
+
+TEST_CASE("join_flows sums one flow over the devices of its namespace", "[netns][flow_join]") {
+  auto e = ends("10.0.0.2", 40000, "10.0.0.1", 53);
+  std::vector<ct_tuple> conns{tuple(7, e, IPPROTO_UDP)};
+  std::vector<tc_flow> flows{flow(7, 2, e, NL_TC_EGRESS, 1, 100, IPPROTO_UDP),
+                             flow(7, 3, e, NL_TC_EGRESS, 2, 200, IPPROTO_UDP),
+                             // TCP is another flow
+                             flow(7, 3, e, NL_TC_EGRESS, 50, 5000)};
+  auto r = join_flows(conns, flows, names);
+  REQUIRE(r.devices.size() == 1);
+  CHECK(r.devices[0].second.packets_out == 3);
+  CHECK(r.devices[0].second.bytes_out == 300);
+  CHECK(r.devices[0].second.packets_in == 0);
+  REQUIRE(r.device_only.size() == 1);
+  CHECK(r.device_only[0].protocol == IPPROTO_TCP);
+  CHECK(r.device_only[0].ifindex == 3);
+}
+
+TEST_CASE("join_flows with no flows or no connections", "[netns][flow_join]") {
+  auto e = ends("10.0.0.2", 1, "10.0.0.1", 2);
+  CHECK(join_flows({tuple(1, e)}, {}, names).devices.empty());
+  auto r = join_flows({}, {flow(1, 1, e, NL_TC_EGRESS, 1, 1)}, nullptr);
+  CHECK(r.devices.empty());
+  REQUIRE(r.device_only.size() == 1);
+  CHECK(r.device_only[0].device.empty());
+}
+
+TEST_CASE("device_selected: exclude wins, an empty include takes every device",
+          "[netns][device_filter]") {
+  std::vector<std::string> none, lo{"lo"}, veth{"veth", "eth"};
+  CHECK(device_selected("eth0", none, lo));
+  CHECK_FALSE(device_selected("lo", none, lo));
+  CHECK_FALSE(device_selected("loop0", none, lo)); // a prefix, not a name
+  CHECK(device_selected("veth12", veth, lo));
+  CHECK(device_selected("eth1", veth, lo));
+  CHECK_FALSE(device_selected("br0", veth, lo));
+  CHECK_FALSE(device_selected("veth1", veth, {"veth1"}));
+  CHECK(device_selected("veth2", veth, {"veth1"}));
+  CHECK(device_selected("", none, none));
+}
