@@ -94,6 +94,10 @@ struct nat_lookup_reply {
 struct netns_resolve_request {
   std::vector<ct_tuple> tuples;
   std::vector<uint32_t> pids;
+  // Same index: the tuple as the packets carry it past NAT (the reverse of the translated reply
+  // direction), family 0 when the connection is not translated. A DNAT'd connection's packets
+  // leave with the real server's address, so the devices count them under this one.
+  std::vector<ct_tuple> translated;
 };
 
 // By index into the request; entries with nothing to say are left out. device_only: every flow

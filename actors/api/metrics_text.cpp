@@ -45,7 +45,9 @@ constexpr std::string_view k_gauge_last_words[] = {
     "entries", "capacity", "buffered", "clients",  "orphans",  "namespaces", "sessions", "open",
     "size",    "depth",    "pending",  "inflight", "degraded", "up",         "enabled"};
 constexpr std::string_view k_gauge_first_words[] = {"last", "have", "has", "is"};
-constexpr std::string_view k_gauge_names[] = {"records_per_wakeup"};
+constexpr std::string_view k_gauge_names[] = {
+    "records_per_wakeup", "open_handles",  "namespaces_watched",
+    "containers_known",   "devices_known", "tc_attached_devices"};
 
 std::string_view first_word(std::string_view name) {
   return name.substr(0, name.find('_'));
@@ -127,6 +129,41 @@ const std::map<std::string_view, std::string_view>& figure_help() {
       {"conntrack.resync_swept", "Entries dropped because a new dump no longer had them"},
       {"conntrack.dump_only_entries", "Entries learned only from a dump (kept fresh by resyncs)"},
       {"conntrack.namespaces", "Network namespaces with a conntrack consumer"},
+      {"conntrack.namespaces_joined", "Consumers started in namespaces the netns actor handed over"},
+      {"conntrack.namespaces_left", "Consumers closed because the netns actor let their namespace go"},
+      {"conntrack.namespace_errors", "Namespaces whose conntrack consumer could not start"},
+      {"tracer.netns_resolve_errors", "Attributions the netns actor did not answer in time"},
+      {"netns.namespaces", "Network namespaces the netns actor holds"},
+      {"netns.namespace_capacity", "Capacity of the namespace cache (netns.max_namespaces)"},
+      {"netns.open_handles", "Namespace handles (fds) held open"},
+      {"netns.evicted", "Namespaces let go because the cache was full"},
+      {"netns.flushed_idle", "Namespaces let go after idle_flush_s without a live process"},
+      {"netns.devices_queued", "Devices that waited for their namespace's handle"},
+      {"netns.queue_overflows", "Devices refused because their namespace's queue was full"},
+      {"netns.namespaces_found", "Namespaces whose handle was saved"},
+      {"netns.namespaces_released", "Namespaces let go (evicted, flushed)"},
+      {"netns.handle_errors", "Namespace handles that could not be opened"},
+      {"netns.handles_rejected", "Handles refused: the process moved or died between lookup and open"},
+      {"netns.scan_us", "Duration of the last /proc scan"},
+      {"netns.scanned_processes", "Processes listed by the last /proc scan"},
+      {"netns.exec_events", "Process exec events handled"},
+      {"netns.exit_events", "Process exit events handled"},
+      {"netns.sync_requests", "sync_cache requests"},
+      {"netns.resolves", "Attribution requests answered"},
+      {"netns.containers_known", "Processes whose container is known"},
+      {"netns.devices_known", "Devices the link watcher reported, attached or not"},
+      {"netns.proc_batches_dropped", "Exec/exit batches dropped under backlog (a /proc rescan follows)"},
+      {"netns.proc_events_lost", "Exec/exit events the kernel could not output (buffer full)"},
+      {"netns.namespaces_watched", "Namespaces whose devices are followed"},
+      {"netns.link_errors", "Namespaces whose devices could not be followed"},
+      {"netns.tc_attached_devices", "Devices with netlens's TC classifiers"},
+      {"netns.tc_attached", "TC classifier attachments made"},
+      {"netns.tc_detached", "TC classifier attachments removed"},
+      {"netns.tc_errors", "TC attach, detach or sweep failures"},
+      {"netns.tc_leftovers_removed", "Filters of a killed earlier run removed"},
+      {"netns.tc_flows_expired", "Flows removed after tc_flow_idle_s without a packet"},
+      {"netns.tc_failed_inserts", "Flows not counted because the classifiers' map was full"},
+      {"netns.tc_unparsed", "Packets whose headers the classifiers could not read"},
       {"conntrack.events", "Conntrack events read"},
       {"conntrack.events_kept", "Conntrack events applied after sampling"},
       {"conntrack.events_per_s", "Conntrack events per second, recent rate"},

@@ -128,8 +128,21 @@ struct conntrack_consumer::impl {
   uint64_t truncated = 0;
   std::vector<mmsghdr> msgs;
   std::vector<iovec> iovs;
-  std::vector<uint8_t> event_buf;
-  std::vector<uint8_t> dump_buf;
+  // Left uninitialised on purpose: zero-filling would make all of it resident at once, ~600 KiB
+  // per namespace served; untouched, a quiet namespace's consumer costs only the pages the
+  // kernel has written to.
+  struct raw_buffer {
+    std::unique_ptr<uint8_t[]> bytes;
+    size_t len = 0;
+    void allocate(size_t n) {
+      bytes.reset(new uint8_t[n]);
+      len = n;
+    }
+    uint8_t* data() { return bytes.get(); }
+    size_t size() const { return len; }
+  };
+  raw_buffer event_buf;
+  raw_buffer dump_buf;
   std::vector<ct_event> decoded;
   ct_event_batch batch;
   bool batch_from_dump = false;
@@ -271,8 +284,8 @@ struct conntrack_consumer::impl {
       return; // start() closes what was opened
     msgs.resize(k_event_slots);
     iovs.resize(k_event_slots);
-    event_buf.resize(k_event_slots * k_event_slot_bytes);
-    dump_buf.resize(k_dump_buffer_bytes);
+    event_buf.allocate(k_event_slots * k_event_slot_bytes);
+    dump_buf.allocate(k_dump_buffer_bytes);
     try {
       begin_dump(now_ns());
       loop();

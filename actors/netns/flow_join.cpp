@@ -55,7 +55,8 @@ flow_id id_of(const ct_tuple& t, bool ingress) {
 } // namespace
 
 flow_join_result join_flows(const std::vector<ct_tuple>& tuples, const std::vector<tc_flow>& flows,
-                            const std::function<std::string(uint32_t, uint32_t)>& name_of) {
+                            const std::function<std::string(uint32_t, uint32_t)>& name_of,
+                            const std::vector<ct_tuple>& translated) {
   struct summed {
     uint64_t packets = 0;
     uint64_t bytes = 0;
@@ -73,22 +74,30 @@ flow_join_result join_flows(const std::vector<ct_tuple>& tuples, const std::vect
 
   flow_join_result out;
   for (size_t i = 0; i < tuples.size() && !by_id.empty(); ++i) {
-    auto out_it = by_id.find(id_of(tuples[i], false));
-    auto in_it = by_id.find(id_of(tuples[i], true));
-    if (out_it == by_id.end() && in_it == by_id.end())
-      continue;
     device_counts c;
-    if (out_it != by_id.end()) {
-      c.packets_out = out_it->second.packets;
-      c.bytes_out = out_it->second.bytes;
-      out_it->second.owned = true;
+    bool found = false;
+    auto take = [&](const ct_tuple& t) {
+      auto out_it = by_id.find(id_of(t, false));
+      if (out_it != by_id.end() && !out_it->second.owned) {
+        c.packets_out += out_it->second.packets;
+        c.bytes_out += out_it->second.bytes;
+        out_it->second.owned = found = true;
+      }
+      auto in_it = by_id.find(id_of(t, true));
+      if (in_it != by_id.end() && !in_it->second.owned) {
+        c.packets_in += in_it->second.packets;
+        c.bytes_in += in_it->second.bytes;
+        in_it->second.owned = found = true;
+      }
+    };
+    take(tuples[i]);
+    if (i < translated.size() && translated[i].family != 0) {
+      ct_tuple t = translated[i];
+      t.netns = tuples[i].netns;
+      take(t);
     }
-    if (in_it != by_id.end()) {
-      c.packets_in = in_it->second.packets;
-      c.bytes_in = in_it->second.bytes;
-      in_it->second.owned = true;
-    }
-    out.devices.emplace_back(static_cast<uint32_t>(i), c);
+    if (found)
+      out.devices.emplace_back(static_cast<uint32_t>(i), c);
   }
 
   for (const auto& [id, s] : by_id) {

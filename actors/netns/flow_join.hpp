@@ -20,8 +20,11 @@ struct flow_join_result {
   std::vector<device_flow> device_only;
 };
 
-// name_of(netns, ifindex): the device's name, "" when unknown.
+// name_of(netns, ifindex): the device's name, "" when unknown. translated (same index as
+// tuples, or empty): the tuple past NAT, family 0 for none; a translated connection owns the
+// flows of both tuples (before NAT at one device, after it at another).
 flow_join_result join_flows(const std::vector<ct_tuple>& tuples, const std::vector<tc_flow>& flows,
-                            const std::function<std::string(uint32_t, uint32_t)>& name_of);
+                            const std::function<std::string(uint32_t, uint32_t)>& name_of,
+                            const std::vector<ct_tuple>& translated = {});
 
 } // namespace netlens

@@ -27,6 +27,9 @@ using self_ptr = netns_self_actor::stateful_pointer<netns_state>;
 constexpr auto k_tick = std::chrono::seconds(2);
 // pid -> container entries kept at most; past it the host processes' (empty) ones go first.
 constexpr size_t k_max_container_entries = 262144;
+// A process found in no container is read again after this long: it may have been moved into
+// one after its exec (a runtime that execs first, an operator's cgclassify).
+constexpr uint64_t k_no_container_recheck_ns = 2'000'000'000ull;
 // Exec/exit batches handed in and not yet handled; past this the event thread drops (counted)
 // and the next tick rescans /proc instead.
 constexpr int k_max_proc_batches_in_flight = 64;
@@ -175,20 +178,29 @@ uint32_t sync_pid(self_ptr self, pid_t pid, uint32_t inode) {
 const std::string& container_of(self_ptr self, pid_t pid) {
   static const std::string none;
   auto& st = self->state;
-  if (auto it = st.containers.find(pid); it != st.containers.end())
+  uint64_t now = monotonic_now_ns();
+  auto it = st.containers.find(pid);
+  if (it != st.containers.end() &&
+      (!it->second.id.empty() || it->second.exited_ns != 0 ||
+       now - it->second.read_ns < k_no_container_recheck_ns))
     return it->second.id;
   if (!st.scanner || pid <= 0)
     return none;
   auto id = st.scanner->container_id(pid);
   if (!id)
-    return none; // gone: nothing better will come later
+    return it != st.containers.end() ? it->second.id : none; // gone: keep what was known
+  if (it != st.containers.end()) {
+    it->second.id = std::move(*id);
+    it->second.read_ns = now;
+    return it->second.id;
+  }
   if (st.containers.size() >= k_max_container_entries) {
     for (auto it = st.containers.begin(); it != st.containers.end();)
       it = it->second.id.empty() ? st.containers.erase(it) : std::next(it);
     if (st.containers.size() >= k_max_container_entries)
       st.containers.clear();
   }
-  return st.containers.emplace(pid, netns_state::pid_container{std::move(*id), 0})
+  return st.containers.emplace(pid, netns_state::pid_container{std::move(*id), 0, now})
       .first->second.id;
 }
 
@@ -198,10 +210,13 @@ void on_exec(self_ptr self, pid_t pid) {
   uint32_t inode = sync_pid(self, pid, 0);
   // exec keeps the cgroup, but the pid may be a reused one: read it again. A process outside
   // the agent's namespace is read now, so one that lives a few milliseconds is still
-  // attributed when its connections are reported.
+  // attributed when its connections are reported. Only a container found is kept: a process
+  // in none may yet be moved into one (see container_of).
   st.containers.erase(pid);
-  if (inode != 0 && inode != st.own_netns)
-    container_of(self, pid);
+  if (inode != 0 && inode != st.own_netns && st.scanner)
+    if (auto id = st.scanner->container_id(pid); id && !id->empty())
+      st.containers.emplace(pid, netns_state::pid_container{std::move(*id), 0,
+                                                            monotonic_now_ns()});
 }
 
 void on_exit(self_ptr self, pid_t pid, uint64_t now) {
@@ -487,12 +502,13 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
             out.container_ids.emplace_back(static_cast<uint32_t>(i), id);
         }
         if (serving && st.tc) {
-          auto joined = join_flows(req.tuples, st.tc->read_flows(),
-                                   [&](uint32_t netns, uint32_t ifindex) {
-                                     auto it = st.device_names.find(device_key(netns, ifindex));
-                                     return it == st.device_names.end() ? std::string()
-                                                                        : it->second;
-                                   });
+          auto joined = join_flows(
+              req.tuples, st.tc->read_flows(),
+              [&](uint32_t netns, uint32_t ifindex) {
+                auto it = st.device_names.find(device_key(netns, ifindex));
+                return it == st.device_names.end() ? std::string() : it->second;
+              },
+              req.translated);
           out.devices = std::move(joined.devices);
           out.device_only = std::move(joined.device_only);
         }

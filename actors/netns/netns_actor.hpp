@@ -50,6 +50,7 @@ struct netns_state {
   struct pid_container {
     std::string id;          // "" when not in a container
     uint64_t exited_ns = 0;  // 0 while the process lives
+    uint64_t read_ns = 0;    // when /proc/<pid>/cgroup was read
   };
 
   netns_config cfg;

@@ -88,7 +88,7 @@ void client_registry::collect(const std::string& client, const std::vector<nl_co
     if (prev != st.last.end())
       st.last.erase(prev);
     closed_ids.insert(c.sock_id);
-    out.push_back({c, true, d, e.has_nat, e.nat});
+    out.push_back({c, true, d, e.has_nat, e.nat, {}, false, {}});
   }
   st.cursor = end_seq;
 
@@ -103,7 +103,7 @@ void client_registry::collect(const std::string& client, const std::vector<nl_co
     auto prev = st.last.find(c.sock_id);
     conn_counters d = prev == st.last.end() ? now : delta(now, prev->second);
     next.emplace(c.sock_id, now);
-    out.push_back({c, false, d, false, {}});
+    out.push_back({c, false, d, false, {}, {}, false, {}});
   }
   st.last.swap(next);
   trim();

@@ -190,9 +190,16 @@ void attribute_and_deliver(self_ptr self, connections_reply reply,
   netns_resolve_request req;
   req.tuples.reserve(reply.connections.size());
   req.pids.reserve(reply.connections.size());
+  req.translated.reserve(reply.connections.size());
   for (const auto& v : reply.connections) {
     req.tuples.push_back(tuple_of(v.conn));
     req.pids.push_back(v.conn.pid);
+    ct_tuple past_nat;
+    if (v.has_nat) {
+      past_nat = req.tuples.back();
+      past_nat.ends = reversed(v.nat);
+    }
+    req.translated.push_back(past_nat);
   }
   auto held = std::make_shared<connections_reply>(std::move(reply));
   self->request(ns, k_nat_timeout, resolve_atom::value, std::move(req))

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# End to end, kernel leftovers: SIGTERM at points through start-up (loading BPF, guessing offsets, the conntrack
-# dump, just after ready) exits cleanly; SIGKILL at the same points leaves none of that agent's
-# programs, maps or netlink sockets once the kernel has reaped it; and a second agent started
-# after a SIGKILL runs and, when it stops, leaves nothing either. Nothing is pinned under the
-# BPF filesystem at any time. Needs root.
+# End to end, kernel leftovers: SIGTERM at points through start-up (the conntrack dump, the
+# netns scan and TC attach, loading BPF, guessing offsets, just after ready) exits cleanly;
+# SIGKILL at the same points leaves none of that agent's programs, maps or netlink sockets once
+# the kernel has reaped it, except its TC classifiers (a filter holds its program: only the next
+# start can remove them); and a second agent started after a SIGKILL removes those, runs and,
+# when it stops, leaves nothing either. Nothing is pinned under the BPF filesystem at any time.
+# Needs root.
 set -uo pipefail
 NETLENS=${1:?usage: leftovers_e2e.sh path/to/netlens}
 WORK=$(mktemp -d /tmp/netlens-leftovers.XXXXXX)
@@ -65,6 +67,15 @@ term_blocked() {
   [[ -n $mask ]] && (((16#$mask >> 14) & 1))
 }
 
+# The TC classifier programs loaded now (by anyone named like netlens's) and their maps: what a
+# SIGKILLed agent leaves attached until the next start sweeps it.
+tc_objects() {
+  bpftool prog show --json 2>/dev/null |
+    jq -r '.[] | select((.name // "") | startswith("nl_tc_")) | "prog \(.id)", (.map_ids // [] | .[] | "map \(.)")' |
+    sort -u
+}
+without_tc() { grep -vxF -f <(tc_objects; echo "-") <<< "$1" || true; }
+
 pinned() { find /sys/fs/bpf -name '*nl*' 2>/dev/null | grep -i netlens; }
 
 # Starts an agent and keeps a copy of what it holds until signal $1 after $2 seconds.
@@ -112,7 +123,7 @@ done
 
 for delay in 0 15 30 45 60 100 400; do
   run_and_signal KILL "$delay"
-  rest=$(left_after "$(cat "$WORK/snap")")
+  rest=$(without_tc "$(left_after "$(cat "$WORK/snap")")")
   [[ -z $rest ]] && pass "SIGKILL after ${delay} ms: nothing left ($(wc -l < "$WORK/snap") objects held)" ||
     fail "SIGKILL after ${delay} ms: left: $rest"
 done
@@ -128,6 +139,7 @@ for sig in TERM KILL; do
     run_and_signal "$sig" "$delay"
     rc=$(cat "$WORK/rc")
     rest=$(left_after "$(cat "$WORK/snap")")
+    [[ $sig == KILL ]] && rest=$(without_tc "$rest")
     if [[ -z $rest && ($sig == KILL || $rc -eq 0) ]]; then
       pass "prebuilt: SIG$sig after ${delay} ms: nothing left ($(wc -l < "$WORK/snap") objects held)"
     else
@@ -137,8 +149,12 @@ for sig in TERM KILL; do
 done
 cp "$WORK/default.toml" "$WORK/netlens.toml"
 
-# After the last SIGKILL (its socket file is still there): a new agent starts, serves, stops
-# cleanly, and leaves nothing.
+# After the last SIGKILL (its socket file is still there): a new agent starts, removes the
+# classifiers the killed ones left, serves, stops cleanly, and leaves nothing.
+run_and_signal KILL 400
+left_by_kill=$(tc_objects | grep -c '^prog')
+((left_by_kill > 0)) && pass "a SIGKILLed agent leaves its TC classifiers attached ($left_by_kill programs)" ||
+  fail "no TC classifier left by a SIGKILL: the sweep below would prove nothing"
 run_and_signal TERM 1500
 rc=$(cat "$WORK/rc")
 grep -q "netlens ready" "$WORK/agent.log" && pass "an agent starts after a SIGKILLed one" ||
@@ -147,6 +163,9 @@ rest=$(left_after "$(cat "$WORK/snap")")
 [[ $rc -eq 0 && -z $rest ]] && pass "and leaves nothing when it stops" || fail "rc=$rc, left: $rest"
 grep -q '^prog' "$WORK/snap" && grep -q '^netlink' "$WORK/snap" ||
   fail "the snapshot saw no programs or no netlink sockets: the check would prove nothing"
+for _ in $(seq 1 60); do [[ -z $(tc_objects) ]] && break; sleep 0.05; done
+[[ -z $(tc_objects) ]] && pass "no TC classifier program is left after the next start and stop" ||
+  fail "TC classifier objects left: $(tc_objects | paste -sd' ')"
 [[ -z $(pinned) ]] && pass "nothing pinned under /sys/fs/bpf" || fail "pinned: $(pinned)"
 
 echo "leftovers e2e: $failures failure(s)"
