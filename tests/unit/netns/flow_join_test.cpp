@@ -127,3 +127,27 @@ TEST_CASE("device_selected: exclude wins, an empty include takes every device",
   CHECK(device_selected("veth2", veth, {"veth1"}));
   CHECK(device_selected("", none, none));
 }
+
+TEST_CASE("join_flows gives a DNAT'd connection the flows its packets carry past NAT",
+          "[netns][flow_join]") {
+  // The socket says 10.0.0.2:40000 -> 10.9.9.9:80; DNAT sends it to 10.0.1.5:8080, and the
+  // devices see that address on the wire.
+  auto socket_ends = ends("10.0.0.2", 40000, "10.9.9.9", 80);
+  auto wire = ends("10.0.0.2", 40000, "10.0.1.5", 8080);
+  std::vector<ct_tuple> conns{tuple(5, socket_ends)};
+  ct_tuple past_nat = tuple(0, wire); // the netns comes from the connection's tuple
+  std::vector<tc_flow> flows{flow(5, 2, wire, NL_TC_EGRESS, 6, 2372),
+                             flow(5, 2, reversed(wire), NL_TC_INGRESS, 5, 4300)};
+  auto without = join_flows(conns, flows, names);
+  CHECK(without.devices.empty());
+  CHECK(without.device_only.size() == 2);
+  auto r = join_flows(conns, flows, names, {past_nat});
+  REQUIRE(r.devices.size() == 1);
+  CHECK(r.devices[0].second.packets_out == 6);
+  CHECK(r.devices[0].second.bytes_out == 2372);
+  CHECK(r.devices[0].second.packets_in == 5);
+  CHECK(r.devices[0].second.bytes_in == 4300);
+  CHECK(r.device_only.empty());
+  // Not translated (family 0): only the socket's tuple.
+  CHECK(join_flows(conns, flows, names, {ct_tuple{}}).devices.empty());
+}
