@@ -5,6 +5,8 @@
 #include <string>
 #include <utility>
 
+#include <caf/actor_system.hpp>
+
 #include "messages/interfaces.hpp"
 
 namespace netlens {
@@ -42,6 +44,20 @@ template <class Self> auto fault_handler(Self self) {
     throw std::runtime_error("injected fault (throw)");
 #endif
   };
+}
+
+// The registry entry through which the others reach an actor that may be restarted (conntrack,
+// netns) without restarting with it.
+template <class Self> void publish_as(Self self, caf::atom_value name) {
+  self->system().registry().put(name, self);
+}
+
+// Leaves the registry only if it still names this instance: a restarted one may be there.
+inline void unpublish_if(caf::actor_system& sys, caf::atom_value name,
+                         const caf::actor_addr& addr) {
+  auto current = sys.registry().template get<caf::strong_actor_ptr>(name);
+  if (current && current->address() == addr)
+    sys.registry().erase(name);
 }
 
 // The purge handler of an actor that owns nothing the purge phase releases.

@@ -232,14 +232,11 @@ counter_list counters_of(const conntrack_state& st) {
 }
 
 void publish(self_ptr self) {
-  self->system().registry().put(k_conntrack_registry_name, self);
+  publish_as(self, k_conntrack_registry_name);
 }
 
-// Leaves the registry only if it still names this instance: a restarted one may be there.
 void unpublish(caf::actor_system& sys, const caf::actor_addr& addr) {
-  auto current = sys.registry().get<caf::strong_actor_ptr>(k_conntrack_registry_name);
-  if (current && current->address() == addr)
-    sys.registry().erase(k_conntrack_registry_name);
+  unpublish_if(sys, k_conntrack_registry_name, addr);
 }
 
 } // namespace

@@ -41,13 +41,11 @@ uint64_t device_key(uint32_t netns, uint32_t ifindex) {
 }
 
 void publish(self_ptr self) {
-  self->system().registry().put(k_netns_registry_name, self);
+  publish_as(self, k_netns_registry_name);
 }
 
 void unpublish(caf::actor_system& sys, const caf::actor_addr& addr) {
-  auto current = sys.registry().get<caf::strong_actor_ptr>(k_netns_registry_name);
-  if (current && current->address() == addr)
-    sys.registry().erase(k_netns_registry_name);
+  unpublish_if(sys, k_netns_registry_name, addr);
 }
 
 // A duplicate of the namespace's fd for another owner (conntrack); invalid if dup fails.
