@@ -38,6 +38,9 @@
 #include "actors/netns/netns_cache.hpp"
 #include "actors/netns/netns_handle.hpp"
 #include "actors/netns/proc_scan.hpp"
+#include "tests/support/open_fds.hpp"
+
+using netlens::testing::open_fds;
 
 using namespace netlens;
 
@@ -106,17 +109,6 @@ size_t rss_bytes() {
   std::ifstream f("/proc/self/statm");
   f >> pages_total >> pages_resident;
   return static_cast<size_t>(pages_resident) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
-}
-
-size_t open_fds() {
-  size_t n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  if (!d)
-    return 0;
-  while (dirent* e = readdir(d))
-    n += e->d_name[0] != '.';
-  closedir(d);
-  return n - 1; // not the one reading the directory
 }
 
 // Slab + Percpu of /proc/meminfo, in bytes: where a network namespace's memory lives.

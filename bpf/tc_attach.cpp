@@ -346,6 +346,21 @@ std::variant<size_t, tc_error> tc_attach::remove_leftovers(int netns_fd) {
   return r;
 }
 
+// One flow's counts summed over CPUs (last_ns: the latest CPU's). False when the key is gone.
+bool tc_attach::read_flow(const nl_tc_flow_key& key, std::vector<nl_tc_flow_value>& per_cpu,
+                          tc_flow& out) const {
+  if (bpf_map_lookup_elem(bpf_map__fd(flows_), &key, per_cpu.data()) != 0)
+    return false; // removed meanwhile
+  out = tc_flow{};
+  out.key = key;
+  for (const auto& v : per_cpu) {
+    out.packets += v.packets;
+    out.bytes += v.bytes;
+    out.last_ns = std::max<uint64_t>(out.last_ns, v.last_ns);
+  }
+  return true;
+}
+
 std::vector<tc_flow> tc_attach::read_flows() const {
   std::vector<tc_flow> out;
   const int fd = bpf_map__fd(flows_);
@@ -353,19 +368,12 @@ std::vector<tc_flow> tc_attach::read_flows() const {
   nl_tc_flow_key key{};
   nl_tc_flow_key next{};
   const nl_tc_flow_key* prev = nullptr;
+  tc_flow f;
   while (bpf_map_get_next_key(fd, prev, &next) == 0) {
     key = next;
     prev = &key;
-    if (bpf_map_lookup_elem(fd, &key, per_cpu.data()) != 0)
-      continue; // removed meanwhile
-    tc_flow f;
-    f.key = key;
-    for (const auto& v : per_cpu) {
-      f.packets += v.packets;
-      f.bytes += v.bytes;
-      f.last_ns = std::max<uint64_t>(f.last_ns, v.last_ns);
-    }
-    out.push_back(f);
+    if (read_flow(key, per_cpu, f))
+      out.push_back(f);
   }
   return out;
 }
@@ -377,37 +385,21 @@ size_t tc_attach::remove_idle(uint64_t idle_ns) {
   if (idle_ns >= now)
     return 0;
   const uint64_t cutoff = now - idle_ns;
-  const int fd = bpf_map__fd(flows_);
-  std::vector<nl_tc_flow_value> per_cpu(static_cast<size_t>(ncpus_));
-  auto last_packet = [&](const nl_tc_flow_key& key, uint64_t* last) {
-    if (bpf_map_lookup_elem(fd, &key, per_cpu.data()) != 0)
-      return false;
-    *last = 0;
-    for (const auto& v : per_cpu)
-      *last = std::max<uint64_t>(*last, v.last_ns);
-    return true;
-  };
   // Keys first, deletes after: deleting the key get_next_key stands on restarts the walk.
   std::vector<nl_tc_flow_key> idle;
-  nl_tc_flow_key key{};
-  nl_tc_flow_key next{};
-  const nl_tc_flow_key* prev = nullptr;
-  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-    key = next;
-    prev = &key;
-    uint64_t last = 0;
-    if (last_packet(key, &last) && last < cutoff)
-      idle.push_back(key);
-  }
+  for (const tc_flow& f : read_flows())
+    if (f.last_ns < cutoff)
+      idle.push_back(f.key);
   // Each key's last packet is read again just before its delete, which shrinks but does not
   // close the window: a packet counted between that lookup and the delete is lost with the
   // flow (the map has no compare-and-delete). Such a flow comes back with its next packet.
+  const int fd = bpf_map__fd(flows_);
+  std::vector<nl_tc_flow_value> per_cpu(static_cast<size_t>(ncpus_));
   size_t removed = 0;
-  for (const auto& k : idle) {
-    uint64_t last = 0;
-    if (last_packet(k, &last) && last < cutoff && bpf_map_delete_elem(fd, &k) == 0)
+  tc_flow f;
+  for (const auto& k : idle)
+    if (read_flow(k, per_cpu, f) && f.last_ns < cutoff && bpf_map_delete_elem(fd, &k) == 0)
       ++removed;
-  }
   return removed;
 }
 

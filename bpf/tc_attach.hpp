@@ -92,6 +92,8 @@ private:
 
   tc_attach() = default;
   std::optional<tc_error> detach_one(const attachment& a);
+  bool read_flow(const nl_tc_flow_key& key, std::vector<nl_tc_flow_value>& per_cpu,
+                 tc_flow& out) const;
 
   bpf_object* obj_ = nullptr;
   bpf_map* flows_ = nullptr;

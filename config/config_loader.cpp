@@ -350,7 +350,9 @@ problem apply(const toml::node &n, std::string &field, const log_level_rule &) {
   return std::nullopt;
 }
 
-problem apply(const toml::node &n, std::string &field, const socket_path_rule &) {
+// An absolute path shorter than max_size bytes (limit names that bound in the message).
+problem apply_absolute_path(const toml::node &n, std::string &field, std::size_t max_size,
+                            const std::string &limit) {
   const auto *v = n.as_string();
   if (!v)
     return wrong_type("string", n);
@@ -359,11 +361,15 @@ problem apply(const toml::node &n, std::string &field, const socket_path_rule &)
     return std::string("path contains a NUL byte");
   if (s.empty() || s.front() != '/')
     return quoted_for_message(s) + " is not an absolute path";
-  if (s.size() >= k_sun_path_size)
-    return "path is " + std::to_string(s.size()) + " bytes; must be shorter than " +
-           std::to_string(k_sun_path_size) + " (sun_path)";
+  if (s.size() >= max_size)
+    return "path is " + std::to_string(s.size()) + " bytes; must be shorter than " + limit;
   field = s;
   return std::nullopt;
+}
+
+problem apply(const toml::node &n, std::string &field, const socket_path_rule &) {
+  return apply_absolute_path(n, field, k_sun_path_size,
+                             std::to_string(k_sun_path_size) + " (sun_path)");
 }
 
 template <typename E> problem apply(const toml::node &n, E &field, const enum_rule<E> &) {
@@ -385,19 +391,7 @@ template <typename E> problem apply(const toml::node &n, E &field, const enum_ru
 }
 
 problem apply(const toml::node &n, std::string &field, const directory_path_rule &) {
-  const auto *v = n.as_string();
-  if (!v)
-    return wrong_type("string", n);
-  const std::string &s = v->get();
-  if (s.find('\0') != std::string::npos)
-    return std::string("path contains a NUL byte");
-  if (s.empty() || s.front() != '/')
-    return quoted_for_message(s) + " is not an absolute path";
-  if (s.size() >= PATH_MAX)
-    return "path is " + std::to_string(s.size()) + " bytes; must be shorter than " +
-           std::to_string(PATH_MAX);
-  field = s;
-  return std::nullopt;
+  return apply_absolute_path(n, field, PATH_MAX, std::to_string(PATH_MAX));
 }
 
 problem apply(const toml::node &n, std::string &field, const ip_address_rule &) {

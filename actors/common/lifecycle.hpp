@@ -46,6 +46,20 @@ template <class Self> auto fault_handler(Self self) {
   };
 }
 
+// The stats handler of an actor that may run degraded (state.degraded_reason says why):
+// counters(state) gives its figures.
+template <class Self, class Counters>
+auto degradable_stats_handler(Self self, const char* name, Counters counters) {
+  return [=](stats_atom) {
+    auto& st = self->state;
+    ++st.handled;
+    actor_stats s = make_actor_stats(name, st.state, st.handled, counters(st));
+    s.last_error = st.degraded_reason;
+    s.mailbox_size = mailbox_size(self);
+    return s;
+  };
+}
+
 // The registry entry through which the others reach an actor that may be restarted (conntrack,
 // netns) without restarting with it.
 template <class Self> void publish_as(Self self, caf::atom_value name) {

@@ -386,14 +386,7 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
         }
         return out;
       },
-      [=](stats_atom) {
-        auto& st = self->state;
-        ++st.handled;
-        actor_stats s = make_actor_stats("conntrack", st.state, st.handled, counters_of(st));
-        s.last_error = st.degraded_reason;
-        s.mailbox_size = mailbox_size(self);
-        return s;
-      },
+      degradable_stats_handler(self, "conntrack", counters_of),
   };
 }
 

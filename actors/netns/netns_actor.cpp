@@ -489,12 +489,16 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
         ++st.resolves;
         netns_resolve_reply out;
         const bool serving = st.cache && st.state != "stopped" && st.state != "purged";
+        // A namespace not met before is looked up once per request, through the first of its
+        // connections whose process still lives there.
+        std::unordered_set<uint32_t> tried;
         for (size_t i = 0; i < req.pids.size(); ++i) {
           pid_t pid = static_cast<pid_t>(req.pids[i]);
-          if (serving && st.cfg.enabled && i < req.tuples.size() && req.tuples[i].netns != 0 &&
-              st.cache->fd_of(req.tuples[i].netns) < 0 &&
-              netns_handle::inode_of_pid(pid) == req.tuples[i].netns)
-            sync_pid(self, pid, req.tuples[i].netns); // a namespace not met before
+          const uint32_t netns = i < req.tuples.size() ? req.tuples[i].netns : 0;
+          if (serving && st.cfg.enabled && netns != 0 && st.cache->fd_of(netns) < 0 &&
+              !tried.count(netns) && netns_handle::inode_of_pid(pid) == netns &&
+              sync_pid(self, pid, netns) == 0)
+            tried.insert(netns);
           const std::string& id = container_of(self, pid);
           if (!id.empty())
             out.container_ids.emplace_back(static_cast<uint32_t>(i), id);
@@ -590,14 +594,7 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
                      classifiers, namespaces);
         return caf::ok_atom::value;
       },
-      [=](stats_atom) {
-        auto& st = self->state;
-        ++st.handled;
-        actor_stats s = make_actor_stats("netns", st.state, st.handled, counters_of(st));
-        s.last_error = st.degraded_reason;
-        s.mailbox_size = mailbox_size(self);
-        return s;
-      },
+      degradable_stats_handler(self, "netns", counters_of),
   };
 }
 

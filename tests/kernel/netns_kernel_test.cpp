@@ -26,6 +26,9 @@
 #include "actors/netns/netns_handle.hpp"
 #include "actors/netns/proc_scan.hpp"
 #include "tests/support/orphan_netns.hpp"
+#include "tests/support/open_fds.hpp"
+
+using netlens::testing::open_fds;
 
 using namespace netlens;
 using namespace std::chrono_literals;
@@ -36,16 +39,6 @@ const std::string k_prefix = "nltest-netns-";
 
 int sh(const std::string& cmd) {
   return std::system(cmd.c_str());
-}
-
-size_t open_fds() {
-  size_t n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  REQUIRE(d);
-  while (dirent* e = readdir(d))
-    n += e->d_name[0] != '.';
-  closedir(d);
-  return n;
 }
 
 uint32_t inode_of_path(const std::string& path) {

@@ -19,6 +19,9 @@
 #include <vector>
 
 #include "actors/offset_guesser/guess_session.hpp"
+#include "tests/support/open_fds.hpp"
+
+using netlens::testing::open_fds;
 
 using namespace netlens;
 
@@ -137,16 +140,6 @@ void check_equal(const nl_offsets& guessed, const nl_offsets& truth, int run) {
     INFO("run " << run << ", field " << f.name);
     CHECK(guessed.*f.slot == truth.*f.slot);
   }
-}
-
-size_t open_fds() {
-  size_t n = 0;
-  if (DIR* d = opendir("/proc/self/fd")) {
-    while (readdir(d))
-      ++n;
-    closedir(d);
-  }
-  return n;
 }
 
 // A private cache directory, removed with everything in it.

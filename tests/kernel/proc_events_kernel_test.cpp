@@ -32,6 +32,9 @@
 
 #include "bpf/proc_events.hpp"
 #include "proc_events.skel.h"
+#include "tests/support/open_fds.hpp"
+
+using netlens::testing::open_fds;
 
 extern char** environ;
 
@@ -44,17 +47,6 @@ uint64_t monotonic_ns() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
-
-size_t open_fds() {
-  size_t n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  if (!d)
-    return 0;
-  while (dirent* e = readdir(d))
-    n += e->d_name[0] != '.';
-  closedir(d);
-  return n - 1;
 }
 
 // Every event the sink got, in order, and a way to wait for one.

@@ -40,6 +40,9 @@
 
 #include "bpf/tc_attach.hpp"
 #include "tests/support/orphan_netns.hpp"
+#include "tests/support/open_fds.hpp"
+
+using netlens::testing::open_fds;
 
 using namespace netlens;
 using namespace std::chrono_literals;
@@ -62,17 +65,6 @@ std::string output_of(const std::string& cmd) {
     out.append(buf, n);
   pclose(p);
   return out;
-}
-
-size_t open_fds() {
-  size_t n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  if (!d)
-    return 0;
-  while (dirent* e = readdir(d))
-    n += e->d_name[0] != '.';
-  closedir(d);
-  return n - 1; // the directory's own fd
 }
 
 bool contains(const std::string& hay, const std::string& needle) {

@@ -11,6 +11,9 @@
 #include <variant>
 
 #include "actors/netns/netns_handle.hpp"
+#include "tests/support/open_fds.hpp"
+
+using netlens::testing::open_fds;
 
 using namespace netlens;
 
@@ -20,16 +23,6 @@ uint32_t self_netns_inode() {
   struct stat st {};
   REQUIRE(stat("/proc/self/ns/net", &st) == 0);
   return static_cast<uint32_t>(st.st_ino);
-}
-
-size_t open_fds() {
-  size_t n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  REQUIRE(d);
-  while (dirent* e = readdir(d))
-    n += e->d_name[0] != '.';
-  closedir(d);
-  return n;
 }
 
 // A pid that certainly exited: a child that was reaped.
