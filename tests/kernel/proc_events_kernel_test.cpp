@@ -180,8 +180,12 @@ TEST_CASE("proc_events kernel: a child's exec and exit arrive within a second",
 
 TEST_CASE("proc_events kernel: only the thread-group leader's exit is an exit event",
           "[kernel][proc_events]") {
+  // Each child is forked before the events' poll thread starts: a child forked from a process
+  // with threads may only make async-signal-safe calls, and pthread_create is not one (under
+  // ASan it deadlocked on a lock another parent thread held at the fork). The child then waits
+  // for "S", sent once the events are followed, before it does what the section watches.
   collector c;
-  auto events = start_events(c);
+  std::unique_ptr<proc_events> events;
   int to_child[2], from_child[2];
   REQUIRE(pipe2(to_child, O_CLOEXEC) == 0);
   REQUIRE(pipe2(from_child, O_CLOEXEC) == 0);
@@ -190,13 +194,22 @@ TEST_CASE("proc_events kernel: only the thread-group leader's exit is an exit ev
       if (fd >= 0)
         close(fd);
   };
+  auto follow_then_release = [&] {
+    events = start_events(c);
+    REQUIRE(write(to_child[1], "S", 1) == 1);
+  };
+  auto wait_for_start = [&] {
+    char s;
+    if (read(to_child[0], &s, 1) != 1 || s != 'S')
+      _exit(4);
+  };
 
   SECTION("threads that exit before the leader send nothing; the leader's exit does") {
     const pid_t child = fork();
     REQUIRE(child >= 0);
     if (child == 0) {
-      // Only async-signal-safe calls and pthreads here: the parent has threads of its own.
       prctl(PR_SET_PDEATHSIG, SIGKILL);
+      wait_for_start();
       for (int i = 0; i < 3; ++i) {
         pthread_t t;
         if (pthread_create(
@@ -209,6 +222,7 @@ TEST_CASE("proc_events kernel: only the thread-group leader's exit is an exit ev
       (void)!read(to_child[0], &go, 1);
       _exit(0);
     }
+    follow_then_release();
     char done = 0;
     REQUIRE(read(from_child[0], &done, 1) == 1);
     std::this_thread::sleep_for(200ms); // a wrongly sent exit would have arrived by now
@@ -227,12 +241,14 @@ TEST_CASE("proc_events kernel: only the thread-group leader's exit is an exit ev
     REQUIRE(child >= 0);
     if (child == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
+      wait_for_start();
       pthread_t t;
       if (pthread_create(&t, nullptr, block_on_fd, &to_child[0]) != 0)
         _exit(2);
       (void)!write(from_child[1], "T", 1);
       syscall(SYS_exit, 0); // this thread only: the process lives on as t
     }
+    follow_then_release();
     char started = 0;
     REQUIRE(read(from_child[0], &started, 1) == 1);
     CHECK(c.wait_for(proc_event::exit, child, 1s));
@@ -255,6 +271,7 @@ TEST_CASE("proc_events kernel: only the thread-group leader's exit is an exit ev
     REQUIRE(child >= 0);
     if (child == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
+      wait_for_start();
       pthread_t t;
       if (pthread_create(
               &t, nullptr,
@@ -269,6 +286,7 @@ TEST_CASE("proc_events kernel: only the thread-group leader's exit is an exit ev
       for (;;)
         pause(); // the exec ends this thread
     }
+    follow_then_release();
     int status = 0;
     REQUIRE(waitpid(child, &status, 0) == child);
     CHECK(WEXITSTATUS(status) == 0); // /bin/true ran, under the leader's pid
