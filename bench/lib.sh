@@ -179,5 +179,5 @@ nl_churn_field() {
 
 # median and max of numbers on stdin
 nl_median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "nan";
-  else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.1f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+  else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 nl_max() { sort -g | tail -1; }

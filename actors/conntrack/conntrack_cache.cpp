@@ -439,6 +439,12 @@ struct conntrack_cache::impl {
   }
 
   std::optional<ct_endpoints> lookup(const ct_tuple& t) {
+    // Most hosts translate few of their connections: an empty index needs no probe (each one
+    // is a cache miss in a table sized for max_entries).
+    if (size_ == 0) {
+      ++stats_.lookups_miss;
+      return std::nullopt;
+    }
     const uint32_t pos = find(hash_of(t), t.netns, t.family, t.protocol, t.ends);
     if (pos == k_nil) {
       ++stats_.lookups_miss;

@@ -26,17 +26,24 @@ conn_counters counters_of(const nl_conn& c) {
 uint64_t client_registry::add_closed(const nl_conn* records, size_t n, bool nat_pending) {
   stats_.closed_received += n;
   uint64_t first_seq = closed_base_seq_ + closed_.size();
-  for (size_t i = 0; i < n; ++i) {
+  // Past the bound the oldest go first, so the buffer never holds more than the bound; records
+  // of this batch that would be pushed out at once are counted and never stored.
+  const size_t max = limits_.max_closed_buffered;
+  const size_t skip = n > max ? n - max : 0;
+  const size_t kept = n - skip;
+  if (closed_.size() + kept > max) {
+    size_t excess = closed_.size() + kept - max;
+    closed_.pop_front(excess);
+    closed_base_seq_ += excess;
+    stats_.closed_dropped += excess;
+  }
+  closed_base_seq_ += skip;
+  stats_.closed_dropped += skip;
+  for (size_t i = skip; i < n; ++i) {
     closed_entry e;
     e.conn = records[i];
     e.nat_pending = nat_pending;
     closed_.push_back(e);
-  }
-  if (closed_.size() > limits_.max_closed_buffered) {
-    size_t excess = closed_.size() - limits_.max_closed_buffered;
-    closed_.erase(closed_.begin(), closed_.begin() + static_cast<std::ptrdiff_t>(excess));
-    closed_base_seq_ += excess;
-    stats_.closed_dropped += excess;
   }
   return first_seq;
 }
@@ -115,9 +122,10 @@ void client_registry::trim() {
   uint64_t min_cursor = std::numeric_limits<uint64_t>::max();
   for (const auto& [name, st] : clients_)
     min_cursor = std::min(min_cursor, st.cursor);
-  while (!closed_.empty() && closed_base_seq_ < min_cursor) {
-    closed_.pop_front();
-    ++closed_base_seq_;
+  if (closed_base_seq_ < min_cursor) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(min_cursor - closed_base_seq_, closed_.size()));
+    closed_.pop_front(n);
+    closed_base_seq_ += n;
   }
 }
 

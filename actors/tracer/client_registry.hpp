@@ -4,11 +4,11 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "actors/tracer/closed_ring.hpp"
 #include "messages/types.hpp"
 
 namespace netlens {
@@ -28,7 +28,8 @@ struct client_registry_stats {
 
 class client_registry {
 public:
-  explicit client_registry(client_registry_limits limits) : limits_(limits) {}
+  explicit client_registry(client_registry_limits limits)
+      : limits_(limits), closed_(limits.max_closed_buffered) {}
 
   // Appends closed connections; past the bound the oldest are dropped and counted. Returns
   // the sequence number of the first. nat_pending: their NAT translation is being looked up;
@@ -71,7 +72,7 @@ private:
     bool nat_pending = false;
   };
 
-  std::deque<closed_entry> closed_;
+  closed_ring<closed_entry> closed_;
   uint64_t closed_base_seq_ = 0; // sequence number of closed_.front()
   std::unordered_map<std::string, client_state> clients_;
   client_registry_stats stats_;

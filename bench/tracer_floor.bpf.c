@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The floor under the tracer's cost (bench/tracer_floor): programs on the tracer's own attach
+ * points (inet_sock_set_state twice, as the tracer has its nested twin; sock_send_length;
+ * sock_recv_length; cgroup sock_release) that do as little as a tracer can.
+ *   level 0: every program returns at once: what the kernel charges to run a program there.
+ *   level 1: one small entry per TCP socket in a hash map keyed by the cookie: inserted when
+ *            the connection opens, looked up on every event, deleted at close; nothing leaves
+ *            the kernel. The least a tracer that keeps per-connection state pays.
+ * Never part of the agent. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+const volatile __u32 level = 0;
+
+struct fl_conn {
+  __u64 events;
+  __u32 state;
+  __u32 pad;
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 65536);
+  __type(key, __u64);
+  __type(value, struct fl_conn);
+} fl_active SEC(".maps");
+
+static __always_inline int on_state(const struct sock *sk, int oldstate, int newstate) {
+  if (newstate == TCP_LISTEN || oldstate == TCP_LISTEN || sk->sk_protocol != IPPROTO_TCP)
+    return 0;
+  __u64 key = bpf_get_socket_cookie((void *)sk);
+  if (newstate == TCP_SYN_SENT || (newstate == TCP_ESTABLISHED && oldstate == TCP_SYN_RECV)) {
+    struct fl_conn fresh = {.events = 1, .state = newstate};
+    bpf_map_update_elem(&fl_active, &key, &fresh, BPF_NOEXIST);
+    return 0;
+  }
+  struct fl_conn *c = bpf_map_lookup_elem(&fl_active, &key);
+  if (!c)
+    return 0;
+  c->events++;
+  c->state = newstate;
+  if (newstate == TCP_CLOSE)
+    bpf_map_delete_elem(&fl_active, &key);
+  return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(fl_state, const struct sock *sk, int oldstate, int newstate) {
+  if (level == 0)
+    return 0;
+  return on_state(sk, oldstate, newstate);
+}
+
+/* The twin: the tracer's runs on every state change and returns at once but for the nested
+ * case, so here it always returns at once. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(fl_state_twin, const struct sock *sk, int oldstate, int newstate) { return 0; }
+
+static __always_inline int on_io(struct sock *sk, int ret) {
+  if (level == 0 || ret <= 0 || sk->sk_protocol != IPPROTO_TCP)
+    return 0;
+  __u64 key = bpf_get_socket_cookie((void *)sk);
+  struct fl_conn *c = bpf_map_lookup_elem(&fl_active, &key);
+  if (c)
+    c->events++;
+  return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(fl_send, struct sock *sk, int ret, int flags) { return on_io(sk, ret); }
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(fl_recv, struct sock *sk, int ret, int flags) { return on_io(sk, ret); }
+
+SEC("cgroup/sock_release")
+int fl_release(struct bpf_sock *sk) { return 1; }

@@ -1,0 +1,105 @@
+// Loads the floor programs of bench/tracer_floor.bpf.c on the tracer's attach points, prints
+// "ready", and keeps them attached until SIGTERM or SIGINT; then detaches and unloads them.
+// run_churn runs churn beside it to measure what any tracer on those attach points costs.
+//
+//   bench_tracer_floor --level 0     # programs that return at once
+//   bench_tracer_floor --level 1     # + a per-connection hash map entry, nothing emitted
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <bpf/libbpf.h>
+
+#include "tracer_floor.skel.h"
+
+namespace {
+
+// The first cgroup v2 mount, where the agent attaches its sock_release program too.
+std::string cgroup2_mount() {
+  FILE* f = std::fopen("/proc/mounts", "r");
+  if (!f)
+    return {};
+  char dev[256], dir[4096], type[64];
+  std::string found;
+  while (std::fscanf(f, "%255s %4095s %63s %*[^\n]", dev, dir, type) == 3)
+    if (std::strcmp(type, "cgroup2") == 0) {
+      found = dir;
+      break;
+    }
+  std::fclose(f);
+  return found;
+}
+
+int usage() {
+  std::fprintf(stderr, "usage: bench_tracer_floor --level 0|1 [--cgroup DIR]  (default: the first cgroup v2 mount)\n");
+  return 2;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  int level = -1;
+  std::string cgroup = cgroup2_mount();
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--level" && i + 1 < argc)
+      level = std::atoi(argv[++i]);
+    else if (a == "--cgroup" && i + 1 < argc)
+      cgroup = argv[++i];
+    else
+      return usage();
+  }
+  if (level != 0 && level != 1)
+    return usage();
+  if (cgroup.empty()) {
+    std::fprintf(stderr, "bench_tracer_floor: no cgroup v2 mount in /proc/mounts (--cgroup DIR)\n");
+    return 3;
+  }
+
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+
+  nl_tracer_floor* skel = nl_tracer_floor__open();
+  if (!skel) {
+    std::fprintf(stderr, "bench_tracer_floor: open: %s\n", std::strerror(errno));
+    return 3;
+  }
+  skel->rodata->level = static_cast<__u32>(level);
+  int rc = 0;
+  int cg = -1;
+  if (int err = nl_tracer_floor__load(skel); err != 0) {
+    std::fprintf(stderr, "bench_tracer_floor: load: %s\n", std::strerror(-err));
+    rc = 3;
+  } else if (int err = nl_tracer_floor__attach(skel); err != 0) {
+    // The skeleton attaches the tp_btf programs; the cgroup one is attached below.
+    std::fprintf(stderr, "bench_tracer_floor: attach: %s\n", std::strerror(-err));
+    rc = 3;
+  } else if ((cg = open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+    std::fprintf(stderr, "bench_tracer_floor: %s: %s\n", cgroup.c_str(), std::strerror(errno));
+    rc = 3;
+  } else {
+    bpf_link* release = bpf_program__attach_cgroup(skel->progs.fl_release, cg);
+    if (!release) {
+      std::fprintf(stderr, "bench_tracer_floor: attach sock_release: %s\n", std::strerror(errno));
+      rc = 3;
+    } else {
+      std::printf("ready level=%d\n", level);
+      std::fflush(stdout);
+      int sig = 0;
+      sigwait(&stop, &sig);
+      bpf_link__destroy(release);
+    }
+  }
+  if (cg >= 0)
+    close(cg);
+  nl_tracer_floor__destroy(skel);
+  return rc;
+}
