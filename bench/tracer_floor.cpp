@@ -4,6 +4,8 @@
 //
 //   bench_tracer_floor --level 0     # programs that return at once
 //   bench_tracer_floor --level 1     # + a per-connection hash map entry, nothing emitted
+//   bench_tracer_floor --level 2     # the map entry's insert and delete only
+//   bench_tracer_floor --level 3     # the entry in socket-local storage instead
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -36,7 +38,7 @@ std::string cgroup2_mount() {
 }
 
 int usage() {
-  std::fprintf(stderr, "usage: bench_tracer_floor --level 0|1 [--cgroup DIR]  (default: the first cgroup v2 mount)\n");
+  std::fprintf(stderr, "usage: bench_tracer_floor --level 0|1|2|3 [--cgroup DIR]  (default: the first cgroup v2 mount)\n");
   return 2;
 }
 
@@ -54,7 +56,7 @@ int main(int argc, char** argv) {
     else
       return usage();
   }
-  if (level != 0 && level != 1)
+  if (level < 0 || level > 3)
     return usage();
   if (cgroup.empty()) {
     std::fprintf(stderr, "bench_tracer_floor: no cgroup v2 mount in /proc/mounts (--cgroup DIR)\n");

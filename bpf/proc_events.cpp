@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -16,9 +17,6 @@
 namespace netlens {
 namespace {
 
-// How long the poll thread sleeps when nothing happens; the ring buffer wakes it on every
-// record and stop() through the eventfd, so this only bounds a missed wakeup.
-constexpr int k_poll_timeout_ms = 100;
 
 std::string errno_text(int err) {
   return std::strerror(err < 0 ? -err : err);
@@ -60,6 +58,14 @@ proc_events::start(const proc_events_options& opts, sink_fn sink) {
                                          round_ring_size(opts.ring_bytes));
       err != 0)
     return "sizing the proc_events ring buffer: " + errno_text(err);
+  // The ring buffer wakes the poll thread once a batch waits; the thread reads whatever is
+  // there every read_interval_ms too (and at once when stop() signals the eventfd).
+  const uint64_t record_bytes = (sizeof(nl_proc_record) + 8 + 7) & ~uint64_t{7};
+  const uint64_t ring = round_ring_size(opts.ring_bytes);
+  self->skel_->rodata->wakeup_bytes =
+      std::min<uint64_t>(uint64_t{opts.wakeup_events == 0 ? 1 : opts.wakeup_events} * record_bytes,
+                         ring / 2 / record_bytes * record_bytes);
+  self->read_interval_ms_ = opts.read_interval_ms == 0 ? 1 : static_cast<int>(opts.read_interval_ms);
   if (int err = nl_proc_events__load(self->skel_); err != 0) {
     const int e = err < 0 ? -err : err;
     const std::string hint =
@@ -143,7 +149,7 @@ void proc_events::poll_loop() {
   // The ring's own epoll fd and the stop eventfd, waited on together.
   pollfd fds[2] = {{ring_buffer__epoll_fd(ring_), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
   while (running_.load(std::memory_order_relaxed)) {
-    const int n = poll(fds, 2, k_poll_timeout_ms);
+    const int n = poll(fds, 2, read_interval_ms_);
     if (n < 0 && errno != EINTR)
       break;
     const int got = ring_buffer__consume(ring_);

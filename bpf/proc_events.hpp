@@ -27,6 +27,10 @@ struct proc_events_options {
   // Rounded up to a power of two of at least one page (what the kernel accepts for a ring).
   uint32_t ring_bytes = 256 * 1024;
   uint32_t max_batch = 256; // events handed over at most at once
+  // The kernel wakes the reader only when wakeup_events records wait (a wakeup is a self-IPI
+  // on every exec and exit otherwise); fewer are read every read_interval_ms.
+  uint32_t wakeup_events = 64;
+  uint32_t read_interval_ms = 50;
 };
 
 struct proc_events_stats {
@@ -69,6 +73,7 @@ private:
   int wake_fd_ = -1;
   int ncpus_ = 1;
   size_t max_batch_ = 256;
+  int read_interval_ms_ = 50;
   sink_fn sink_;
   std::vector<proc_event> batch_; // poll thread only
   std::thread poller_;
