@@ -66,8 +66,8 @@ bool write_all(int fd, std::string_view text) {
 
 class socket_session_io : public session_io {
 public:
-  socket_session_io(int fd, int wake_fd, const std::atomic<bool>& stopping)
-      : fd_(fd), wake_fd_(wake_fd), stopping_(stopping) {}
+  socket_session_io(int fd, int wake_fd, const std::atomic<bool>& stopping, line_reader& reader)
+      : fd_(fd), wake_fd_(wake_fd), stopping_(stopping), reader_(reader) {}
 
   bool write(std::string_view text) override {
     if (broken_)
@@ -77,6 +77,9 @@ public:
   }
 
   wait_result wait_for_input(std::chrono::milliseconds timeout) override {
+    // A key typed right after the command may have come in the same read as the command.
+    if (reader_.take_pending())
+      return wait_result::input;
     pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     int n;
     do
@@ -100,6 +103,7 @@ private:
   int fd_;
   int wake_fd_;
   const std::atomic<bool>& stopping_;
+  line_reader& reader_;
   bool broken_ = false;
 };
 
@@ -262,9 +266,9 @@ void console_server::run_session(session& s) {
   const int fd = s.fd.get();
   timeval tv{k_send_timeout_ms / 1000, (k_send_timeout_ms % 1000) * 1000};
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  socket_session_io io(fd, wake_pipe_[0], stopping_);
-  std::unique_ptr<command_handler> handler = factory_();
   line_reader reader(opts_.max_line_bytes);
+  socket_session_io io(fd, wake_pipe_[0], stopping_, reader);
+  std::unique_ptr<command_handler> handler = factory_();
   rate_limiter limiter(opts_.max_commands_per_s, rate_limiter::clock::now());
 
   auto count = [&](bool rejected) {

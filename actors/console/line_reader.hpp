@@ -51,6 +51,21 @@ public:
     }
   }
 
+  // Input a command that waits for a key (top) must see: bytes already read from the socket
+  // with its command line. Drops the first line waiting, or the partial one; false if none.
+  bool take_pending() {
+    if (!ready_.empty()) {
+      ready_.pop_front();
+      return true;
+    }
+    if (length_ == 0)
+      return false;
+    partial_.clear();
+    length_ = 0;
+    discarding_ = false;
+    return true;
+  }
+
   std::optional<line_event> next() {
     if (ready_.empty())
       return std::nullopt;

@@ -60,3 +60,18 @@ TEST_CASE("the rate limiter allows a burst, then the configured rate", "[console
   CHECK(allowed == 5);
   CHECK(lim.per_second() == 5);
 }
+
+TEST_CASE("input already read is taken as the key a waiting command wants", "[console]") {
+  line_reader r(64);
+  CHECK_FALSE(r.take_pending());
+  r.feed("top\n\n");
+  CHECK(r.next()->line == "top");
+  CHECK(r.take_pending()); // the empty line after it: the key that ends top
+  CHECK_FALSE(r.next());
+  CHECK_FALSE(r.take_pending());
+  r.feed("q"); // a key without its newline yet
+  CHECK(r.take_pending());
+  r.feed("\nhelp\n"); // the partial line is gone: its newline ends an empty line
+  CHECK(r.next()->line.empty());
+  CHECK(r.next()->line == "help");
+}
