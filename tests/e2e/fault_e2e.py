@@ -22,6 +22,8 @@ FAULT_BIN = os.path.abspath(sys.argv[1])
 RELEASE_BIN = os.path.abspath(sys.argv[2])
 WORK = tempfile.mkdtemp(prefix="netlens-fault-")
 SOCK = os.path.join(WORK, "run", "netlens.sock")
+CONSOLE_SOCK = os.path.join(WORK, "run", "console.sock")
+CONSOLE_CFG = '[console]\nsocket = "%s"\n' % CONSOLE_SOCK
 failures = []
 figures = []
 
@@ -110,6 +112,33 @@ def closed_connection_seen():
     return False
 
 
+def console_answers():
+    """A console session: the greeting, then "actors", each answer ending with "ok"."""
+    for _ in range(30):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                c.settimeout(3)
+                c.connect(CONSOLE_SOCK)
+                got = b""
+                answers = 0
+                sent = False
+                while answers < 2:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                    answers = got.count(b"\x1eok\n")
+                    if answers == 1 and not sent:
+                        c.sendall(b"actors\n")
+                        sent = True
+                if answers == 2 and b"console" in got:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
 def agent_prog_ids(pid):
     """The BPF program ids the agent holds open, from its descriptors' fdinfo."""
     ids = set()
@@ -147,7 +176,7 @@ class poller:
 
 
 def main():
-    agent, log = start(FAULT_BIN, "fault")
+    agent, log = start(FAULT_BIN, "fault", CONSOLE_CFG)
     pid = agent.pid
     closed_connection_seen()  # every lazily opened descriptor is open now
     time.sleep(0.3)
@@ -155,7 +184,7 @@ def main():
     plan = [("conntrack", "throw"), ("tracer", "exit"), ("perf_consumer", "throw"),
             ("compact_ticker", "exit"), ("api", "throw"), ("tracer", "throw"),
             ("offset_guesser", "throw"), ("offset_guesser", "exit"), ("netns", "throw"),
-            ("netns", "exit")]
+            ("netns", "exit"), ("console", "throw"), ("console", "exit")]
     for name, how in plan:
         before = actor(name)["restarts"]
         old_ids = program_ids(log)[0] if name == "tracer" else []
@@ -184,6 +213,9 @@ def main():
             check(p.unanswered == 0 and p.answered > 0,
                   "%s: the API answered every request during the restart (%d)"
                   % (name, p.answered), (p.answered, p.unanswered))
+        if name == "console":
+            # The restarted instance serves its socket again.
+            check(console_answers(), "console: a session is served again after the restart")
         if name == "netns":
             # The restarted instance holds its namespaces, devices and classifiers again, and
             # the crashed one's classifier programs have left the kernel.
@@ -239,7 +271,7 @@ def main():
           text[-1500:])
 
     # The release binary has no switch.
-    agent, log = start(RELEASE_BIN, "release")
+    agent, log = start(RELEASE_BIN, "release", CONSOLE_CFG)
     code, body = http("/fault?actor=tracer&how=throw")
     check(code == 400 and "not built into this binary" in body,
           "the release binary refuses the fault switch", (code, body))
