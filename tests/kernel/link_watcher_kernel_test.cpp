@@ -24,10 +24,12 @@
 #include <vector>
 
 #include "actors/netns/link_watcher.hpp"
-#include "tests/support/orphan_netns.hpp"
+#include "tests/support/test_namespaces.hpp"
 
 using namespace netlens;
 using namespace std::chrono_literals;
+
+using netlens::testing::test_namespaces;
 
 namespace {
 
@@ -58,58 +60,6 @@ uint32_t inode_of(const std::string& path) {
   return stat(path.c_str(), &st) == 0 ? static_cast<uint32_t>(st.st_ino) : 0;
 }
 
-// Namespaces PREFIX<pid><tag> and host devices the test made, deleted on every way out.
-struct test_namespaces {
-  std::vector<std::string> names;
-  std::vector<std::string> host_devices;
-
-  explicit test_namespaces(const std::vector<std::string>& tags) {
-    testing::remove_orphan_netns(k_prefix);
-    for (const auto& tag : tags) {
-      std::string n = name(tag);
-      sh("ip netns del " + n + " 2>/dev/null");
-      if (sh("ip netns add " + n) != 0) {
-        cleanup();
-        throw std::runtime_error("ip netns add " + n + " failed");
-      }
-      names.push_back(n);
-    }
-  }
-  ~test_namespaces() { cleanup(); }
-  void cleanup() {
-    for (const auto& d : host_devices)
-      sh("ip link del " + d + " 2>/dev/null");
-    host_devices.clear();
-    for (const auto& n : names)
-      sh("ip netns del " + n + " 2>/dev/null");
-    names.clear();
-  }
-  static std::string name(const std::string& tag) {
-    return k_prefix + std::to_string(getpid()) + tag;
-  }
-  void run(const std::string& tag, const std::string& cmd) {
-    const std::string full = "ip -n " + name(tag) + " " + cmd;
-    if (sh(full) != 0)
-      throw std::runtime_error("failed: " + full);
-  }
-  int fd(const std::string& tag) {
-    return open(("/run/netns/" + name(tag)).c_str(), O_RDONLY | O_CLOEXEC);
-  }
-  uint32_t inode(const std::string& tag) { return inode_of("/run/netns/" + name(tag)); }
-  int ifindex(const std::string& tag, const std::string& dev) {
-    int idx = 0;
-    int nsfd = fd(tag);
-    if (nsfd < 0)
-      return 0;
-    std::thread t([&] {
-      if (setns(nsfd, CLONE_NEWNET) == 0)
-        idx = static_cast<int>(if_nametoindex(dev.c_str()));
-    });
-    t.join();
-    close(nsfd);
-    return idx;
-  }
-};
 
 // What the netns actor would keep: per namespace, the device table the batches describe, by
 // the rule of link_batch (mark at dump_begins, sweep at dump_ends), plus every event in order.
@@ -229,7 +179,7 @@ std::string dump_of(const ns_model& m) {
 TEST_CASE("link watcher: dump, veth, rename, move between namespaces, delete",
           "[kernel][link_watcher]") {
   const size_t sockets_before = open_socket_fds();
-  test_namespaces ns({"a", "b"});
+  test_namespaces ns(k_prefix, {"a", "b"}, false);
   collector c;
   {
     auto w = start_watcher(c);
@@ -262,7 +212,7 @@ TEST_CASE("link watcher: dump, veth, rename, move between namespaces, delete",
     CHECK(w->watched() == 1);
 
     // A veth pair inside a: both ends appear with the kernel's ifindex.
-    ns.run("a", "link add lwv0 type veth peer name lwv1");
+    ns.ip("a", "link add lwv0 type veth peer name lwv1");
     const int v0 = ns.ifindex("a", "lwv0"), v1 = ns.ifindex("a", "lwv1");
     REQUIRE(v0 > 1);
     REQUIRE(v1 > 1);
@@ -275,7 +225,7 @@ TEST_CASE("link watcher: dump, veth, rename, move between namespaces, delete",
     }
 
     // Rename: same ifindex, new name.
-    ns.run("a", "link set lwv1 name lwr1");
+    ns.ip("a", "link set lwv1 name lwr1");
     CHECK(c.wait_for(a, has_device(v1, "lwr1")));
     CHECK(ns.ifindex("a", "lwr1") == v1);
 
@@ -286,7 +236,7 @@ TEST_CASE("link watcher: dump, veth, rename, move between namespaces, delete",
     close(fd_b);
     REQUIRE(c.wait_for(b, dumps_ended(1)));
     CHECK(w->watched() == 2);
-    ns.run("a", "link set lwr1 netns " + ns.name("b"));
+    ns.ip("a", "link set lwr1 netns " + ns.name("b"));
     const int moved = ns.ifindex("b", "lwr1");
     REQUIRE(moved > 0);
     CHECK(c.wait_for(a, lacks_device(v1)));
@@ -294,7 +244,7 @@ TEST_CASE("link watcher: dump, veth, rename, move between namespaces, delete",
     CHECK(c.wait_for(b, has_device(moved, "lwr1")));
 
     // Deleting lwv0 deletes its peer too, in the other namespace.
-    ns.run("a", "link del lwv0");
+    ns.ip("a", "link del lwv0");
     CHECK(c.wait_for(a, lacks_device(v0)));
     CHECK(logged(c.model(a), v0, "lwv0", true));
     CHECK(c.wait_for(b, lacks_device(moved)));
@@ -316,7 +266,7 @@ TEST_CASE("link watcher: dump, veth, rename, move between namespaces, delete",
     w->remove(a);
     CHECK(w->watched() == 1);
     const size_t log_a = c.model(a).log.size();
-    ns.run("a", "link add lwv2 type veth peer name lwv3");
+    ns.ip("a", "link add lwv2 type veth peer name lwv3");
     std::this_thread::sleep_for(300ms);
     CHECK(c.model(a).log.size() == log_a);
 
@@ -359,7 +309,7 @@ TEST_CASE("link watcher: the host's own namespace lists lo", "[kernel][link_watc
 TEST_CASE("link watcher: an fd of another namespace than the inode said is refused",
           "[kernel][link_watcher]") {
   const size_t fds_before = open_socket_fds();
-  test_namespaces ns({"x"});
+  test_namespaces ns(k_prefix, {"x"}, false);
   collector c;
   auto w = start_watcher(c);
   int fd = ns.fd("x");
@@ -382,7 +332,7 @@ TEST_CASE("link watcher: an fd of another namespace than the inode said is refus
 
 TEST_CASE("link watcher: a namespace deleted while watched stays alive, quiet, until removed",
           "[kernel][link_watcher]") {
-  test_namespaces ns({"d"});
+  test_namespaces ns(k_prefix, {"d"}, false);
   // A veth with one end in the host: when the namespace is really destroyed, the kernel
   // deletes its end, and the host end with it.
   const std::string host_end = "lwh" + std::to_string(getpid() % 100000);
@@ -399,8 +349,7 @@ TEST_CASE("link watcher: a namespace deleted while watched stays alive, quiet, u
   REQUIRE(c.wait_for(d, dumps_ended(1)));
   CHECK(c.model(d).devices.size() == 2);
 
-  sh("ip netns del " + ns.name("d"));
-  ns.names.clear();
+  sh("ip netns del " + ns.name("d")); // (the fixture's own delete later finds nothing)
   // Nothing of ours refers to it but the watcher's socket: it keeps the namespace alive.
   std::this_thread::sleep_for(300ms);
   const auto before = w->stats();
@@ -430,7 +379,7 @@ TEST_CASE("link watcher: a namespace deleted while watched stays alive, quiet, u
 
 TEST_CASE("link watcher: ENOBUFS is answered by a new dump that sets the table right",
           "[kernel][link_watcher]") {
-  test_namespaces ns({"e"});
+  test_namespaces ns(k_prefix, {"e"}, false);
   collector c;
   // The smallest receive buffer the kernel allows: a few notifications fill it.
   auto w = start_watcher(c, 1);
@@ -446,15 +395,15 @@ TEST_CASE("link watcher: ENOBUFS is answered by a new dump that sets the table r
     std::lock_guard<std::mutex> lock(c.mu);
     c.hold = true;
   }
-  ns.run("e", "link add lwe0 type veth peer name lwe1");
+  ns.ip("e", "link add lwe0 type veth peer name lwe1");
   {
     std::unique_lock<std::mutex> lock(c.mu);
     REQUIRE(c.cv.wait_for(lock, 5s, [&] { return c.holding; }));
   }
   for (int i = 1; i < 8; ++i)
-    ns.run("e", "link add lwe" + std::to_string(2 * i) + " type veth peer name lwe" +
+    ns.ip("e", "link add lwe" + std::to_string(2 * i) + " type veth peer name lwe" +
                     std::to_string(2 * i + 1));
-  ns.run("e", "link del lwe0"); // and its peer: both must be gone from the table at the end
+  ns.ip("e", "link del lwe0"); // and its peer: both must be gone from the table at the end
   c.release();
 
   std::vector<std::pair<int, std::string>> expected;

@@ -41,31 +41,18 @@
 #include "bpf/tc_attach.hpp"
 #include "tests/support/orphan_netns.hpp"
 #include "tests/support/open_fds.hpp"
+#include "tests/support/test_namespaces.hpp"
 
 using netlens::testing::open_fds;
 
 using namespace netlens;
 using namespace std::chrono_literals;
 
+using netlens::testing::test_namespaces;
+
 namespace {
 
 const std::string k_prefix = "nltest-tc-";
-
-int sh(const std::string& cmd) {
-  return std::system(cmd.c_str());
-}
-
-std::string output_of(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p)
-    return out;
-  char buf[512];
-  while (size_t n = fread(buf, 1, sizeof buf, p))
-    out.append(buf, n);
-  pclose(p);
-  return out;
-}
 
 bool contains(const std::string& hay, const std::string& needle) {
   return hay.find(needle) != std::string::npos;
@@ -82,78 +69,7 @@ struct fd_guard {
   fd_guard& operator=(const fd_guard&) = delete;
 };
 
-// Runs f on a thread inside namespace `name`; sockets f creates stay in that namespace.
-void in_ns(const std::string& name, const std::function<void()>& f) {
-  fd_guard ns(open(("/run/netns/" + name).c_str(), O_RDONLY | O_CLOEXEC));
-  if (ns.fd < 0)
-    throw std::runtime_error("cannot open netns " + name);
-  bool entered = false;
-  std::thread t([&] {
-    entered = setns(ns.fd, CLONE_NEWNET) == 0;
-    if (entered)
-      f();
-  });
-  t.join();
-  if (!entered)
-    throw std::runtime_error("cannot enter netns " + name);
-}
 
-// Namespaces PREFIX<pid><tag>, deleted (and with them their veths and filters) on every way out
-// of the test; those of a killed run are swept by the next.
-struct test_namespaces {
-  std::vector<std::string> names;
-
-  explicit test_namespaces(const std::vector<std::string>& tags) {
-    testing::remove_orphan_netns(k_prefix);
-    for (const auto& tag : tags) {
-      std::string n = name(tag);
-      sh("ip netns del " + n + " 2>/dev/null");
-      if (sh("ip netns add " + n) != 0) {
-        cleanup();
-        throw std::runtime_error("ip netns add " + n + " failed");
-      }
-      names.push_back(n);
-      run(tag, "ip link set lo up");
-    }
-  }
-  ~test_namespaces() { cleanup(); }
-  void cleanup() {
-    for (const auto& n : names)
-      sh("ip netns del " + n + " 2>/dev/null");
-    names.clear();
-  }
-  static std::string name(const std::string& tag) {
-    return k_prefix + std::to_string(getpid()) + tag;
-  }
-  void run(const std::string& tag, const std::string& cmd) {
-    const std::string full = "ip netns exec " + name(tag) + " " + cmd;
-    if (sh(full) != 0)
-      throw std::runtime_error("failed: " + full);
-  }
-  std::string out(const std::string& tag, const std::string& cmd) {
-    return output_of("ip netns exec " + name(tag) + " " + cmd + " 2>&1");
-  }
-  // A veth pair with one end in each namespace.
-  void veth(const std::string& tag_a, const std::string& dev_a, const std::string& tag_b,
-            const std::string& dev_b) {
-    if (sh("ip link add " + dev_a + " netns " + name(tag_a) + " type veth peer name " + dev_b +
-           " netns " + name(tag_b)) != 0)
-      throw std::runtime_error("cannot create veth " + dev_a + "/" + dev_b);
-    run(tag_a, "ip link set " + dev_a + " up");
-    run(tag_b, "ip link set " + dev_b + " up");
-  }
-  int fd(const std::string& tag) { return open(("/run/netns/" + name(tag)).c_str(), O_RDONLY); }
-  uint32_t inode(const std::string& tag) {
-    struct stat st {};
-    return stat(("/run/netns/" + name(tag)).c_str(), &st) == 0 ? static_cast<uint32_t>(st.st_ino)
-                                                               : 0;
-  }
-  int ifindex(const std::string& tag, const std::string& dev) {
-    int idx = 0;
-    in_ns(name(tag), [&] { idx = static_cast<int>(if_nametoindex(dev.c_str())); });
-    return idx;
-  }
-};
 
 std::unique_ptr<tc_attach> load_tc() {
   auto loaded = tc_attach::load();
@@ -172,7 +88,7 @@ void require_ok(const std::optional<tc_error>& e) {
 int socket_in(test_namespaces& ns, const std::string& tag, int family, int type,
               const std::string& addr, uint16_t port) {
   int fd = -1;
-  in_ns(ns.name(tag), [&] {
+  testing::in_netns(ns.name(tag), [&] {
     fd = socket(family, type | SOCK_CLOEXEC, 0);
     if (fd < 0)
       return;
@@ -289,7 +205,7 @@ int attach_other_tool(test_namespaces& ns, const std::string& tag, const std::st
                       bpf_tc_attach_point point, int prog_fd, uint32_t handle, uint32_t prio,
                       uint32_t flags = 0) {
   int err = 0;
-  in_ns(ns.name(tag), [&] {
+  testing::in_netns(ns.name(tag), [&] {
     LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(if_nametoindex(dev.c_str())),
                 .attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
     bpf_tc_hook_create(&hook); // EEXIST is fine
@@ -303,19 +219,19 @@ int attach_other_tool(test_namespaces& ns, const std::string& tag, const std::st
 
 std::string filters(test_namespaces& ns, const std::string& tag, const std::string& dev,
                     const char* hook) {
-  return ns.out(tag, "tc filter show dev " + dev + " " + hook);
+  return ns.output(tag, "tc filter show dev " + dev + " " + hook);
 }
 
 } // namespace
 
 TEST_CASE("tc kernel: exact counts per flow, direction and device across a veth pair",
           "[kernel][tc]") {
-  test_namespaces ns({"a", "b"});
+  test_namespaces ns(k_prefix, {"a", "b"}, true);
   ns.veth("a", "va", "b", "vb");
-  ns.run("a", "ip addr add 10.231.1.1/24 dev va");
-  ns.run("b", "ip addr add 10.231.1.2/24 dev vb");
-  ns.run("a", "ip -6 addr add fd00:231::1/64 dev va nodad");
-  ns.run("b", "ip -6 addr add fd00:231::2/64 dev vb nodad");
+  ns.exec("a", "ip addr add 10.231.1.1/24 dev va");
+  ns.exec("b", "ip addr add 10.231.1.2/24 dev vb");
+  ns.exec("a", "ip -6 addr add fd00:231::1/64 dev va nodad");
+  ns.exec("b", "ip -6 addr add fd00:231::2/64 dev vb nodad");
   const uint32_t a = ns.inode("a"), b = ns.inode("b");
   const int va = ns.ifindex("a", "va"), vb = ns.ifindex("b", "vb");
   REQUIRE((a != 0 && b != 0 && va > 0 && vb > 0));
@@ -472,16 +388,16 @@ TEST_CASE("tc kernel: exact counts per flow, direction and device across a veth 
 
 TEST_CASE("tc kernel: a router namespace counts a forwarded flow at both of its devices",
           "[kernel][tc]") {
-  test_namespaces ns({"a", "r", "c"});
+  test_namespaces ns(k_prefix, {"a", "r", "c"}, true);
   ns.veth("a", "va", "r", "ra");
   ns.veth("r", "rc", "c", "vc");
-  ns.run("a", "ip addr add 10.232.1.1/24 dev va");
-  ns.run("r", "ip addr add 10.232.1.254/24 dev ra");
-  ns.run("r", "ip addr add 10.232.2.254/24 dev rc");
-  ns.run("c", "ip addr add 10.232.2.1/24 dev vc");
-  ns.run("a", "ip route add default via 10.232.1.254");
-  ns.run("c", "ip route add default via 10.232.2.254");
-  ns.run("r", "sysctl -qw net.ipv4.ip_forward=1");
+  ns.exec("a", "ip addr add 10.232.1.1/24 dev va");
+  ns.exec("r", "ip addr add 10.232.1.254/24 dev ra");
+  ns.exec("r", "ip addr add 10.232.2.254/24 dev rc");
+  ns.exec("c", "ip addr add 10.232.2.1/24 dev vc");
+  ns.exec("a", "ip route add default via 10.232.1.254");
+  ns.exec("c", "ip route add default via 10.232.2.254");
+  ns.exec("r", "sysctl -qw net.ipv4.ip_forward=1");
   const uint32_t r = ns.inode("r");
   const int ra = ns.ifindex("r", "ra"), rc = ns.ifindex("r", "rc");
 
@@ -525,7 +441,7 @@ TEST_CASE("tc kernel: a router namespace counts a forwarded flow at both of its 
 
 TEST_CASE("tc kernel: detach and remove_leftovers leave other tools' filters in place",
           "[kernel][tc]") {
-  test_namespaces ns({"a", "b"});
+  test_namespaces ns(k_prefix, {"a", "b"}, true);
   ns.veth("a", "va", "b", "vb");
   const int va = ns.ifindex("a", "va"), vb = ns.ifindex("b", "vb");
   fd_guard other(load_other_tool_program());
@@ -536,8 +452,8 @@ TEST_CASE("tc kernel: detach and remove_leftovers leave other tools' filters in 
   require_ok(tc->attach(va, fa.fd));
   // Other tools on the same device: a u32 filter on each hook (this kernel has no matchall)
   // and a bpf filter at another handle and priority.
-  ns.run("a", "tc filter add dev va ingress prio 100 u32 match u32 0 0");
-  ns.run("a", "tc filter add dev va egress prio 100 u32 match u32 0 0");
+  ns.exec("a", "tc filter add dev va ingress prio 100 u32 match u32 0 0");
+  ns.exec("a", "tc filter add dev va egress prio 100 u32 match u32 0 0");
   REQUIRE(attach_other_tool(ns, "a", "va", BPF_TC_INGRESS, other.fd, 7, 5) == 0);
 
   // A foreign bpf program at netlens's very handle and priority on the other device: attach
@@ -585,7 +501,7 @@ TEST_CASE("tc kernel: detach and remove_leftovers leave other tools' filters in 
 
 TEST_CASE("tc kernel: the filters of a killed run are removed at the next start, nothing else",
           "[kernel][tc]") {
-  test_namespaces ns({"a", "b"});
+  test_namespaces ns(k_prefix, {"a", "b"}, true);
   ns.veth("a", "va", "b", "vb");
   const int va = ns.ifindex("a", "va"), vb = ns.ifindex("b", "vb");
   fd_guard other(load_other_tool_program());
@@ -624,7 +540,7 @@ TEST_CASE("tc kernel: the filters of a killed run are removed at the next start,
     CHECK(contains(filters(ns, "a", "va", hook), "nl_tc_"));
     CHECK(contains(filters(ns, "b", "vb", hook), "nl_tc_"));
   }
-  ns.run("a", "tc filter add dev va ingress prio 100 u32 match u32 0 0");
+  ns.exec("a", "tc filter add dev va ingress prio 100 u32 match u32 0 0");
   REQUIRE(attach_other_tool(ns, "a", "va", BPF_TC_EGRESS, other.fd, 7, 5) == 0);
 
   auto tc = load_tc();
@@ -657,10 +573,10 @@ TEST_CASE("tc kernel: the filters of a killed run are removed at the next start,
 
 TEST_CASE("tc kernel: remove_idle deletes idle flows and leaves active ones as they were",
           "[kernel][tc]") {
-  test_namespaces ns({"a", "b"});
+  test_namespaces ns(k_prefix, {"a", "b"}, true);
   ns.veth("a", "va", "b", "vb");
-  ns.run("a", "ip addr add 10.233.1.1/24 dev va");
-  ns.run("b", "ip addr add 10.233.1.2/24 dev vb");
+  ns.exec("a", "ip addr add 10.233.1.1/24 dev va");
+  ns.exec("b", "ip addr add 10.233.1.2/24 dev vb");
   const uint32_t a = ns.inode("a"), b = ns.inode("b");
   const int va = ns.ifindex("a", "va"), vb = ns.ifindex("b", "vb");
   auto tc = load_tc();
@@ -732,10 +648,10 @@ TEST_CASE("tc kernel: remove_idle deletes idle flows and leaves active ones as t
 
 TEST_CASE("tc kernel: max_flows sizes the flow map; a flow beyond it is a failed insert",
           "[kernel][tc]") {
-  test_namespaces ns({"a", "b"});
+  test_namespaces ns(k_prefix, {"a", "b"}, true);
   ns.veth("a", "va", "b", "vb");
-  ns.run("a", "ip addr add 10.234.1.1/24 dev va");
-  ns.run("b", "ip addr add 10.234.1.2/24 dev vb");
+  ns.exec("a", "ip addr add 10.234.1.1/24 dev va");
+  ns.exec("b", "ip addr add 10.234.1.2/24 dev vb");
   const int va = ns.ifindex("a", "va");
   tc_load_options opts;
   opts.max_flows = 16;
