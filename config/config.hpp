@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -90,6 +91,43 @@ struct supervisor_config {
   uint32_t exit_timeout_ms = 2000;   // [1, 600000]
 };
 
+enum class ipfix_transport { udp, tcp };
+
+// The smallest IPFIX message (and so export.ipfix.mtu) that holds netlens's largest template
+// or data record (a v6 record with NAT, device counts, a full comm and container id: 16 + 4 + 242
+// bytes); a smaller one could never carry it. ipfix_layout.cpp asserts the two figures agree.
+constexpr uint32_t k_ipfix_min_mtu = 262;
+
+// What a label of the traffic families on /metrics may be; export.metrics.labels picks some.
+inline constexpr std::string_view k_traffic_metrics_labels[] = {
+    "protocol", "family", "direction", "comm", "container_id", "netns", "peer_address",
+    "local_port", "peer_port"};
+
+struct ipfix_export_config {
+  std::vector<std::string> collectors{}; // "host:port", at most 16; empty: no IPFIX export
+  ipfix_transport transport = ipfix_transport::udp; // "udp" | "tcp"
+  uint32_t observation_domain_id = 1;  // [0, 4294967295]
+  uint32_t active_timeout_s = 60;      // a long flow is reported this often, [1, 86400]
+  uint32_t flush_interval_ms = 1000;   // a closed flow leaves within this, [10, 60000]
+  uint32_t template_refresh_s = 600;   // UDP only, [1, 86400]
+  uint32_t mtu = 1400;                 // bytes per message, [k_ipfix_min_mtu, 65535]
+  uint32_t enterprise_number = 32473;  // PEN of netlens's own elements (RFC 5612 placeholder)
+};
+
+struct traffic_metrics_config {
+  bool enabled = true; // traffic families on /metrics
+  std::vector<std::string> labels{"protocol", "direction"}; // from k_traffic_metrics_labels
+  uint32_t max_series = 5000;  // [1, 1000000]
+  uint32_t interval_ms = 5000; // sampling when IPFIX is off, [100, 600000]
+};
+
+// The [export] table and its sub-tables.
+struct export_config {
+  uint32_t max_queued_records = 65536; // waiting to be encoded and sent, [1, 16777216]
+  ipfix_export_config ipfix;           // [export.ipfix]
+  traffic_metrics_config metrics;      // [export.metrics]
+};
+
 struct config {
   agent_config agent;
   tracer_config tracer;
@@ -100,6 +138,7 @@ struct config {
   offset_guesser_config offset_guesser;
   console_config console;
   metrics_config metrics;
+  export_config exporter; // [export]; `export` is a C++ keyword
 };
 
 // Equality lets a reload tell whether anything changed and lets tests compare against config{}.
@@ -161,11 +200,29 @@ inline bool operator==(const supervisor_config &a, const supervisor_config &b) {
   return std::tie(a0, a1, a2, a3, a4, a5) == std::tie(b0, b1, b2, b3, b4, b5);
 }
 
+inline bool operator==(const ipfix_export_config &a, const ipfix_export_config &b) {
+  const auto &[a0, a1, a2, a3, a4, a5, a6, a7] = a;
+  const auto &[b0, b1, b2, b3, b4, b5, b6, b7] = b;
+  return std::tie(a0, a1, a2, a3, a4, a5, a6, a7) == std::tie(b0, b1, b2, b3, b4, b5, b6, b7);
+}
+
+inline bool operator==(const traffic_metrics_config &a, const traffic_metrics_config &b) {
+  const auto &[a0, a1, a2, a3] = a;
+  const auto &[b0, b1, b2, b3] = b;
+  return std::tie(a0, a1, a2, a3) == std::tie(b0, b1, b2, b3);
+}
+
+inline bool operator==(const export_config &a, const export_config &b) {
+  const auto &[a0, a1, a2] = a;
+  const auto &[b0, b1, b2] = b;
+  return std::tie(a0, a1, a2) == std::tie(b0, b1, b2);
+}
+
 inline bool operator==(const config &a, const config &b) {
-  const auto &[a0, a1, a2, a3, a4, a5, a6, a7, a8] = a;
-  const auto &[b0, b1, b2, b3, b4, b5, b6, b7, b8] = b;
-  return std::tie(a0, a1, a2, a3, a4, a5, a6, a7, a8) ==
-         std::tie(b0, b1, b2, b3, b4, b5, b6, b7, b8);
+  const auto &[a0, a1, a2, a3, a4, a5, a6, a7, a8, a9] = a;
+  const auto &[b0, b1, b2, b3, b4, b5, b6, b7, b8, b9] = b;
+  return std::tie(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9) ==
+         std::tie(b0, b1, b2, b3, b4, b5, b6, b7, b8, b9);
 }
 
 inline bool operator!=(const agent_config &a, const agent_config &b) {
@@ -193,6 +250,15 @@ inline bool operator!=(const console_config &a, const console_config &b) {
   return !(a == b);
 }
 inline bool operator!=(const metrics_config &a, const metrics_config &b) {
+  return !(a == b);
+}
+inline bool operator!=(const ipfix_export_config &a, const ipfix_export_config &b) {
+  return !(a == b);
+}
+inline bool operator!=(const traffic_metrics_config &a, const traffic_metrics_config &b) {
+  return !(a == b);
+}
+inline bool operator!=(const export_config &a, const export_config &b) {
   return !(a == b);
 }
 inline bool operator!=(const config &a, const config &b) {

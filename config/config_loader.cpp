@@ -1,5 +1,7 @@
 #include "config/config_loader.hpp"
 
+#include "config/collector_address.hpp"
+
 #include <toml++/toml.h>
 
 #include <arpa/inet.h>
@@ -39,6 +41,14 @@ struct bool_rule {};
 struct device_prefixes_rule {};
 constexpr std::size_t k_max_prefixes = 64;
 constexpr std::size_t k_ifnamsiz = 16;
+// IPFIX collectors, "host:port" each (parse_collector_address), distinct, at most
+// k_max_collectors of them.
+struct collectors_rule {};
+constexpr std::size_t k_max_collectors = 16;
+// A count whose lower bound is k_ipfix_min_mtu; below it the message says why.
+struct ipfix_mtu_rule {};
+// Distinct names from k_traffic_metrics_labels.
+struct traffic_labels_rule {};
 // -1 (off) or a positive count.
 struct limit_rule {
   int64_t min;
@@ -64,6 +74,10 @@ template <> struct enum_names<tracer_mode> {
                                                      {"core", tracer_mode::core},
                                                      {"runtime", tracer_mode::runtime},
                                                      {"prebuilt", tracer_mode::prebuilt}};
+};
+template <> struct enum_names<ipfix_transport> {
+  static constexpr enum_name<ipfix_transport> table[] = {{"udp", ipfix_transport::udp},
+                                                         {"tcp", ipfix_transport::tcp}};
 };
 
 // sizeof(sockaddr_un::sun_path) on Linux; the path needs room for its terminating NUL.
@@ -139,13 +153,34 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
 
   visit("metrics", "port", c.metrics.port, count_rule{0, 65535});
   visit("metrics", "address", c.metrics.address, ip_address_rule{});
+
+  visit("export", "max_queued_records", c.exporter.max_queued_records, count_rule{1, 16777216});
+
+  visit("export.ipfix", "collectors", c.exporter.ipfix.collectors, collectors_rule{});
+  visit("export.ipfix", "transport", c.exporter.ipfix.transport, enum_rule<ipfix_transport>{});
+  visit("export.ipfix", "observation_domain_id", c.exporter.ipfix.observation_domain_id,
+        count_rule{0, 4294967295u});
+  visit("export.ipfix", "active_timeout_s", c.exporter.ipfix.active_timeout_s,
+        count_rule{1, 86400});
+  visit("export.ipfix", "flush_interval_ms", c.exporter.ipfix.flush_interval_ms,
+        count_rule{10, 60000});
+  visit("export.ipfix", "template_refresh_s", c.exporter.ipfix.template_refresh_s,
+        count_rule{1, 86400});
+  visit("export.ipfix", "mtu", c.exporter.ipfix.mtu, ipfix_mtu_rule{});
+  visit("export.ipfix", "enterprise_number", c.exporter.ipfix.enterprise_number,
+        count_rule{1, 4294967295u});
+
+  visit("export.metrics", "enabled", c.exporter.metrics.enabled, bool_rule{});
+  visit("export.metrics", "labels", c.exporter.metrics.labels, traffic_labels_rule{});
+  visit("export.metrics", "max_series", c.exporter.metrics.max_series, count_rule{1, 1000000});
+  visit("export.metrics", "interval_ms", c.exporter.metrics.interval_ms, count_rule{100, 600000});
 }
 
 // Adding a member to config.hpp makes one of these bindings fail to compile: the reminder that
 // the new member needs a line in for_each_key (and in netlens.toml), or it could never be set.
 [[maybe_unused]] void for_each_key_covers_every_member(const config &c) {
   [[maybe_unused]] const auto &[agent, tracer, compact_ticker, conntrack, netns, supervisor,
-                                offset_guesser, console, metrics] = c;
+                                offset_guesser, console, metrics, exporter] = c;
   [[maybe_unused]] const auto &[a0, a1, a2] = agent;
   [[maybe_unused]] const auto &[t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10] = tracer;
   [[maybe_unused]] const auto &[c0, c1] = compact_ticker;
@@ -155,6 +190,9 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
   [[maybe_unused]] const auto &[g0, g1] = offset_guesser;
   [[maybe_unused]] const auto &[k0, k1, k2, k3, k4, k5] = console;
   [[maybe_unused]] const auto &[m0, m1] = metrics;
+  [[maybe_unused]] const auto &[x0, ipfix, traffic_metrics] = exporter;
+  [[maybe_unused]] const auto &[i0, i1, i2, i3, i4, i5, i6, i7] = ipfix;
+  [[maybe_unused]] const auto &[r0, r1, r2, r3] = traffic_metrics;
 }
 
 struct key_name {
@@ -171,12 +209,45 @@ std::vector<key_name> known_keys() {
   return keys;
 }
 
+// Every table the keys live in, with the tables that hold them ("export" for "export.ipfix").
 std::vector<std::string_view> known_tables(const std::vector<key_name> &keys) {
   std::vector<std::string_view> tables;
-  for (const auto &k : keys)
+  for (const auto &k : keys) {
+    for (std::size_t dot = k.table.find('.'); dot != std::string_view::npos;
+         dot = k.table.find('.', dot + 1))
+      if (std::find(tables.begin(), tables.end(), k.table.substr(0, dot)) == tables.end())
+        tables.push_back(k.table.substr(0, dot));
     if (std::find(tables.begin(), tables.end(), k.table) == tables.end())
       tables.push_back(k.table);
+  }
   return tables;
+}
+
+// The name of table `name` inside `parent` ("" for the top level): "export.ipfix" for
+// ("export", "ipfix").
+std::string child_table(std::string_view parent, std::string_view name) {
+  return parent.empty() ? std::string(name) : std::string(parent) + "." + std::string(name);
+}
+
+// The last part of a table's name, and the table it sits in ("" for the top level).
+std::string_view leaf_of(std::string_view table) {
+  const auto dot = table.rfind('.');
+  return dot == std::string_view::npos ? table : table.substr(dot + 1);
+}
+std::string_view parent_of(std::string_view table) {
+  const auto dot = table.rfind('.');
+  return dot == std::string_view::npos ? std::string_view() : table.substr(0, dot);
+}
+
+// The table named by a dotted path of bare keys, or null when the file does not have it.
+const toml::table *find_table(const toml::table &root, std::string_view path) {
+  const toml::table *t = &root;
+  while (t && !path.empty()) {
+    const auto dot = path.find('.');
+    t = t->get_as<toml::table>(path.substr(0, dot));
+    path = dot == std::string_view::npos ? std::string_view() : path.substr(dot + 1);
+  }
+  return t;
 }
 
 // TOML basic-string quoting. Control characters are escaped so a value can neither break the
@@ -433,6 +504,69 @@ problem apply(const toml::node &n, std::vector<std::string> &field, const device
   return std::nullopt;
 }
 
+problem apply(const toml::node &n, std::vector<std::string> &field, const collectors_rule &) {
+  const auto *arr = n.as_array();
+  if (!arr)
+    return wrong_type("array of strings", n);
+  if (arr->size() > k_max_collectors)
+    return std::to_string(arr->size()) + " collectors; at most " +
+           std::to_string(k_max_collectors);
+  std::vector<std::string> out;
+  std::vector<collector_address> parsed;
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    const std::string at = "[" + std::to_string(i) + "] ";
+    const auto *v = (*arr)[i].as_string();
+    if (!v)
+      return at + wrong_type("string", (*arr)[i]);
+    const std::string &s = v->get();
+    auto address = parse_collector_address(s);
+    if (const auto *what = std::get_if<std::string>(&address))
+      return at + quoted_for_message(s) + ": " + *what;
+    const auto same = std::find(parsed.begin(), parsed.end(), std::get<collector_address>(address));
+    if (same != parsed.end())
+      return at + quoted_for_message(s) + " is the same collector as [" +
+             std::to_string(same - parsed.begin()) + "]";
+    parsed.push_back(std::get<collector_address>(std::move(address)));
+    out.push_back(s);
+  }
+  field = std::move(out);
+  return std::nullopt;
+}
+
+problem apply(const toml::node &n, uint32_t &field, const ipfix_mtu_rule &) {
+  if (const auto *v = n.as_integer(); v && v->get() >= 0 && v->get() < k_ipfix_min_mtu)
+    return std::to_string(v->get()) +
+           " is too small: one IPFIX message must hold netlens's largest template or record "
+           "(at least " +
+           std::to_string(k_ipfix_min_mtu) + " bytes)";
+  return apply(n, field, count_rule{k_ipfix_min_mtu, 65535});
+}
+
+problem apply(const toml::node &n, std::vector<std::string> &field, const traffic_labels_rule &) {
+  const auto *arr = n.as_array();
+  if (!arr)
+    return wrong_type("array of strings", n);
+  const auto first_label = std::begin(k_traffic_metrics_labels);
+  const auto last_label = std::end(k_traffic_metrics_labels);
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    const std::string at = "[" + std::to_string(i) + "] ";
+    const auto *v = (*arr)[i].as_string();
+    if (!v)
+      return at + wrong_type("string", (*arr)[i]);
+    const std::string &s = v->get();
+    if (std::find(first_label, last_label, s) == last_label)
+      return at + quoted_for_message(s) + " is not one of " + quoted_list(first_label, last_label);
+    const auto same = std::find(out.begin(), out.end(), s);
+    if (same != out.end())
+      return at + quoted_for_message(s) + " is listed twice (also [" +
+             std::to_string(same - out.begin()) + "])";
+    out.push_back(s);
+  }
+  field = std::move(out);
+  return std::nullopt;
+}
+
 std::size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<std::size_t> row(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j)
@@ -449,8 +583,9 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
   return row[b.size()];
 }
 
-// Looks for what the user probably meant: a key of the same table first, then the same name in
-// another table (a key under the wrong header), and at the top level also a table name.
+// Looks for what the user probably meant: a table inside the same table (at the top level, a
+// top-level table), a key of the same table, then the same name in another table (a key under
+// the wrong header).
 std::string suggestion(std::string_view name, std::string_view table,
                        const std::vector<key_name> &keys) {
   constexpr std::size_t k_max_distance = 2;
@@ -463,9 +598,9 @@ std::string suggestion(std::string_view name, std::string_view table,
       best_path = std::move(path);
     }
   };
-  if (table.empty())
-    for (const auto t : known_tables(keys))
-      consider(t, std::string(t));
+  for (const auto t : known_tables(keys))
+    if (parent_of(t) == table)
+      consider(leaf_of(t), std::string(t));
   for (const auto &k : keys)
     if (k.table == table)
       consider(k.key, std::string(k.table) + "." + std::string(k.key));
@@ -484,34 +619,32 @@ std::string unknown(const toml::node &n) {
   return n.is_table() ? "unknown table" : "unknown key";
 }
 
-void find_unknown_keys(const toml::table &root, const std::vector<key_name> &keys,
+// Walks `section`, the table named `table` ("" for the whole file), and the known tables inside
+// it. Values are checked later, by for_each_key.
+void find_unknown_keys(const toml::table &section, const std::string &table,
+                       const std::vector<key_name> &keys,
+                       const std::vector<std::string_view> &tables,
                        std::vector<located_error> &errors) {
-  const auto tables = known_tables(keys);
-  for (auto &&[table_key, table_node] : root) {
-    const std::string_view table = table_key.str();
-    const std::string table_path = key_path("", table);
-    if (std::find(tables.begin(), tables.end(), table) == tables.end()) {
-      errors.push_back({table_key.source().begin,
-                        table_path + ": " + unknown(table_node) + suggestion(table, "", keys)});
+  for (auto &&[key, node] : section) {
+    // Named outside the lambda: capturing a structured binding is C++20 (clang rejects it).
+    const std::string_view name = key.str();
+    const std::string path = key_path(table, name);
+    // A quoted "export.ipfix" is one key with a dot in it, not the table export.ipfix.
+    const std::string child = child_table(table, name);
+    if (name.find('.') == std::string_view::npos &&
+        std::find(tables.begin(), tables.end(), child) != tables.end()) {
+      if (const auto *inner = node.as_table())
+        find_unknown_keys(*inner, child, keys, tables, errors);
+      else
+        errors.push_back({key.source().begin, path + ": " + wrong_type("table", node)});
       continue;
     }
-    const auto *section = table_node.as_table();
-    if (!section) {
+    const bool known = std::any_of(keys.begin(), keys.end(), [&](const key_name &k) {
+      return k.table == table && k.key == name;
+    });
+    if (!known)
       errors.push_back(
-          {table_key.source().begin, table_path + ": " + wrong_type("table", table_node)});
-      continue;
-    }
-    for (auto &&[key, node] : *section) {
-      // Named outside the lambda: capturing a structured binding is C++20 (clang rejects it).
-      const std::string_view name = key.str();
-      const bool known = std::any_of(keys.begin(), keys.end(), [&](const key_name &k) {
-        return k.table == table && k.key == name;
-      });
-      if (!known)
-        errors.push_back({key.source().begin, key_path(table_path, key.str()) + ": " +
-                                                  unknown(node) +
-                                                  suggestion(key.str(), table, keys)});
-    }
+          {key.source().begin, path + ": " + unknown(node) + suggestion(name, table, keys)});
   }
 }
 
@@ -583,12 +716,12 @@ std::variant<config, config_error> load_config_string(std::string_view toml_text
 
   const auto keys = known_keys();
   std::vector<located_error> errors;
-  find_unknown_keys(root, keys, errors);
+  find_unknown_keys(root, "", keys, known_tables(keys), errors);
 
   config result;
   for_each_key(result,
                [&](std::string_view table, std::string_view key, auto &field, const auto &rule) {
-                 const auto *section = root.get_as<toml::table>(table);
+                 const auto *section = find_table(root, table);
                  if (!section)
                    return;
                  const auto it = section->find(key);
@@ -596,7 +729,7 @@ std::variant<config, config_error> load_config_string(std::string_view toml_text
                    return;
                  if (auto what = apply(it->second, field, rule))
                    errors.push_back({it->first.source().begin,
-                                     key_path(key_path("", table), key) + ": " + std::move(*what)});
+                                     key_path(table, key) + ": " + std::move(*what)});
                });
 
   if (errors.empty())

@@ -120,6 +120,21 @@ config every_key_changed() {
   c.console.actor_timeout_ms += 1;
   c.metrics.port = c.metrics.port == 9464 ? 9465 : 9464;
   c.metrics.address = c.metrics.address == "::1" ? "127.0.0.1" : "::1";
+  c.exporter.max_queued_records += 1;
+  c.exporter.ipfix.collectors = {"192.0.2.1:4739", "[2001:db8::1]:2055", "collector.example.org:1"};
+  c.exporter.ipfix.transport = c.exporter.ipfix.transport == netlens::ipfix_transport::udp
+                                   ? netlens::ipfix_transport::tcp
+                                   : netlens::ipfix_transport::udp;
+  c.exporter.ipfix.observation_domain_id += 1;
+  c.exporter.ipfix.active_timeout_s += 1;
+  c.exporter.ipfix.flush_interval_ms += 1;
+  c.exporter.ipfix.template_refresh_s += 1;
+  c.exporter.ipfix.mtu += 1;
+  c.exporter.ipfix.enterprise_number += 1;
+  c.exporter.metrics.enabled = !c.exporter.metrics.enabled;
+  c.exporter.metrics.labels = {"peer_port", "comm"};
+  c.exporter.metrics.max_series += 1;
+  c.exporter.metrics.interval_ms += 1;
   return c;
 }
 
@@ -234,6 +249,92 @@ exit_timeout_ms = 42
   CHECK(c.supervisor.exit_timeout_ms == 42);
 }
 
+TEST_CASE("the export tables load with every key set", "[config]") {
+  const std::string text = R"(
+[export]
+max_queued_records = 16777216
+
+[export.ipfix]
+collectors = [
+  "192.0.2.1:4739",
+  "[2001:db8::1]:2055",
+  "collector.example.org:65535",
+]
+transport = "tcp"
+observation_domain_id = 4294967295
+active_timeout_s = 86400
+flush_interval_ms = 10
+template_refresh_s = 1
+mtu = 262
+enterprise_number = 4294967295
+
+[export.metrics]
+enabled = false
+labels = ["protocol", "family", "direction", "comm", "container_id", "netns", "peer_address",
+          "local_port", "peer_port"]
+max_series = 1000000
+interval_ms = 100
+)";
+  const config c = loaded(netlens::load_config_string(text, "export.toml"));
+
+  CHECK(c.exporter.max_queued_records == 16777216);
+  CHECK(c.exporter.ipfix.collectors ==
+        std::vector<std::string>{"192.0.2.1:4739", "[2001:db8::1]:2055",
+                                 "collector.example.org:65535"});
+  CHECK(c.exporter.ipfix.transport == netlens::ipfix_transport::tcp);
+  CHECK(c.exporter.ipfix.observation_domain_id == 4294967295u);
+  CHECK(c.exporter.ipfix.active_timeout_s == 86400);
+  CHECK(c.exporter.ipfix.flush_interval_ms == 10);
+  CHECK(c.exporter.ipfix.template_refresh_s == 1);
+  CHECK(c.exporter.ipfix.mtu == netlens::k_ipfix_min_mtu);
+  CHECK(c.exporter.ipfix.enterprise_number == 4294967295u);
+  CHECK(!c.exporter.metrics.enabled);
+  CHECK(c.exporter.metrics.labels ==
+        std::vector<std::string>(std::begin(netlens::k_traffic_metrics_labels),
+                                 std::end(netlens::k_traffic_metrics_labels)));
+  CHECK(c.exporter.metrics.max_series == 1000000);
+  CHECK(c.exporter.metrics.interval_ms == 100);
+
+  // Nothing outside [export] moved.
+  config rest = c;
+  rest.exporter = config{}.exporter;
+  CHECK(rest == config{});
+}
+
+TEST_CASE("the export defaults are the documented ones", "[config]") {
+  const netlens::export_config e;
+  CHECK(e.max_queued_records == 65536);
+  CHECK(e.ipfix.collectors.empty());
+  CHECK(e.ipfix.transport == netlens::ipfix_transport::udp);
+  CHECK(e.ipfix.observation_domain_id == 1);
+  CHECK(e.ipfix.active_timeout_s == 60);
+  CHECK(e.ipfix.flush_interval_ms == 1000);
+  CHECK(e.ipfix.template_refresh_s == 600);
+  CHECK(e.ipfix.mtu == 1400);
+  CHECK(e.ipfix.enterprise_number == 32473);
+  CHECK(e.metrics.enabled);
+  CHECK(e.metrics.labels == std::vector<std::string>{"protocol", "direction"});
+  CHECK(e.metrics.max_series == 5000);
+  CHECK(e.metrics.interval_ms == 5000);
+
+  CHECK(loaded(netlens::load_config_string("[export]\n[export.ipfix]\n[export.metrics]\n",
+                                           "empty_export.toml")) == config{});
+  // A sub-table alone makes its parent implicitly, which is no change either.
+  CHECK(loaded(netlens::load_config_string("[export.metrics]\n", "m.toml")) == config{});
+}
+
+TEST_CASE("export keys are found however TOML spells the nesting", "[config]") {
+  config expected;
+  expected.exporter.ipfix.mtu = 9000;
+  expected.exporter.metrics.enabled = false;
+  CHECK(loaded(netlens::load_config_string(
+            "[export]\nipfix.mtu = 9000\nmetrics = { enabled = false }\n", "dotted.toml")) ==
+        expected);
+  // A quoted key with a dot in it is one name, not the nested table.
+  CHECK(rejected(netlens::load_config_string("[\"export.ipfix\"]\nmtu = 9000\n", "q.toml")) ==
+        "q.toml:1:2: \"export.ipfix\": unknown table");
+}
+
 TEST_CASE("every log level spdlog knows is accepted", "[config]") {
   for (const std::string level : {"trace", "debug", "info", "warn", "error", "critical", "off"}) {
     INFO(level);
@@ -304,6 +405,9 @@ TEST_CASE("render_effective_config marks the keys left at their default", "[conf
       return std::find(lines.begin(), lines.end(), l) != lines.end();
     };
     CHECK(has("[tracer]"));
+    CHECK(has("[export]"));
+    CHECK(has("[export.ipfix]"));
+    CHECK(has("[export.metrics]"));
     CHECK(has("max_tracked_connections = 1024"));
     CHECK(has("closed_buffer = \"perf\""));
     CHECK(

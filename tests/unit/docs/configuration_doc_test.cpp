@@ -15,7 +15,7 @@ TEST_CASE("docs/configuration.md has a section for every configuration key, and 
   std::ifstream in(NETLENS_SOURCE_DIR "/docs/configuration.md");
   REQUIRE(in);
   std::set<std::string> documented;
-  static const std::regex heading(R"(### `([a-z_]+\.[a-z_]+)`)");
+  static const std::regex heading(R"(### `([a-z_]+(?:\.[a-z_]+)+)`)");
   std::string line;
   std::smatch m;
   while (std::getline(in, line))
