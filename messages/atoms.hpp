@@ -25,5 +25,6 @@ using cache_atom = caf::atom_constant<caf::atom("cache")>;
 using sync_cache_atom = caf::atom_constant<caf::atom("synccache")>;
 using resolve_atom = caf::atom_constant<caf::atom("resolve")>;
 using netns_list_atom = caf::atom_constant<caf::atom("netnslist")>;
+using traffic_atom = caf::atom_constant<caf::atom("traffic")>;
 
 } // namespace netlens

@@ -88,6 +88,16 @@ using netns_actor = lifecycle_actor::extend<
 // Registry name of the netns actor running now (as for conntrack).
 constexpr caf::atom_value k_netns_registry_name = caf::atom("netns");
 
+// Owns the IPFIX export (collector links, templates, the bounded record queue) and the traffic
+// metric aggregates with their series budget; an internal client of the tracer (client id
+// "exporter"), so it sees every connection once, with deltas, as an API client does.
+//   traffic: the traffic families of /metrics, rendered as Prometheus text ("" when off).
+// stop sends what is queued, then forced-end records for the connections still open.
+using exporter_actor = lifecycle_actor::extend<caf::replies_to<traffic_atom>::with<std::string>>;
+
+// Registry name of the exporter running now: the API asks it for the traffic families.
+constexpr caf::atom_value k_exporter_registry_name = caf::atom("exporter");
+
 // The root: starts children in order, restarts them within a budget, runs the ordered
 // shutdown, and is the one address the API and console talk to.
 using supervisor_actor =
