@@ -22,6 +22,17 @@ http_response error_response(int status, const std::string& what) {
   return {status, "application/json", render_error(what), {}};
 }
 
+// The exporter's traffic families, when it runs: a page without them is still the agent's page
+// (an exporter restarting must not fail the scrape of everything else).
+void append_traffic_families(caf::actor_system& sys, std::string& page) {
+  auto exporter = sys.registry().get<caf::strong_actor_ptr>(k_exporter_registry_name);
+  if (!exporter)
+    return;
+  caf::scoped_actor self{sys};
+  self->request(caf::actor_cast<exporter_actor>(exporter), k_request_timeout, traffic_atom::value)
+      .receive([&](std::string& text) { page += text; }, [&](caf::error&) {});
+}
+
 http_response metrics_response(caf::actor_system& sys, const supervisor_actor& supervisor) {
   caf::scoped_actor self{sys};
   http_response out{503, "text/plain", "no answer from the agent\n", {}};
@@ -33,6 +44,8 @@ http_response metrics_response(caf::actor_system& sys, const supervisor_actor& s
           [&](caf::error& err) {
             out = {503, "text/plain", sys.render(err) + "\n", {}};
           });
+  if (out.status == 200)
+    append_traffic_families(sys, out.body);
   return out;
 }
 

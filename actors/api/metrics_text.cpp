@@ -47,7 +47,8 @@ constexpr std::string_view k_gauge_last_words[] = {
 constexpr std::string_view k_gauge_first_words[] = {"last", "have", "has", "is"};
 constexpr std::string_view k_gauge_names[] = {
     "records_per_wakeup", "open_handles",  "namespaces_watched",
-    "containers_known",   "devices_known", "tc_attached_devices"};
+    "containers_known",   "devices_known", "tc_attached_devices",
+    "collectors_configured", "traffic_series", "traffic_series_limit"};
 
 std::string_view first_word(std::string_view name) {
   return name.substr(0, name.find('_'));
@@ -98,6 +99,31 @@ const std::map<std::string_view, std::string_view>& figure_help() {
       {"perf_consumer.duplicates_skipped",
        "Records of arrived batches already taken before (perf)"},
       {"perf_consumer.flush_timeouts", "Flush requests that timed out"},
+      {"exporter.polls", "Polls of the tracer by the exporter"},
+      {"exporter.poll_errors", "Polls of the tracer that failed or timed out"},
+      {"exporter.reports_queued", "Connection reports encoded for IPFIX"},
+      {"exporter.queue_pending", "Reports encoded since the last flush"},
+      {"exporter.queue_capacity", "Reports one flush may hold (export.max_queued_records)"},
+      {"exporter.queue_dropped", "Reports dropped because the queue was full"},
+      {"exporter.records_encoded", "IPFIX data records encoded"},
+      {"exporter.encode_errors", "Reports the IPFIX encoder refused"},
+      {"exporter.messages_built", "IPFIX messages built"},
+      {"exporter.flows_open", "Connections with an IPFIX report still to come"},
+      {"exporter.flow_reports", "IPFIX reports made (active timeouts and ends)"},
+      {"exporter.flow_ends", "IPFIX reports that ended a flow"},
+      {"exporter.flows_lost_close", "Flows whose close record the tracer dropped unread"},
+      {"exporter.collectors_configured", "IPFIX collectors configured"},
+      {"exporter.collectors_up", "IPFIX collectors with a session up"},
+      {"exporter.messages_sent", "IPFIX messages sent, over every collector"},
+      {"exporter.bytes_sent", "IPFIX bytes sent, over every collector"},
+      {"exporter.records_sent", "IPFIX data records sent, over every collector"},
+      {"exporter.messages_dropped", "IPFIX messages dropped (collector down, queue full)"},
+      {"exporter.records_dropped", "IPFIX data records dropped with their messages"},
+      {"exporter.collector_reconnects", "IPFIX sessions re-established after the first"},
+      {"exporter.collector_queued_bytes", "IPFIX bytes waiting in the collector links"},
+      {"exporter.traffic_series", "Label sets of the traffic families"},
+      {"exporter.traffic_series_limit", "Most label sets kept apart (export.metrics.max_series)"},
+      {"exporter.traffic_label_sets_folded", "Distinct label sets folded into other"},
       {"tracer.closed_received", "Closed connections the tracer received"},
       {"tracer.closed_dropped", "Closed connections pushed out of the full buffer unread"},
       {"tracer.closed_buffered", "Closed connections held for clients"},

@@ -6,6 +6,7 @@
 #include "actors/api/api_actor.hpp"
 #include "actors/compact_ticker/compact_ticker_actor.hpp"
 #include "actors/conntrack/conntrack_actor.hpp"
+#include "actors/exporter/exporter_actor.hpp"
 #include "actors/console/console_actor.hpp"
 #include "actors/netns/netns_actor.hpp"
 #include "actors/offset_guesser/offset_guesser_actor.hpp"
@@ -66,6 +67,17 @@ std::vector<child_spec> agent_children(const config& cfg) {
                          std::chrono::milliseconds(cfg.compact_ticker.interval_ms),
                          std::chrono::milliseconds(cfg.compact_ticker.compact_interval_ms));
                    }});
+  // After the tracer, which it polls as a client of its own; restarted with it (a new tracer
+  // has a new active map, so the exporter's book of open flows starts again too). In the stop
+  // phase: it sends what is queued and forced ends for what is still open before the tracer's
+  // purge. Detached: closing a TCP collector may wait a moment for queued data.
+  if (exporter_wanted(cfg.exporter))
+    specs.push_back({"exporter", {"tracer"}, true, false,
+                     [cfg](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+                       auto tracer = caf::actor_cast<tracer_actor>(dir.at("tracer"));
+                       return caf::actor_cast<lifecycle_actor>(
+                           sys.spawn<caf::detached>(exporter_fn, cfg.exporter, tracer));
+                     }});
   specs.push_back({"api", {}, true, false,
                    [cfg](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
                      auto sup = caf::actor_cast<supervisor_actor>(dir.at("supervisor"));
