@@ -412,10 +412,14 @@ void collector_link::pump_datagrams(clock::time_point now, size_t at_least) {
   }
   double elapsed_ms = std::chrono::duration<double, std::milli>(now - last_pump_).count();
   last_pump_ = now;
-  // Credit for at most two ticks of the caller's timer: a late poll must not turn into the very
+  // Credit for at most five ticks of the caller's timer: a late poll must not turn into the very
   // burst the pace is there to avoid.
-  constexpr double k_max_credit_ms = 20;
+  constexpr double k_max_credit_ms = 50;
   elapsed_ms = std::clamp(elapsed_ms, 0.0, k_max_credit_ms);
+  // A caller whose timer runs late (a starved CPU) still empties the queue within the window:
+  // the pace follows the backlog up.
+  double window_ms = static_cast<double>(opts_.pace_window.count());
+  pace_per_ms_ = std::max(pace_per_ms_, static_cast<double>(udp_queue_.size()) / window_ms);
   pace_credit_ += elapsed_ms * pace_per_ms_;
   size_t budget = std::max({k_min_burst, at_least, static_cast<size_t>(pace_credit_)});
   pace_credit_ = std::max(0.0, pace_credit_ - static_cast<double>(budget));
@@ -479,12 +483,17 @@ void collector_link::close(clock::time_point deadline) {
   if (closed_)
     return;
   closed_ = true;
-  // Paced UDP: what is queued goes out now, in small bursts, until the deadline.
+  // Paced UDP: what is queued goes out before the deadline, still paced (a burst at shutdown
+  // would overflow the collector's buffer as any other would), faster only as the time left
+  // demands.
   while (paced() && !udp_queue_.empty() && state_ == link_state::up) {
     auto now = clock::now();
     if (now >= deadline)
       break;
-    pump_datagrams(now, 32);
+    double left_ms = std::chrono::duration<double, std::milli>(deadline - now).count();
+    pace_per_ms_ = std::max(pace_per_ms_, static_cast<double>(udp_queue_.size()) /
+                                              std::max(1.0, left_ms * 0.8));
+    pump_datagrams(now, 0);
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   for (const auto& m : udp_queue_)

@@ -22,16 +22,18 @@ constexpr auto k_link_tick = millis(100);
 constexpr size_t k_busy_poll_closed = 256;
 // While a link has datagrams waiting for their pace, it is driven this often.
 constexpr auto k_pace_tick = millis(10);
-// Bytes one collector link may hold: a UDP link about one flush of a very busy host (20,000
-// connection ends/s is ~5 MB of IPFIX a second), a TCP link what a collector that is briefly
+// Bytes one collector link may hold: a UDP link more than a second of a very busy host (38,000
+// connection ends/s is ~5 MB of IPFIX a second) when the exporter's thread is starved, a TCP link what a collector that is briefly
 // slow or away needs. Beyond it messages are dropped and counted.
 constexpr size_t k_udp_queue_bytes = 8u << 20;
+// The window a UDP link spreads a flush over.
+constexpr auto k_pace_window = millis(800);
 constexpr size_t k_tcp_queue_bytes = 8u << 20;
 // Longest one poll of the tracer may take before it counts as failed.
 constexpr auto k_poll_timeout = std::chrono::seconds(5);
 // At shutdown: the last poll, and the time TCP collectors get to take what is queued.
 constexpr auto k_final_poll_timeout = millis(1000);
-constexpr auto k_close_deadline = millis(300);
+constexpr auto k_close_deadline = millis(600);
 
 uint64_t unix_now_ms() {
   timespec ts{};
@@ -227,8 +229,10 @@ std::string init_exporter(exporter_state& st) {
   for (const auto& address : st.cfg.ipfix.collectors) {
     collector_link_options opts;
     if (st.cfg.ipfix.transport == ipfix_transport::udp) {
-      // What one flush sends leaves over most of the flush interval, not in one burst.
-      opts.pace_window = millis(std::max<uint32_t>(1, st.cfg.ipfix.flush_interval_ms * 4 / 5));
+      // What one flush sends leaves over the next k_pace_window, not in one burst. Longer would
+      // hold more in memory for nothing: a busy host flushes every link tick anyway.
+      opts.pace_window = std::min(
+          k_pace_window, millis(std::max<uint32_t>(1, st.cfg.ipfix.flush_interval_ms * 4 / 5)));
       opts.queue_bound_bytes = k_udp_queue_bytes;
     } else {
       opts.queue_bound_bytes = k_tcp_queue_bytes;
