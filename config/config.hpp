@@ -115,7 +115,7 @@ struct ipfix_export_config {
 };
 
 struct traffic_metrics_config {
-  bool enabled = true; // traffic families on /metrics
+  bool enabled = false; // traffic families on /metrics (off: no poll of the tracer for them)
   std::vector<std::string> labels{"protocol", "direction"}; // from k_traffic_metrics_labels
   uint32_t max_series = 5000;  // [1, 1000000]
   uint32_t interval_ms = 5000; // sampling when IPFIX is off, [100, 600000]

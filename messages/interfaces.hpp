@@ -27,6 +27,9 @@ using lifecycle_actor = caf::typed_actor<caf::replies_to<init_atom>::with<caf::o
 // Owns the BPF object and links, the active map, the closed buffer and per-client state.
 using tracer_actor = lifecycle_actor::extend<
     caf::replies_to<get_conns_atom, std::string>::with<connections_reply>,
+    // get_conns, client, max_closed: at most max_closed closed connections in this answer, the
+    // rest in the next ones (the exporter asks so, to keep each answer small on a busy host)
+    caf::replies_to<get_conns_atom, std::string, uint32_t>::with<connections_reply>,
     caf::replies_to<buffer_atom>::with<closed_buffer_info>, caf::reacts_to<closed_batch>,
     caf::reacts_to<expire_atom>>;
 

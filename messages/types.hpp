@@ -144,6 +144,8 @@ struct actor_stats {
 
 struct connections_reply {
   std::vector<connection_view> connections;
+  // Closed connections were left for this client's next call (it asked for at most so many).
+  bool more_closed = false;
   counter_list telemetry;
   std::vector<device_flow> device_flows; // seen only at a device (see device_flow)
 };

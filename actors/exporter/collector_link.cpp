@@ -491,8 +491,8 @@ void collector_link::close(clock::time_point deadline) {
     if (now >= deadline)
       break;
     double left_ms = std::chrono::duration<double, std::milli>(deadline - now).count();
-    pace_per_ms_ = std::max(pace_per_ms_, static_cast<double>(udp_queue_.size()) /
-                                              std::max(1.0, left_ms * 0.8));
+    pace_per_ms_ = std::max(pace_per_ms_,
+                            static_cast<double>(udp_queue_.size()) / std::max(1.0, left_ms * 0.8));
     pump_datagrams(now, 0);
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }

@@ -18,13 +18,16 @@ using millis = std::chrono::milliseconds;
 // How often the links are driven (TCP connects and partial writes, reconnect backoff): often
 // enough that a collector coming back is reconnected soon, rarely enough to cost nothing.
 constexpr auto k_link_tick = millis(100);
+// Closed connections one answer of the tracer holds at most: after a mass close (65,536 at
+// once), polls of this size one after the other keep the transient memory to a few MB.
+constexpr uint32_t k_poll_max_closed = 4096;
 // A poll that brought this many closed connections is followed by the next one a link tick later.
 constexpr size_t k_busy_poll_closed = 256;
 // While a link has datagrams waiting for their pace, it is driven this often.
 constexpr auto k_pace_tick = millis(10);
 // Bytes one collector link may hold: a UDP link more than a second of a very busy host (38,000
-// connection ends/s is ~5 MB of IPFIX a second) when the exporter's thread is starved, a TCP link what a collector that is briefly
-// slow or away needs. Beyond it messages are dropped and counted.
+// connection ends/s is ~5 MB of IPFIX a second) when the exporter's thread is starved, a TCP link
+// what a collector that is briefly slow or away needs. Beyond it messages are dropped and counted.
 constexpr size_t k_udp_queue_bytes = 8u << 20;
 // The window a UDP link spreads a flush over.
 constexpr auto k_pace_window = millis(800);
@@ -115,13 +118,15 @@ void ingest(exporter_state& st, const connections_reply& reply) {
     if (ipfix_on(st))
       encode_report(st, r);
   };
-  st.ledger->poll(reply.connections, clock_now(), to_metrics, to_ipfix);
+  st.ledger->poll(reply.connections, clock_now(), to_metrics, to_ipfix, !reply.more_closed);
+  st.last_more_closed = reply.more_closed;
 }
 
 void poll_tracer(self_ptr self, std::chrono::milliseconds timeout, std::function<void()> then) {
   auto& st = self->state;
   st.polling = true;
-  self->request(st.tracer, timeout, get_conns_atom::value, std::string(k_exporter_client))
+  self->request(st.tracer, timeout, get_conns_atom::value, std::string(k_exporter_client),
+                k_poll_max_closed)
       .then(
           [=](const connections_reply& reply) {
             auto& s = self->state;
@@ -135,6 +140,8 @@ void poll_tracer(self_ptr self, std::chrono::milliseconds timeout, std::function
               closed += v.closed ? 1 : 0;
             if (closed >= k_busy_poll_closed)
               s.next_poll = std::min(s.next_poll, steady::now() + k_link_tick);
+            if (reply.more_closed) // the rest at the next tick
+              s.next_poll = steady::now();
             then();
           },
           [=](caf::error& err) {
@@ -346,13 +353,27 @@ exporter_fn(exporter_self_actor::stateful_pointer<exporter_state> self, export_c
                        s.records_encoded, s.queue_dropped);
           rp.deliver(caf::ok_atom::value);
         };
+        // The last polls: until the tracer has handed over everything closed (it hands at most
+        // k_poll_max_closed per answer), within the stop deadline's share of the exporter.
+        auto last_polls = std::make_shared<std::function<void()>>();
+        auto until = steady::now() + k_final_poll_timeout;
+        *last_polls = [=]() mutable {
+          poll_tracer(self, k_final_poll_timeout, [=]() mutable {
+            if (self->state.last_more_closed && steady::now() < until)
+              (*last_polls)();
+            else {
+              *last_polls = nullptr; // the cycle through its own capture ends here
+              finish();
+            }
+          });
+        };
         // One poll at a time, so replies are taken in the order the tracer made them: a poll
-        // in flight runs the last one when it is done.
+        // in flight runs the last ones when it is done.
         if (st.polling) {
-          st.after_poll = [=]() mutable { poll_tracer(self, k_final_poll_timeout, finish); };
+          st.after_poll = [=]() mutable { (*last_polls)(); };
           return rp;
         }
-        poll_tracer(self, k_final_poll_timeout, finish);
+        (*last_polls)();
         return rp;
       },
       nothing_to_purge(self),

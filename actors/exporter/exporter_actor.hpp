@@ -45,6 +45,7 @@ struct exporter_state {
   uint64_t queued = 0; // reports encoded since the last flush, at most max_queued_records
   std::vector<ipfix_message> messages_scratch;
   bool polling = false;
+  bool last_more_closed = false;    // the last answer left closed connections for the next poll
   std::function<void()> after_poll; // the shutdown's last poll, when one was in flight
   std::chrono::steady_clock::time_point next_poll;
 

@@ -60,7 +60,7 @@ flow_report flow_ledger::report_of(const open_flow& f, flow_end_reason why,
 }
 
 void flow_ledger::poll(const std::vector<connection_view>& views, const poll_clock& now,
-                       const sink& to_metrics, const sink& to_ipfix) {
+                       const sink& to_metrics, const sink& to_ipfix, bool all_closed) {
   ++poll_;
   for (const connection_view& v : views) {
     auto it = open_.find(v.conn.sock_id);
@@ -117,6 +117,12 @@ void flow_ledger::poll(const std::vector<connection_view>& views, const poll_clo
   // read it (the tracer's closed buffer overflowed). One poll of grace, because a closed record
   // whose NAT translation is still being looked up is held back from one answer. What moved
   // since its last report is all there is.
+  if (!all_closed) {
+    // Their close records may be among those left for the next poll: nobody is missing yet.
+    for (auto& [id, f] : open_)
+      f.seen_in_poll = poll_;
+    return;
+  }
   for (auto it = open_.begin(); it != open_.end();) {
     if (it->second.seen_in_poll + 2 > poll_) {
       ++it;

@@ -41,8 +41,10 @@ public:
   // showed open that is neither open nor closed for two polls ended unseen: it is reported with
   // what it had (lack_of_resources), since its close record was dropped before this client read
   // it.
+  // all_closed: the answer held every connection closed so far; an answer that left some for
+  // the next poll says nothing about the connections it does not show.
   void poll(const std::vector<connection_view>& views, const poll_clock& now,
-            const sink& to_metrics, const sink& to_ipfix);
+            const sink& to_metrics, const sink& to_ipfix, bool all_closed = true);
 
   // Shutdown: every connection still open, with what moved since its last report, as a forced
   // end. The ledger is empty afterwards.

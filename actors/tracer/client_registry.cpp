@@ -7,7 +7,9 @@
 namespace netlens {
 namespace {
 
-uint64_t minus_or_zero(uint64_t now, uint64_t before) { return now > before ? now - before : 0; }
+uint64_t minus_or_zero(uint64_t now, uint64_t before) {
+  return now > before ? now - before : 0;
+}
 
 conn_counters delta(const conn_counters& now, const conn_counters& before) {
   return {minus_or_zero(now.bytes_sent, before.bytes_sent),
@@ -69,8 +71,9 @@ void client_registry::resolve_nat(uint64_t first_seq, size_t n,
   }
 }
 
-void client_registry::collect(const std::string& client, const std::vector<nl_conn>& active,
-                              uint64_t now_ns, std::vector<connection_view>& out) {
+bool client_registry::collect(const std::string& client, const std::vector<nl_conn>& active,
+                              uint64_t now_ns, std::vector<connection_view>& out,
+                              size_t max_closed) {
   out.clear();
   auto [it, fresh] = clients_.try_emplace(client);
   client_state& st = it->second;
@@ -80,9 +83,15 @@ void client_registry::collect(const std::string& client, const std::vector<nl_co
 
   uint64_t from = std::max(st.cursor, closed_base_seq_);
   uint64_t end_seq = from;
-  for (uint64_t last = closed_base_seq_ + closed_.size(); end_seq < last; ++end_seq)
+  bool more = false;
+  for (uint64_t last = closed_base_seq_ + closed_.size(); end_seq < last; ++end_seq) {
     if (closed_[static_cast<size_t>(end_seq - closed_base_seq_)].nat_pending)
       break;
+    if (end_seq - from >= max_closed) {
+      more = true;
+      break;
+    }
+  }
   out.reserve(active.size() + static_cast<size_t>(end_seq - from));
   std::unordered_set<uint64_t> closed_ids;
   closed_ids.reserve(static_cast<size_t>(end_seq - from));
@@ -114,6 +123,7 @@ void client_registry::collect(const std::string& client, const std::vector<nl_co
   }
   st.last.swap(next);
   trim();
+  return more;
 }
 
 void client_registry::trim() {
@@ -123,7 +133,8 @@ void client_registry::trim() {
   for (const auto& [name, st] : clients_)
     min_cursor = std::min(min_cursor, st.cursor);
   if (closed_base_seq_ < min_cursor) {
-    size_t n = static_cast<size_t>(std::min<uint64_t>(min_cursor - closed_base_seq_, closed_.size()));
+    size_t n =
+        static_cast<size_t>(std::min<uint64_t>(min_cursor - closed_base_seq_, closed_.size()));
     closed_.pop_front(n);
     closed_base_seq_ += n;
   }

@@ -3,6 +3,7 @@
 // so every answer carries the delta since that client's previous call. No CAF, no kernel.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
@@ -47,8 +48,10 @@ public:
   // The answer for one client: every closed connection it has not seen yet (once), up to the
   // first whose translation is still pending, then every active one not among them, each with
   // its delta since this client's previous call.
-  void collect(const std::string& client, const std::vector<nl_conn>& active, uint64_t now_ns,
-               std::vector<connection_view>& out);
+  // max_closed: hand out at most this many closed connections; the rest wait for the next call.
+  // Returns true when some were left for it (the answer does not hold everything closed yet).
+  bool collect(const std::string& client, const std::vector<nl_conn>& active, uint64_t now_ns,
+               std::vector<connection_view>& out, size_t max_closed = SIZE_MAX);
 
   // Forgets clients not seen for client_expiry_ns. Returns how many were dropped.
   size_t expire_clients(uint64_t now_ns);

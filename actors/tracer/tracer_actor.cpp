@@ -152,11 +152,12 @@ caf::error not_loaded(const tracer_state& st) {
 
 // One client's answer from the active connections read at request time and the
 // translations conntrack found for them (by index into active), if any.
-connections_reply assemble(self_ptr self, const std::string& client,
+connections_reply assemble(self_ptr self, const std::string& client, size_t max_closed,
                            const std::vector<nl_conn>& active, const nat_lookup_reply* nat) {
   auto& st = self->state;
   connections_reply reply;
-  st.clients->collect(client, active, monotonic_now_ns(), reply.connections);
+  reply.more_closed =
+      st.clients->collect(client, active, monotonic_now_ns(), reply.connections, max_closed);
   if (nat && !nat->hits.empty()) {
     std::unordered_map<uint64_t, const ct_endpoints*> by_id;
     by_id.reserve(nat->hits.size());
@@ -224,7 +225,7 @@ void attribute_and_deliver(self_ptr self, connections_reply reply,
 }
 
 // Reads the active map, has conntrack translate it, and delivers the client's answer.
-void answer_connections(self_ptr self, const std::string& client,
+void answer_connections(self_ptr self, const std::string& client, size_t max_closed,
                         caf::typed_response_promise<connections_reply> rp) {
   auto& st = self->state;
   if (!st.bpf) {
@@ -236,7 +237,7 @@ void answer_connections(self_ptr self, const std::string& client,
     normalize_family(c);
   auto ct = find_conntrack(self->system());
   if (!ct) {
-    attribute_and_deliver(self, assemble(self, client, st.active, nullptr), rp);
+    attribute_and_deliver(self, assemble(self, client, max_closed, st.active, nullptr), rp);
     release_scratch(st);
     return;
   }
@@ -246,11 +247,11 @@ void answer_connections(self_ptr self, const std::string& client,
   self->request(ct, k_nat_timeout, lookup_atom::value, nat_request_for(*active))
       .then(
           [=](const nat_lookup_reply& r) mutable {
-            attribute_and_deliver(self, assemble(self, client, *active, &r), rp);
+            attribute_and_deliver(self, assemble(self, client, max_closed, *active, &r), rp);
           },
           [=](caf::error&) mutable {
             ++self->state.nat_errors;
-            attribute_and_deliver(self, assemble(self, client, *active, nullptr), rp);
+            attribute_and_deliver(self, assemble(self, client, max_closed, *active, nullptr), rp);
           });
 }
 
@@ -268,7 +269,8 @@ void loaded_with(self_ptr self, std::unique_ptr<tracer_object> loaded,
     st.load_info.emplace_back("skipped_" + why.substr(0, why.find(':')),
                               why.substr(why.find(':') + 2));
   }
-  if (const runtime_build* rt = loader.runtime_info(); rt && st.bpf->build() == tracer_build::runtime) {
+  if (const runtime_build* rt = loader.runtime_info();
+      rt && st.bpf->build() == tracer_build::runtime) {
     st.load_info.emplace_back("runtime_object", rt->path);
     st.load_info.emplace_back("runtime_from_cache", rt->from_cache ? "true" : "false");
     if (!rt->types_from.empty())
@@ -287,6 +289,30 @@ void loaded_with(self_ptr self, std::unique_ptr<tracer_object> loaded,
   spdlog::info("tracer: BPF programs loaded ({} build, {}), closed buffer: {}, program ids {}",
                build, st.bpf->build() == tracer_build::core ? "tp_btf" : "raw_tp",
                st.bpf->uses_perf() ? "perf" : "ring", ids);
+}
+
+// A connections answer for one client: first everything closed so far (the consumer sends it
+// before it answers, so it is ahead of the answer in this mailbox and in this reply).
+caf::result<connections_reply> get_connections(self_ptr self, const std::string& client,
+                                               size_t max_closed) {
+  auto& st = self->state;
+  ++st.handled;
+  if (!st.bpf)
+    return not_loaded(st);
+  auto rp = self->make_response_promise<connections_reply>();
+  if (!st.consumer) {
+    answer_connections(self, client, max_closed, rp);
+    return rp;
+  }
+  // First everything closed so far: the consumer sends it before it answers, so it is
+  // ahead of the answer in this mailbox and in this reply.
+  self->request(st.consumer, k_flush_timeout, flush_atom::value)
+      .then([=](caf::ok_atom) mutable { answer_connections(self, client, max_closed, rp); },
+            [=](caf::error&) mutable {
+              ++self->state.flush_errors;
+              answer_connections(self, client, max_closed, rp);
+            });
+  return rp;
 }
 
 } // namespace
@@ -316,8 +342,7 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
         // Test builds: NETLENS_FAULT_TRACER_BUILDS=core,runtime makes those builds fail, as on
         // a host without BTF or clang, so the fallback chain can be tested on this one.
         if (const char* off = std::getenv("NETLENS_FAULT_TRACER_BUILDS")) {
-          for (tracer_build b :
-               {tracer_build::core, tracer_build::runtime, tracer_build::prebuilt})
+          for (tracer_build b : {tracer_build::core, tracer_build::runtime, tracer_build::prebuilt})
             if (std::strstr(off, tracer_build_name(b)))
               loader->disable(b, "disabled by NETLENS_FAULT_TRACER_BUILDS");
         }
@@ -382,25 +407,10 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
         add_closed(self, batch.records);
       },
       [=](get_conns_atom, const std::string& client) -> caf::result<connections_reply> {
-        auto& st = self->state;
-        ++st.handled;
-        if (!st.bpf)
-          return not_loaded(st);
-        auto rp = self->make_response_promise<connections_reply>();
-        if (!st.consumer) {
-          answer_connections(self, client, rp);
-          return rp;
-        }
-        // First everything closed so far: the consumer sends it before it answers, so it is
-        // ahead of the answer in this mailbox and in this reply.
-        self->request(st.consumer, k_flush_timeout, flush_atom::value)
-            .then([=](caf::ok_atom) mutable { answer_connections(self, client, rp); },
-                  [=](caf::error&) mutable {
-                    ++self->state.flush_errors;
-                    answer_connections(self, client, rp);
-                  });
-        return rp;
+        return get_connections(self, client, SIZE_MAX);
       },
+      [=](get_conns_atom, const std::string& client, uint32_t max_closed)
+          -> caf::result<connections_reply> { return get_connections(self, client, max_closed); },
       [=](expire_atom) {
         auto& st = self->state;
         ++st.handled;

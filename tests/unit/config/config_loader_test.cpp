@@ -269,7 +269,7 @@ mtu = 262
 enterprise_number = 4294967295
 
 [export.metrics]
-enabled = false
+enabled = true
 labels = ["protocol", "family", "direction", "comm", "container_id", "netns", "peer_address",
           "local_port", "peer_port"]
 max_series = 1000000
@@ -288,7 +288,7 @@ interval_ms = 100
   CHECK(c.exporter.ipfix.template_refresh_s == 1);
   CHECK(c.exporter.ipfix.mtu == netlens::k_ipfix_min_mtu);
   CHECK(c.exporter.ipfix.enterprise_number == 4294967295u);
-  CHECK(!c.exporter.metrics.enabled);
+  CHECK(c.exporter.metrics.enabled);
   CHECK(c.exporter.metrics.labels ==
         std::vector<std::string>(std::begin(netlens::k_traffic_metrics_labels),
                                  std::end(netlens::k_traffic_metrics_labels)));
@@ -312,7 +312,7 @@ TEST_CASE("the export defaults are the documented ones", "[config]") {
   CHECK(e.ipfix.template_refresh_s == 600);
   CHECK(e.ipfix.mtu == 1400);
   CHECK(e.ipfix.enterprise_number == 32473);
-  CHECK(e.metrics.enabled);
+  CHECK_FALSE(e.metrics.enabled);
   CHECK(e.metrics.labels == std::vector<std::string>{"protocol", "direction"});
   CHECK(e.metrics.max_series == 5000);
   CHECK(e.metrics.interval_ms == 5000);
@@ -326,9 +326,9 @@ TEST_CASE("the export defaults are the documented ones", "[config]") {
 TEST_CASE("export keys are found however TOML spells the nesting", "[config]") {
   config expected;
   expected.exporter.ipfix.mtu = 9000;
-  expected.exporter.metrics.enabled = false;
+  expected.exporter.metrics.enabled = true;
   CHECK(loaded(netlens::load_config_string(
-            "[export]\nipfix.mtu = 9000\nmetrics = { enabled = false }\n", "dotted.toml")) ==
+            "[export]\nipfix.mtu = 9000\nmetrics = { enabled = true }\n", "dotted.toml")) ==
         expected);
   // A quoted key with a dot in it is one name, not the nested table.
   CHECK(rejected(netlens::load_config_string("[\"export.ipfix\"]\nmtu = 9000\n", "q.toml")) ==

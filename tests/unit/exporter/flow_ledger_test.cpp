@@ -170,3 +170,19 @@ TEST_CASE("device counts become deltas, and a count that restarts is all new", "
   REQUIRE(ipfix.size() == 3);
   CHECK(ipfix[2].device_delta.bytes_out == 60);
 }
+
+TEST_CASE("an answer that left closed connections for later declares nobody lost",
+          "[flow_ledger]") {
+  flow_ledger ledger(60 * k_s);
+  recorder rec;
+  ledger.poll({view(1, 0, {5, 0, 1, 0, 0})}, at(1), rec.to_metrics(), rec.to_ipfix());
+  // Its close is among those the tracer keeps for the next answers.
+  for (int i = 2; i < 6; ++i)
+    ledger.poll({}, at(i), rec.to_metrics(), rec.to_ipfix(), false);
+  CHECK(rec.ipfix.empty());
+  ledger.poll({view(1, 0, {7, 0, 1, 0, 0}, true)}, at(6), rec.to_metrics(), rec.to_ipfix());
+  REQUIRE(rec.ipfix.size() == 1);
+  CHECK(rec.ipfix[0].reason == flow_end_reason::end_of_flow);
+  CHECK(rec.ipfix[0].delta.bytes_sent == 12);
+  CHECK(ledger.stats().lost_closes == 0);
+}

@@ -198,3 +198,32 @@ TEST_CASE("a resolution for records already dropped from the buffer is ignored",
   CHECK(out[0].conn.cookie == 2);
   CHECK_FALSE(out[0].has_nat);
 }
+
+TEST_CASE("a client that asks for at most n closed gets the rest in order on its next calls",
+          "[registry]") {
+  client_registry reg({1000, 1000000000ull});
+  std::vector<nl_conn> closed;
+  for (uint64_t i = 1; i <= 10; ++i)
+    closed.push_back(make_conn(i, "10.0.0.1", static_cast<uint16_t>(1000 + i), "10.0.0.2", 80));
+  std::vector<connection_view> out;
+  reg.collect("api", {}, 0, out); // a second client, known before the closes
+  reg.add_closed(closed);
+  std::vector<uint64_t> seen;
+  CHECK(reg.collect("exp", {}, 1, out, 4)); // more left
+  REQUIRE(out.size() == 4);
+  for (auto& v : out)
+    seen.push_back(v.conn.cookie);
+  CHECK(reg.collect("exp", {}, 2, out, 4));
+  REQUIRE(out.size() == 4);
+  for (auto& v : out)
+    seen.push_back(v.conn.cookie);
+  CHECK_FALSE(reg.collect("exp", {}, 3, out, 4)); // the last two: nothing left after them
+  REQUIRE(out.size() == 2);
+  for (auto& v : out)
+    seen.push_back(v.conn.cookie);
+  std::vector<uint64_t> want{1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  CHECK(seen == want);
+  // Another client is not limited: all ten at once.
+  CHECK_FALSE(reg.collect("api", {}, 4, out));
+  CHECK(out.size() == 10);
+}
