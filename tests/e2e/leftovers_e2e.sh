@@ -151,7 +151,18 @@ cp "$WORK/default.toml" "$WORK/netlens.toml"
 
 # After the last SIGKILL (its socket file is still there): a new agent starts, removes the
 # classifiers the killed ones left, serves, stops cleanly, and leaves nothing.
-run_and_signal KILL 400
+# The kill waits until the agent has attached its classifiers (at most 30 s): a fixed delay is
+# not enough under ASan on a loaded machine, and the sweep below needs something to sweep.
+"$NETLENS" run -c "$WORK/netlens.toml" > "$WORK/agent.log" 2>&1 &
+PID=$!
+for _ in $(seq 1 3000); do
+  [[ -n $(tc_objects) ]] && grep -q "netlens ready" "$WORK/agent.log" && break
+  kill -0 "$PID" 2>/dev/null || break
+  sleep 0.01
+done
+kill -KILL "$PID" 2>/dev/null
+wait "$PID" 2>/dev/null
+PID=""
 left_by_kill=$(tc_objects | grep -c '^prog')
 ((left_by_kill > 0)) && pass "a SIGKILLed agent leaves its TC classifiers attached ($left_by_kill programs)" ||
   fail "no TC classifier left by a SIGKILL: the sweep below would prove nothing"
