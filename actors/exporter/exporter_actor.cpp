@@ -1,7 +1,6 @@
 #include "actors/exporter/exporter_actor.hpp"
 
 #include <algorithm>
-#include <ctime>
 
 #include <spdlog/spdlog.h>
 
@@ -38,16 +37,10 @@ constexpr auto k_poll_timeout = std::chrono::seconds(5);
 constexpr auto k_final_poll_timeout = millis(1000);
 constexpr auto k_close_deadline = millis(600);
 
-uint64_t unix_now_ms() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
-}
-
 poll_clock clock_now() {
   poll_clock c;
   c.mono_ns = monotonic_now_ns();
-  c.unix_ms = unix_now_ms();
+  c.unix_ms = realtime_now_ns() / 1000000;
   return c;
 }
 
@@ -76,6 +69,8 @@ void send_templates_if_due(exporter_state& st, size_t i, steady::time_point now)
 // One report into the encoder: it waits there, in messages being filled, until the flush at the
 // end of this poll. A poll that brings more than max_queued_records is cut there, counted.
 void encode_report(exporter_state& st, const flow_report& r) {
+  if (!ipfix_on(st))
+    return;
   if (st.queued >= st.cfg.max_queued_records) {
     ++st.queue_dropped;
     return;
@@ -102,8 +97,14 @@ void flush(exporter_state& st) {
   auto now = steady::now();
   for (size_t i = 0; i < st.links.size(); ++i) {
     send_templates_if_due(st, i, now);
-    for (const auto& m : st.messages_scratch)
-      st.links[i]->send(m, now);
+    // Each link stamps its own sequence numbers into its copy; the last one takes the originals.
+    bool last = i + 1 == st.links.size();
+    for (auto& m : st.messages_scratch) {
+      if (last)
+        st.links[i]->send(std::move(m), now);
+      else
+        st.links[i]->send(m, now);
+    }
   }
   std::vector<ipfix_message>().swap(st.messages_scratch); // a burst's buffers are not kept
 }
@@ -114,10 +115,7 @@ void ingest(exporter_state& st, const connections_reply& reply) {
     if (st.metrics)
       st.metrics->observe(r);
   };
-  flow_ledger::sink to_ipfix = [&st](const flow_report& r) {
-    if (ipfix_on(st))
-      encode_report(st, r);
-  };
+  flow_ledger::sink to_ipfix = [&st](const flow_report& r) { encode_report(st, r); };
   st.ledger->poll(reply.connections, clock_now(), to_metrics, to_ipfix, !reply.more_closed);
   st.last_more_closed = reply.more_closed;
 }
@@ -340,10 +338,7 @@ exporter_fn(exporter_self_actor::stateful_pointer<exporter_state> self, export_c
         auto rp = self->make_response_promise<caf::ok_atom>();
         auto finish = [=]() mutable {
           auto& s = self->state;
-          s.ledger->force_end(clock_now(), [&s](const flow_report& r) {
-            if (ipfix_on(s))
-              encode_report(s, r);
-          });
+          s.ledger->force_end(clock_now(), [&s](const flow_report& r) { encode_report(s, r); });
           if (ipfix_on(s)) {
             flush(s);
             close_links(s);
