@@ -87,7 +87,7 @@ constexpr uint32_t k_gib = 1u << 30;
 
 // The one list of keys, in the order netlens.toml documents them. Loading, rendering and
 // config_key_paths all walk it, so a key added here is handled everywhere at once.
-template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&visit) {
+template <typename Config, typename Visit> void for_each_key(Config& c, Visit&& visit) {
   static_assert(std::is_same_v<std::remove_const_t<Config>, config>);
   visit("agent", "log_level", c.agent.log_level, log_level_rule{});
   visit("agent", "api_socket", c.agent.api_socket, socket_path_rule{});
@@ -141,8 +141,7 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
   visit("supervisor", "exit_timeout_ms", c.supervisor.exit_timeout_ms, count_rule{1, 600000});
 
   visit("offset_guesser", "max_tries", c.offset_guesser.max_tries, count_rule{1, 5});
-  visit("offset_guesser", "try_timeout_ms", c.offset_guesser.try_timeout_ms,
-        count_rule{10, 60000});
+  visit("offset_guesser", "try_timeout_ms", c.offset_guesser.try_timeout_ms, count_rule{10, 60000});
 
   visit("console", "socket", c.console.socket, socket_path_rule{});
   visit("console", "allowed_uid", c.console.allowed_uid, count_rule{0, 4294967294u});
@@ -178,21 +177,21 @@ template <typename Config, typename Visit> void for_each_key(Config &c, Visit &&
 
 // Adding a member to config.hpp makes one of these bindings fail to compile: the reminder that
 // the new member needs a line in for_each_key (and in netlens.toml), or it could never be set.
-[[maybe_unused]] void for_each_key_covers_every_member(const config &c) {
-  [[maybe_unused]] const auto &[agent, tracer, compact_ticker, conntrack, netns, supervisor,
+[[maybe_unused]] void for_each_key_covers_every_member(const config& c) {
+  [[maybe_unused]] const auto& [agent, tracer, compact_ticker, conntrack, netns, supervisor,
                                 offset_guesser, console, metrics, exporter] = c;
-  [[maybe_unused]] const auto &[a0, a1, a2] = agent;
-  [[maybe_unused]] const auto &[t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10] = tracer;
-  [[maybe_unused]] const auto &[c0, c1] = compact_ticker;
-  [[maybe_unused]] const auto &[n0, n1, n2, n3, n4, n5, n6, n7] = conntrack;
-  [[maybe_unused]] const auto &[e0, e1, e2, e3, e4, e5, e6, e7, e8, e9] = netns;
-  [[maybe_unused]] const auto &[s0, s1, s2, s3, s4, s5] = supervisor;
-  [[maybe_unused]] const auto &[g0, g1] = offset_guesser;
-  [[maybe_unused]] const auto &[k0, k1, k2, k3, k4, k5] = console;
-  [[maybe_unused]] const auto &[m0, m1] = metrics;
-  [[maybe_unused]] const auto &[x0, ipfix, traffic_metrics] = exporter;
-  [[maybe_unused]] const auto &[i0, i1, i2, i3, i4, i5, i6, i7] = ipfix;
-  [[maybe_unused]] const auto &[r0, r1, r2, r3] = traffic_metrics;
+  [[maybe_unused]] const auto& [a0, a1, a2] = agent;
+  [[maybe_unused]] const auto& [t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10] = tracer;
+  [[maybe_unused]] const auto& [c0, c1] = compact_ticker;
+  [[maybe_unused]] const auto& [n0, n1, n2, n3, n4, n5, n6, n7] = conntrack;
+  [[maybe_unused]] const auto& [e0, e1, e2, e3, e4, e5, e6, e7, e8, e9] = netns;
+  [[maybe_unused]] const auto& [s0, s1, s2, s3, s4, s5] = supervisor;
+  [[maybe_unused]] const auto& [g0, g1] = offset_guesser;
+  [[maybe_unused]] const auto& [k0, k1, k2, k3, k4, k5] = console;
+  [[maybe_unused]] const auto& [m0, m1] = metrics;
+  [[maybe_unused]] const auto& [x0, ipfix, traffic_metrics] = exporter;
+  [[maybe_unused]] const auto& [i0, i1, i2, i3, i4, i5, i6, i7] = ipfix;
+  [[maybe_unused]] const auto& [r0, r1, r2, r3] = traffic_metrics;
 }
 
 struct key_name {
@@ -203,16 +202,16 @@ struct key_name {
 std::vector<key_name> known_keys() {
   std::vector<key_name> keys;
   config scratch;
-  for_each_key(scratch, [&](std::string_view table, std::string_view key, auto &, const auto &) {
+  for_each_key(scratch, [&](std::string_view table, std::string_view key, auto&, const auto&) {
     keys.push_back({table, key});
   });
   return keys;
 }
 
 // Every table the keys live in, with the tables that hold them ("export" for "export.ipfix").
-std::vector<std::string_view> known_tables(const std::vector<key_name> &keys) {
+std::vector<std::string_view> known_tables(const std::vector<key_name>& keys) {
   std::vector<std::string_view> tables;
-  for (const auto &k : keys) {
+  for (const auto& k : keys) {
     for (std::size_t dot = k.table.find('.'); dot != std::string_view::npos;
          dot = k.table.find('.', dot + 1))
       if (std::find(tables.begin(), tables.end(), k.table.substr(0, dot)) == tables.end())
@@ -240,8 +239,8 @@ std::string_view parent_of(std::string_view table) {
 }
 
 // The table named by a dotted path of bare keys, or null when the file does not have it.
-const toml::table *find_table(const toml::table &root, std::string_view path) {
-  const toml::table *t = &root;
+const toml::table* find_table(const toml::table& root, std::string_view path) {
+  const toml::table* t = &root;
   while (t && !path.empty()) {
     const auto dot = path.find('.');
     t = t->get_as<toml::table>(path.substr(0, dot));
@@ -341,7 +340,7 @@ std::string_view type_name(toml::node_type t) {
   return "nothing";
 }
 
-std::string wrong_type(std::string_view expected, const toml::node &n) {
+std::string wrong_type(std::string_view expected, const toml::node& n) {
   return "expected " + std::string(expected) + ", got " + std::string(type_name(n.type()));
 }
 
@@ -350,7 +349,7 @@ std::string range_text(uint32_t min, uint32_t max) {
 }
 
 // The allowed values, quoted as they would be written in the file.
-std::string quoted_list(const std::string_view *first, const std::string_view *last) {
+std::string quoted_list(const std::string_view* first, const std::string_view* last) {
   std::string out;
   for (auto it = first; it != last; ++it) {
     if (it != first)
@@ -367,8 +366,8 @@ bool is_power_of_two(uint64_t v) {
 // Each check returns what is wrong with the node, or nothing after storing the value.
 using problem = std::optional<std::string>;
 
-problem apply(const toml::node &n, uint32_t &field, const count_rule &rule) {
-  const auto *v = n.as_integer();
+problem apply(const toml::node& n, uint32_t& field, const count_rule& rule) {
+  const auto* v = n.as_integer();
   if (!v)
     return wrong_type("integer", n);
   const int64_t value = v->get();
@@ -389,16 +388,16 @@ problem apply(const toml::node &n, uint32_t &field, const count_rule &rule) {
   return std::nullopt;
 }
 
-problem apply(const toml::node &n, bool &field, const bool_rule &) {
-  const auto *v = n.as_boolean();
+problem apply(const toml::node& n, bool& field, const bool_rule&) {
+  const auto* v = n.as_boolean();
   if (!v)
     return wrong_type("boolean (true or false)", n);
   field = v->get();
   return std::nullopt;
 }
 
-problem apply(const toml::node &n, int64_t &field, const limit_rule &rule) {
-  const auto *v = n.as_integer();
+problem apply(const toml::node& n, int64_t& field, const limit_rule& rule) {
+  const auto* v = n.as_integer();
   if (!v)
     return wrong_type("integer", n);
   const int64_t value = v->get();
@@ -409,11 +408,11 @@ problem apply(const toml::node &n, int64_t &field, const limit_rule &rule) {
   return std::nullopt;
 }
 
-problem apply(const toml::node &n, std::string &field, const log_level_rule &) {
-  const auto *v = n.as_string();
+problem apply(const toml::node& n, std::string& field, const log_level_rule&) {
+  const auto* v = n.as_string();
   if (!v)
     return wrong_type("string", n);
-  const std::string &s = v->get();
+  const std::string& s = v->get();
   if (std::find(std::begin(k_log_levels), std::end(k_log_levels), s) == std::end(k_log_levels))
     return quoted_for_message(s) + " is not one of " +
            quoted_list(std::begin(k_log_levels), std::end(k_log_levels));
@@ -422,12 +421,12 @@ problem apply(const toml::node &n, std::string &field, const log_level_rule &) {
 }
 
 // An absolute path shorter than max_size bytes (limit names that bound in the message).
-problem apply_absolute_path(const toml::node &n, std::string &field, std::size_t max_size,
-                            const std::string &limit) {
-  const auto *v = n.as_string();
+problem apply_absolute_path(const toml::node& n, std::string& field, std::size_t max_size,
+                            const std::string& limit) {
+  const auto* v = n.as_string();
   if (!v)
     return wrong_type("string", n);
-  const std::string &s = v->get();
+  const std::string& s = v->get();
   if (s.find('\0') != std::string::npos)
     return std::string("path contains a NUL byte");
   if (s.empty() || s.front() != '/')
@@ -438,17 +437,17 @@ problem apply_absolute_path(const toml::node &n, std::string &field, std::size_t
   return std::nullopt;
 }
 
-problem apply(const toml::node &n, std::string &field, const socket_path_rule &) {
+problem apply(const toml::node& n, std::string& field, const socket_path_rule&) {
   return apply_absolute_path(n, field, k_sun_path_size,
                              std::to_string(k_sun_path_size) + " (sun_path)");
 }
 
-template <typename E> problem apply(const toml::node &n, E &field, const enum_rule<E> &) {
-  const auto *v = n.as_string();
+template <typename E> problem apply(const toml::node& n, E& field, const enum_rule<E>&) {
+  const auto* v = n.as_string();
   if (!v)
     return wrong_type("string", n);
-  const auto &table = enum_names<E>::table;
-  for (const auto &e : table) {
+  const auto& table = enum_names<E>::table;
+  for (const auto& e : table) {
     if (e.name == v->get()) {
       field = e.value;
       return std::nullopt;
@@ -456,20 +455,20 @@ template <typename E> problem apply(const toml::node &n, E &field, const enum_ru
   }
   std::string_view names[std::size(table)];
   std::transform(std::begin(table), std::end(table), names,
-                 [](const enum_name<E> &e) { return e.name; });
+                 [](const enum_name<E>& e) { return e.name; });
   return quoted_for_message(v->get()) + " is not one of " +
          quoted_list(std::begin(names), std::end(names));
 }
 
-problem apply(const toml::node &n, std::string &field, const directory_path_rule &) {
+problem apply(const toml::node& n, std::string& field, const directory_path_rule&) {
   return apply_absolute_path(n, field, PATH_MAX, std::to_string(PATH_MAX));
 }
 
-problem apply(const toml::node &n, std::string &field, const ip_address_rule &) {
-  const auto *v = n.as_string();
+problem apply(const toml::node& n, std::string& field, const ip_address_rule&) {
+  const auto* v = n.as_string();
   if (!v)
     return wrong_type("string", n);
-  const std::string &s = v->get();
+  const std::string& s = v->get();
   unsigned char buf[sizeof(in6_addr)];
   if (s.find('\0') != std::string::npos ||
       (inet_pton(AF_INET, s.c_str(), buf) != 1 && inet_pton(AF_INET6, s.c_str(), buf) != 1))
@@ -478,8 +477,8 @@ problem apply(const toml::node &n, std::string &field, const ip_address_rule &) 
   return std::nullopt;
 }
 
-problem apply(const toml::node &n, std::vector<std::string> &field, const device_prefixes_rule &) {
-  const auto *arr = n.as_array();
+problem apply(const toml::node& n, std::vector<std::string>& field, const device_prefixes_rule&) {
+  const auto* arr = n.as_array();
   if (!arr)
     return wrong_type("array of strings", n);
   if (arr->size() > k_max_prefixes)
@@ -487,10 +486,10 @@ problem apply(const toml::node &n, std::vector<std::string> &field, const device
   std::vector<std::string> out;
   for (std::size_t i = 0; i < arr->size(); ++i) {
     const std::string at = "[" + std::to_string(i) + "] ";
-    const auto *v = (*arr)[i].as_string();
+    const auto* v = (*arr)[i].as_string();
     if (!v)
       return at + wrong_type("string", (*arr)[i]);
-    const std::string &s = v->get();
+    const std::string& s = v->get();
     if (s.empty())
       return at + "is empty; a prefix names the start of a device name";
     if (s.size() >= k_ifnamsiz)
@@ -504,23 +503,22 @@ problem apply(const toml::node &n, std::vector<std::string> &field, const device
   return std::nullopt;
 }
 
-problem apply(const toml::node &n, std::vector<std::string> &field, const collectors_rule &) {
-  const auto *arr = n.as_array();
+problem apply(const toml::node& n, std::vector<std::string>& field, const collectors_rule&) {
+  const auto* arr = n.as_array();
   if (!arr)
     return wrong_type("array of strings", n);
   if (arr->size() > k_max_collectors)
-    return std::to_string(arr->size()) + " collectors; at most " +
-           std::to_string(k_max_collectors);
+    return std::to_string(arr->size()) + " collectors; at most " + std::to_string(k_max_collectors);
   std::vector<std::string> out;
   std::vector<collector_address> parsed;
   for (std::size_t i = 0; i < arr->size(); ++i) {
     const std::string at = "[" + std::to_string(i) + "] ";
-    const auto *v = (*arr)[i].as_string();
+    const auto* v = (*arr)[i].as_string();
     if (!v)
       return at + wrong_type("string", (*arr)[i]);
-    const std::string &s = v->get();
+    const std::string& s = v->get();
     auto address = parse_collector_address(s);
-    if (const auto *what = std::get_if<std::string>(&address))
+    if (const auto* what = std::get_if<std::string>(&address))
       return at + quoted_for_message(s) + ": " + *what;
     const auto same = std::find(parsed.begin(), parsed.end(), std::get<collector_address>(address));
     if (same != parsed.end())
@@ -533,8 +531,8 @@ problem apply(const toml::node &n, std::vector<std::string> &field, const collec
   return std::nullopt;
 }
 
-problem apply(const toml::node &n, uint32_t &field, const ipfix_mtu_rule &) {
-  if (const auto *v = n.as_integer(); v && v->get() >= 0 && v->get() < k_ipfix_min_mtu)
+problem apply(const toml::node& n, uint32_t& field, const ipfix_mtu_rule&) {
+  if (const auto* v = n.as_integer(); v && v->get() >= 0 && v->get() < k_ipfix_min_mtu)
     return std::to_string(v->get()) +
            " is too small: one IPFIX message must hold netlens's largest template or record "
            "(at least " +
@@ -542,8 +540,8 @@ problem apply(const toml::node &n, uint32_t &field, const ipfix_mtu_rule &) {
   return apply(n, field, count_rule{k_ipfix_min_mtu, 65535});
 }
 
-problem apply(const toml::node &n, std::vector<std::string> &field, const traffic_labels_rule &) {
-  const auto *arr = n.as_array();
+problem apply(const toml::node& n, std::vector<std::string>& field, const traffic_labels_rule&) {
+  const auto* arr = n.as_array();
   if (!arr)
     return wrong_type("array of strings", n);
   const auto first_label = std::begin(k_traffic_metrics_labels);
@@ -551,10 +549,10 @@ problem apply(const toml::node &n, std::vector<std::string> &field, const traffi
   std::vector<std::string> out;
   for (std::size_t i = 0; i < arr->size(); ++i) {
     const std::string at = "[" + std::to_string(i) + "] ";
-    const auto *v = (*arr)[i].as_string();
+    const auto* v = (*arr)[i].as_string();
     if (!v)
       return at + wrong_type("string", (*arr)[i]);
-    const std::string &s = v->get();
+    const std::string& s = v->get();
     if (std::find(first_label, last_label, s) == last_label)
       return at + quoted_for_message(s) + " is not one of " + quoted_list(first_label, last_label);
     const auto same = std::find(out.begin(), out.end(), s);
@@ -587,7 +585,7 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
 // top-level table), a key of the same table, then the same name in another table (a key under
 // the wrong header).
 std::string suggestion(std::string_view name, std::string_view table,
-                       const std::vector<key_name> &keys) {
+                       const std::vector<key_name>& keys) {
   constexpr std::size_t k_max_distance = 2;
   std::size_t best = k_max_distance + 1;
   std::string best_path;
@@ -601,10 +599,10 @@ std::string suggestion(std::string_view name, std::string_view table,
   for (const auto t : known_tables(keys))
     if (parent_of(t) == table)
       consider(leaf_of(t), std::string(t));
-  for (const auto &k : keys)
+  for (const auto& k : keys)
     if (k.table == table)
       consider(k.key, std::string(k.table) + "." + std::string(k.key));
-  for (const auto &k : keys)
+  for (const auto& k : keys)
     if (k.table != table)
       consider(k.key, std::string(k.table) + "." + std::string(k.key));
   return best_path.empty() ? std::string() : " (did you mean " + best_path + "?)";
@@ -615,17 +613,17 @@ struct located_error {
   std::string text; // "key.path: what is wrong"
 };
 
-std::string unknown(const toml::node &n) {
+std::string unknown(const toml::node& n) {
   return n.is_table() ? "unknown table" : "unknown key";
 }
 
 // Walks `section`, the table named `table` ("" for the whole file), and the known tables inside
 // it. Values are checked later, by for_each_key.
-void find_unknown_keys(const toml::table &section, const std::string &table,
-                       const std::vector<key_name> &keys,
-                       const std::vector<std::string_view> &tables,
-                       std::vector<located_error> &errors) {
-  for (auto &&[key, node] : section) {
+void find_unknown_keys(const toml::table& section, const std::string& table,
+                       const std::vector<key_name>& keys,
+                       const std::vector<std::string_view>& tables,
+                       std::vector<located_error>& errors) {
+  for (auto&& [key, node] : section) {
     // Named outside the lambda: capturing a structured binding is C++20 (clang rejects it).
     const std::string_view name = key.str();
     const std::string path = key_path(table, name);
@@ -633,13 +631,13 @@ void find_unknown_keys(const toml::table &section, const std::string &table,
     const std::string child = child_table(table, name);
     if (name.find('.') == std::string_view::npos &&
         std::find(tables.begin(), tables.end(), child) != tables.end()) {
-      if (const auto *inner = node.as_table())
+      if (const auto* inner = node.as_table())
         find_unknown_keys(*inner, child, keys, tables, errors);
       else
         errors.push_back({key.source().begin, path + ": " + wrong_type("table", node)});
       continue;
     }
-    const bool known = std::any_of(keys.begin(), keys.end(), [&](const key_name &k) {
+    const bool known = std::any_of(keys.begin(), keys.end(), [&](const key_name& k) {
       return k.table == table && k.key == name;
     });
     if (!known)
@@ -648,7 +646,7 @@ void find_unknown_keys(const toml::table &section, const std::string &table,
   }
 }
 
-std::string located(const std::string &source_name, const toml::source_position &where,
+std::string located(const std::string& source_name, const toml::source_position& where,
                     std::string_view text) {
   return source_name + ":" + std::to_string(where.line) + ":" + std::to_string(where.column) +
          ": " + std::string(text);
@@ -671,17 +669,17 @@ std::string render_value(int64_t v) {
 std::string render_value(uint32_t v) {
   return std::to_string(v);
 }
-std::string render_value(const std::string &v) {
+std::string render_value(const std::string& v) {
   return quoted(v);
 }
-std::string render_value(const std::vector<std::string> &v) {
+std::string render_value(const std::vector<std::string>& v) {
   std::string out = "[";
   for (std::size_t i = 0; i < v.size(); ++i)
     out += (i ? ", " : "") + quoted(v[i]);
   return out + "]";
 }
 template <typename E> std::enable_if_t<std::is_enum_v<E>, std::string> render_value(E v) {
-  for (const auto &e : enum_names<E>::table)
+  for (const auto& e : enum_names<E>::table)
     if (e.value == v)
       return quoted(e.name);
   return quoted("?"); // only reachable through a cast outside the enumerators
@@ -693,10 +691,10 @@ struct rendered_key {
   std::string value;
 };
 
-std::vector<rendered_key> render_values(const config &c) {
+std::vector<rendered_key> render_values(const config& c) {
   std::vector<rendered_key> out;
   for_each_key(c,
-               [&](std::string_view table, std::string_view key, const auto &field, const auto &) {
+               [&](std::string_view table, std::string_view key, const auto& field, const auto&) {
                  out.push_back({table, key, render_value(field)});
                });
   return out;
@@ -705,11 +703,11 @@ std::vector<rendered_key> render_values(const config &c) {
 } // namespace
 
 std::variant<config, config_error> load_config_string(std::string_view toml_text,
-                                                      const std::string &source_name) {
+                                                      const std::string& source_name) {
   toml::table root;
   try {
     root = toml::parse(toml_text, std::string_view(source_name));
-  } catch (const toml::parse_error &e) {
+  } catch (const toml::parse_error& e) {
     return config_error{
         located(source_name, e.source().begin, "syntax error: " + one_line(e.description()))};
   }
@@ -719,33 +717,32 @@ std::variant<config, config_error> load_config_string(std::string_view toml_text
   find_unknown_keys(root, "", keys, known_tables(keys), errors);
 
   config result;
-  for_each_key(result,
-               [&](std::string_view table, std::string_view key, auto &field, const auto &rule) {
-                 const auto *section = find_table(root, table);
-                 if (!section)
-                   return;
-                 const auto it = section->find(key);
-                 if (it == section->end())
-                   return;
-                 if (auto what = apply(it->second, field, rule))
-                   errors.push_back({it->first.source().begin,
-                                     key_path(table, key) + ": " + std::move(*what)});
-               });
+  for_each_key(result, [&](std::string_view table, std::string_view key, auto& field,
+                           const auto& rule) {
+    const auto* section = find_table(root, table);
+    if (!section)
+      return;
+    const auto it = section->find(key);
+    if (it == section->end())
+      return;
+    if (auto what = apply(it->second, field, rule))
+      errors.push_back({it->first.source().begin, key_path(table, key) + ": " + std::move(*what)});
+  });
 
   if (errors.empty())
     return result;
   // Tables iterate in key order, not file order; sorting makes "the first error" mean the first
   // one a reader meets, whatever order the checks ran in.
   const auto first = std::min_element(
-      errors.begin(), errors.end(), [](const located_error &a, const located_error &b) {
+      errors.begin(), errors.end(), [](const located_error& a, const located_error& b) {
         return std::tie(a.where.line, a.where.column) < std::tie(b.where.line, b.where.column);
       });
   return config_error{located(source_name, first->where, first->text)};
 }
 
-std::variant<config, config_error> load_config_file(const std::string &path) {
-  const std::unique_ptr<std::FILE, int (*)(std::FILE *)> file(std::fopen(path.c_str(), "rbe"),
-                                                              &std::fclose);
+std::variant<config, config_error> load_config_file(const std::string& path) {
+  const std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rbe"),
+                                                             &std::fclose);
   auto cannot_read = [&](int err) {
     return config_error{path + ": cannot read: " + std::generic_category().message(err)};
   };
@@ -762,13 +759,13 @@ std::variant<config, config_error> load_config_file(const std::string &path) {
   return load_config_string(text, path);
 }
 
-std::string render_effective_config(const config &c, const config &defaults) {
+std::string render_effective_config(const config& c, const config& defaults) {
   const auto values = render_values(c);
   const auto default_values = render_values(defaults);
   std::string out;
   std::string_view table;
   for (std::size_t i = 0; i < values.size(); ++i) {
-    const auto &v = values[i];
+    const auto& v = values[i];
     if (v.table != table) {
       out += (out.empty() ? "[" : "\n[") + std::string(v.table) + "]\n";
       table = v.table;
@@ -783,7 +780,7 @@ std::string render_effective_config(const config &c, const config &defaults) {
 
 std::vector<std::string> config_key_paths() {
   std::vector<std::string> paths;
-  for (const auto &k : known_keys())
+  for (const auto& k : known_keys())
     paths.push_back(std::string(k.table) + "." + std::string(k.key));
   return paths;
 }

@@ -18,11 +18,11 @@ namespace netlens {
 // threads), purge (release kernel objects and caches), report statistics. Exit is CAF's own
 // exit message. fault: in a test build (NETLENS_FAULT_INJECTION) the actor throws from its
 // handler as a bug would; a release build ignores it.
-using lifecycle_actor = caf::typed_actor<caf::replies_to<init_atom>::with<caf::ok_atom>,
-                                         caf::replies_to<stop_atom>::with<caf::ok_atom>,
-                                         caf::replies_to<purge_atom>::with<caf::ok_atom>,
-                                         caf::replies_to<stats_atom>::with<actor_stats>,
-                                         caf::reacts_to<fault_atom>>;
+using lifecycle_actor =
+    caf::typed_actor<caf::replies_to<init_atom>::with<caf::ok_atom>,
+                     caf::replies_to<stop_atom>::with<caf::ok_atom>,
+                     caf::replies_to<purge_atom>::with<caf::ok_atom>,
+                     caf::replies_to<stats_atom>::with<actor_stats>, caf::reacts_to<fault_atom>>;
 
 // Owns the BPF object and links, the active map, the closed buffer and per-client state.
 using tracer_actor = lifecycle_actor::extend<

@@ -46,8 +46,8 @@ constexpr std::string_view k_gauge_last_words[] = {
     "size",    "depth",    "pending",  "inflight", "degraded", "up",         "enabled"};
 constexpr std::string_view k_gauge_first_words[] = {"last", "have", "has", "is"};
 constexpr std::string_view k_gauge_names[] = {
-    "records_per_wakeup", "open_handles",  "namespaces_watched",
-    "containers_known",   "devices_known", "tc_attached_devices",
+    "records_per_wakeup",    "open_handles",   "namespaces_watched",
+    "containers_known",      "devices_known",  "tc_attached_devices",
     "collectors_configured", "traffic_series", "traffic_series_limit"};
 
 std::string_view first_word(std::string_view name) {
@@ -155,8 +155,10 @@ const std::map<std::string_view, std::string_view>& figure_help() {
       {"conntrack.resync_swept", "Entries dropped because a new dump no longer had them"},
       {"conntrack.dump_only_entries", "Entries learned only from a dump (kept fresh by resyncs)"},
       {"conntrack.namespaces", "Network namespaces with a conntrack consumer"},
-      {"conntrack.namespaces_joined", "Consumers started in namespaces the netns actor handed over"},
-      {"conntrack.namespaces_left", "Consumers closed because the netns actor let their namespace go"},
+      {"conntrack.namespaces_joined",
+       "Consumers started in namespaces the netns actor handed over"},
+      {"conntrack.namespaces_left",
+       "Consumers closed because the netns actor let their namespace go"},
       {"conntrack.namespace_errors", "Namespaces whose conntrack consumer could not start"},
       {"tracer.netns_resolve_errors", "Attributions the netns actor did not answer in time"},
       {"netns.namespaces", "Network namespaces the netns actor holds"},
@@ -169,7 +171,8 @@ const std::map<std::string_view, std::string_view>& figure_help() {
       {"netns.namespaces_found", "Namespaces whose handle was saved"},
       {"netns.namespaces_released", "Namespaces let go (evicted, flushed)"},
       {"netns.handle_errors", "Namespace handles that could not be opened"},
-      {"netns.handles_rejected", "Handles refused: the process moved or died between lookup and open"},
+      {"netns.handles_rejected",
+       "Handles refused: the process moved or died between lookup and open"},
       {"netns.scan_us", "Duration of the last /proc scan"},
       {"netns.scanned_processes", "Processes listed by the last /proc scan"},
       {"netns.exec_events", "Process exec events handled"},
@@ -178,7 +181,8 @@ const std::map<std::string_view, std::string_view>& figure_help() {
       {"netns.resolves", "Attribution requests answered"},
       {"netns.containers_known", "Processes whose container is known"},
       {"netns.devices_known", "Devices the link watcher reported, attached or not"},
-      {"netns.proc_batches_dropped", "Exec/exit batches dropped under backlog (a /proc rescan follows)"},
+      {"netns.proc_batches_dropped",
+       "Exec/exit batches dropped under backlog (a /proc rescan follows)"},
       {"netns.proc_events_lost", "Exec/exit events the kernel could not output (buffer full)"},
       {"netns.namespaces_watched", "Namespaces whose devices are followed"},
       {"netns.link_errors", "Namespaces whose devices could not be followed"},
