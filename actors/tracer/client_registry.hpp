@@ -29,8 +29,7 @@ struct client_registry_stats {
 
 class client_registry {
 public:
-  explicit client_registry(client_registry_limits limits)
-      : limits_(limits), closed_(limits.max_closed_buffered) {}
+  explicit client_registry(client_registry_limits limits) : limits_(limits) {}
 
   // Appends closed connections; past the bound the oldest are dropped and counted. Returns
   // the sequence number of the first. nat_pending: their NAT translation is being looked up;
