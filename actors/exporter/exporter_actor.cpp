@@ -145,10 +145,29 @@ void poll_tracer(self_ptr self, std::chrono::milliseconds timeout, std::function
           [=](caf::error& err) {
             auto& s = self->state;
             s.polling = false;
+            s.last_more_closed = false; // no answer: nothing to chain a poll on
             ++s.poll_errors;
             s.last_error = "polling the tracer: " + self->system().render(err);
             then();
           });
+}
+
+// A poll while running. An answer that left closed connections for the next one (the tracer
+// hands at most k_poll_max_closed) is followed by that one at once, not a tick later: at 40,000
+// connection ends a second a tick's wait lets the tracer's closed buffer grow by thousands.
+void poll_while_running(self_ptr self) {
+  poll_tracer(self, k_poll_timeout, [self] {
+    auto& st = self->state;
+    if (auto next = std::move(st.after_poll)) { // stop came while this poll was in flight
+      st.after_poll = nullptr;
+      next();
+      return;
+    }
+    if (st.state == "running" && st.last_more_closed) {
+      st.next_poll = steady::now() + poll_interval(st);
+      poll_while_running(self);
+    }
+  });
 }
 
 counter_list counters_of(const exporter_state& st) {
@@ -307,12 +326,7 @@ exporter_fn(exporter_self_actor::stateful_pointer<exporter_state> self, export_c
         }
         if (!st.polling && now >= st.next_poll) {
           st.next_poll = now + poll_interval(st);
-          poll_tracer(self, k_poll_timeout, [=] {
-            if (auto next = std::move(self->state.after_poll)) {
-              self->state.after_poll = nullptr;
-              next();
-            }
-          });
+          poll_while_running(self);
         }
         bool backlog = false;
         for (const auto& link : st.links)
