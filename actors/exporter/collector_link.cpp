@@ -21,6 +21,9 @@ std::string errno_text(int e) {
   return std::strerror(e);
 }
 
+// How often a paced UDP link tries its templates again while the collector refuses.
+constexpr auto k_template_retry = std::chrono::milliseconds(100);
+
 uint32_t unix_now_s() {
   return static_cast<uint32_t>(realtime_now_ns() / 1000000000ull);
 }
@@ -156,8 +159,10 @@ void collector_link::poll(clock::time_point now) {
     if (state_ == link_state::up)
       flush();
   }
-  if (paced())
+  if (paced()) {
+    probe_if_due(now);
     pump_datagrams(now, 0);
+  }
 }
 
 void collector_link::start_attempt(clock::time_point now) {
@@ -364,8 +369,7 @@ void collector_link::send_datagram(ipfix_message& msg) {
   if (n < 0) {
     // ECONNREFUSED reports an ICMP port unreachable for an earlier datagram: the collector may
     // have restarted and forgotten the templates.
-    stats_.last_error = "sending to " + where_.host + ": " + errno_text(errno);
-    needs_templates_ = true;
+    note_send_error(errno);
     sequence_ = before; // not sent: the collector never counts it
     drop(msg);
     return;
@@ -385,7 +389,8 @@ void collector_link::queue_datagram(ipfix_message msg, clock::time_point now) {
     last_was_templates_ = true;
   } else {
     last_was_templates_ = false;
-    if (stats_.queued_bytes + msg.bytes.size() > opts_.queue_bound_bytes) {
+    probe_if_due(now);
+    if (refused_ || stats_.queued_bytes + msg.bytes.size() > opts_.queue_bound_bytes) {
       drop(msg);
       return;
     }
@@ -442,20 +447,41 @@ void collector_link::pump_datagrams(clock::time_point now, size_t at_least) {
 void collector_link::take_pending_error() {
   int err = 0;
   socklen_t len = sizeof err;
-  if (::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
-    stats_.last_error = "sending to " + where_.host + ": " + errno_text(err);
-    needs_templates_ = true;
-  }
+  if (::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
+    note_send_error(err);
+}
+
+void collector_link::note_send_error(int err) {
+  stats_.last_error = "sending to " + where_.host + ": " + errno_text(err);
+  needs_templates_ = true;
+  // A full socket buffer is the host's pressure, not the collector's answer.
+  if (err != EAGAIN && err != EWOULDBLOCK && err != ENOBUFS)
+    refused_ = true;
+}
+
+// While the collector refuses, the templates go every k_template_retry, alone: a probe that
+// costs one datagram, not the data behind it. Sent, it lets data flow again; if the collector
+// is still away its refusal of them shows at the next call and data is dropped again.
+void collector_link::probe_if_due(clock::time_point now) {
+  if (state_ != link_state::up || !fd_)
+    return;
+  take_pending_error();
+  if (!refused_ || now - templates_tried_ < k_template_retry)
+    return;
+  templates_tried_ = now;
+  refused_ = false;
+  for (auto copy : templates_)
+    send_datagram(copy);
 }
 
 void collector_link::send_paced(ipfix_message& msg) {
   take_pending_error();
   // While the collector is away every datagram is refused; templates in front of each would
   // double the useless traffic, so they are tried again at most every k_template_retry.
-  constexpr auto k_template_retry = std::chrono::milliseconds(100);
   if (!msg.templates_only && needs_templates_) {
     if (last_pump_ - templates_tried_ >= k_template_retry) {
       templates_tried_ = last_pump_;
+      refused_ = false;
       for (auto copy : templates_)
         send_datagram(copy);
     }

@@ -155,6 +155,8 @@ private:
   void pump_datagrams(clock::time_point now, size_t at_least);
   void send_paced(ipfix_message& msg);
   void take_pending_error();
+  void probe_if_due(clock::time_point now);
+  void note_send_error(int err);
 
   collector_address where_;
   collector_transport transport_;
@@ -184,6 +186,11 @@ private:
   double pace_credit_ = 0;
   clock::time_point last_pump_{};
   clock::time_point templates_tried_{};
+  // Paced UDP: the collector's last word was a refusal (ICMP unreachable). Data is dropped as it
+  // comes instead of waiting its pace to be dropped then, so a collector that is away costs no
+  // memory; the templates go every k_template_retry as a probe, and data flows again once one
+  // goes unrefused.
+  bool refused_ = false;
   collector_link_stats stats_;
 };
 

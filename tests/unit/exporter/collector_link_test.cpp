@@ -126,6 +126,18 @@ std::vector<uint8_t> recv_datagram(int fd) {
   return buf;
 }
 
+// A datagram for fd, polling the link meanwhile (its probes go from poll), or {} after 2 s.
+std::vector<uint8_t> recv_datagram_while(int fd, collector_link& link) {
+  auto until = clock_type::now() + 2000ms;
+  while (clock_type::now() < until) {
+    link.poll(clock_type::now());
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 5) == 1)
+      return recv_datagram(fd);
+  }
+  return {};
+}
+
 int accept_within(int listener, int timeout_ms) {
   pollfd p{listener, POLLIN, 0};
   if (::poll(&p, 1, timeout_ms) != 1)
@@ -594,6 +606,66 @@ TEST_CASE("udp paced: after a refusal the link sends its templates again before 
   auto first = recv_datagram(rx.fd);
   REQUIRE(first.size() == 64);
   CHECK(std::equal(first.begin() + 16, first.end(), tmpl.bytes.begin() + 16));
+  auto second = recv_datagram(rx.fd);
+  REQUIRE(second.size() == 300);
+  CHECK(std::equal(second.begin() + 16, second.end(), data.bytes.begin() + 16));
+}
+
+TEST_CASE("udp paced: while the collector refuses, data is dropped as it comes, not held",
+          "[collector_link]") {
+  uint16_t port = 0;
+  { test_fd probe(bound_socket(AF_INET, SOCK_DGRAM, port)); } // nobody listens yet
+  collector_link_options opts;
+  opts.pace_window = 800ms;
+  opts.queue_bound_bytes = 8 << 20;
+  auto link = make_link("127.0.0.1:" + std::to_string(port), collector_transport::udp, opts);
+  link.poll(clock_type::now());
+  REQUIRE(link.stats().state == link_state::up);
+  auto tmpl = make_message(64, 0, true, 1);
+  link.send(tmpl, clock_type::now());
+  REQUIRE(drive(
+      link, [&] { return !link.backlog(); }, 1000ms));
+  // The templates' refusal comes back (loopback answers at once) and is taken at the next poll.
+  REQUIRE(drive(
+      link, [&] { return !link.stats().last_error.empty(); }, 1000ms));
+  REQUIRE(link.stats().last_error.find("Connection refused") != std::string::npos);
+  // A second of a busy host's export: none of it waits in memory for a pace that would only
+  // drop it later.
+  auto before = link.stats();
+  for (uint32_t i = 0; i < 1000; ++i)
+    link.send(make_message(1000, 10, false, 500 + i), clock_type::now());
+  CHECK(link.stats().queued_bytes == 0);
+  CHECK_FALSE(link.backlog());
+  CHECK(link.stats().messages_dropped - before.messages_dropped == 1000);
+  CHECK(link.stats().records_dropped - before.records_dropped == 10000);
+  // Meanwhile the templates alone probe the collector, at most every 100 ms.
+  auto start = clock_type::now();
+  auto sent_before = link.stats().messages_sent;
+  while (clock_type::now() - start < 350ms) {
+    link.poll(clock_type::now());
+    std::this_thread::sleep_for(5ms);
+  }
+  auto probes = link.stats().messages_sent - sent_before;
+  CHECK(probes >= 1);
+  CHECK(probes <= 4);
+  // The collector comes back on the same port: the next probe goes unrefused, data flows,
+  // templates first.
+  test_fd rx(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  REQUIRE(::bind(rx.fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  auto first = recv_datagram_while(rx.fd, link); // the probe
+  REQUIRE(first.size() == 64);
+  CHECK(std::equal(first.begin() + 16, first.end(), tmpl.bytes.begin() + 16));
+  link.poll(clock_type::now()); // nothing refused it
+  auto data = make_message(300, 5, false, 999);
+  auto dropped = link.stats().messages_dropped;
+  link.send(data, clock_type::now());
+  CHECK(link.stats().messages_dropped == dropped);
+  REQUIRE(drive(
+      link, [&] { return !link.backlog(); }, 1000ms));
   auto second = recv_datagram(rx.fd);
   REQUIRE(second.size() == 300);
   CHECK(std::equal(second.begin() + 16, second.end(), data.bytes.begin() + 16));
