@@ -38,7 +38,8 @@ struct collector_link_options {
   // UDP: 0 sends each message at once. Otherwise messages wait in the queue (queue_bound_bytes)
   // and go out spread over this window, a few per poll: a collector's socket buffer (208 KiB by
   // default on Linux) overflows under a burst of thousands of datagrams, which it would read
-  // in time if they came evenly. Polls should then come every ~10 ms while backlog() holds.
+  // in time if they came evenly. Polls should then come every ~5 ms while backlog() holds: a
+  // poll sends at most 10 ms of the pace.
   std::chrono::milliseconds pace_window{0};
 };
 
@@ -155,6 +156,8 @@ private:
   void pump_datagrams(clock::time_point now, size_t at_least);
   void send_paced(ipfix_message& msg);
   void take_pending_error();
+  void note_arrival(clock::time_point now);
+  double arrival_per_ms(clock::time_point now);
   void probe_if_due(clock::time_point now);
   void note_send_error(int err);
 
@@ -186,6 +189,9 @@ private:
   double pace_credit_ = 0;
   clock::time_point last_pump_{};
   clock::time_point templates_tried_{};
+  // Paced UDP: messages queued in the last pace window, in 10 ms buckets (start, count).
+  std::deque<std::pair<clock::time_point, uint32_t>> arrivals_;
+  uint64_t arrivals_in_window_ = 0;
   // Paced UDP: the collector's last word was a refusal (ICMP unreachable). Data is dropped as it
   // comes instead of waiting its pace to be dropped then, so a collector that is away costs no
   // memory; the templates go every k_template_retry as a probe, and data flows again once one

@@ -22,8 +22,9 @@ constexpr auto k_link_tick = millis(100);
 constexpr uint32_t k_poll_max_closed = 4096;
 // A poll that brought this many closed connections is followed by the next one a link tick later.
 constexpr size_t k_busy_poll_closed = 256;
-// While a link has datagrams waiting for their pace, it is driven this often.
-constexpr auto k_pace_tick = millis(10);
+// While a link has datagrams waiting for their pace, it is driven this often: each tick sends
+// what the pace allowed since the last one, a handful of datagrams, never a burst.
+constexpr auto k_pace_tick = millis(5);
 // Bytes one collector link may hold: a UDP link more than a second of a very busy host (38,000
 // connection ends/s is ~5 MB of IPFIX a second) when the exporter's thread is starved, a TCP link
 // what a collector that is briefly slow or away needs. Beyond it messages are dropped and counted.
