@@ -18,7 +18,9 @@
 // which exercises the send/recv programs and the UDP release program.
 //
 //   bench_churn [--duration S] [--clients N] [--servers N] [--payload BYTES] [--sources N]
-//               [--udp] [--datagrams N]
+//               [--udp] [--datagrams N] [--rate PER_S]
+// --rate: at most this many connections (UDP sockets) a second over all client threads, each
+// thread starting its rounds on a schedule; 0 (the default) goes as fast as the threads do.
 // The last line is machine-readable: "RESULT mode=tcp conns=... seconds=... conns_per_s=..."
 #include "bench/loopback.hpp"
 
@@ -56,12 +58,13 @@ struct options {
   uint32_t source_base = 0x7f0a0000u; // 127.10.0.0; sources are base+1 .. base+sources
   bool udp = false;
   int datagrams = 8;
+  double rate = 0; // connections a second over all clients; 0: as fast as they go
 };
 
 [[noreturn]] void usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s [--duration S] [--clients N] [--servers N] [--payload BYTES]\n"
-               "          [--sources N] [--udp] [--datagrams N]\n",
+               "          [--sources N] [--udp] [--datagrams N] [--rate PER_S]\n",
                argv0);
   std::exit(2);
 }
@@ -89,11 +92,13 @@ options parse(int argc, char** argv) {
       o.udp = true;
     else if (a == "--datagrams")
       o.datagrams = std::atoi(value());
+    else if (a == "--rate")
+      o.rate = std::atof(value());
     else
       usage(argv[0]);
   }
-  if (o.duration_s <= 0 || o.clients < 1 || o.servers < 1 || o.payload < 1 ||
-      o.payload > 65536 || o.sources < 1 || o.sources > 65000 || o.datagrams < 1)
+  if (o.duration_s <= 0 || o.clients < 1 || o.servers < 1 || o.payload < 1 || o.payload > 65536 ||
+      o.sources < 1 || o.sources > 65000 || o.datagrams < 1 || o.rate < 0)
     usage(argv[0]);
   return o;
 }
@@ -111,6 +116,32 @@ std::atomic<bool> g_stop_servers{false};
 struct alignas(64) thread_count {
   uint64_t done = 0;
   uint64_t errors = 0;
+};
+
+// --rate: one thread's schedule. Each round starts at its slot; a thread that fell behind
+// catches up by at most 50 ms of rounds, never with a burst of everything it missed.
+class round_pacer {
+public:
+  explicit round_pacer(const options& o)
+      : period_(o.rate > 0 ? std::chrono::duration<double>(o.clients / o.rate)
+                           : std::chrono::duration<double>(0)),
+        next_(std::chrono::steady_clock::now()) {}
+
+  void wait() {
+    if (period_.count() == 0)
+      return;
+    auto now = std::chrono::steady_clock::now();
+    auto floor = now - std::chrono::milliseconds(50);
+    if (next_ < floor)
+      next_ = floor;
+    if (next_ > now)
+      std::this_thread::sleep_until(next_);
+    next_ += std::chrono::duration_cast<std::chrono::steady_clock::duration>(period_);
+  }
+
+private:
+  std::chrono::duration<double> period_;
+  std::chrono::steady_clock::time_point next_;
 };
 
 // ---- TCP -------------------------------------------------------------------------------
@@ -225,7 +256,9 @@ void tcp_client(const options& o, int index, uint16_t port, thread_count* count)
   uint32_t per_thread = std::max<uint32_t>(1, o.sources / static_cast<uint32_t>(o.clients));
   uint32_t first = static_cast<uint32_t>(index) * per_thread;
   uint32_t k = 0;
+  round_pacer pacer(o);
   while (!g_stop_clients.load(std::memory_order_relaxed)) {
+    pacer.wait();
     uint32_t src_index = (first + k++ % per_thread) % o.sources;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -279,7 +312,9 @@ void udp_client(const options& o, int index, uint16_t port, thread_count* count)
   sockaddr_in dst = v4(k_localhost, port);
   timeval timeout{0, 200 * 1000}; // a datagram lost on loopback must not stall the thread
   uint32_t k = 0;
+  round_pacer pacer(o);
   while (!g_stop_clients.load(std::memory_order_relaxed)) {
+    pacer.wait();
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       ++count->errors;
@@ -342,7 +377,8 @@ int main(int argc, char** argv) {
   g_stop_clients = true;
   for (auto& t : clients)
     t.join();
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   g_stop_servers = true;
   for (auto& t : threads)
     t.join();
@@ -369,7 +405,7 @@ int main(int argc, char** argv) {
   std::printf("errors: client %llu, server %llu\n", static_cast<unsigned long long>(errors),
               static_cast<unsigned long long>(server_errors));
   std::printf("RESULT mode=%s conns=%llu seconds=%.3f conns_per_s=%.0f errors=%llu\n",
-              o.udp ? "udp" : "tcp", static_cast<unsigned long long>(done), seconds,
-              done / seconds, static_cast<unsigned long long>(errors + server_errors));
+              o.udp ? "udp" : "tcp", static_cast<unsigned long long>(done), seconds, done / seconds,
+              static_cast<unsigned long long>(errors + server_errors));
   return 0;
 }
