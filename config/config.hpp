@@ -46,6 +46,7 @@ struct console_config {
   uint32_t max_line_bytes = 4096;   // [64, 65536]
   uint32_t max_commands_per_s = 20; // per session, [1, 1000]
   uint32_t actor_timeout_ms = 50;   // an actor slower than this shows as not answering, [1, 10000]
+  uint32_t first_command_timeout_ms = 10000; // a session that sends no line is closed, [100, 600000]
 };
 
 struct metrics_config {
@@ -164,9 +165,9 @@ inline bool operator==(const offset_guesser_config& a, const offset_guesser_conf
 }
 
 inline bool operator==(const console_config& a, const console_config& b) {
-  const auto& [a0, a1, a2, a3, a4, a5] = a;
-  const auto& [b0, b1, b2, b3, b4, b5] = b;
-  return std::tie(a0, a1, a2, a3, a4, a5) == std::tie(b0, b1, b2, b3, b4, b5);
+  const auto& [a0, a1, a2, a3, a4, a5, a6] = a;
+  const auto& [b0, b1, b2, b3, b4, b5, b6] = b;
+  return std::tie(a0, a1, a2, a3, a4, a5, a6) == std::tie(b0, b1, b2, b3, b4, b5, b6);
 }
 
 inline bool operator==(const metrics_config& a, const metrics_config& b) {

@@ -149,6 +149,8 @@ template <typename Config, typename Visit> void for_each_key(Config& c, Visit&& 
   visit("console", "max_line_bytes", c.console.max_line_bytes, count_rule{64, 65536});
   visit("console", "max_commands_per_s", c.console.max_commands_per_s, count_rule{1, 1000});
   visit("console", "actor_timeout_ms", c.console.actor_timeout_ms, count_rule{1, 10000});
+  visit("console", "first_command_timeout_ms", c.console.first_command_timeout_ms,
+        count_rule{100, 600000});
 
   visit("metrics", "port", c.metrics.port, count_rule{0, 65535});
   visit("metrics", "address", c.metrics.address, ip_address_rule{});
@@ -187,7 +189,7 @@ template <typename Config, typename Visit> void for_each_key(Config& c, Visit&& 
   [[maybe_unused]] const auto& [e0, e1, e2, e3, e4, e5, e6, e7, e8, e9] = netns;
   [[maybe_unused]] const auto& [s0, s1, s2, s3, s4, s5] = supervisor;
   [[maybe_unused]] const auto& [g0, g1] = offset_guesser;
-  [[maybe_unused]] const auto& [k0, k1, k2, k3, k4, k5] = console;
+  [[maybe_unused]] const auto& [k0, k1, k2, k3, k4, k5, k6] = console;
   [[maybe_unused]] const auto& [m0, m1] = metrics;
   [[maybe_unused]] const auto& [x0, ipfix, traffic_metrics] = exporter;
   [[maybe_unused]] const auto& [i0, i1, i2, i3, i4, i5, i6, i7] = ipfix;
@@ -775,6 +777,16 @@ std::string render_effective_config(const config& c, const config& defaults) {
       out += " # default";
     out += '\n';
   }
+  return out;
+}
+
+std::vector<std::string> changed_config_keys(const config& a, const config& b) {
+  const auto va = render_values(a);
+  const auto vb = render_values(b);
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < va.size(); ++i)
+    if (va[i].value != vb[i].value)
+      out.push_back(std::string(va[i].table) + "." + std::string(va[i].key));
   return out;
 }
 

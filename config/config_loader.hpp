@@ -33,4 +33,7 @@ std::string render_effective_config(const config &c, const config &defaults);
 // Every key the loader knows, as `table.key`, in the order of netlens.toml.
 std::vector<std::string> config_key_paths();
 
+// The keys, as `table.key` in the order of netlens.toml, whose values differ between a and b.
+std::vector<std::string> changed_config_keys(const config &a, const config &b);
+
 } // namespace netlens

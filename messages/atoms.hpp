@@ -26,5 +26,6 @@ using sync_cache_atom = caf::atom_constant<caf::atom("synccache")>;
 using resolve_atom = caf::atom_constant<caf::atom("resolve")>;
 using netns_list_atom = caf::atom_constant<caf::atom("netnslist")>;
 using traffic_atom = caf::atom_constant<caf::atom("traffic")>;
+using reload_atom = caf::atom_constant<caf::atom("reload")>;
 
 } // namespace netlens

@@ -74,8 +74,12 @@ using offset_guesser_actor =
 // The introspection console on a unix socket; its session threads only send requests.
 //   shutdown, listener: run the ordered shutdown and forward each phase report to listener
 //   (a session's own actor); the console hears the phases as the shutdown's reporter.
-using console_actor = lifecycle_actor::extend<caf::reacts_to<shutdown_atom, caf::actor>,
-                                              caf::reacts_to<shutdown_phase_report>>;
+//   reload, console config, effective configuration text: a configuration reload's settings
+//   for new sessions (sessions already open keep theirs).
+using console_actor =
+    lifecycle_actor::extend<caf::reacts_to<shutdown_atom, caf::actor>,
+                            caf::reacts_to<shutdown_phase_report>,
+                            caf::reacts_to<reload_atom, console_config, std::string>>;
 
 // Owns the namespace handles keyed by inode, pid to namespace, the device queue and the TC
 // classifiers of every device.
@@ -96,7 +100,10 @@ constexpr caf::atom_value k_netns_registry_name = caf::atom("netns");
 // "exporter"), so it sees every connection once, with deltas, as an API client does.
 //   traffic: the traffic families of /metrics, rendered as Prometheus text ("" when off).
 // stop sends what is queued, then forced-end records for the connections still open.
-using exporter_actor = lifecycle_actor::extend<caf::replies_to<traffic_atom>::with<std::string>>;
+//   reload, export config: a configuration reload; collectors, encoder and traffic families are
+//   rebuilt from it, the book of open flows is kept (no byte reported twice or lost).
+using exporter_actor = lifecycle_actor::extend<caf::replies_to<traffic_atom>::with<std::string>,
+                                               caf::reacts_to<reload_atom, export_config>>;
 
 // Registry name of the exporter running now: the API asks it for the traffic families.
 constexpr caf::atom_value k_exporter_registry_name = caf::atom("exporter");
@@ -115,6 +122,9 @@ using supervisor_actor =
                      // shows as not answering (the console asks this way)
                      caf::replies_to<stats_atom, uint32_t>::with<agent_stats>,
                      caf::replies_to<health_atom>::with<std::string>,
+                     // reload, configuration in force, report: a configuration reload ran;
+                     // the children that take a reload get their part, /stats shows the report
+                     caf::reacts_to<reload_atom, config, reload_report>,
                      // test builds only: make the named child throw ("throw") or quit with
                      // an error ("exit"); answers what it did
                      caf::replies_to<fault_atom, std::string, std::string>::with<std::string>>;

@@ -14,6 +14,7 @@
 #include "actors/netns/netns_handle.hpp"
 #include "bpf/netlens_offsets.h"
 #include "bpf/netlens_records.h"
+#include "config/config.hpp"
 
 namespace netlens {
 
@@ -29,8 +30,8 @@ struct closed_buffer_info {
   int batches_fd = -1; // perf mode: the per-CPU batches still filling (struct nl_closed_batch)
   bool perf = false;
   uint32_t perf_pages = 64;
-  uint32_t closed_batch_size = 4;  // records per batch: per wakeup (ring), per record (perf)
-  uint32_t flush_interval_ms = 100;   // the reader reads at least this often regardless
+  uint32_t closed_batch_size = 4;   // records per batch: per wakeup (ring), per record (perf)
+  uint32_t flush_interval_ms = 100; // the reader reads at least this often regardless
 };
 
 // The counters that can move between two reads of one connection.
@@ -56,7 +57,7 @@ struct device_counts {
 struct device_flow {
   uint32_t netns = 0;
   uint32_t ifindex = 0;
-  std::string device; // the device's name, "" when it is gone
+  std::string device;   // the device's name, "" when it is gone
   uint8_t family = 0;   // AF_INET or AF_INET6
   uint8_t protocol = 0; // IPPROTO_TCP or IPPROTO_UDP
   bool ingress = false; // false: egress
@@ -72,7 +73,7 @@ struct connection_view {
   bool closed = false;
   conn_counters last;
   bool has_nat = false;
-  ct_endpoints nat; // the other direction as conntrack translated it, when has_nat
+  ct_endpoints nat;         // the other direction as conntrack translated it, when has_nat
   std::string container_id; // from the process's cgroup, "" when not in a container
   bool has_device = false;
   device_counts device; // when has_device
@@ -174,6 +175,14 @@ struct shutdown_phase_report {
   int exit_code = 0;                  // the agent's exit code, meaningful when last
 };
 
+// A configuration reload (SIGHUP) as the agent ran it, kept by the supervisor for /stats.
+struct reload_report {
+  bool ok = false;
+  std::string error;                     // why the file was refused: "FILE:LINE:COL: key: ..."
+  std::vector<std::string> applied;      // changed keys in effect now
+  std::vector<std::string> need_restart; // changed keys that keep their running value
+};
+
 // The first entries of the conntrack cache, most recently used first.
 struct conntrack_listing {
   uint64_t total = 0; // entries held, of which rows are the first
@@ -183,6 +192,10 @@ struct conntrack_listing {
 } // namespace netlens
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::closed_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::config)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::console_config)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::export_config)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::reload_report)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::closed_buffer_info)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::nat_lookup_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::nat_lookup_reply)

@@ -250,13 +250,20 @@ console_actor::behavior_type console_fn(console_actor::stateful_pointer<console_
         opts.max_sessions = st.cfg.max_sessions;
         opts.max_line_bytes = st.cfg.max_line_bytes;
         opts.max_commands_per_s = st.cfg.max_commands_per_s;
+        opts.first_line_timeout_ms = st.cfg.first_command_timeout_ms;
         caf::actor_system* sys = &self->system();
         auto sup = st.supervisor;
         auto me = self->address(); // weak: the server lives in this actor's state
-        auto cfg_copy = st.cfg;
-        auto text = std::make_shared<const std::string>(st.config_text);
+        {
+          std::lock_guard<std::mutex> lock(st.sessions->mutex);
+          st.sessions->cfg = st.cfg;
+          st.sessions->config_text = std::make_shared<const std::string>(st.config_text);
+        }
+        auto settings = st.sessions;
         auto bound = console_server::bind(opts, [=]() -> std::unique_ptr<command_handler> {
-          return std::make_unique<actor_command_handler>(*sys, sup, me, cfg_copy, text);
+          std::lock_guard<std::mutex> lock(settings->mutex);
+          return std::make_unique<actor_command_handler>(*sys, sup, me, settings->cfg,
+                                                         settings->config_text);
         });
         if (auto* err = std::get_if<std::string>(&bound)) {
           // The console is a window on the agent, not part of its work: without it the agent
@@ -284,6 +291,7 @@ console_actor::behavior_type console_fn(console_actor::stateful_pointer<console_
           st.before.peers_refused += c.peers_refused;
           st.before.commands += c.commands;
           st.before.commands_rejected += c.commands_rejected;
+          st.before.sessions_timed_out += c.sessions_timed_out;
           st.server.reset();
         }
         st.state = "stopped";
@@ -302,7 +310,8 @@ console_actor::behavior_type console_fn(console_actor::stateful_pointer<console_
              {"sessions_refused", st.before.sessions_refused + c.sessions_refused},
              {"peers_refused", st.before.peers_refused + c.peers_refused},
              {"commands", st.before.commands + c.commands},
-             {"commands_rejected", st.before.commands_rejected + c.commands_rejected}});
+             {"commands_rejected", st.before.commands_rejected + c.commands_rejected},
+             {"sessions_timed_out", st.before.sessions_timed_out + c.sessions_timed_out}});
         s.mailbox_size = mailbox_size(self);
         s.last_error = st.error;
         return s;
@@ -316,6 +325,26 @@ console_actor::behavior_type console_fn(console_actor::stateful_pointer<console_
         st.shutdown_asked = true;
         spdlog::info("console: shutdown requested by an operator");
         self->send(st.supervisor, shutdown_atom::value, caf::actor_cast<caf::actor>(self));
+      },
+      // A configuration reload: what new sessions start with. The socket and allowed_uid stay
+      // (the reload names them as needing a restart); sessions already open keep their limits.
+      [=](reload_atom, const console_config& next, const std::string& config_text) {
+        auto& st = self->state;
+        ++st.handled;
+        st.cfg.max_sessions = next.max_sessions;
+        st.cfg.max_line_bytes = next.max_line_bytes;
+        st.cfg.max_commands_per_s = next.max_commands_per_s;
+        st.cfg.actor_timeout_ms = next.actor_timeout_ms;
+        st.cfg.first_command_timeout_ms = next.first_command_timeout_ms;
+        st.config_text = config_text;
+        {
+          std::lock_guard<std::mutex> lock(st.sessions->mutex);
+          st.sessions->cfg = st.cfg;
+          st.sessions->config_text = std::make_shared<const std::string>(config_text);
+        }
+        if (st.server)
+          st.server->set_limits({st.cfg.max_sessions, st.cfg.max_line_bytes,
+                                 st.cfg.max_commands_per_s, st.cfg.first_command_timeout_ms});
       },
       [=](const shutdown_phase_report& report) {
         auto& st = self->state;

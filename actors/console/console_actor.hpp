@@ -6,6 +6,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -15,11 +16,20 @@
 
 namespace netlens {
 
+// What a new session starts with; a configuration reload replaces it (sessions already open keep
+// theirs). Shared with the server's accept thread, which makes the sessions.
+struct console_session_settings {
+  std::mutex mutex;
+  console_config cfg;
+  std::shared_ptr<const std::string> config_text;
+};
+
 struct console_state {
   static inline const char* name = "console";
   console_config cfg;
   std::string config_text; // `config`: the effective configuration, rendered once
   supervisor_actor supervisor;
+  std::shared_ptr<console_session_settings> sessions = std::make_shared<console_session_settings>();
   std::unique_ptr<console_server> server;  // destroyed (threads joined) when the actor exits
   console_server_counters before;          // of servers already stopped
   std::vector<caf::actor> phase_listeners; // sessions waiting for the shutdown's phases

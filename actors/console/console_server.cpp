@@ -1,6 +1,8 @@
 #include "actors/console/console_server.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fcntl.h>
 #include <poll.h>
@@ -231,7 +233,7 @@ void console_server::accept_loop() {
                            " may not use the console (root only, or console.allowed_uid)");
       continue;
     }
-    if (sessions_.size() >= opts_.max_sessions) {
+    if (sessions_.size() >= limits().max_sessions) {
       {
         std::lock_guard<std::mutex> lock(counters_mutex_);
         ++counters_.sessions_refused;
@@ -266,10 +268,11 @@ void console_server::run_session(session& s) {
   const int fd = s.fd.get();
   timeval tv{k_send_timeout_ms / 1000, (k_send_timeout_ms % 1000) * 1000};
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  line_reader reader(opts_.max_line_bytes);
+  const console_server_limits lim = limits();
+  line_reader reader(lim.max_line_bytes);
   socket_session_io io(fd, wake_pipe_[0], stopping_, reader);
   std::unique_ptr<command_handler> handler = factory_();
-  rate_limiter limiter(opts_.max_commands_per_s, rate_limiter::clock::now());
+  rate_limiter limiter(lim.max_commands_per_s, rate_limiter::clock::now());
 
   auto count = [&](bool rejected) {
     std::lock_guard<std::mutex> lock(counters_mutex_);
@@ -285,7 +288,7 @@ void console_server::run_session(session& s) {
   auto answer = [&](const line_event& ev) -> bool {
     if (ev.too_long)
       return reject("line of " + std::to_string(ev.length) + " bytes is longer than " +
-                    std::to_string(opts_.max_line_bytes) + " (console.max_line_bytes)");
+                    std::to_string(lim.max_line_bytes) + " (console.max_line_bytes)");
     if (is_blank(ev.line))
       return io.write(k_answer_ok);
     if (auto bad = check_line_bytes(ev.line))
@@ -314,8 +317,19 @@ void console_server::run_session(session& s) {
     return;
   pollfd fds[2] = {{fd, POLLIN, 0}, {wake_pipe_[0], POLLIN, 0}};
   char buf[4096];
+  // Until its first line the session has first_line_timeout_ms; then no deadline.
+  bool spoke = false;
+  const auto speak_by =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(lim.first_line_timeout_ms);
   while (!stopping_.load()) {
-    int n = poll(fds, 2, -1);
+    int wait_ms = -1;
+    if (!spoke) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      speak_by - std::chrono::steady_clock::now())
+                      .count();
+      wait_ms = static_cast<int>(std::max<int64_t>(left, 0));
+    }
+    int n = poll(fds, 2, wait_ms);
     if (n < 0) {
       if (errno == EINTR)
         continue;
@@ -323,16 +337,42 @@ void console_server::run_session(session& s) {
     }
     if (fds[1].revents)
       return;
+    if (n == 0) { // the first line's deadline passed
+      {
+        std::lock_guard<std::mutex> lock(counters_mutex_);
+        ++counters_.sessions_timed_out;
+      }
+      io.write("error: no command within " + std::to_string(lim.first_line_timeout_ms) +
+               " ms (console.first_command_timeout_ms); closing the session\n");
+      io.write(k_answer_error);
+      return;
+    }
     ssize_t got = recv(fd, buf, sizeof(buf), 0);
     if (got < 0 && errno == EINTR)
       continue;
     if (got <= 0)
       return;
     reader.feed(std::string_view(buf, static_cast<size_t>(got)));
-    while (auto ev = reader.next())
+    while (auto ev = reader.next()) {
+      spoke = true;
       if (!answer(*ev) || io.broken())
         return;
+    }
   }
+}
+
+console_server_limits console_server::limits() const {
+  std::lock_guard<std::mutex> lock(counters_mutex_);
+  return {opts_.max_sessions, opts_.max_line_bytes, opts_.max_commands_per_s,
+          opts_.first_line_timeout_ms};
+}
+
+void console_server::set_limits(const console_server_limits& limits) {
+  std::lock_guard<std::mutex> lock(counters_mutex_);
+  opts_.max_sessions = limits.max_sessions;
+  opts_.max_line_bytes = limits.max_line_bytes;
+  opts_.max_commands_per_s = limits.max_commands_per_s;
+  opts_.first_line_timeout_ms = limits.first_line_timeout_ms;
 }
 
 std::variant<int, std::string> console_connect(const std::string& socket_path) {

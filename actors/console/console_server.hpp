@@ -25,6 +25,18 @@ struct console_server_options {
   uint32_t max_sessions = 8;
   uint32_t max_line_bytes = 4096;
   uint32_t max_commands_per_s = 20;
+  // A session that sends no line within this is closed: connections that never speak must not
+  // hold every session. Once it has sent one it may wait as long as it likes.
+  uint32_t first_line_timeout_ms = 10000;
+};
+
+// What a configuration reload may change while the server runs; sessions already open keep
+// the line and rate limits they started with.
+struct console_server_limits {
+  uint32_t max_sessions = 8;
+  uint32_t max_line_bytes = 4096;
+  uint32_t max_commands_per_s = 20;
+  uint32_t first_line_timeout_ms = 10000;
 };
 
 // A session's connection as a command handler sees it.
@@ -56,7 +68,8 @@ struct console_server_counters {
   uint64_t sessions_refused = 0; // past max_sessions
   uint64_t peers_refused = 0;    // neither root nor allowed_uid
   uint64_t commands = 0;
-  uint64_t commands_rejected = 0; // too long, binary, unknown, malformed or over the rate
+  uint64_t commands_rejected = 0;  // too long, binary, unknown, malformed or over the rate
+  uint64_t sessions_timed_out = 0; // sent no line within first_line_timeout_ms
 };
 
 class console_server {
@@ -74,6 +87,7 @@ public:
   // check stopping()), joins every thread, removes the socket file. Idempotent.
   void stop();
   console_server_counters counters() const;
+  void set_limits(const console_server_limits& limits);
 
 private:
   struct session;
@@ -83,7 +97,9 @@ private:
   void run_session(session& s);
   void reap_finished();
 
-  console_server_options opts_;
+  console_server_limits limits() const;
+
+  console_server_options opts_; // limits: read and written under counters_mutex_
   handler_factory factory_;
   int listen_fd_ = -1;
   int wake_pipe_[2] = {-1, -1};

@@ -190,7 +190,8 @@ counter_list counters_of(const exporter_state& st) {
     out.emplace_back("flows_lost_close", l.lost_closes);
   }
   uint64_t up = 0;
-  collector_link_stats sum;
+  collector_link_stats sum = st.closed_links; // links a reload replaced count on
+  sum.queued_bytes = 0;
   for (const auto& link : st.links) {
     auto s = link->stats();
     up += s.state == link_state::up ? 1 : 0;
@@ -236,12 +237,15 @@ std::vector<std::pair<std::string, std::string>> info_of(const exporter_state& s
   return out;
 }
 
-std::string init_exporter(exporter_state& st) {
-  st.ledger =
-      std::make_unique<flow_ledger>(uint64_t{st.cfg.ipfix.active_timeout_s} * 1000000000ull);
+void init_metrics(exporter_state& st) {
+  st.metrics.reset();
   if (st.cfg.metrics.enabled)
     st.metrics =
         std::make_unique<traffic_metrics>(st.cfg.metrics.labels, st.cfg.metrics.max_series);
+}
+
+// The encoder and one link per collector, from st.cfg.ipfix (none when it names no collector).
+std::string init_ipfix(exporter_state& st) {
   if (st.cfg.ipfix.collectors.empty())
     return {};
   ipfix_settings settings;
@@ -271,6 +275,13 @@ std::string init_exporter(exporter_state& st) {
   return {};
 }
 
+std::string init_exporter(exporter_state& st) {
+  st.ledger =
+      std::make_unique<flow_ledger>(uint64_t{st.cfg.ipfix.active_timeout_s} * 1000000000ull);
+  init_metrics(st);
+  return init_ipfix(st);
+}
+
 void close_links(exporter_state& st) {
   auto deadline = steady::now() + k_close_deadline;
   for (auto& link : st.links) {
@@ -278,6 +289,43 @@ void close_links(exporter_state& st) {
       link->send(st.encoder->withdraw_all_message(), steady::now());
     link->close(deadline);
   }
+}
+
+// A configuration reload. What is encoded goes to the collectors it was made for, which then
+// close (TCP ones get the templates withdrawn); the new collectors get new templates first.
+// The ledger stays, so every connection's next report carries exactly what the last one did
+// not. Traffic families start again only when their labels or budget changed.
+void reload_exporter(exporter_state& st, const export_config& next) {
+  if (ipfix_on(st)) {
+    flush(st);
+    close_links(st);
+  }
+  for (const auto& link : st.links) {
+    auto s = link->stats();
+    st.closed_links.messages_sent += s.messages_sent;
+    st.closed_links.bytes_sent += s.bytes_sent;
+    st.closed_links.records_sent += s.records_sent;
+    st.closed_links.messages_dropped += s.messages_dropped;
+    st.closed_links.records_dropped += s.records_dropped;
+    st.closed_links.reconnects += s.reconnects;
+  }
+  st.links.clear();
+  st.templates_sent_at.clear();
+  st.encoder.reset();
+  bool metrics_changed = !(st.cfg.metrics == next.metrics);
+  st.cfg = next;
+  st.ledger->set_active_timeout(uint64_t{next.ipfix.active_timeout_s} * 1000000000ull);
+  if (metrics_changed)
+    init_metrics(st);
+  st.last_error.clear();
+  if (auto err = init_ipfix(st); !err.empty()) {
+    st.last_error = "reload: " + err;
+    spdlog::error("exporter: reload: {}; no IPFIX until the next reload", err);
+  }
+  st.next_poll = std::min(st.next_poll, steady::now() + poll_interval(st));
+  spdlog::info("exporter: reloaded; IPFIX to {} collector(s) over {}, traffic metrics {}",
+               st.links.size(), st.cfg.ipfix.transport == ipfix_transport::tcp ? "tcp" : "udp",
+               st.metrics ? "on" : "off");
 }
 
 } // namespace
@@ -333,6 +381,12 @@ exporter_fn(exporter_self_actor::stateful_pointer<exporter_state> self, export_c
         for (const auto& link : st.links)
           backlog = backlog || link->backlog();
         self->delayed_send(self, backlog ? k_pace_tick : k_link_tick, export_tick_atom::value);
+      },
+      [=](reload_atom, const export_config& next) {
+        auto& st = self->state;
+        ++st.handled;
+        if (st.state == "running")
+          reload_exporter(st, next);
       },
       [=](traffic_atom) -> std::string {
         auto& st = self->state;

@@ -41,6 +41,7 @@ struct exporter_state {
   std::unique_ptr<ipfix_encoder> encoder;
   std::vector<std::unique_ptr<collector_link>> links;
   std::vector<std::chrono::steady_clock::time_point> templates_sent_at; // per link (UDP refresh)
+  collector_link_stats closed_links; // what links a reload replaced sent and dropped
 
   uint64_t queued = 0; // reports encoded since the last flush, at most max_queued_records
   std::vector<ipfix_message> messages_scratch;

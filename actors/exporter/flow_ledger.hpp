@@ -31,6 +31,9 @@ struct poll_clock {
 class flow_ledger {
 public:
   explicit flow_ledger(uint64_t active_timeout_ns) : active_timeout_ns_(active_timeout_ns) {}
+  // A reload: open flows keep what they have not reported; the next report comes by the new
+  // timeout from their last one.
+  void set_active_timeout(uint64_t active_timeout_ns) { active_timeout_ns_ = active_timeout_ns; }
 
   // Reports go straight to their consumer, never into a vector: a busy host closes tens of
   // thousands of connections between two polls.

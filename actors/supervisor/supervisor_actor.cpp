@@ -323,6 +323,21 @@ caf::result<agent_stats> collect_stats(self_ptr self, millis deadline) {
   mine.mailbox_size = mailbox_size(self);
   mine.uptime_ms = ms_since(self, s.started_at);
   mine.messages_per_s = s.rate.update(s.handled, self->clock().now());
+  mine.counters = {{"config_reloads", s.reloads}, {"config_reload_failures", s.reload_failures}};
+  if (s.reloads + s.reload_failures > 0) {
+    auto join = [](const std::vector<std::string>& v) {
+      std::string out;
+      for (const auto& k : v)
+        out += (out.empty() ? "" : ", ") + k;
+      return out.empty() ? std::string("none") : out;
+    };
+    const auto& r = s.last_reload;
+    mine.info.emplace_back("config_last_reload",
+                           r.ok ? "ok, applied: " + join(r.applied) : "refused: " + r.error);
+    // Only a reload that read the file knows what differs from it.
+    if (r.ok)
+      mine.info.emplace_back("config_needs_restart", join(r.need_restart));
+  }
   result->actors.push_back(mine);
   for (auto& c : s.children) {
     actor_stats placeholder;
@@ -519,6 +534,21 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
       [=](stats_atom) -> caf::result<agent_stats> {
         ++self->state.handled;
         return collect_stats(self, k_stats_timeout);
+      },
+      [=](reload_atom, const config& running, reload_report& report) {
+        auto& s = self->state;
+        ++s.handled;
+        if (!report.ok) {
+          ++s.reload_failures;
+          s.last_reload.ok = false;
+          s.last_reload.error = std::move(report.error);
+          return;
+        }
+        ++s.reloads;
+        s.last_reload = std::move(report);
+        for (auto& c : s.children)
+          if (c.handle && c.spec.reload)
+            c.spec.reload(c.handle, running);
       },
       [=](stats_atom, uint32_t deadline_ms) -> caf::result<agent_stats> {
         ++self->state.handled;

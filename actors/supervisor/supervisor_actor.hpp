@@ -22,9 +22,8 @@ namespace netlens {
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 
-using supervisor_self_actor =
-    supervisor_actor::extend<caf::reacts_to<restart_atom, std::string>,
-                             caf::reacts_to<deadline_atom, std::string>>;
+using supervisor_self_actor = supervisor_actor::extend<caf::reacts_to<restart_atom, std::string>,
+                                                       caf::reacts_to<deadline_atom, std::string>>;
 
 // The handles of the children running now, by name.
 using child_directory = std::unordered_map<std::string, caf::actor>;
@@ -35,6 +34,9 @@ struct child_spec {
   bool stop_phase = false;             // asked to stop in phase 1
   bool purge_phase = false;            // asked to purge in phase 2
   std::function<lifecycle_actor(caf::actor_system&, const child_directory&)> spawn;
+  // A configuration reload: sends the running child its part of the configuration now in
+  // force. Empty: nothing of this child changes live.
+  std::function<void(const caf::actor&, const config&)> reload = nullptr;
 };
 
 struct supervisor_hooks {
@@ -78,10 +80,14 @@ struct supervisor_state {
   // Told of each shutdown phase as it ends. A listener that is one of the children (the
   // console) exits after the others, so it can still report the exit phase.
   std::vector<caf::actor> phase_listeners;
+  // Configuration reloads (SIGHUP): how many ran and failed, and the last one's report.
+  uint64_t reloads = 0;
+  uint64_t reload_failures = 0;
+  reload_report last_reload;
 };
 
 supervisor_self_actor::behavior_type
-supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self,
-              supervisor_config cfg, std::vector<child_spec> specs, supervisor_hooks hooks);
+supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, supervisor_config cfg,
+              std::vector<child_spec> specs, supervisor_hooks hooks);
 
 } // namespace netlens

@@ -1,7 +1,9 @@
 #include "apps/netlens/agent.hpp"
 
 #include <caf/actor_system.hpp>
+#include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
+#include <spdlog/spdlog.h>
 
 #include "actors/api/api_actor.hpp"
 #include "actors/compact_ticker/compact_ticker_actor.hpp"
@@ -13,10 +15,12 @@
 #include "actors/perf_consumer/perf_consumer_actor.hpp"
 #include "actors/tracer/tracer_actor.hpp"
 #include "config/config_loader.hpp"
+#include "config/reload_plan.hpp"
 
 namespace netlens {
 
-std::vector<child_spec> agent_children(const config& cfg) {
+std::vector<child_spec> agent_children(std::shared_ptr<running_config> live) {
+  const config cfg = live->get(); // decides which children run
   std::vector<child_spec> specs;
   // First, so the initial conntrack dump is in the cache before connections are served. The
   // others find it through the registry, so its restart does not restart them.
@@ -24,7 +28,8 @@ std::vector<child_spec> agent_children(const config& cfg) {
                    {},
                    true,
                    true,
-                   [cfg](caf::actor_system& sys, const child_directory&) -> lifecycle_actor {
+                   [live](caf::actor_system& sys, const child_directory&) -> lifecycle_actor {
+                     const config cfg = live->get();
                      return caf::actor_cast<lifecycle_actor>(
                          sys.spawn<caf::detached>(conntrack_fn, cfg.conntrack));
                    }});
@@ -34,7 +39,8 @@ std::vector<child_spec> agent_children(const config& cfg) {
                    {},
                    true,
                    true,
-                   [cfg](caf::actor_system& sys, const child_directory&) -> lifecycle_actor {
+                   [live](caf::actor_system& sys, const child_directory&) -> lifecycle_actor {
+                     const config cfg = live->get();
                      return caf::actor_cast<lifecycle_actor>(spawn_netns(sys, cfg.netns));
                    }});
   // Only when the tracer may need the prebuilt build's offsets; before the tracer, which asks
@@ -46,7 +52,8 @@ std::vector<child_spec> agent_children(const config& cfg) {
                      {},
                      false,
                      false,
-                     [cfg](caf::actor_system& sys, const child_directory&) -> lifecycle_actor {
+                     [live](caf::actor_system& sys, const child_directory&) -> lifecycle_actor {
+                       const config cfg = live->get();
                        return caf::actor_cast<lifecycle_actor>(
                            spawn_offset_guesser(sys, guess_settings_of(cfg)));
                      }});
@@ -55,7 +62,8 @@ std::vector<child_spec> agent_children(const config& cfg) {
        {},
        false,
        true,
-       [cfg](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+       [live](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+         const config cfg = live->get();
          offset_guesser_actor guesser;
          if (auto it = dir.find("offset_guesser"); it != dir.end())
            guesser = caf::actor_cast<offset_guesser_actor>(it->second);
@@ -78,7 +86,8 @@ std::vector<child_spec> agent_children(const config& cfg) {
                    {"tracer"},
                    true,
                    false,
-                   [cfg](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+                   [live](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+                     const config cfg = live->get();
                      auto tracer = caf::actor_cast<tracer_actor>(dir.at("tracer"));
                      return sys.spawn(
                          compact_ticker_fn, tracer,
@@ -89,21 +98,27 @@ std::vector<child_spec> agent_children(const config& cfg) {
   // has a new active map, so the exporter's book of open flows starts again too). In the stop
   // phase: it sends what is queued and forced ends for what is still open before the tracer's
   // purge. Detached: closing a TCP collector may wait a moment for queued data.
-  if (exporter_wanted(cfg.exporter))
+  if (agent_runs_exporter(cfg))
     specs.push_back({"exporter",
                      {"tracer"},
                      true,
                      false,
-                     [cfg](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+                     [live](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+                       const config cfg = live->get();
                        auto tracer = caf::actor_cast<tracer_actor>(dir.at("tracer"));
                        return caf::actor_cast<lifecycle_actor>(
                            sys.spawn<caf::detached>(exporter_fn, cfg.exporter, tracer));
+                     },
+                     [](const caf::actor& running, const config& cfg) {
+                       caf::anon_send(caf::actor_cast<exporter_actor>(running), reload_atom::value,
+                                      cfg.exporter);
                      }});
   specs.push_back({"api",
                    {},
                    true,
                    false,
-                   [cfg](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+                   [live](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+                     const config cfg = live->get();
                      auto sup = caf::actor_cast<supervisor_actor>(dir.at("supervisor"));
                      return sys.spawn<caf::detached>(api_fn, cfg.agent.api_socket,
                                                      cfg.agent.api_allowed_uid, cfg.metrics, sup);
@@ -114,12 +129,69 @@ std::vector<child_spec> agent_children(const config& cfg) {
                    {},
                    false,
                    false,
-                   [cfg](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+                   [live](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+                     const config cfg = live->get();
                      auto sup = caf::actor_cast<supervisor_actor>(dir.at("supervisor"));
                      return sys.spawn<caf::detached>(console_fn, cfg.console,
                                                      render_effective_config(cfg, config{}), sup);
+                   },
+                   [](const caf::actor& running, const config& cfg) {
+                     caf::anon_send(caf::actor_cast<console_actor>(running), reload_atom::value,
+                                    cfg.console, render_effective_config(cfg, config{}));
                    }});
   return specs;
+}
+
+bool agent_runs_exporter(const config& cfg) {
+  return exporter_wanted(cfg.exporter);
+}
+
+namespace {
+
+std::string join_keys(const std::vector<std::string>& keys) {
+  std::string out;
+  for (const auto& k : keys)
+    out += (out.empty() ? "" : ", ") + k;
+  return out.empty() ? std::string("none") : out;
+}
+
+} // namespace
+
+void reload_agent(const std::string& path, running_config& live, bool exporter_running,
+                  bool log_level_pinned, const supervisor_actor& supervisor) {
+  reload_report report;
+  if (path.empty()) {
+    report.error = "the agent was started without a configuration file (-c): nothing to read";
+    spdlog::warn("reload: {}", report.error);
+    caf::anon_send(supervisor, reload_atom::value, live.get(), std::move(report));
+    return;
+  }
+  auto loaded = load_config_file(path);
+  if (auto* err = std::get_if<config_error>(&loaded)) {
+    report.error = err->message;
+    spdlog::error("reload refused, the running configuration stays: {}", err->message);
+    caf::anon_send(supervisor, reload_atom::value, live.get(), std::move(report));
+    return;
+  }
+  const config before = live.get();
+  auto plan = plan_reload(before, std::get<config>(loaded), exporter_running);
+  live.set(plan.running);
+  if (plan.running.agent.log_level != before.agent.log_level) {
+    if (log_level_pinned)
+      spdlog::info("reload: agent.log_level is {} in the file; --log-level on the command line "
+                   "stays in force",
+                   plan.running.agent.log_level);
+    else
+      spdlog::set_level(spdlog::level::from_str(plan.running.agent.log_level));
+  }
+  spdlog::info("reload: {}: applied: {}", path, join_keys(plan.applied));
+  if (!plan.need_restart.empty())
+    spdlog::warn("reload: these keys keep their running values until netlens restarts: {}",
+                 join_keys(plan.need_restart));
+  report.ok = true;
+  report.applied = std::move(plan.applied);
+  report.need_restart = std::move(plan.need_restart);
+  caf::anon_send(supervisor, reload_atom::value, plan.running, std::move(report));
 }
 
 } // namespace netlens

@@ -205,6 +205,12 @@ int run_console_client(const std::string& socket_path, const std::string& comman
   });
   if (greeting != answer_status::ok)
     return 1;
+  // A blank line at once: the server closes sessions that send nothing within
+  // console.first_command_timeout_ms, and an operator may take longer to type the first command.
+  if (interactive && run_command(conn, "") != answer_status::ok) {
+    std::fprintf(stderr, "netlens: the agent closed the session\n");
+    return 1;
+  }
 
   if (!interactive) {
     answer_status status = run_command(conn, command);

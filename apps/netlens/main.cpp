@@ -4,8 +4,8 @@
 #include <csignal>
 #include <cstdio>
 #include <future>
-#include <malloc.h>
 #include <iostream>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
@@ -53,8 +53,9 @@ int libbpf_log(enum libbpf_print_level level, const char* fmt, va_list args) {
   // The kernel's answers to TC requests that netlens expects and handles: asking a device
   // without a clsact qdisc for netlens's filters (the leftover sweep does, on every device of
   // every namespace), and creating a clsact qdisc that is already there.
-  if (level == LIBBPF_WARN && (line.find("Parent Qdisc doesn't exists") != std::string::npos ||
-                               line.find("Exclusivity flag on, cannot modify") != std::string::npos))
+  if (level == LIBBPF_WARN &&
+      (line.find("Parent Qdisc doesn't exists") != std::string::npos ||
+       line.find("Exclusivity flag on, cannot modify") != std::string::npos))
     level = LIBBPF_DEBUG;
   if (level == LIBBPF_WARN)
     spdlog::warn("libbpf: {}", line);
@@ -78,7 +79,9 @@ bool load_config_or_report(const std::string& path, config& out) {
   return true;
 }
 
-int run_agent(const config& cfg) {
+// config_path: the file to read again on SIGHUP (empty: started on the defaults).
+// log_level_pinned: --log-level was given and outranks agent.log_level, also on reload.
+int run_agent(const config& cfg, const std::string& config_path, bool log_level_pinned) {
   if (unix_socket_answers(cfg.agent.api_socket)) {
     spdlog::error("another netlens is already running and serving on {}; not starting",
                   cfg.agent.api_socket);
@@ -90,12 +93,18 @@ int run_agent(const config& cfg) {
   // them in the heap for good, and the agent's RSS would stay at its peak.
   mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 
-  // Signals go to one thread that turns them into a shutdown message; every other thread,
-  // including CAF's, has them blocked.
+  // Signals go to one thread that turns them into a shutdown or a reload; every other thread,
+  // including CAF's, has them blocked. SIGINT, SIGTERM and SIGQUIT run the ordered shutdown
+  // (SIGQUIT's default would dump core and leave the TC filters behind); SIGHUP reloads the
+  // configuration (systemctl reload, or the terminal closing). A write to a peer that went
+  // away must fail with EPIPE where it happens, never kill the agent.
+  std::signal(SIGPIPE, SIG_IGN);
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGQUIT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   auto started = std::chrono::steady_clock::now();
@@ -122,7 +131,9 @@ int run_agent(const config& cfg) {
     hooks.on_exit = [&exit_channel](int code, std::string why) {
       exit_channel.set_value({code, std::move(why)});
     };
-    auto supervisor = sys.spawn(supervisor_fn, cfg.supervisor, agent_children(cfg), hooks);
+    auto live = std::make_shared<running_config>(cfg);
+    const bool exporter_running = agent_runs_exporter(cfg);
+    auto supervisor = sys.spawn(supervisor_fn, cfg.supervisor, agent_children(live), hooks);
 
     // Signals arrive on a signalfd; the eventfd tells the thread the agent is done, so the
     // process exits as soon as the shutdown ends rather than at the next poll timeout.
@@ -142,7 +153,18 @@ int run_agent(const config& cfg) {
         signalfd_siginfo info{};
         if (read(sig_fd, &info, sizeof(info)) != sizeof(info))
           continue;
-        const char* name = info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM";
+        if (info.ssi_signo == SIGHUP) {
+          if (shutdown_requests > 0)
+            spdlog::info("received SIGHUP during the shutdown; not reloading");
+          else {
+            spdlog::info("received SIGHUP, reloading the configuration");
+            reload_agent(config_path, *live, exporter_running, log_level_pinned, supervisor);
+          }
+          continue;
+        }
+        const char* name = info.ssi_signo == SIGINT    ? "SIGINT"
+                           : info.ssi_signo == SIGQUIT ? "SIGQUIT"
+                                                       : "SIGTERM";
         if (shutdown_requests++ == 0) {
           spdlog::info("received {}, shutting down", name);
           caf::anon_send(supervisor, shutdown_atom::value);
@@ -278,5 +300,5 @@ int main(int argc, char** argv) {
   if (console->parsed())
     return run_console_client(console_socket.empty() ? cfg.console.socket : console_socket,
                               console_command);
-  return run_agent(cfg);
+  return run_agent(cfg, config_path, !log_level.empty());
 }

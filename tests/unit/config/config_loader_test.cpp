@@ -118,6 +118,7 @@ config every_key_changed() {
   c.console.max_line_bytes += 1;
   c.console.max_commands_per_s += 1;
   c.console.actor_timeout_ms += 1;
+  c.console.first_command_timeout_ms += 1;
   c.metrics.port = c.metrics.port == 9464 ? 9465 : 9464;
   c.metrics.address = c.metrics.address == "::1" ? "127.0.0.1" : "::1";
   c.exporter.max_queued_records += 1;

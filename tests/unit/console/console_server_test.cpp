@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <poll.h>
@@ -287,4 +288,53 @@ TEST_CASE("a second server on a live socket is refused; a stale socket is replac
   auto third = start_server(stale);
   client c(stale);
   CHECK(c.answer().back() == "ok");
+}
+
+TEST_CASE("silent connections are closed at the first-line deadline; a used session stays",
+          "[console]") {
+  temp_dir dir;
+  console_server_options opts;
+  opts.max_sessions = 2;
+  opts.first_line_timeout_ms = 300;
+  auto server = start_server(dir.path + "/c.sock", opts);
+  client used(dir.path + "/c.sock");
+  client silent(dir.path + "/c.sock");
+  REQUIRE(used.answer().back() == "ok");
+  REQUIRE(silent.answer().back() == "ok");
+  CHECK(used.ask("").back() == "ok"); // a blank line: the session has spoken
+  // Every slot is taken; the silent one is cut at its deadline with a message that names it.
+  auto t0 = std::chrono::steady_clock::now();
+  auto cut = silent.answer();
+  auto waited = std::chrono::steady_clock::now() - t0;
+  REQUIRE(cut.size() >= 2);
+  CHECK(cut.front().find("error: no command within 300 ms (console.first_command_timeout_ms)") ==
+        0);
+  CHECK(cut.back() == "error");
+  CHECK(silent.answer().back() == "closed");
+  CHECK(waited < std::chrono::seconds(3));
+  CHECK(server->counters().sessions_timed_out == 1);
+  // Its slot is free again, and the session that spoke is still served well past the deadline.
+  usleep(400000);
+  CHECK(used.ask("config").back() == "ok");
+  for (int i = 0; i < 100 && server->counters().sessions_open > 1; ++i)
+    usleep(10000);
+  client next(dir.path + "/c.sock");
+  CHECK(next.answer().back() == "ok");
+}
+
+TEST_CASE("new limits apply to the sessions that start after them", "[console]") {
+  temp_dir dir;
+  console_server_options opts;
+  opts.max_sessions = 1;
+  auto server = start_server(dir.path + "/c.sock", opts);
+  client a(dir.path + "/c.sock");
+  REQUIRE(a.answer().back() == "ok");
+  {
+    client refused(dir.path + "/c.sock");
+    CHECK(refused.answer().back() == "error");
+  }
+  server->set_limits({2, 4096, 20, 10000});
+  client b(dir.path + "/c.sock");
+  CHECK(b.answer().back() == "ok");
+  CHECK(b.ask("config").back() == "ok");
 }

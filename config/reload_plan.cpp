@@ -1,0 +1,43 @@
+#include "config/reload_plan.hpp"
+
+#include "config/config_loader.hpp"
+
+namespace netlens {
+namespace {
+
+bool starts_with(const std::string& s, const char* prefix) {
+  return s.rfind(prefix, 0) == 0;
+}
+
+} // namespace
+
+reload_plan plan_reload(const config& running, const config& next, bool exporter_running) {
+  reload_plan plan;
+  plan.running = running;
+  bool export_applied = false;
+  for (const auto& key : changed_config_keys(running, next)) {
+    bool live = true;
+    if (key == "agent.log_level")
+      plan.running.agent.log_level = next.agent.log_level;
+    else if (key == "console.max_sessions")
+      plan.running.console.max_sessions = next.console.max_sessions;
+    else if (key == "console.max_line_bytes")
+      plan.running.console.max_line_bytes = next.console.max_line_bytes;
+    else if (key == "console.max_commands_per_s")
+      plan.running.console.max_commands_per_s = next.console.max_commands_per_s;
+    else if (key == "console.actor_timeout_ms")
+      plan.running.console.actor_timeout_ms = next.console.actor_timeout_ms;
+    else if (key == "console.first_command_timeout_ms")
+      plan.running.console.first_command_timeout_ms = next.console.first_command_timeout_ms;
+    else if (starts_with(key, "export.") && exporter_running)
+      export_applied = true;
+    else
+      live = false;
+    (live ? plan.applied : plan.need_restart).push_back(key);
+  }
+  if (export_applied)
+    plan.running.exporter = next.exporter;
+  return plan;
+}
+
+} // namespace netlens
