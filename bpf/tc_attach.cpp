@@ -17,6 +17,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "bpf/expected_kernel_errors.hpp"
 #include "tc_flows.skel.h"
 
 namespace netlens {
@@ -71,6 +72,7 @@ const char* hook_name(bpf_tc_attach_point p) {
 int query_ours(int ifindex, bpf_tc_attach_point point, uint32_t* prog_id) {
   LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
   LIBBPF_OPTS(bpf_tc_opts, opts, .handle = k_tc_handle, .priority = k_tc_priority);
+  expected_kernel_errors quiet; // "Cannot find specified filter chain" is the usual answer
   int err = bpf_tc_query(&hook, &opts);
   *prog_id = err == 0 ? opts.prog_id : 0;
   return err;

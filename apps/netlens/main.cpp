@@ -27,6 +27,7 @@
 #include "actors/api/connection_json.hpp"
 #include "actors/api/http_server.hpp"
 #include "apps/netlens/agent.hpp"
+#include "bpf/expected_kernel_errors.hpp"
 #include "apps/netlens/connections_table.hpp"
 #include "apps/netlens/console_client.hpp"
 #include "config/config_loader.hpp"
@@ -56,6 +57,11 @@ int libbpf_log(enum libbpf_print_level level, const char* fmt, va_list args) {
   if (level == LIBBPF_WARN &&
       (line.find("Parent Qdisc doesn't exists") != std::string::npos ||
        line.find("Exclusivity flag on, cannot modify") != std::string::npos))
+    level = LIBBPF_DEBUG;
+  // The kernel's word on a request whose failure the caller expects and handles (see
+  // expected_kernel_errors.hpp): not news for the operator.
+  if (level == LIBBPF_WARN && expected_kernel_errors::active() &&
+      line.find("Kernel error message:") != std::string::npos)
     level = LIBBPF_DEBUG;
   if (level == LIBBPF_WARN)
     spdlog::warn("libbpf: {}", line);

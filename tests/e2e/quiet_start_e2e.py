@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""A healthy host's agent logs nothing at warning level or above: started on a host with
+devices and network namespaces (a veth from the host into one namespace, a veth pair between
+two, one device with a clsact qdisc and another tool's filter already on it), it finds the
+namespaces, attaches its classifiers, traces a connection between the namespaces, serves
+/connections and shuts down in order, and its log, from start to exit, holds no line at
+warning, error or critical level (libbpf's own messages included).
+
+usage: quiet_start_e2e.py path/to/netlens
+"""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+NETLENS = os.path.abspath(sys.argv[1])
+WORK = tempfile.mkdtemp(prefix="netlens-quiet-")
+NS_A, NS_B = "nlq_a%d" % os.getpid(), "nlq_b%d" % os.getpid()
+HOST_VETH = "nlqh%d" % (os.getpid() % 100000)
+failures = []
+
+
+def check(ok, what, detail=""):
+    print(("ok: " if ok else "FAIL: ") + what + ("" if ok else " -- " + str(detail)[-3000:]),
+          flush=True)
+    if not ok:
+        failures.append(what)
+    return ok
+
+
+def sh(*cmd):
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+
+def build():
+    sh("ip", "netns", "add", NS_A)
+    sh("ip", "netns", "add", NS_B)
+    sh("ip", "link", "add", HOST_VETH, "type", "veth", "peer", "name", "up0", "netns", NS_A)
+    sh("ip", "addr", "add", "10.231.1.1/24", "dev", HOST_VETH)
+    sh("ip", "link", "set", HOST_VETH, "up")
+    sh("ip", "-n", NS_A, "addr", "add", "10.231.1.2/24", "dev", "up0")
+    sh("ip", "-n", NS_A, "link", "add", "ab0", "type", "veth", "peer", "name", "ba0", "netns",
+       NS_B)
+    sh("ip", "-n", NS_A, "addr", "add", "10.231.2.1/24", "dev", "ab0")
+    sh("ip", "-n", NS_B, "addr", "add", "10.231.2.2/24", "dev", "ba0")
+    for ns, dev in ((NS_A, "up0"), (NS_A, "ab0"), (NS_A, "lo"), (NS_B, "ba0"), (NS_B, "lo")):
+        sh("ip", "-n", ns, "link", "set", dev, "up")
+    # Another tool's classifier on a device netlens will attach to as well (u32: the kernel
+    # here has no matchall or action modules), after netlens's in priority order.
+    sh("tc", "-n", NS_B, "qdisc", "add", "dev", "ba0", "clsact")
+    sh("tc", "-n", NS_B, "filter", "add", "dev", "ba0", "ingress", "pref", "49000", "protocol",
+       "all", "u32", "match", "u32", "0", "0", "classid", "1:1")
+
+
+def teardown():
+    for ns in (NS_A, NS_B):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "link", "del", HOST_VETH], capture_output=True)
+
+
+def main():
+    log = os.path.join(WORK, "agent.log")
+    cfg = os.path.join(WORK, "netlens.toml")
+    with open(cfg, "w") as f:
+        f.write('[agent]\napi_socket = "%s/api.sock"\n[console]\nsocket = "%s/console.sock"\n'
+                % (WORK, WORK))
+    agent = None
+    try:
+        build()
+        agent = subprocess.Popen([NETLENS, "run", "-c", cfg], stdout=open(log, "w"),
+                                 stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while time.time() < deadline and "netlens ready" not in open(log).read():
+            if agent.poll() is not None:
+                break
+            time.sleep(0.05)
+        check("netlens ready" in open(log).read(), "the agent starts", open(log).read())
+        time.sleep(2)  # the namespaces are found and their devices get classifiers
+        server = subprocess.Popen(["ip", "netns", "exec", NS_B, "python3", "-c",
+                                   "import socket; s = socket.socket(); "
+                                   "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+                                   "s.bind(('10.231.2.2', 7100)); s.listen(1); "
+                                   "c, _ = s.accept(); c.sendall(c.recv(100)); c.close()"])
+        time.sleep(0.3)
+        subprocess.run(["ip", "netns", "exec", NS_A, "python3", "-c",
+                        "import socket; c = socket.create_connection(('10.231.2.2', 7100), 5); "
+                        "c.sendall(b'quiet'); c.recv(100); c.close()"], check=True, timeout=10)
+        server.wait(timeout=10)
+        conns = subprocess.run(["curl", "-sf", "--unix-socket", os.path.join(WORK, "api.sock"),
+                                "http://localhost/connections"], capture_output=True, text=True)
+        check(conns.returncode == 0 and "10.231.2.2" in conns.stdout,
+              "the connection between the namespaces is traced", conns.stdout[-1000:])
+        tc = subprocess.run(["tc", "-n", NS_B, "filter", "show", "dev", "ba0", "ingress"],
+                            capture_output=True, text=True).stdout
+        check("u32" in tc and "nl_" in tc,
+              "netlens's classifier sits beside the other tool's filter", tc)
+        agent.send_signal(signal.SIGTERM)
+        rc = agent.wait(timeout=30)
+        check(rc == 0, "the agent exits 0 after the ordered shutdown", rc)
+        text = open(log).read()
+        loud = [line for line in text.splitlines()
+                if re.match(r"^\S+ (warning|error|critical) ", line)]
+        check(not loud, "no line at warning level or above, from start to exit", loud[:20])
+        tc = subprocess.run(["tc", "-n", NS_B, "filter", "show", "dev", "ba0", "ingress"],
+                            capture_output=True, text=True).stdout
+        check("u32" in tc and "nl_" not in tc,
+              "after the stop the other tool's filter is still there, netlens's is gone", tc)
+    finally:
+        if agent and agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        teardown()
+        if failures and os.path.exists(log):
+            print("agent log:\n" + open(log).read()[-4000:], flush=True)
+        shutil.rmtree(WORK, ignore_errors=True)
+    print("quiet start e2e: %d failure(s)" % len(failures), flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
