@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/api/connection_json.hpp"
+#include "actors/api/connection_query.hpp"
 #include "actors/api/metrics_text.hpp"
 
 namespace netlens {
@@ -103,9 +104,14 @@ http_response serve_api_request(caf::actor_system& sys, const supervisor_actor& 
     std::string client = it == req.query.end() || it->second.empty() ? "default" : it->second;
     if (client.size() > 128)
       return error_response(400, "client_id longer than 128 characters");
+    auto parsed = parse_connection_query(req.query);
+    if (auto* err = std::get_if<std::string>(&parsed))
+      return error_response(400, *err);
+    auto query = std::get<connection_query>(parsed);
     self->request(supervisor, k_request_timeout, get_conns_atom::value, client)
         .receive(
             [&](connections_reply& reply) {
+              apply_connection_query(query, reply);
               // The reply stays here while the body streams out of it in bounded chunks.
               auto held = std::make_shared<connections_reply>(std::move(reply));
               out = {200, "application/json", {}, [held](const chunk_writer& write) {

@@ -1,5 +1,7 @@
 #include "actors/api/connection_json.hpp"
 
+#include "actors/api/connection_query.hpp"
+
 #include <arpa/inet.h>
 #include <charconv>
 #include <cstring>
@@ -120,6 +122,7 @@ void append_connection_json(std::string& out, const connection_view& v, uint64_t
   field(out, "rtt_var_us", c.rttvar_us);
   field(out, "tcp_state", tcp ? tcp_state_name(c.tcp_state) : "");
   field_bool(out, "closed", v.closed);
+  field_bool(out, "failed", connection_failed(v));
   field(out, "cookie", c.cookie);
   field(out, "start_time_ns", wall(c.start_ns));
   field(out, "last_activity_ns", wall(c.last_ns));

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <ctime>
 #include <future>
 #include <iostream>
 #include <malloc.h>
@@ -27,9 +28,9 @@
 #include "actors/api/connection_json.hpp"
 #include "actors/api/http_server.hpp"
 #include "apps/netlens/agent.hpp"
-#include "bpf/expected_kernel_errors.hpp"
 #include "apps/netlens/connections_table.hpp"
 #include "apps/netlens/console_client.hpp"
+#include "bpf/expected_kernel_errors.hpp"
 #include "config/config_loader.hpp"
 
 #ifndef NETLENS_VERSION
@@ -207,19 +208,32 @@ int run_agent(const config& cfg, const std::string& config_path, bool log_level_
   return exit_code;
 }
 
-int show_connections(const std::string& socket, const std::string& client, bool json) {
-  std::string target = "/connections?client_id=" + client;
-  auto got = http_get_unix(socket, target);
+struct connections_cli {
+  std::string socket;
+  std::string client = "cli";
+  bool json = false;
+  bool exact_bytes = false;
+  double watch_s = 0; // > 0: --watch, a refreshing table
+  connections_filters filters;
+};
+
+// One answer, printed; 0, or 1 with the reason on stderr.
+int print_connections_once(const connections_cli& o, const std::string& heading) {
+  auto got = http_get_unix(o.socket, connections_target(o.client, o.filters));
   if (auto* err = std::get_if<std::string>(&got)) {
     std::fprintf(stderr, "netlens: %s\n", err->c_str());
     return 1;
   }
   auto& res = std::get<http_result>(got);
   if (res.status != 200) {
-    std::fprintf(stderr, "netlens: the agent answered %d: %s\n", res.status, res.body.c_str());
-    return 1;
+    auto body = nlohmann::json::parse(res.body, nullptr, false);
+    std::string why = body.is_object() && body.contains("error") && body["error"].is_string()
+                          ? body["error"].get<std::string>()
+                          : res.body;
+    std::fprintf(stderr, "netlens: the agent answered %d: %s\n", res.status, why.c_str());
+    return res.status == 400 ? k_exit_usage : 1;
   }
-  if (json) {
+  if (o.json) {
     std::cout << res.body << "\n";
     return 0;
   }
@@ -228,8 +242,26 @@ int show_connections(const std::string& socket, const std::string& client, bool 
     std::fprintf(stderr, "netlens: the agent sent malformed JSON\n");
     return 1;
   }
-  std::cout << format_connections_table(body);
+  std::cout << heading << format_connections_table(body, o.exact_bytes) << std::flush;
   return 0;
+}
+
+int show_connections(const connections_cli& o) {
+  if (o.watch_s <= 0)
+    return print_connections_once(o, "");
+  // Like `watch ss`: the screen cleared and the table drawn again every watch_s seconds, until
+  // Ctrl-C (or a failed answer).
+  for (;;) {
+    std::time_t now = std::time(nullptr);
+    char when[64];
+    std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", std::localtime(&now));
+    char heading[160];
+    std::snprintf(heading, sizeof heading, "\x1b[H\x1b[2JEvery %.1fs: netlens connections  %s\n\n",
+                  o.watch_s, when);
+    if (int rc = print_connections_once(o, heading); rc != 0)
+      return rc;
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.watch_s));
+  }
 }
 
 } // namespace
@@ -246,14 +278,32 @@ int main(int argc, char** argv) {
   auto* run = app.add_subcommand("run", "run the agent in the foreground");
   run->add_option("-c,--config", config_path, "TOML configuration file")->check(CLI::ExistingFile);
 
-  bool json = false;
-  std::string client = "cli";
-  std::string socket;
+  connections_cli conn_opts;
   auto* conns = app.add_subcommand("connections", "list the connections a running agent sees");
-  conns->add_flag("--json", json, "print the agent's JSON instead of a table");
-  conns->add_option("--client", client, "client id: deltas are since this client's last call");
-  conns->add_option("--socket", socket, "API socket (default: from --config, or the default)");
+  conns->add_flag("--json", conn_opts.json, "print the agent's JSON instead of a table");
+  conns->add_option("--client", conn_opts.client,
+                    "client id: deltas are since this client's last call");
+  conns->add_option("--socket", conn_opts.socket,
+                    "API socket (default: from --config, or the default)");
   conns->add_option("-c,--config", config_path, "configuration whose api_socket to use");
+  auto& cf = conn_opts.filters;
+  conns->add_option("--proto", cf.proto, "only tcp or udp")->check(CLI::IsMember({"tcp", "udp"}));
+  conns->add_option("--pid", cf.pid, "only this process id");
+  conns->add_option("--comm", cf.comm, "only this command (the kernel's comm, exactly)");
+  conns->add_option("--container", cf.container, "only containers whose id starts with this");
+  conns->add_option("--port", cf.port, "only connections with this local or peer port");
+  conns->add_option("--state", cf.state, "open, closed, or failed (never established)")
+      ->check(CLI::IsMember({"open", "closed", "failed"}));
+  conns->add_option("--sort", cf.sort, "bytes, rtt, retransmits or start (descending)")
+      ->check(CLI::IsMember({"bytes", "rtt", "retransmits", "start"}));
+  conns->add_option("--top", cf.top, "at most N connections (after --sort)");
+  conns
+      ->add_option("--watch", conn_opts.watch_s,
+                   "redraw the table every SECONDS (default 2) until Ctrl-C")
+      ->expected(0, 1)
+      ->default_str("2");
+  conns->add_flag("--bytes", conn_opts.exact_bytes,
+                  "exact byte counts instead of human-readable sizes (1.5K, 3.2M)");
 
   std::string console_socket;
   std::string console_command;
@@ -301,8 +351,17 @@ int main(int argc, char** argv) {
   if (!load_config_or_report(config_path, cfg))
     return k_exit_usage;
   spdlog::set_level(spdlog::level::from_str(log_level.empty() ? cfg.agent.log_level : log_level));
-  if (conns->parsed())
-    return show_connections(socket.empty() ? cfg.agent.api_socket : socket, client, json);
+  if (conns->parsed()) {
+    if (conns->count("--watch") > 0 && conn_opts.watch_s <= 0)
+      conn_opts.watch_s = 2;
+    if (conn_opts.json && conn_opts.watch_s > 0) {
+      std::fprintf(stderr, "netlens: --watch draws a table; it does not go with --json\n");
+      return k_exit_usage;
+    }
+    if (conn_opts.socket.empty())
+      conn_opts.socket = cfg.agent.api_socket;
+    return show_connections(conn_opts);
+  }
   if (console->parsed())
     return run_console_client(console_socket.empty() ? cfg.console.socket : console_socket,
                               console_command);
