@@ -26,6 +26,10 @@ enum nl_conn_flags {
   NL_FLAG_IDLE_EXPIRED = 1 << 2,
   /* its close was never seen; the kernel's socket table showed the socket gone */
   NL_FLAG_RECONCILED = 1 << 3,
+  /* TCP: this end sent a FIN (it entered FIN_WAIT1 or LAST_ACK), which takes a sequence
+   * number that bytes_acked counts. An abortive close (SO_LINGER 0, close with unread data)
+   * shuts the socket for sending without one. */
+  NL_FLAG_FIN_SENT = 1 << 4,
 };
 
 /* One connection (a socket), keyed in the active map by sock_id. Addresses are in network

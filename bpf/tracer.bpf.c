@@ -175,7 +175,9 @@ static __always_inline void read_tcp(struct nl_conn *c, const struct sock *sk,
     return;
   __u64 acked = tp_bytes_acked(tp) - c->base_acked;
   __u64 received = tp_bytes_received(tp) - c->base_received;
-  bool fin_acked = (nl_sk_shutdown(sk) & NL_SEND_SHUTDOWN) && tp_snd_una(tp) == tp_write_seq(tp);
+  /* Only a FIN that was sent and acknowledged is in bytes_acked: shut for sending is not
+   * enough, close() sets that before it decides between a FIN and a reset. */
+  bool fin_acked = (c->flags & NL_FLAG_FIN_SENT) && tp_snd_una(tp) == tp_write_seq(tp);
   __u64 done_bit = 1ULL << NL_SOCK_DONE_BIT;
   bool fin_received = nl_sk_flags(sk) & done_bit;
   if (fin_acked && acked > 0)
@@ -293,10 +295,13 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
     if (!c)
       return 0;
     c->tcp_state = newstate;
-    /* These two come from the owner's own shutdown() or close(): an accepted socket that
-     * never sent or received learns its process here. */
-    if ((newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) && c->pid == 0)
-      set_owner(c);
+    /* These two come from the owner's own shutdown() or close(), which sends a FIN: an
+     * accepted socket that never sent or received learns its process here. */
+    if (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) {
+      c->flags |= NL_FLAG_FIN_SENT;
+      if (c->pid == 0)
+        set_owner(c);
+    }
     return 0;
   }
 
@@ -403,6 +408,10 @@ static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_se
         return 0;
       fresh.flags |= NL_FLAG_PREEXISTING;
       fresh.tcp_state = nl_sk_state(sk);
+      /* First seen after its FIN went out: these states come only after sending one. */
+      if (fresh.tcp_state == TCP_FIN_WAIT1 || fresh.tcp_state == TCP_FIN_WAIT2 ||
+          fresh.tcp_state == TCP_CLOSING || fresh.tcp_state == TCP_LAST_ACK)
+        fresh.flags |= NL_FLAG_FIN_SENT;
       set_tcp_base(&fresh, tp);
       if (!is_send && fresh.base_received >= (__u64)ret)
         fresh.base_received -= ret; /* these bytes arrived before this read */
