@@ -164,9 +164,9 @@ void BM_decode_merge(benchmark::State& state) {
   if (bad != 0 || collected != state.iterations() * batch_size)
     state.SkipWithError("records rejected or not collected");
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * batch_size));
-  state.counters["ns_per_record"] = benchmark::Counter(
-      static_cast<double>(state.iterations() * batch_size),
-      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["ns_per_record"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * batch_size),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
   state.counters["closed_dropped"] = static_cast<double>(registry.stats().closed_dropped);
 }
 BENCHMARK(BM_decode_merge)->Arg(1024)->Arg(64)->Arg(4096);

@@ -237,15 +237,14 @@ int main(int argc, char** argv) {
   while (ok + failed < workers && read(ready[0], &c, 1) == 1)
     (c == 'R' ? ok : failed)++;
   if (ok == workers) {
-    double took =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     std::printf("READY conns=%zu sockets=%zu processes=%zu sources=%u seconds=%.2f\n", o.conns,
                 2 * o.conns, workers, o.sources, took);
     std::fflush(stdout);
     wait_for_release();
   } else {
-    std::fprintf(stderr, "bench_hold_conns: %zu of %zu worker processes failed\n",
-                 workers - ok, workers);
+    std::fprintf(stderr, "bench_hold_conns: %zu of %zu worker processes failed\n", workers - ok,
+                 workers);
   }
 
   started = std::chrono::steady_clock::now();

@@ -57,7 +57,8 @@ int main(int argc, char** argv) {
     auto start = std::chrono::steady_clock::now();
     auto built = build_runtime_tracer(opts);
     cached.push_back(ms_since(start));
-    if (!std::holds_alternative<runtime_build>(built) || !std::get<runtime_build>(built).from_cache) {
+    if (!std::holds_alternative<runtime_build>(built) ||
+        !std::get<runtime_build>(built).from_cache) {
       std::fprintf(stderr, "expected a cache hit\n");
       rc = 1;
     }

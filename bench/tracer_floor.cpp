@@ -38,7 +38,8 @@ std::string cgroup2_mount() {
 }
 
 int usage() {
-  std::fprintf(stderr, "usage: bench_tracer_floor --level 0|1|2|3 [--cgroup DIR]  (default: the first cgroup v2 mount)\n");
+  std::fprintf(stderr, "usage: bench_tracer_floor --level 0|1|2|3 [--cgroup DIR]  (default: the "
+                       "first cgroup v2 mount)\n");
   return 2;
 }
 

@@ -1,8 +1,8 @@
 #include "bpf/btf_offsets.hpp"
 
 #include <cerrno>
-#include <iterator>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <optional>
 
@@ -58,8 +58,8 @@ std::variant<unsigned, std::string> member_offset(const btf* b, const std::strin
   size_t start = 0;
   while (start <= path.size()) {
     size_t dot = path.find('.', start);
-    std::string part = path.substr(start, dot == std::string::npos ? std::string::npos
-                                                                    : dot - start);
+    std::string part =
+        path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     uint32_t next = 0;
     auto found = find_member(b, type, part, next);
     if (!found)

@@ -17,7 +17,6 @@
 namespace netlens {
 namespace {
 
-
 std::string errno_text(int err) {
   return std::strerror(err < 0 ? -err : err);
 }
@@ -65,7 +64,8 @@ proc_events::start(const proc_events_options& opts, sink_fn sink) {
   self->skel_->rodata->wakeup_bytes =
       std::min<uint64_t>(uint64_t{opts.wakeup_events == 0 ? 1 : opts.wakeup_events} * record_bytes,
                          ring / 2 / record_bytes * record_bytes);
-  self->read_interval_ms_ = opts.read_interval_ms == 0 ? 1 : static_cast<int>(opts.read_interval_ms);
+  self->read_interval_ms_ =
+      opts.read_interval_ms == 0 ? 1 : static_cast<int>(opts.read_interval_ms);
   if (int err = nl_proc_events__load(self->skel_); err != 0) {
     const int e = err < 0 ? -err : err;
     const std::string hint =

@@ -29,10 +29,12 @@ constexpr const char* k_target_arch = "arm64";
 #endif
 
 // Everything that changes the object goes into its cache key.
-const char* const k_compile_flags[] = {"-g", "-O2", "-target", "bpf", "-D__BPF__",
-                                       "-DNL_MODE_RUNTIME", "-Wno-unused-function"};
+const char* const k_compile_flags[] = {
+    "-g", "-O2", "-target", "bpf", "-D__BPF__", "-DNL_MODE_RUNTIME", "-Wno-unused-function"};
 
-std::string errno_text(int err) { return std::strerror(err); }
+std::string errno_text(int err) {
+  return std::strerror(err);
+}
 
 uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
   const auto* p = static_cast<const unsigned char*>(data);
@@ -113,12 +115,15 @@ bool write_file_atomically(const std::string& path, const void* data, size_t n) 
 // What the checksum file holds: the object's size and hash, so a truncated or altered object
 // is told apart from a good one.
 std::string checksum_of(const std::vector<uint8_t>& object) {
-  return std::to_string(object.size()) + " " + hex(fnv1a(k_fnv_basis, object.data(),
-                                                         object.size())) + "\n";
+  return std::to_string(object.size()) + " " +
+         hex(fnv1a(k_fnv_basis, object.data(), object.size())) + "\n";
 }
 
 bool is_elf(const std::vector<uint8_t>& object) {
-  return object.size() > 4 && std::memcmp(object.data(), "\x7f" "ELF", 4) == 0;
+  return object.size() > 4 && std::memcmp(object.data(),
+                                          "\x7f"
+                                          "ELF",
+                                          4) == 0;
 }
 
 bool mkdirs(const std::string& dir) {
@@ -221,7 +226,8 @@ std::variant<header_tree, std::string> find_kernel_headers(const std::string& co
 }
 
 // Stands in for vmlinux.h when the types come from the kernel's headers.
-constexpr const char* k_headers_vmlinux_h = R"(/* netlens: the kernel's own headers in place of vmlinux.h */
+constexpr const char* k_headers_vmlinux_h =
+    R"(/* netlens: the kernel's own headers in place of vmlinux.h */
 #ifndef __VMLINUX_H__
 #define __VMLINUX_H__
 #include <linux/types.h>
@@ -246,13 +252,12 @@ std::vector<std::string> header_flags(const header_tree& t, const std::string& r
        {t.build + "/arch/" + arch + "/include", t.build + "/arch/" + arch + "/include/generated",
         t.source + "/arch/" + arch + "/include", t.build + "/arch/" + arch + "/include/uapi",
         t.build + "/arch/" + arch + "/include/generated/uapi",
-        t.source + "/arch/" + arch + "/include/uapi", t.build + "/include",
-        t.source + "/include", t.build + "/include/uapi", t.build + "/include/generated/uapi",
-        t.source + "/include/uapi"})
+        t.source + "/arch/" + arch + "/include/uapi", t.build + "/include", t.source + "/include",
+        t.build + "/include/uapi", t.build + "/include/generated/uapi", t.source + "/include/uapi"})
     f.push_back("-I" + d);
   for (const char* x :
-       {"-D__KERNEL__", "-D__BPF_TRACING__", "-DKBUILD_MODNAME=\"netlens\"",
-        "-fno-stack-protector", "-fno-asynchronous-unwind-tables", "-Wno-unknown-warning-option",
+       {"-D__KERNEL__", "-D__BPF_TRACING__", "-DKBUILD_MODNAME=\"netlens\"", "-fno-stack-protector",
+        "-fno-asynchronous-unwind-tables", "-Wno-unknown-warning-option",
         "-Wno-address-of-packed-member", "-Wno-gnu-variable-sized-type-not-at-end",
         "-Wno-pointer-sign", "-Wno-compare-distinct-pointer-types", "-Wno-unused-value"})
     f.push_back(x);
@@ -464,8 +469,12 @@ std::variant<runtime_build, std::string> build_runtime_tracer(const runtime_buil
     argv.push_back(dir.path() + "/tracer.bc");
     if (std::string err = run_compiler(argv, dir.path() + "/clang.log"); !err.empty())
       return "compiling the tracer against " + result.types_from + " failed: " + err;
-    std::vector<std::string> llc_argv = {llc, "-march=bpf", "-mcpu=v2", "-filetype=obj",
-                                         dir.path() + "/tracer.bc", "-o",
+    std::vector<std::string> llc_argv = {llc,
+                                         "-march=bpf",
+                                         "-mcpu=v2",
+                                         "-filetype=obj",
+                                         dir.path() + "/tracer.bc",
+                                         "-o",
                                          dir.path() + "/tracer.bpf.o"};
     if (std::string err = run_compiler(llc_argv, dir.path() + "/llc.log"); !err.empty())
       return "generating BPF from the tracer's bitcode failed: " + err;

@@ -221,8 +221,8 @@ tracer_object::load(const tracer_load_options& opts) {
       return load_error{std::string("the tracer object has no program ") + tp.prog};
     bpf_link* link = bpf_program__attach(prog);
     if (!link)
-      return describe_load_failure(errno, std::string("attaching ") + tracepoint_kind + "/" +
-                                              tp.what);
+      return describe_load_failure(errno,
+                                   std::string("attaching ") + tracepoint_kind + "/" + tp.what);
     self->links_.push_back(link);
   }
 

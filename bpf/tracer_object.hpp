@@ -33,8 +33,8 @@ const char* tracer_build_name(tracer_build b);
 
 struct tracer_load_options {
   tracer_build build = tracer_build::core;
-  nl_offsets offsets{};              // prebuilt: where each field is
-  std::vector<uint8_t> object;       // runtime: the compiled ELF
+  nl_offsets offsets{};        // prebuilt: where each field is
+  std::vector<uint8_t> object; // runtime: the compiled ELF
   // Kernel BTF libbpf resolves CO-RE relocations against; empty: the running kernel's. A test
   // points it at a file with no BTF to show the raw_tp builds do not need any.
   std::string btf_custom_path;

@@ -46,7 +46,8 @@ struct console_config {
   uint32_t max_line_bytes = 4096;   // [64, 65536]
   uint32_t max_commands_per_s = 20; // per session, [1, 1000]
   uint32_t actor_timeout_ms = 50;   // an actor slower than this shows as not answering, [1, 10000]
-  uint32_t first_command_timeout_ms = 10000; // a session that sends no line is closed, [100, 600000]
+  uint32_t first_command_timeout_ms =
+      10000; // a session that sends no line is closed, [100, 600000]
 };
 
 struct metrics_config {

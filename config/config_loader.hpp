@@ -20,20 +20,20 @@ struct config_error {
 
 // Parses the file at `path`. Missing keys keep the defaults of `config`'s member initialisers.
 // Errors are returned, never thrown (allocation failure aside).
-std::variant<config, config_error> load_config_file(const std::string &path);
+std::variant<config, config_error> load_config_file(const std::string& path);
 
 // Same as load_config_file for text already in memory; `source_name` is what messages call it.
 std::variant<config, config_error> load_config_string(std::string_view toml_text,
-                                                      const std::string &source_name);
+                                                      const std::string& source_name);
 
 // TOML text with every key and its value, in the order of netlens.toml; a key whose value equals
 // the one in `defaults` ends with `# default`. Loading the text gives `c` back.
-std::string render_effective_config(const config &c, const config &defaults);
+std::string render_effective_config(const config& c, const config& defaults);
 
 // Every key the loader knows, as `table.key`, in the order of netlens.toml.
 std::vector<std::string> config_key_paths();
 
 // The keys, as `table.key` in the order of netlens.toml, whose values differ between a and b.
-std::vector<std::string> changed_config_keys(const config &a, const config &b);
+std::vector<std::string> changed_config_keys(const config& a, const config& b);
 
 } // namespace netlens

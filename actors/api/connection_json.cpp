@@ -71,10 +71,9 @@ std::string_view format_address(uint16_t family, const uint8_t* addr, char* buf)
 }
 
 const char* tcp_state_name(uint8_t state) {
-  static const char* names[] = {"",          "ESTABLISHED", "SYN_SENT",   "SYN_RECV",
-                                "FIN_WAIT1", "FIN_WAIT2",   "TIME_WAIT",  "CLOSE",
-                                "CLOSE_WAIT", "LAST_ACK",   "LISTEN",     "CLOSING",
-                                "NEW_SYN_RECV"};
+  static const char* names[] = {
+      "",      "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",   "TIME_WAIT",
+      "CLOSE", "CLOSE_WAIT",  "LAST_ACK", "LISTEN",   "CLOSING",   "NEW_SYN_RECV"};
   return state < sizeof(names) / sizeof(names[0]) ? names[state] : "UNKNOWN";
 }
 
@@ -239,10 +238,14 @@ std::string render_stats(const agent_stats& stats) {
   nlohmann::json top = nlohmann::json::object();
   // The figures operators look for first, lifted out of the actors that own them.
   static const std::pair<const char*, const char*> headline[] = {
-      {"perf_consumer", "records_received"}, {"perf_consumer", "records_lost"},
-      {"perf_consumer", "records_malformed"}, {"tracer", "kernel_closed_lost"},
-      {"tracer", "map_entries"},            {"tracer", "map_capacity"},
-      {"tracer", "failed_inserts"},         {"tracer", "closed_dropped"}};
+      {"perf_consumer", "records_received"},
+      {"perf_consumer", "records_lost"},
+      {"perf_consumer", "records_malformed"},
+      {"tracer", "kernel_closed_lost"},
+      {"tracer", "map_entries"},
+      {"tracer", "map_capacity"},
+      {"tracer", "failed_inserts"},
+      {"tracer", "closed_dropped"}};
   for (const auto& a : stats.actors) {
     nlohmann::json counters = nlohmann::json::object();
     for (const auto& [k, v] : a.counters) {

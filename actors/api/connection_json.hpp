@@ -24,8 +24,8 @@ void append_connection_json(std::string& out, const connection_view& v, uint64_t
 // One flow seen only at a device (see device_flow), as an object of "device_flows".
 void append_device_flow_json(std::string& out, const device_flow& f);
 
-// Writes {"connections":[...],"device_flows":[...],"telemetry":{...}} in chunks of about chunk_bytes; stops early
-// if write returns false (the peer went away).
+// Writes {"connections":[...],"device_flows":[...],"telemetry":{...}} in chunks of about
+// chunk_bytes; stops early if write returns false (the peer went away).
 using chunk_writer = std::function<bool(std::string_view)>;
 void stream_connections(const connections_reply& reply, const chunk_writer& write,
                         size_t chunk_bytes = 64 * 1024);

@@ -83,5 +83,4 @@ struct http_result {
 std::variant<http_result, std::string>
 http_get_unix(const std::string& socket_path, const std::string& target, int timeout_ms = 10000);
 
-
 } // namespace netlens

@@ -272,8 +272,8 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
             return cannot_serve(self, err);
           }
         }
-        auto outcome = st.consumers.at(st.own_netns)->wait_initial_dump(
-            std::chrono::milliseconds(st.cfg.dump_timeout_ms));
+        auto outcome = st.consumers.at(st.own_netns)
+                           ->wait_initial_dump(std::chrono::milliseconds(st.cfg.dump_timeout_ms));
         publish(self);
         ask_for_namespaces(self);
         if (auto why = dump_outcome(outcome, st.cfg.dump_timeout_ms); !why.empty())

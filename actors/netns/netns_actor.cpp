@@ -70,8 +70,8 @@ void attach_device(self_ptr self, uint32_t inode, const netns_device& d) {
     return;
   }
   ++st.tc_attached;
-  spdlog::debug("netns: TC classifiers attached to {} (ifindex {}) in network namespace {}",
-                d.name, d.ifindex, inode);
+  spdlog::debug("netns: TC classifiers attached to {} (ifindex {}) in network namespace {}", d.name,
+                d.ifindex, inode);
 }
 
 void detach_device(self_ptr self, uint32_t inode, const netns_device& d) {
@@ -178,9 +178,8 @@ const std::string& container_of(self_ptr self, pid_t pid) {
   auto& st = self->state;
   uint64_t now = monotonic_now_ns();
   auto it = st.containers.find(pid);
-  if (it != st.containers.end() &&
-      (!it->second.id.empty() || it->second.exited_ns != 0 ||
-       now - it->second.read_ns < k_no_container_recheck_ns))
+  if (it != st.containers.end() && (!it->second.id.empty() || it->second.exited_ns != 0 ||
+                                    now - it->second.read_ns < k_no_container_recheck_ns))
     return it->second.id;
   if (!st.scanner || pid <= 0)
     return none;
@@ -213,8 +212,7 @@ void on_exec(self_ptr self, pid_t pid) {
   st.containers.erase(pid);
   if (inode != 0 && inode != st.own_netns && st.scanner)
     if (auto id = st.scanner->container_id(pid); id && !id->empty())
-      st.containers.emplace(pid, netns_state::pid_container{std::move(*id), 0,
-                                                            monotonic_now_ns()});
+      st.containers.emplace(pid, netns_state::pid_container{std::move(*id), 0, monotonic_now_ns()});
 }
 
 void on_exit(self_ptr self, pid_t pid, uint64_t now) {
@@ -308,8 +306,8 @@ void on_tick(self_ptr self) {
   st.last_tick_ns = now;
   const uint64_t idle = uint64_t{st.cfg.idle_flush_s} * k_s;
   if (st.cfg.enabled) {
-    bool lost = st.procs && st.procs->stats().lost + st.proc_batches_dropped->load() !=
-                                st.proc_losses_answered;
+    bool lost = st.procs &&
+                st.procs->stats().lost + st.proc_batches_dropped->load() != st.proc_losses_answered;
     if ((!st.procs || lost) && now - st.last_rescan_ns >= idle) {
       if (st.procs)
         st.proc_losses_answered = st.procs->stats().lost + st.proc_batches_dropped->load();

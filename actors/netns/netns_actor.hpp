@@ -40,17 +40,17 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::proc_event_batch)
 namespace netlens {
 
 // Its public interface plus what its own threads and timer send it.
-using netns_self_actor = netns_actor::extend<caf::reacts_to<link_batch>,
-                                             caf::reacts_to<proc_event_batch>,
-                                             caf::reacts_to<tick_atom>>;
+using netns_self_actor =
+    netns_actor::extend<caf::reacts_to<link_batch>, caf::reacts_to<proc_event_batch>,
+                        caf::reacts_to<tick_atom>>;
 
 struct netns_state {
   static inline const char* name = "netns";
 
   struct pid_container {
-    std::string id;          // "" when not in a container
-    uint64_t exited_ns = 0;  // 0 while the process lives
-    uint64_t read_ns = 0;    // when /proc/<pid>/cgroup was read
+    std::string id;         // "" when not in a container
+    uint64_t exited_ns = 0; // 0 while the process lives
+    uint64_t read_ns = 0;   // when /proc/<pid>/cgroup was read
   };
 
   netns_config cfg;
@@ -75,7 +75,7 @@ struct netns_state {
   uint64_t scanned_processes = 0;
   uint64_t namespaces_found = 0;
   uint64_t namespaces_released = 0;
-  uint64_t handle_errors = 0;   // a namespace whose handle could not be opened
+  uint64_t handle_errors = 0;    // a namespace whose handle could not be opened
   uint64_t handles_rejected = 0; // the process moved or died between lookup and open
   uint64_t tc_attached = 0;
   uint64_t tc_detached = 0;
@@ -96,8 +96,8 @@ struct netns_state {
   uint64_t proc_losses_answered = 0; // lost events and dropped batches a rescan made good
 };
 
-netns_self_actor::behavior_type
-netns_fn(netns_self_actor::stateful_pointer<netns_state> self, netns_config cfg);
+netns_self_actor::behavior_type netns_fn(netns_self_actor::stateful_pointer<netns_state> self,
+                                         netns_config cfg);
 
 // Spawned detached: the start-up scan and the TC netlink calls block.
 netns_actor spawn_netns(caf::actor_system& sys, const netns_config& cfg);

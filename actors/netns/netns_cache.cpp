@@ -216,7 +216,7 @@ std::vector<released_netns> netns_cache::flush_idle(uint64_t now_ns, uint64_t id
 }
 
 std::vector<released_netns> netns_cache::flush_without_processes(uint64_t now_ns,
-                                                                uint64_t idle_for_ns) {
+                                                                 uint64_t idle_for_ns) {
   std::vector<released_netns> out;
   for (auto it = lru_.begin(); it != lru_.end();) {
     auto next = std::next(it);

@@ -69,18 +69,18 @@ perf_consumer_fn(perf_consumer_actor::stateful_pointer<perf_consumer_state> self
         auto& st = self->state;
         ++st.handled;
         closed_reader_stats r = st.reader ? st.reader->stats() : st.final_stats;
-        actor_stats s = make_actor_stats(
-            "perf_consumer", st.state, st.handled,
-            {{"records_received", r.records},
-             {"records_lost", r.lost},
-             {"records_malformed", r.malformed},
-             {"batches", r.batches},
-             {"wakeups", r.wakeups},
-             {"records_per_wakeup", r.wakeups ? r.records / r.wakeups : r.records},
-             {"flushes", r.drains},
-             {"pending_taken", r.pending_taken},
-             {"duplicates_skipped", r.duplicates_skipped},
-             {"flush_timeouts", st.flush_timeouts}});
+        actor_stats s =
+            make_actor_stats("perf_consumer", st.state, st.handled,
+                             {{"records_received", r.records},
+                              {"records_lost", r.lost},
+                              {"records_malformed", r.malformed},
+                              {"batches", r.batches},
+                              {"wakeups", r.wakeups},
+                              {"records_per_wakeup", r.wakeups ? r.records / r.wakeups : r.records},
+                              {"flushes", r.drains},
+                              {"pending_taken", r.pending_taken},
+                              {"duplicates_skipped", r.duplicates_skipped},
+                              {"flush_timeouts", st.flush_timeouts}});
         s.mailbox_size = mailbox_size(self);
         return s;
       },

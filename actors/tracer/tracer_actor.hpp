@@ -22,11 +22,11 @@ struct tracer_state {
   std::vector<nl_conn> active; // scratch, reused across requests
   uint64_t handled = 0;
   uint64_t idle_expired = 0;
-  uint64_t tcp_reconciled = 0; // entries whose close was missed, found gone in sock_diag
-  uint64_t nat_closed = 0;     // closed connections that carried a translation
-  uint64_t nat_errors = 0;     // lookups conntrack did not answer in time
-  uint64_t netns_errors = 0;   // attributions the netns actor did not answer in time
-  uint64_t flush_errors = 0;   // the consumer did not hand over closed records in time
+  uint64_t tcp_reconciled = 0;  // entries whose close was missed, found gone in sock_diag
+  uint64_t nat_closed = 0;      // closed connections that carried a translation
+  uint64_t nat_errors = 0;      // lookups conntrack did not answer in time
+  uint64_t netns_errors = 0;    // attributions the netns actor did not answer in time
+  uint64_t flush_errors = 0;    // the consumer did not hand over closed records in time
   perf_consumer_actor consumer; // who reads the closed buffer (asked to flush before answers)
   uint32_t own_netns = 0;
   std::string state = "starting";

@@ -108,10 +108,10 @@ tracer_loader::try_prebuilt(const std::variant<nl_offsets, std::string>& offsets
 }
 
 std::string tracer_loader::failure() const {
-  std::string out = mode_ == tracer_mode::auto_select
-                        ? "no tracer mode works"
-                        : std::string("tracer.mode = \"") + tracer_mode_name(mode_) +
-                              "\" is not available here";
+  std::string out =
+      mode_ == tracer_mode::auto_select
+          ? "no tracer mode works"
+          : std::string("tracer.mode = \"") + tracer_mode_name(mode_) + "\" is not available here";
   for (const auto& r : reasons_)
     out += "; " + r;
   return out;

@@ -26,8 +26,8 @@
 #include <thread>
 #include <unistd.h>
 
-#include "tests/support/orphan_netns.hpp"
 #include "actors/conntrack/conntrack_consumer.hpp"
+#include "tests/support/orphan_netns.hpp"
 
 using namespace netlens;
 using namespace std::chrono_literals;

@@ -60,7 +60,6 @@ uint32_t inode_of(const std::string& path) {
   return stat(path.c_str(), &st) == 0 ? static_cast<uint32_t>(st.st_ino) : 0;
 }
 
-
 // What the netns actor would keep: per namespace, the device table the batches describe, by
 // the rule of link_batch (mark at dump_begins, sweep at dump_ends), plus every event in order.
 struct ns_model {
@@ -402,7 +401,7 @@ TEST_CASE("link watcher: ENOBUFS is answered by a new dump that sets the table r
   }
   for (int i = 1; i < 8; ++i)
     ns.ip("e", "link add lwe" + std::to_string(2 * i) + " type veth peer name lwe" +
-                    std::to_string(2 * i + 1));
+                   std::to_string(2 * i + 1));
   ns.ip("e", "link del lwe0"); // and its peer: both must be gone from the table at the end
   c.release();
 

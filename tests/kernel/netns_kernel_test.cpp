@@ -25,8 +25,8 @@
 #include "actors/netns/netns_cache.hpp"
 #include "actors/netns/netns_handle.hpp"
 #include "actors/netns/proc_scan.hpp"
-#include "tests/support/orphan_netns.hpp"
 #include "tests/support/open_fds.hpp"
+#include "tests/support/orphan_netns.hpp"
 
 using netlens::testing::open_fds;
 

@@ -39,8 +39,8 @@
 #include <vector>
 
 #include "bpf/tc_attach.hpp"
-#include "tests/support/orphan_netns.hpp"
 #include "tests/support/open_fds.hpp"
+#include "tests/support/orphan_netns.hpp"
 #include "tests/support/test_namespaces.hpp"
 
 using netlens::testing::open_fds;
@@ -68,8 +68,6 @@ struct fd_guard {
   fd_guard(const fd_guard&) = delete;
   fd_guard& operator=(const fd_guard&) = delete;
 };
-
-
 
 std::unique_ptr<tc_attach> load_tc() {
   auto loaded = tc_attach::load();

@@ -80,7 +80,9 @@ public:
     must("ip netns exec " + name(tag) + " " + cmd);
   }
   // `ip -n NAME args`; throws if it fails.
-  void ip(const std::string& tag, const std::string& args) { must("ip -n " + name(tag) + " " + args); }
+  void ip(const std::string& tag, const std::string& args) {
+    must("ip -n " + name(tag) + " " + args);
+  }
   // What `ip netns exec NAME cmd` prints, stderr included.
   std::string output(const std::string& tag, const std::string& cmd) const {
     std::string out;

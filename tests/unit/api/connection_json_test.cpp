@@ -17,16 +17,18 @@ TEST_CASE("connections render as valid JSON with every documented field", "[api]
   c.tcp_state = 1;
   std::memcpy(c.comm, "we\"ird\\\x01\xff", 10);
   reply.connections.push_back({c, true, {1, 2, 3, 4, 5}, false, {}, "", false, {}});
-  reply.connections.push_back({make_conn(7, "::1", 1, "::1", 2, 17), false, {}, false, {}, "", false, {}});
+  reply.connections.push_back(
+      {make_conn(7, "::1", 1, "::1", 2, 17), false, {}, false, {}, "", false, {}});
   reply.telemetry = {{"records_lost", 0}, {"map_entries", 2}};
 
   auto j = nlohmann::json::parse(render_connections(reply));
   REQUIRE(j["connections"].size() == 2);
   auto& a = j["connections"][0];
-  for (const char* k : {"family", "type", "saddr", "sport", "daddr", "dport", "netns", "pid", "comm",
-                        "direction", "intra_host", "bytes_sent", "bytes_recv", "packets_sent",
-                        "packets_recv", "retransmits", "rtt_us", "rtt_var_us", "closed", "cookie",
-                        "nat", "last"})
+  for (const char* k :
+       {"family",     "type",         "saddr",        "sport",       "daddr",      "dport",
+        "netns",      "pid",          "comm",         "direction",   "intra_host", "bytes_sent",
+        "bytes_recv", "packets_sent", "packets_recv", "retransmits", "rtt_us",     "rtt_var_us",
+        "closed",     "cookie",       "nat",          "last"})
     CHECK(a.contains(k));
   CHECK(a["family"] == "v4");
   CHECK(a["type"] == "tcp");
@@ -46,7 +48,8 @@ TEST_CASE("connections render as valid JSON with every documented field", "[api]
 
 TEST_CASE("a translated connection carries its reply direction as nat", "[api]") {
   connections_reply reply;
-  connection_view v{make_conn(1, "10.0.0.1", 40000, "10.96.0.10", 80), false, {}, false, {}, "", false, {}};
+  connection_view v{
+      make_conn(1, "10.0.0.1", 40000, "10.96.0.10", 80), false, {}, false, {}, "", false, {}};
   v.has_nat = true;
   v.nat = {};
   const uint8_t pod[4] = {10, 244, 1, 7}, client[4] = {10, 0, 0, 1};
@@ -58,14 +61,16 @@ TEST_CASE("a translated connection carries its reply direction as nat", "[api]")
   auto j = nlohmann::json::parse(render_connections(reply));
   auto& nat = j["connections"][0]["nat"];
   REQUIRE(nat.is_object());
-  CHECK(nat == nlohmann::json{{"saddr", "10.244.1.7"}, {"sport", 8080}, {"daddr", "10.0.0.1"},
-                              {"dport", 40000}});
+  CHECK(nat ==
+        nlohmann::json{
+            {"saddr", "10.244.1.7"}, {"sport", 8080}, {"daddr", "10.0.0.1"}, {"dport", 40000}});
 }
 
 TEST_CASE("a large answer streams in bounded chunks", "[api]") {
   connections_reply reply;
   for (uint64_t i = 0; i < 5000; ++i)
-    reply.connections.push_back({make_conn(i, "10.0.0.1", 1, "10.0.0.2", 2), false, {}, false, {}, "", false, {}});
+    reply.connections.push_back(
+        {make_conn(i, "10.0.0.1", 1, "10.0.0.2", 2), false, {}, false, {}, "", false, {}});
   size_t biggest = 0, total = 0;
   std::string all;
   stream_connections(
@@ -85,7 +90,8 @@ TEST_CASE("a large answer streams in bounded chunks", "[api]") {
 TEST_CASE("streaming stops when the peer goes away", "[api]") {
   connections_reply reply;
   for (uint64_t i = 0; i < 5000; ++i)
-    reply.connections.push_back({make_conn(i, "10.0.0.1", 1, "10.0.0.2", 2), false, {}, false, {}, "", false, {}});
+    reply.connections.push_back(
+        {make_conn(i, "10.0.0.1", 1, "10.0.0.2", 2), false, {}, false, {}, "", false, {}});
   int calls = 0;
   stream_connections(
       reply,
@@ -99,12 +105,14 @@ TEST_CASE("streaming stops when the peer goes away", "[api]") {
 
 TEST_CASE("attribution renders: container id, device counts and device-only flows", "[api]") {
   connections_reply reply;
-  connection_view v{make_conn(1, "10.1.0.2", 5000, "10.1.0.1", 80), false, {}, false, {}, "", false, {}};
+  connection_view v{
+      make_conn(1, "10.1.0.2", 5000, "10.1.0.1", 80), false, {}, false, {}, "", false, {}};
   v.container_id = std::string(64, 'a');
   v.has_device = true;
   v.device = {3, 300, 4, 400};
   reply.connections.push_back(v);
-  reply.connections.push_back({make_conn(2, "10.1.0.2", 5001, "10.1.0.1", 80), false, {}, false, {}, "", false, {}});
+  reply.connections.push_back(
+      {make_conn(2, "10.1.0.2", 5001, "10.1.0.1", 80), false, {}, false, {}, "", false, {}});
   device_flow f;
   f.netns = 4026532000u;
   f.ifindex = 7;

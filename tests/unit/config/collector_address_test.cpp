@@ -11,7 +11,7 @@ using netlens::collector_address;
 
 collector_address parsed(std::string_view text) {
   auto result = netlens::parse_collector_address(text);
-  if (const auto *problem = std::get_if<std::string>(&result))
+  if (const auto* problem = std::get_if<std::string>(&result))
     FAIL("unexpected error: " << *problem);
   return std::get<collector_address>(result);
 }

@@ -16,7 +16,7 @@
 namespace Catch {
 // A failed comparison then shows the whole configuration instead of `{?}`.
 template <> struct StringMaker<netlens::config> {
-  static std::string convert(const netlens::config &c) {
+  static std::string convert(const netlens::config& c) {
     return "\n" + netlens::render_effective_config(c, netlens::config{});
   }
 };
@@ -28,7 +28,7 @@ namespace fs = std::filesystem;
 using netlens::config;
 using netlens::config_error;
 
-std::string read_text(const fs::path &path) {
+std::string read_text(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   REQUIRE(in);
   std::ostringstream text;
@@ -36,7 +36,7 @@ std::string read_text(const fs::path &path) {
   return text.str();
 }
 
-std::vector<std::string> lines_of(const std::string &text) {
+std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> lines;
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);)
@@ -44,22 +44,22 @@ std::vector<std::string> lines_of(const std::string &text) {
   return lines;
 }
 
-bool starts_with(const std::string &s, const std::string &prefix) {
+bool starts_with(const std::string& s, const std::string& prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
 }
 
-bool ends_with(const std::string &s, const std::string &suffix) {
+bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-config loaded(const std::variant<config, config_error> &result) {
-  if (const auto *error = std::get_if<config_error>(&result))
+config loaded(const std::variant<config, config_error>& result) {
+  if (const auto* error = std::get_if<config_error>(&result))
     FAIL("unexpected error: " << error->message);
   return std::get<config>(result);
 }
 
-std::string rejected(const std::variant<config, config_error> &result) {
+std::string rejected(const std::variant<config, config_error>& result) {
   REQUIRE(std::holds_alternative<config_error>(result));
   return std::get<config_error>(result).message;
 }
@@ -144,14 +144,14 @@ config every_key_changed() {
 TEST_CASE("each file under bad/ is rejected with the message on its first line", "[config]") {
   const std::string prefix = "# expect: ";
   std::vector<fs::path> fixtures;
-  for (const auto &entry : fs::directory_iterator(NETLENS_BAD_CONFIG_DIR))
+  for (const auto& entry : fs::directory_iterator(NETLENS_BAD_CONFIG_DIR))
     if (entry.path().extension() == ".toml")
       fixtures.push_back(entry.path());
   std::sort(fixtures.begin(), fixtures.end());
   // Guards against a wrong directory turning this test into a silent pass.
   REQUIRE(fixtures.size() >= 13);
 
-  for (const auto &fixture : fixtures) {
+  for (const auto& fixture : fixtures) {
     INFO("fixture " << fixture.string());
     const auto lines = lines_of(read_text(fixture));
     REQUIRE(!lines.empty());
@@ -173,7 +173,7 @@ TEST_CASE("the example netlens.toml documents every key", "[config]") {
   std::string table;
   std::multiset<std::string> keys_in_file;
   for (std::size_t i = 0; i < lines.size(); ++i) {
-    const std::string &line = lines[i];
+    const std::string& line = lines[i];
     if (starts_with(line, "[")) {
       table = line.substr(1, line.find(']') - 1);
       continue;
@@ -195,7 +195,7 @@ TEST_CASE("the example netlens.toml documents every key", "[config]") {
 
   const auto known = netlens::config_key_paths();
   CHECK(keys_in_file.size() == known.size());
-  for (const auto &path : known) {
+  for (const auto& path : known) {
     INFO(path);
     CHECK(keys_in_file.count(path) == 1);
   }
@@ -279,9 +279,9 @@ interval_ms = 100
   const config c = loaded(netlens::load_config_string(text, "export.toml"));
 
   CHECK(c.exporter.max_queued_records == 16777216);
-  CHECK(c.exporter.ipfix.collectors ==
-        std::vector<std::string>{"192.0.2.1:4739", "[2001:db8::1]:2055",
-                                 "collector.example.org:65535"});
+  CHECK(c.exporter.ipfix.collectors == std::vector<std::string>{"192.0.2.1:4739",
+                                                                "[2001:db8::1]:2055",
+                                                                "collector.example.org:65535"});
   CHECK(c.exporter.ipfix.transport == netlens::ipfix_transport::tcp);
   CHECK(c.exporter.ipfix.observation_domain_id == 4294967295u);
   CHECK(c.exporter.ipfix.active_timeout_s == 86400);
@@ -386,11 +386,11 @@ TEST_CASE("render_effective_config marks the keys left at their default", "[conf
 
   SECTION("every key of a default config is marked") {
     const auto lines = lines_of(netlens::render_effective_config(config{}, config{}));
-    const auto key_lines = std::count_if(lines.begin(), lines.end(), [](const std::string &l) {
+    const auto key_lines = std::count_if(lines.begin(), lines.end(), [](const std::string& l) {
       return l.find(" = ") != std::string::npos;
     });
     CHECK(key_lines == static_cast<std::ptrdiff_t>(paths.size()));
-    for (const auto &line : lines) {
+    for (const auto& line : lines) {
       INFO(line);
       if (line.find(" = ") != std::string::npos)
         CHECK(ends_with(line, " # default"));
@@ -402,7 +402,7 @@ TEST_CASE("render_effective_config marks the keys left at their default", "[conf
     c.tracer.max_tracked_connections = 1024;
     c.tracer.closed_buffer = netlens::closed_buffer_kind::perf;
     const auto lines = lines_of(netlens::render_effective_config(c, config{}));
-    const auto has = [&](const std::string &l) {
+    const auto has = [&](const std::string& l) {
       return std::find(lines.begin(), lines.end(), l) != lines.end();
     };
     CHECK(has("[tracer]"));
@@ -455,7 +455,7 @@ TEST_CASE("code points toml++ 3.3 has no whitespace case for are rejected cleanl
     if (c == 0x3000 || (block != 0 && block != 11 && block != 63))
       continue;
     const std::string u = utf8(c);
-    for (const std::string &text : {"[tracer]\nmax_tracked_connections = 65536" + u + "\n",
+    for (const std::string& text : {"[tracer]\nmax_tracked_connections = 65536" + u + "\n",
                                     "[tracer]\n" + u + "max_tracked_connections = 65536\n",
                                     "[agent]\napi_socket = \"\"\"\\\n" + u + "\"\"\"\n"}) {
       ++tried;

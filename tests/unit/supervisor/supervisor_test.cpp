@@ -101,10 +101,9 @@ struct fixture {
   }
 
   void start(supervisor_config sc = {}) {
-    std::vector<child_spec> specs = {spec("tracer", {}, false, true),
-                                     spec("perf_consumer", {"tracer"}, true, false),
-                                     spec("compact_ticker", {"tracer"}, true, false),
-                                     spec("api", {}, true, false)};
+    std::vector<child_spec> specs = {
+        spec("tracer", {}, false, true), spec("perf_consumer", {"tracer"}, true, false),
+        spec("compact_ticker", {"tracer"}, true, false), spec("api", {}, true, false)};
     supervisor_hooks hooks;
     hooks.on_ready = [this] { ready = true; };
     hooks.on_exit = [this](int code, std::string why) {
@@ -123,8 +122,7 @@ struct fixture {
 
 } // namespace
 
-TEST_CASE("children start in dependency order and the supervisor reports ready",
-          "[supervisor]") {
+TEST_CASE("children start in dependency order and the supervisor reports ready", "[supervisor]") {
   fixture f;
   f.start();
   CHECK(f.ready);
@@ -205,8 +203,7 @@ TEST_CASE("past the restart budget the agent shuts down in order, naming the act
   CHECK(f.j->index_of("purge:tracer") < f.j->lines.size());
 }
 
-TEST_CASE("a child that cannot start stops the agent with the startup exit code",
-          "[supervisor]") {
+TEST_CASE("a child that cannot start stops the agent with the startup exit code", "[supervisor]") {
   fixture f;
   f.j->fail_init.insert("perf_consumer");
   f.start();

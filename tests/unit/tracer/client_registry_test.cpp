@@ -111,8 +111,7 @@ TEST_CASE("records every client has read are released", "[registry]") {
   CHECK(reg.stats().closed_buffered == 0);
 }
 
-TEST_CASE("clients not seen for the expiry are forgotten and stop holding records",
-          "[registry]") {
+TEST_CASE("clients not seen for the expiry are forgotten and stop holding records", "[registry]") {
   client_registry reg({100, 1000});
   std::vector<connection_view> out;
   reg.collect("gone", {}, 0, out);
@@ -161,9 +160,9 @@ TEST_CASE("closed records wait, unseen, until their translation is resolved", "[
   client_registry reg({100, 1000000000ull});
   std::vector<connection_view> out;
   reg.collect("x", {}, 1, out);
-  uint64_t first = reg.add_closed({make_conn(1, "10.0.0.1", 1, "10.0.0.2", 2),
-                                   make_conn(2, "10.0.0.1", 3, "10.0.0.2", 4)},
-                                  true);
+  uint64_t first = reg.add_closed(
+      {make_conn(1, "10.0.0.1", 1, "10.0.0.2", 2), make_conn(2, "10.0.0.1", 3, "10.0.0.2", 4)},
+      true);
   reg.add_closed({make_conn(3, "10.0.0.1", 5, "10.0.0.2", 6)}); // after them, not pending
   reg.collect("x", {}, 2, out);
   CHECK(out.empty()); // nothing jumps the pending ones, so order and exactly-once hold
@@ -183,8 +182,7 @@ TEST_CASE("closed records wait, unseen, until their translation is resolved", "[
   CHECK(out.empty());
 }
 
-TEST_CASE("a resolution for records already dropped from the buffer is ignored",
-          "[registry]") {
+TEST_CASE("a resolution for records already dropped from the buffer is ignored", "[registry]") {
   client_registry reg({2, 1000000000ull});
   std::vector<connection_view> out;
   reg.collect("x", {}, 1, out);

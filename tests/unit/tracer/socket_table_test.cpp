@@ -16,15 +16,15 @@ TEST_CASE("only TCP entries stalled in a closing state of our netns are verified
     c.netns = netns;
     active.push_back(c);
   };
-  add(6, 4, 0, 7);   // FIN_WAIT1, idle 100 s: verify
-  add(6, 5, 0, 7);   // FIN_WAIT2: verify
-  add(6, 11, 0, 7);  // CLOSING: verify
-  add(6, 9, 0, 7);   // LAST_ACK: verify
-  add(6, 1, 0, 7);   // ESTABLISHED: idle is normal
-  add(6, 8, 0, 7);   // CLOSE_WAIT: the application's business
-  add(6, 4, 90, 7);  // FIN_WAIT1 but recent
-  add(6, 4, 0, 8);   // another namespace
-  add(17, 4, 0, 7);  // UDP never
+  add(6, 4, 0, 7);  // FIN_WAIT1, idle 100 s: verify
+  add(6, 5, 0, 7);  // FIN_WAIT2: verify
+  add(6, 11, 0, 7); // CLOSING: verify
+  add(6, 9, 0, 7);  // LAST_ACK: verify
+  add(6, 1, 0, 7);  // ESTABLISHED: idle is normal
+  add(6, 8, 0, 7);  // CLOSE_WAIT: the application's business
+  add(6, 4, 90, 7); // FIN_WAIT1 but recent
+  add(6, 4, 0, 8);  // another namespace
+  add(17, 4, 0, 7); // UDP never
   auto got = closing_entries_to_verify(active, 100 * s, 30 * s, 7);
   REQUIRE(got.size() == 4);
   CHECK(got[0]->cookie == 1);
