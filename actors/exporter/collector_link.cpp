@@ -492,8 +492,12 @@ void collector_link::probe_if_due(clock::time_point now) {
   if (state_ != link_state::up || !fd_)
     return;
   take_pending_error();
-  if (!refused_ || now - templates_tried_ < k_template_retry)
-    return;
+  if (refused_ && now - templates_tried_ >= k_template_retry)
+    resend_templates(now);
+}
+
+// The templates last given, sent again; a refusal of them marks the link refused again.
+void collector_link::resend_templates(clock::time_point now) {
   templates_tried_ = now;
   refused_ = false;
   for (auto copy : templates_)
@@ -505,12 +509,8 @@ void collector_link::send_paced(ipfix_message& msg) {
   // While the collector is away every datagram is refused; templates in front of each would
   // double the useless traffic, so they are tried again at most every k_template_retry.
   if (!msg.templates_only && needs_templates_) {
-    if (last_pump_ - templates_tried_ >= k_template_retry) {
-      templates_tried_ = last_pump_;
-      refused_ = false;
-      for (auto copy : templates_)
-        send_datagram(copy);
-    }
+    if (last_pump_ - templates_tried_ >= k_template_retry)
+      resend_templates(last_pump_);
     if (needs_templates_) {
       drop(msg);
       return;

@@ -159,6 +159,7 @@ private:
   void note_arrival(clock::time_point now);
   double arrival_per_ms(clock::time_point now);
   void probe_if_due(clock::time_point now);
+  void resend_templates(clock::time_point now);
   void note_send_error(int err);
 
   collector_address where_;
