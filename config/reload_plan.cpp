@@ -11,6 +11,13 @@ bool starts_with(const std::string& s, const char* prefix) {
 
 } // namespace
 
+std::string join_keys(const std::vector<std::string>& keys) {
+  std::string out;
+  for (const auto& k : keys)
+    out += (out.empty() ? "" : ", ") + k;
+  return out.empty() ? std::string("none") : out;
+}
+
 reload_plan plan_reload(const config& running, const config& next, bool exporter_running) {
   reload_plan plan;
   plan.running = running;

@@ -23,4 +23,7 @@ struct reload_plan {
 // families). Everything else (sockets, BPF map sizes, which actors run) needs a restart.
 reload_plan plan_reload(const config& running, const config& next, bool exporter_running);
 
+// "a.b, c.d" for the log and /stats; "none" for no key.
+std::string join_keys(const std::vector<std::string>& keys);
+
 } // namespace netlens

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/common/lifecycle.hpp"
+#include "config/reload_plan.hpp"
 
 namespace netlens {
 namespace {
@@ -325,18 +326,12 @@ caf::result<agent_stats> collect_stats(self_ptr self, millis deadline) {
   mine.messages_per_s = s.rate.update(s.handled, self->clock().now());
   mine.counters = {{"config_reloads", s.reloads}, {"config_reload_failures", s.reload_failures}};
   if (s.reloads + s.reload_failures > 0) {
-    auto join = [](const std::vector<std::string>& v) {
-      std::string out;
-      for (const auto& k : v)
-        out += (out.empty() ? "" : ", ") + k;
-      return out.empty() ? std::string("none") : out;
-    };
     const auto& r = s.last_reload;
     mine.info.emplace_back("config_last_reload",
-                           r.ok ? "ok, applied: " + join(r.applied) : "refused: " + r.error);
+                           r.ok ? "ok, applied: " + join_keys(r.applied) : "refused: " + r.error);
     // Only a reload that read the file knows what differs from it.
     if (r.ok)
-      mine.info.emplace_back("config_needs_restart", join(r.need_restart));
+      mine.info.emplace_back("config_needs_restart", join_keys(r.need_restart));
   }
   result->actors.push_back(mine);
   for (auto& c : s.children) {

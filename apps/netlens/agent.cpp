@@ -146,17 +146,6 @@ bool agent_runs_exporter(const config& cfg) {
   return exporter_wanted(cfg.exporter);
 }
 
-namespace {
-
-std::string join_keys(const std::vector<std::string>& keys) {
-  std::string out;
-  for (const auto& k : keys)
-    out += (out.empty() ? "" : ", ") + k;
-  return out.empty() ? std::string("none") : out;
-}
-
-} // namespace
-
 void reload_agent(const std::string& path, running_config& live, bool exporter_running,
                   bool log_level_pinned, const supervisor_actor& supervisor) {
   reload_report report;
