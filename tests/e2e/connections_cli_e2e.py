@@ -21,22 +21,13 @@ import sys
 import tempfile
 import time
 
+from e2e_support import check, failures, start_agent, stop_agent
+
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-conns-")
 API = os.path.join(WORK, "api.sock")
 COMM = "nlconnstest"
 BIG = 200000
-failures = []
-
-
-def check(ok, what, detail=""):
-    print(("ok: " if ok else "FAIL: ") + what + ("" if ok else " -- " + str(detail)[-2000:]),
-          flush=True)
-    if not ok:
-        failures.append(what)
-    return ok
-
-
 WORKLOAD = r'''
 import ctypes, json, socket, sys, threading, time
 ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)  # PR_SET_NAME: threads inherit it
@@ -125,15 +116,9 @@ def main():
     with open(cfg, "w") as f:
         f.write('[agent]\napi_socket = "%s"\n[console]\nsocket = "%s/console.sock"\n'
                 % (API, WORK))
-    agent = subprocess.Popen([NETLENS, "run", "-c", cfg], stdout=open(log, "w"),
-                             stderr=subprocess.STDOUT)
-    work = None
+    agent = work = None
     try:
-        deadline = time.time() + 30
-        while "netlens ready" not in open(log).read():
-            if agent.poll() is not None or time.time() > deadline:
-                raise RuntimeError("agent did not start:\n" + open(log).read()[-3000:])
-            time.sleep(0.05)
+        agent = start_agent(NETLENS, cfg, log)
         # Closed connections go to each client once and leave the buffer when every client
         # known has had them: the clients this test asks as are known before anything closes.
         for n in range(1, 40):
@@ -238,13 +223,9 @@ def main():
         if work:
             work.stdin.close()
             work.wait(timeout=10)
-        if agent.poll() is None:
-            agent.send_signal(signal.SIGTERM)
-            try:
-                agent.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-        if failures:
+        if agent:
+            stop_agent(agent)
+        if failures and os.path.exists(log):
             print("agent log:\n" + open(log).read()[-3000:], flush=True)
         shutil.rmtree(WORK, ignore_errors=True)
     print("connections cli e2e: %d failure(s)" % len(failures), flush=True)

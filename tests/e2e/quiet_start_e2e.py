@@ -11,27 +11,17 @@ usage: quiet_start_e2e.py path/to/netlens
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
+from e2e_support import check, failures, start_agent, stop_agent
+
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-quiet-")
 NS_A, NS_B = "nlq_a%d" % os.getpid(), "nlq_b%d" % os.getpid()
 HOST_VETH = "nlqh%d" % (os.getpid() % 100000)
-failures = []
-
-
-def check(ok, what, detail=""):
-    print(("ok: " if ok else "FAIL: ") + what + ("" if ok else " -- " + str(detail)[-3000:]),
-          flush=True)
-    if not ok:
-        failures.append(what)
-    return ok
-
-
 def sh(*cmd):
     subprocess.run(cmd, check=True, capture_output=True, text=True)
 
@@ -71,14 +61,7 @@ def main():
     agent = None
     try:
         build()
-        agent = subprocess.Popen([NETLENS, "run", "-c", cfg], stdout=open(log, "w"),
-                                 stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while time.time() < deadline and "netlens ready" not in open(log).read():
-            if agent.poll() is not None:
-                break
-            time.sleep(0.05)
-        check("netlens ready" in open(log).read(), "the agent starts", open(log).read())
+        agent = start_agent(NETLENS, cfg, log)
         time.sleep(2)  # the namespaces are found and their devices get classifiers
         server = subprocess.Popen(["ip", "netns", "exec", NS_B, "python3", "-c",
                                    "import socket; s = socket.socket(); "
@@ -98,8 +81,7 @@ def main():
                             capture_output=True, text=True).stdout
         check("u32" in tc and "nl_" in tc,
               "netlens's classifier sits beside the other tool's filter", tc)
-        agent.send_signal(signal.SIGTERM)
-        rc = agent.wait(timeout=30)
+        rc = stop_agent(agent)
         check(rc == 0, "the agent exits 0 after the ordered shutdown", rc)
         text = open(log).read()
         loud = [line for line in text.splitlines()
@@ -110,9 +92,8 @@ def main():
         check("u32" in tc and "nl_" not in tc,
               "after the stop the other tool's filter is still there, netlens's is gone", tc)
     finally:
-        if agent and agent.poll() is None:
-            agent.kill()
-            agent.wait()
+        if agent:
+            stop_agent(agent)
         teardown()
         if failures and os.path.exists(log):
             print("agent log:\n" + open(log).read()[-4000:], flush=True)

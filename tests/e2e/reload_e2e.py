@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+from e2e_support import check, failures, start_agent, stop_agent, wait_for
+
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-reload-")
 RUN = os.path.join(WORK, "run")
@@ -37,27 +39,6 @@ CONSOLE = os.path.join(RUN, "console.sock")
 CFG = os.path.join(WORK, "netlens.toml")
 LOG = os.path.join(WORK, "agent.log")
 FIRST_LINE_MS = 1000
-failures = []
-
-
-def check(ok, what, detail=""):
-    print(("ok: " if ok else "FAIL: ") + what + ("" if ok else " -- " + str(detail)[-2000:]),
-          flush=True)
-    if not ok:
-        failures.append(what)
-    return ok
-
-
-def wait_for(pred, timeout, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(step)
-    return pred()
-
-
 def write_config(log_level, max_sessions, udp_idle, collector_port):
     with open(CFG, "w") as f:
         f.write('[agent]\napi_socket = "%s"\nlog_level = "%s"\n'
@@ -180,12 +161,9 @@ def main():
     first, second = collector(), collector()
     p1, p2 = first.getsockname()[1], second.getsockname()[1]
     write_config("info", 8, 120, p1)
-    agent = subprocess.Popen([NETLENS, "run", "-c", CFG], stdout=open(LOG, "w"),
-                             stderr=subprocess.STDOUT)
+    agent = None
     try:
-        if not wait_for(lambda: "netlens ready" in log_text() or agent.poll() is not None, 30) \
-                or agent.poll() is not None:
-            raise RuntimeError("agent did not start:\n" + log_text()[-3000:])
+        agent = start_agent(NETLENS, CFG, LOG)
         ok, seen = data_arrives(first)
         check(ok, "IPFIX data reaches the first collector", seen[-5:])
 
@@ -282,13 +260,8 @@ def main():
               "SIGQUIT runs the ordered shutdown and exits 0", (rc, text[-1500:]))
         check(nl_programs() == [], "no netlens program left in the kernel", nl_programs())
     finally:
-        if agent.poll() is None:
-            agent.send_signal(signal.SIGTERM)
-            try:
-                agent.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+        if agent:
+            stop_agent(agent)
         first.close()
         second.close()
         if failures:
