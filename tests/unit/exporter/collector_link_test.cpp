@@ -126,6 +126,18 @@ std::vector<uint8_t> recv_datagram(int fd) {
   return buf;
 }
 
+// A UDP socket bound to 127.0.0.1:port (a collector coming back on the port it had).
+int udp_on_loopback(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  return fd;
+}
+
 // A datagram for fd, polling the link meanwhile (its probes go from poll), or {} after 2 s.
 std::vector<uint8_t> recv_datagram_while(int fd, collector_link& link) {
   auto until = clock_type::now() + 2000ms;
@@ -592,12 +604,7 @@ TEST_CASE("udp paced: after a refusal the link sends its templates again before 
   REQUIRE(link.stats().last_error.find("Connection refused") != std::string::npos);
   CHECK(link.stats().messages_dropped >= 1);
   // The collector comes back on the same port, knowing no templates.
-  test_fd rx(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  REQUIRE(::bind(rx.fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  test_fd rx(udp_on_loopback(port));
   std::this_thread::sleep_for(150ms); // past the link's template retry interval
   auto data = make_message(300, 5, false, 999);
   link.send(data, clock_type::now());
@@ -651,12 +658,7 @@ TEST_CASE("udp paced: while the collector refuses, data is dropped as it comes, 
   CHECK(probes <= 4);
   // The collector comes back on the same port: the next probe goes unrefused, data flows,
   // templates first.
-  test_fd rx(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  REQUIRE(::bind(rx.fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  test_fd rx(udp_on_loopback(port));
   auto first = recv_datagram_while(rx.fd, link); // the probe
   REQUIRE(first.size() == 64);
   CHECK(std::equal(first.begin() + 16, first.end(), tmpl.bytes.begin() + 16));
