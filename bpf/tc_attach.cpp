@@ -72,7 +72,9 @@ const char* hook_name(bpf_tc_attach_point p) {
 int query_ours(int ifindex, bpf_tc_attach_point point, uint32_t* prog_id) {
   LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
   LIBBPF_OPTS(bpf_tc_opts, opts, .handle = k_tc_handle, .priority = k_tc_priority);
-  expected_kernel_errors quiet; // "Cannot find specified filter chain" is the usual answer
+  // "Cannot find specified filter chain" (clsact, nothing at our slot) and "Parent Qdisc
+  // doesn't exists" (no clsact) are the usual answers.
+  expected_kernel_errors quiet;
   int err = bpf_tc_query(&hook, &opts);
   *prog_id = err == 0 ? opts.prog_id : 0;
   return err;
@@ -81,6 +83,7 @@ int query_ours(int ifindex, bpf_tc_attach_point point, uint32_t* prog_id) {
 int detach_at(int ifindex, bpf_tc_attach_point point) {
   LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
   LIBBPF_OPTS(bpf_tc_opts, opts, .handle = k_tc_handle, .priority = k_tc_priority);
+  expected_kernel_errors quiet; // the filter or the qdisc already gone: the caller handles it
   return bpf_tc_detach(&hook, &opts);
 }
 
@@ -188,8 +191,14 @@ std::optional<tc_error> tc_attach::attach(int ifindex, int netns_fd) {
         LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
                     .attach_point =
                         static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
-        // EEXIST: the device has a clsact qdisc already (another tool's, or ours).
-        if (int e = bpf_tc_hook_create(&hook); e != 0 && e != -EEXIST)
+        // EEXIST: the device has a clsact qdisc already (another tool's, or ours); the
+        // kernel's "Exclusivity flag on, cannot modify" that comes with it is expected.
+        int e;
+        {
+          expected_kernel_errors quiet;
+          e = bpf_tc_hook_create(&hook);
+        }
+        if (e != 0 && e != -EEXIST)
           return tc_error{"creating the clsact qdisc on " + at + ": " + errno_text(e)};
         struct {
           bpf_tc_attach_point point;

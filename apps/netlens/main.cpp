@@ -52,13 +52,6 @@ int libbpf_log(enum libbpf_print_level level, const char* fmt, va_list args) {
   std::string line(buf);
   while (!line.empty() && line.back() == '\n')
     line.pop_back();
-  // The kernel's answers to TC requests that netlens expects and handles: asking a device
-  // without a clsact qdisc for netlens's filters (the leftover sweep does, on every device of
-  // every namespace), and creating a clsact qdisc that is already there.
-  if (level == LIBBPF_WARN &&
-      (line.find("Parent Qdisc doesn't exists") != std::string::npos ||
-       line.find("Exclusivity flag on, cannot modify") != std::string::npos))
-    level = LIBBPF_DEBUG;
   // The kernel's word on a request whose failure the caller expects and handles (see
   // expected_kernel_errors.hpp): not news for the operator.
   if (level == LIBBPF_WARN && expected_kernel_errors::active() &&
