@@ -16,6 +16,7 @@ using self_ptr = supervisor_self_actor::stateful_pointer<supervisor_state>;
 using millis = std::chrono::milliseconds;
 constexpr auto k_init_timeout = std::chrono::seconds(30);
 constexpr auto k_stats_timeout = millis(500); // stats without a deadline (the API's /stats)
+constexpr auto k_answer_timeout = std::chrono::seconds(10); // the API waits as long
 
 std::string render(self_ptr self, const caf::error& err) {
   return self->system().render(err);
@@ -305,6 +306,41 @@ void begin_shutdown(self_ptr self, int code, std::string why) {
       [](const child_spec& s) { return s.stop_phase; }, run_purge_phase);
 }
 
+// Asks the tracer for a client's answer and keeps the promise until it is delivered or the
+// tracer goes down (fail_pending_answers), whichever comes first.
+caf::result<connections_reply> ask_tracer(self_ptr self, const tracer_actor& tracer,
+                                          const std::string& client) {
+  auto& s = self->state;
+  uint64_t id = ++s.next_answer;
+  auto rp = self->make_response_promise<connections_reply>();
+  s.pending_answers.emplace(id, supervisor_state::pending_answer{"tracer", rp});
+  auto settle = [self, id](auto&& answer) {
+    auto& pending = self->state.pending_answers;
+    auto it = pending.find(id);
+    if (it == pending.end())
+      return; // already failed: the tracer went down first
+    it->second.promise.deliver(std::forward<decltype(answer)>(answer));
+    pending.erase(it);
+  };
+  self->request(tracer, k_answer_timeout, get_conns_atom::value, client)
+      .then([settle](connections_reply& reply) mutable { settle(std::move(reply)); },
+            [settle](caf::error& err) mutable { settle(std::move(err)); });
+  return rp;
+}
+
+void fail_pending_answers(self_ptr self, const std::string& child, const std::string& why) {
+  auto& pending = self->state.pending_answers;
+  for (auto it = pending.begin(); it != pending.end();) {
+    if (it->second.child != child) {
+      ++it;
+      continue;
+    }
+    it->second.promise.deliver(
+        caf::make_error(caf::sec::runtime_error, child + " went down before answering: " + why));
+    it = pending.erase(it);
+  }
+}
+
 uint64_t ms_since(self_ptr self, caf::actor_clock::time_point t) {
   return static_cast<uint64_t>(std::chrono::duration_cast<millis>(self->clock().now() - t).count());
 }
@@ -409,6 +445,7 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
       return;
     bool expected = c->expected_down;
     std::string why = msg.reason ? render(self, msg.reason) : "exited";
+    fail_pending_answers(self, c->spec.name, why);
     c->handle = nullptr;
     if (s.phase == supervisor_phase::exiting) {
       if (s.current && s.current->answered(c->spec.name)) {
@@ -483,8 +520,7 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
                                       : s.phase == supervisor_phase::running
                                           ? "restarting the tracer"
                                           : "shutting down"));
-        return self->delegate(caf::actor_cast<tracer_actor>(tracer->handle), get_conns_atom::value,
-                              client);
+        return ask_tracer(self, caf::actor_cast<tracer_actor>(tracer->handle), client);
       },
       [=](fault_atom, const std::string& name, const std::string& how) -> caf::result<std::string> {
         auto& s = self->state;

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -84,6 +85,15 @@ struct supervisor_state {
   uint64_t reloads = 0;
   uint64_t reload_failures = 0;
   reload_report last_reload;
+  // Connection answers asked of the tracer on a client's behalf, by request number. CAF 0.17
+  // drops the promise an actor holds when it dies, so without these a client whose answer was
+  // in flight when the tracer died would wait for its own timeout: its down message fails them.
+  struct pending_answer {
+    std::string child;
+    caf::typed_response_promise<connections_reply> promise;
+  };
+  std::map<uint64_t, pending_answer> pending_answers;
+  uint64_t next_answer = 0;
 };
 
 supervisor_self_actor::behavior_type

@@ -7,6 +7,7 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
 #include <caf/scheduler/test_coordinator.hpp>
 #include <caf/scoped_actor.hpp>
 
@@ -60,6 +61,24 @@ lifecycle_actor::behavior_type fake_child(lifecycle_actor::stateful_pointer<fake
   };
 }
 
+// A tracer that takes a client's request for connections and never answers it, as one that dies
+// in the middle of an answer does.
+caf::behavior silent_tracer(caf::event_based_actor* self, std::shared_ptr<journal> j) {
+  self->attach_functor([=](const caf::error&) { j->lines.push_back("down:tracer"); });
+  return {
+      [=](init_atom) {
+        j->lines.push_back("init:tracer");
+        return caf::ok_atom::value;
+      },
+      [=](stop_atom) { return caf::ok_atom::value; },
+      [=](purge_atom) { return caf::ok_atom::value; },
+      [=](get_conns_atom, const std::string& client) {
+        j->lines.push_back("asked:" + client);
+        return self->make_response_promise<connections_reply>(); // never delivered
+      },
+  };
+}
+
 struct fixture {
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
@@ -100,9 +119,17 @@ struct fixture {
             }};
   }
 
-  void start(supervisor_config sc = {}) {
+  void start(supervisor_config sc = {}, bool tracer_answers = true) {
+    auto jj = j;
+    auto tracer = spec("tracer", {}, false, true);
+    if (!tracer_answers)
+      tracer.spawn = [jj](caf::actor_system& s, const child_directory&) -> lifecycle_actor {
+        auto h = s.spawn(silent_tracer, jj);
+        jj->spawned["tracer"].push_back(h);
+        return caf::actor_cast<lifecycle_actor>(h);
+      };
     std::vector<child_spec> specs = {
-        spec("tracer", {}, false, true), spec("perf_consumer", {"tracer"}, true, false),
+        std::move(tracer), spec("perf_consumer", {"tracer"}, true, false),
         spec("compact_ticker", {"tracer"}, true, false), spec("api", {}, true, false)};
     supervisor_hooks hooks;
     hooks.on_ready = [this] { ready = true; };
@@ -214,4 +241,24 @@ TEST_CASE("a child that cannot start stops the agent with the startup exit code"
   // What had started is still taken down in order: the tracer is purged.
   CHECK(f.j->index_of("purge:tracer") < f.j->lines.size());
   CHECK(f.j->index_of("init:api") == f.j->lines.size());
+}
+
+TEST_CASE("a client's answer in flight when the tracer dies fails at once, not at its timeout",
+          "[supervisor]") {
+  fixture f;
+  f.start({}, false);
+  auto answer = std::make_shared<std::string>();
+  auto sup = f.sup;
+  f.sys->spawn([=](caf::event_based_actor* self) {
+    self->request(sup, std::chrono::seconds(10), get_conns_atom::value, std::string("cli"))
+        .then([=](connections_reply&) { *answer = "reply"; },
+              [=](caf::error& err) { *answer = "error: " + self->system().render(err); });
+  });
+  f.sched->run();
+  REQUIRE(f.j->index_of("asked:cli") < f.j->lines.size());
+  CHECK(answer->empty()); // the tracer holds it
+  f.crash("tracer");
+  // No timeout has fired: the error comes from the tracer's down message.
+  CHECK(answer->find("error: ") == 0);
+  CHECK(answer->find("tracer went down before answering") != std::string::npos);
 }
