@@ -198,11 +198,15 @@ api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
           st.server->stop();
           st.served_before += st.server->requests();
           st.refused_before += st.server->refused();
+          st.rejected_before += st.server->rejected();
+          st.timed_out_before += st.server->timed_out();
           st.server.reset();
         }
         if (st.metrics_server) {
           st.metrics_server->stop();
           st.metrics_served_before += st.metrics_server->requests();
+          st.rejected_before += st.metrics_server->rejected();
+          st.timed_out_before += st.metrics_server->timed_out();
           st.metrics_server.reset();
         }
         st.state = "stopped";
@@ -217,10 +221,20 @@ api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
         uint64_t refused = st.refused_before + (st.server ? st.server->refused() : uint64_t{0});
         uint64_t metrics_served =
             st.metrics_served_before + (st.metrics_server ? st.metrics_server->requests() : 0);
+        uint64_t rejected = st.rejected_before, timed_out = st.timed_out_before, open = 0;
+        for (const auto* server : {st.server.get(), st.metrics_server.get()})
+          if (server) {
+            rejected += server->rejected();
+            timed_out += server->timed_out();
+            open += server->open_connections();
+          }
         actor_stats s = make_actor_stats("api", st.state, st.handled,
                                          {{"requests", served},
                                           {"peers_refused", refused},
-                                          {"metrics_port_requests", metrics_served}});
+                                          {"metrics_port_requests", metrics_served},
+                                          {"connections_open", open},
+                                          {"connections_rejected", rejected},
+                                          {"connections_timed_out", timed_out}});
         s.mailbox_size = mailbox_size(self);
         return s;
       },

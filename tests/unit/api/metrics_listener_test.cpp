@@ -40,7 +40,7 @@ std::string tcp_get(int family, const char* address, uint16_t port, const std::s
     close(fd);
     return {};
   }
-  std::string req = "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  std::string req = "GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
   REQUIRE(send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size()));
   std::string resp;
   char buf[4096];
