@@ -288,25 +288,33 @@ nl_tracer_counters tracer_object::read_counters() const {
 void tracer_object::read_active(std::vector<nl_conn>& out, uint32_t batch_size) const {
   out.clear();
   int fd = bpf_map__fd(active_);
-  std::vector<uint64_t> keys(batch_size);
-  std::vector<nl_conn> values(batch_size);
+  // Values land in `out` itself, whose capacity the caller keeps between reads. The first batch
+  // is small and each full one doubles the next, up to batch_size: a few entries cost a few
+  // kilobytes (the /stats and /metrics path reads this map for its size), 65,536 cost ~20 calls.
+  uint32_t batch = std::min<uint32_t>(256, batch_size);
+  std::vector<uint64_t> keys;
   uint64_t token = 0;
   bool first = true;
   for (;;) {
-    uint32_t count = batch_size;
-    int err = bpf_map_lookup_batch(fd, first ? nullptr : &token, &token, keys.data(), values.data(),
-                                   &count, nullptr);
+    keys.resize(batch);
+    size_t had = out.size();
+    out.resize(had + batch);
+    uint32_t count = batch;
+    int err = bpf_map_lookup_batch(fd, first ? nullptr : &token, &token, keys.data(),
+                                   out.data() + had, &count, nullptr);
     first = false;
-    out.insert(out.end(), values.begin(), values.begin() + count);
-    if (err == 0)
+    out.resize(had + (err == 0 || errno == ENOENT ? count : 0));
+    if (err == 0) {
+      if (count == batch && batch < batch_size)
+        batch *= 2;
       continue;
+    }
     if (errno == ENOENT)
       return; // end of map
     if (errno == ENOSPC) {
       // One hash bucket holds more than a batch: retry this bucket with room for it.
-      batch_size *= 2;
-      keys.resize(batch_size);
-      values.resize(batch_size);
+      batch *= 2;
+      batch_size = std::max(batch_size, batch);
       continue;
     }
     return;
