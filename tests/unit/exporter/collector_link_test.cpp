@@ -522,6 +522,12 @@ TEST_CASE("udp paced: a burst leaves spread over the window, in order, none lost
           "[collector_link]") {
   uint16_t port = 0;
   test_fd rx(bound_socket(AF_INET, SOCK_DGRAM, port));
+  // Room for the whole burst: each 200-byte datagram takes ~1 KiB of receive buffer, so the
+  // default (~208 KiB) holds about 200 of the 401, and a reader slowed down (a sanitizer build,
+  // a busy machine) lost the rest. The reader's pace is not what this test measures.
+  int rcvbuf = 4 << 20;
+  if (setsockopt(rx.fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) != 0)
+    setsockopt(rx.fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
   collector_link_options opts;
   opts.pace_window = 200ms;
   opts.queue_bound_bytes = 1 << 20;
@@ -556,8 +562,6 @@ TEST_CASE("udp paced: a burst leaves spread over the window, in order, none lost
   auto half = link.stats().messages_sent;
   CHECK(half >= 100);
   CHECK(half <= 350);
-  // Small datagrams and a poll every 5 ms: the test's own socket buffer (~200 KiB) holds what
-  // a busy machine may leave unread for a while.
   auto until = clock_type::now() + 2000ms;
   while (link.backlog() && clock_type::now() < until) {
     std::this_thread::sleep_for(5ms);
