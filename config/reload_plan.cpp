@@ -36,6 +36,16 @@ reload_plan plan_reload(const config& running, const config& next, bool exporter
       plan.running.console.actor_timeout_ms = next.console.actor_timeout_ms;
     else if (key == "console.first_command_timeout_ms")
       plan.running.console.first_command_timeout_ms = next.console.first_command_timeout_ms;
+    else if (key == "compact_ticker.interval_ms")
+      plan.running.compact_ticker.interval_ms = next.compact_ticker.interval_ms;
+    else if (key == "compact_ticker.compact_interval_ms")
+      plan.running.compact_ticker.compact_interval_ms = next.compact_ticker.compact_interval_ms;
+    else if (key == "metrics.port")
+      plan.running.metrics.port = next.metrics.port;
+    else if (key == "metrics.address")
+      plan.running.metrics.address = next.metrics.address;
+    else if (key == "conntrack.rate_limit" && running.conntrack.enabled)
+      plan.running.conntrack.rate_limit = next.conntrack.rate_limit;
     else if (starts_with(key, "export.") && exporter_running)
       export_applied = true;
     else

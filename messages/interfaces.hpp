@@ -41,8 +41,11 @@ using perf_consumer_actor =
 
 // One timer: each interval sends expire to the tracer; each compact interval sends compact
 // to conntrack.
+// reload, interval_ms, compact_interval_ms: a configuration reload's intervals, used from the
+// next tick of each (a tick already waiting keeps the old one).
 using compact_ticker_actor =
-    lifecycle_actor::extend<caf::reacts_to<tick_atom>, caf::reacts_to<compact_atom>>;
+    lifecycle_actor::extend<caf::reacts_to<tick_atom>, caf::reacts_to<compact_atom>,
+                            caf::reacts_to<reload_atom, uint32_t, uint32_t>>;
 
 // Owns the NAT translation cache and one netlink consumer per network namespace.
 //   lookup: translations of active connections (the cache entry stays);
@@ -55,15 +58,19 @@ using conntrack_actor = lifecycle_actor::extend<
     // cache, N: the first N entries, most recently used first (the console's `cache`)
     caf::replies_to<cache_atom, uint32_t>::with<conntrack_listing>,
     // the netns actor's namespaces: run (or stop) a consumer in each
-    caf::reacts_to<netns_joined>, caf::reacts_to<netns_left>>;
+    caf::reacts_to<netns_joined>, caf::reacts_to<netns_left>,
+    // reload, rate limit: a configuration reload's conntrack.rate_limit, for every consumer
+    caf::reacts_to<reload_atom, int64_t>>;
 
 // The conntrack actor is found through CAF's registry under this name, so the tracer and the
 // ticker reach whichever instance runs now (it may have been restarted) without restarting
 // with it.
 constexpr caf::atom_value k_conntrack_registry_name = caf::atom("conntrack");
 
-// The HTTP API on a unix socket; its server thread only sends requests to the supervisor.
-using api_actor = lifecycle_actor;
+// The HTTP API on a unix socket; its server threads only send requests to the supervisor.
+//   reload, metrics.address, metrics.port: a configuration reload moves the metrics listener
+//   (bound anew first; when that fails the old one stays and the error is logged).
+using api_actor = lifecycle_actor::extend<caf::reacts_to<reload_atom, std::string, uint32_t>>;
 
 // Owns the guessing BPF object and its loopback connections; finds the struct offsets the
 // prebuilt tracer reads. guess: the cached result when there is one, else up to max_tries

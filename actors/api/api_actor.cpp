@@ -57,6 +57,17 @@ struct bound_servers {
   std::unique_ptr<http_server> metrics;
 };
 
+// The TCP listener of the metrics port (metrics.port != 0), not started yet.
+std::variant<std::unique_ptr<http_server>, std::string>
+bind_metrics(caf::actor_system* sys, const supervisor_actor& sup, const metrics_config& m) {
+  auto metrics = http_server::bind_tcp(
+      m.address, static_cast<uint16_t>(m.port),
+      [sys, sup](const http_request& req) { return serve_metrics_request(*sys, sup, req); });
+  if (auto* err = std::get_if<std::string>(&metrics))
+    return "metrics port (metrics.address, metrics.port): " + *err;
+  return std::move(std::get<0>(metrics));
+}
+
 std::variant<bound_servers, std::string> bind_servers(caf::actor_system* sys, const api_state& st) {
   auto sup = st.supervisor;
   bound_servers out;
@@ -69,11 +80,9 @@ std::variant<bound_servers, std::string> bind_servers(caf::actor_system* sys, co
   out.api = std::move(std::get<0>(api));
   if (st.metrics.port == 0)
     return out;
-  auto metrics = http_server::bind_tcp(
-      st.metrics.address, static_cast<uint16_t>(st.metrics.port),
-      [sys, sup](const http_request& req) { return serve_metrics_request(*sys, sup, req); });
+  auto metrics = bind_metrics(sys, sup, st.metrics);
   if (auto* err = std::get_if<std::string>(&metrics))
-    return "metrics port (metrics.address, metrics.port): " + *err;
+    return *err;
   out.metrics = std::move(std::get<0>(metrics));
   return out;
 }
@@ -84,6 +93,56 @@ bool is_loopback(const std::string& address) {
   if (inet_pton(AF_INET, address.c_str(), &v4) == 1)
     return (ntohl(v4.s_addr) >> 24) == 127;
   return inet_pton(AF_INET6, address.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+void announce_metrics(const api_state& st) {
+  // Anything but loopback publishes the agent's figures to the network.
+  bool local = is_loopback(st.metrics.address);
+  spdlog::log(local ? spdlog::level::info : spdlog::level::warn,
+              "api: serving /metrics on TCP {}:{}{}", st.metrics.address, st.metrics_server->port(),
+              local ? "" : " (not loopback: reachable from the network)");
+}
+
+void retire_metrics_server(api_state& st) {
+  if (!st.metrics_server)
+    return;
+  st.metrics_server->stop();
+  st.metrics_served_before += st.metrics_server->requests();
+  st.rejected_before += st.metrics_server->rejected();
+  st.timed_out_before += st.metrics_server->timed_out();
+  st.metrics_server.reset();
+}
+
+// A reload's metrics.address and metrics.port. The new listener is bound before the old one
+// closes, so a scrape never finds neither; when it cannot be bound the old one stays.
+void move_metrics(caf::actor_system* sys, api_state& st, const metrics_config& next) {
+  if (next.port == st.metrics.port && next.address == st.metrics.address)
+    return;
+  if (!st.server) { // not serving yet (or stopped): init binds what is configured then
+    st.metrics = next;
+    return;
+  }
+  std::unique_ptr<http_server> moved;
+  if (next.port != 0) {
+    auto bound = bind_metrics(sys, st.supervisor, next);
+    if (auto* err = std::get_if<std::string>(&bound)) {
+      ++st.metrics_move_failures;
+      spdlog::error("reload: cannot move the metrics listener: {}; it stays on {}", *err,
+                    st.metrics_server ? st.metrics.address + ":" + std::to_string(st.metrics.port)
+                                      : std::string("nothing (no TCP port)"));
+      return;
+    }
+    moved = std::move(std::get<0>(bound));
+    moved->start();
+  }
+  retire_metrics_server(st);
+  st.metrics_server = std::move(moved);
+  st.metrics = next;
+  ++st.metrics_moves;
+  if (st.metrics_server)
+    announce_metrics(st);
+  else
+    spdlog::info("api: /metrics no longer served on TCP (metrics.port = 0)");
 }
 
 } // namespace
@@ -181,12 +240,7 @@ api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
         spdlog::info("api: serving on {}", st.socket_path);
         if (st.metrics_server) {
           st.metrics_server->start();
-          // Anything but loopback publishes the agent's figures to the network.
-          auto say = is_loopback(st.metrics.address) ? spdlog::level::info : spdlog::level::warn;
-          spdlog::log(
-              say, "api: serving /metrics on TCP {}:{}{}", st.metrics.address,
-              st.metrics_server->port(),
-              is_loopback(st.metrics.address) ? "" : " (not loopback: reachable from the network)");
+          announce_metrics(st);
         }
         st.state = "running";
         return caf::ok_atom::value;
@@ -202,18 +256,16 @@ api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
           st.timed_out_before += st.server->timed_out();
           st.server.reset();
         }
-        if (st.metrics_server) {
-          st.metrics_server->stop();
-          st.metrics_served_before += st.metrics_server->requests();
-          st.rejected_before += st.metrics_server->rejected();
-          st.timed_out_before += st.metrics_server->timed_out();
-          st.metrics_server.reset();
-        }
+        retire_metrics_server(st);
         st.state = "stopped";
         return caf::ok_atom::value;
       },
       nothing_to_purge(self),
       fault_handler(self),
+      [=](reload_atom, const std::string& address, uint32_t port) {
+        ++self->state.handled;
+        move_metrics(&self->system(), self->state, metrics_config{port, address});
+      },
       [=](stats_atom) {
         auto& st = self->state;
         ++st.handled;
@@ -234,7 +286,14 @@ api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
                                           {"metrics_port_requests", metrics_served},
                                           {"connections_open", open},
                                           {"connections_rejected", rejected},
-                                          {"connections_timed_out", timed_out}});
+                                          {"connections_timed_out", timed_out},
+                                          {"metrics_moves", st.metrics_moves},
+                                          {"metrics_move_failures", st.metrics_move_failures}});
+        // Where /metrics is served on TCP now: a move a reload could not make leaves it.
+        s.info.emplace_back("metrics_listen", st.metrics_server
+                                                  ? st.metrics.address + ":" +
+                                                        std::to_string(st.metrics_server->port())
+                                                  : std::string("none"));
         s.mailbox_size = mailbox_size(self);
         return s;
       },

@@ -24,8 +24,10 @@ struct api_state {
   uint64_t served_before = 0; // requests of servers already stopped
   uint64_t refused_before = 0;
   uint64_t metrics_served_before = 0;
-  uint64_t rejected_before = 0;  // both servers: connections over the bound (503)
-  uint64_t timed_out_before = 0; // both servers: cut at a head or write deadline
+  uint64_t rejected_before = 0;       // both servers: connections over the bound (503)
+  uint64_t timed_out_before = 0;      // both servers: cut at a head or write deadline
+  uint64_t metrics_moves = 0;         // reloads that moved the metrics listener
+  uint64_t metrics_move_failures = 0; // reloads whose new address or port could not be bound
   std::string state = "starting";
 };
 

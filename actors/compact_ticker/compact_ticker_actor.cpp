@@ -46,6 +46,12 @@ compact_ticker_fn(compact_ticker_actor::stateful_pointer<compact_ticker_state> s
         self->state.stopped = true;
         return caf::ok_atom::value;
       },
+      [=](reload_atom, uint32_t interval_ms, uint32_t compact_interval_ms) {
+        auto& st = self->state;
+        ++st.handled;
+        st.interval = std::chrono::milliseconds(interval_ms);
+        st.compact_interval = std::chrono::milliseconds(compact_interval_ms);
+      },
       nothing_to_purge(self),
       fault_handler(self),
       [=](stats_atom) {

@@ -195,7 +195,7 @@ counter_list counters_of(const conntrack_state& st) {
     out.emplace_back("dump_only_entries", st.cache->dump_only_entries());
   }
   uint64_t events = 0, kept = 0, sampled_out = 0, enobufs = 0, resyncs = 0, malformed = 0,
-           unknown = 0, dumps_failed = 0, rate = 0;
+           unknown = 0, dumps_failed = 0, rate = 0, limit = 0;
   double percent = 100;
   for (const auto& [netns, consumer] : st.consumers) {
     auto s = consumer->stats();
@@ -209,6 +209,9 @@ counter_list counters_of(const conntrack_state& st) {
     dumps_failed += s.dumps_failed;
     rate += static_cast<uint64_t>(s.events_per_s + 0.5);
     percent = std::min(percent, s.sampling_percent);
+    // What the consumer threads apply (after a reload, once each has taken it); 0: no limit.
+    if (s.rate_limit > 0)
+      limit = std::max(limit, static_cast<uint64_t>(s.rate_limit));
   }
   out.emplace_back("namespaces", st.consumers.size());
   out.emplace_back("namespaces_joined", st.namespaces_joined);
@@ -219,6 +222,7 @@ counter_list counters_of(const conntrack_state& st) {
   out.emplace_back("events_per_s", rate);
   out.emplace_back("sampled_out", sampled_out);
   out.emplace_back("sampling_percent", static_cast<uint64_t>(percent + 0.5));
+  out.emplace_back("rate_limit_per_s", limit);
   out.emplace_back("enobufs", enobufs);
   out.emplace_back("resyncs", resyncs);
   out.emplace_back("dumps_failed", dumps_failed);
@@ -354,6 +358,14 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
         return caf::ok_atom::value;
       },
       fault_handler(self),
+      [=](reload_atom, int64_t rate_limit) {
+        auto& st = self->state;
+        ++st.handled;
+        // Consumers started from now on (a new namespace) read it from the configuration.
+        st.cfg.rate_limit = rate_limit;
+        for (auto& [netns, consumer] : st.consumers)
+          consumer->set_rate_limit(rate_limit);
+      },
       [=](purge_atom) {
         auto& st = self->state;
         ++st.handled;

@@ -107,6 +107,8 @@ struct conntrack_consumer::impl {
   unique_fd stop_fd; // wakes the thread: to stop (stopping set) or to resync (resync_asked)
   std::atomic<bool> stopping{false};
   std::atomic<bool> resync_asked{false};
+  std::atomic<bool> limit_asked{false};
+  std::atomic<int64_t> asked_limit{-1};
   std::thread thread;
   std::atomic<int> tid{0};
 
@@ -335,6 +337,8 @@ struct conntrack_consumer::impl {
         }
         if (resync_asked.exchange(false))
           request_resync();
+        if (limit_asked.exchange(false))
+          sampler.set_limit(asked_limit.load());
       }
       // The dump first: an entry it lists and then an event about it read in this wakeup
       // reach the sink in that order.
@@ -591,6 +595,7 @@ struct conntrack_consumer::impl {
     local.unknown = e.unknown + d.unknown;
     local.events_per_s = sampler.rate_per_s();
     local.sampling_percent = sampler.sampling_percent();
+    local.rate_limit = sampler.limit();
     std::lock_guard<std::mutex> lock(mu);
     consumer_state shown = published.state;
     published = local;
@@ -633,6 +638,16 @@ initial_dump_result conntrack_consumer::wait_initial_dump(std::chrono::milliseco
   if (impl_->initial_known)
     return impl_->initial;
   return impl_->thread_ended ? initial_dump_result::failed : initial_dump_result::timed_out;
+}
+
+void conntrack_consumer::set_rate_limit(int64_t limit_per_s) {
+  if (!impl_ || !impl_->thread.joinable() || impl_->stopping.load())
+    return;
+  impl_->asked_limit = limit_per_s;
+  impl_->limit_asked = true;
+  uint64_t one = 1;
+  while (write(impl_->stop_fd.get(), &one, sizeof one) < 0 && errno == EINTR) {
+  }
 }
 
 void conntrack_consumer::request_resync() {

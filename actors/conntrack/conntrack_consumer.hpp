@@ -50,6 +50,7 @@ struct conntrack_consumer_stats {
   uint64_t sampled_out = 0;      // new-entry events dropped by sampling
   double events_per_s = 0;       // EWMA
   double sampling_percent = 100; // share kept over the last window
+  int64_t rate_limit = -1;       // the limit the thread samples to now, -1: none
   uint64_t enobufs = 0;          // each one renews the event socket and asks for a resync
   uint64_t resyncs = 0;          // dumps after the initial one
   uint64_t dumps_completed = 0;
@@ -80,6 +81,8 @@ public:
   // Asks the thread for a new dump (mark and sweep), as after ENOBUFS. Returns at once; a
   // dump already running is followed by another.
   void request_resync();
+  // A new rate limit (configuration reload): the thread takes it at its next wakeup.
+  void set_rate_limit(int64_t limit_per_s);
 
   // Stops reading and joins the thread; batches already read are handed over first.
   // Idempotent. The sockets stay open until close().

@@ -71,6 +71,16 @@ bool rate_sampler::keep() {
   return kept;
 }
 
+void rate_sampler::set_limit(int64_t limit_per_s) {
+  limit_ = limit_per_s;
+  if (limit_ < 0) {
+    keep_fraction_ = 1;
+    return;
+  }
+  const auto limit = static_cast<double>(limit_);
+  keep_fraction_ = measured_ && offered_rate_ > limit ? limit / offered_rate_ : 1.0;
+}
+
 void rate_sampler::observe() {
   roll(clock_());
   ++window_events_;

@@ -29,6 +29,9 @@ public:
   uint64_t seen() const;           // new-entry events offered to keep()
   uint64_t dropped() const;        // of those, sampled out
   int64_t limit() const { return limit_; }
+  // A new limit (a configuration reload), in force from the next event; the measured rate
+  // carries on. Past the limit in the current window, the cap stops what is left of it.
+  void set_limit(int64_t limit_per_s);
 
   static constexpr uint64_t k_window_ns = 1'000'000'000;
   static constexpr double k_alpha = 0.5; // weight of the newest window: half-life of one window

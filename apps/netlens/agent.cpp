@@ -32,6 +32,10 @@ std::vector<child_spec> agent_children(std::shared_ptr<running_config> live) {
                      const config cfg = live->get();
                      return caf::actor_cast<lifecycle_actor>(
                          sys.spawn<caf::detached>(conntrack_fn, cfg.conntrack));
+                   },
+                   [](const caf::actor& running, const config& cfg) {
+                     caf::anon_send(caf::actor_cast<conntrack_actor>(running), reload_atom::value,
+                                    cfg.conntrack.rate_limit);
                    }});
   // After conntrack, which it hands each namespace it finds; before the tracer, whose answers it
   // attributes. Found through the registry too, so its restart restarts no one else.
@@ -82,18 +86,22 @@ std::vector<child_spec> agent_children(std::shared_ptr<running_config> live) {
                      auto tracer = caf::actor_cast<tracer_actor>(dir.at("tracer"));
                      return sys.spawn<caf::detached>(perf_consumer_fn, tracer);
                    }});
-  specs.push_back({"compact_ticker",
-                   {"tracer"},
-                   true,
-                   false,
-                   [live](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
-                     const config cfg = live->get();
-                     auto tracer = caf::actor_cast<tracer_actor>(dir.at("tracer"));
-                     return sys.spawn(
-                         compact_ticker_fn, tracer,
-                         std::chrono::milliseconds(cfg.compact_ticker.interval_ms),
-                         std::chrono::milliseconds(cfg.compact_ticker.compact_interval_ms));
-                   }});
+  specs.push_back(
+      {"compact_ticker",
+       {"tracer"},
+       true,
+       false,
+       [live](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+         const config cfg = live->get();
+         auto tracer = caf::actor_cast<tracer_actor>(dir.at("tracer"));
+         return sys.spawn(compact_ticker_fn, tracer,
+                          std::chrono::milliseconds(cfg.compact_ticker.interval_ms),
+                          std::chrono::milliseconds(cfg.compact_ticker.compact_interval_ms));
+       },
+       [](const caf::actor& running, const config& cfg) {
+         caf::anon_send(caf::actor_cast<compact_ticker_actor>(running), reload_atom::value,
+                        cfg.compact_ticker.interval_ms, cfg.compact_ticker.compact_interval_ms);
+       }});
   // After the tracer, which it polls as a client of its own; restarted with it (a new tracer
   // has a new active map, so the exporter's book of open flows starts again too). In the stop
   // phase: it sends what is queued and forced ends for what is still open before the tracer's
@@ -122,6 +130,10 @@ std::vector<child_spec> agent_children(std::shared_ptr<running_config> live) {
                      auto sup = caf::actor_cast<supervisor_actor>(dir.at("supervisor"));
                      return sys.spawn<caf::detached>(api_fn, cfg.agent.api_socket,
                                                      cfg.agent.api_allowed_uid, cfg.metrics, sup);
+                   },
+                   [](const caf::actor& running, const config& cfg) {
+                     caf::anon_send(caf::actor_cast<api_actor>(running), reload_atom::value,
+                                    cfg.metrics.address, cfg.metrics.port);
                    }});
   // Last: it shows every other actor. Not in the stop or purge phase: a session that typed
   // `shutdown` reports all three phases, and the supervisor lets this listener exit last.

@@ -6,8 +6,12 @@
   (each was told why);
 - SIGHUP with a changed valid file: agent.log_level, console.max_sessions and the IPFIX
   collector change at once (the console's `config` shows them, a third session is refused,
-  the new collector gets templates then data and the old one nothing more); a key that needs
-  a restart keeps its running value and is named in the log and in /stats;
+  the new collector gets templates then data and the old one nothing more), the ticker's
+  interval and the conntrack rate limit are the actors' own at once, the metrics listener moves
+  to its new port (the old one closes); a key that needs a restart keeps its running value and
+  is named in the log and in /stats;
+- SIGHUP moving the metrics listener to a port another program holds: refused in the log, the
+  listener stays where it was and /stats says where;
 - SIGHUP with a broken file: refused with its file:line:key message, the agent keeps running
   on the configuration it had, /stats counts the failure;
 - SIGQUIT runs the ordered shutdown (stop -> purge -> exit, exit code 0) and leaves no netlens
@@ -39,14 +43,17 @@ CONSOLE = os.path.join(RUN, "console.sock")
 CFG = os.path.join(WORK, "netlens.toml")
 LOG = os.path.join(WORK, "agent.log")
 FIRST_LINE_MS = 1000
-def write_config(log_level, max_sessions, udp_idle, collector_port):
+def write_config(log_level, max_sessions, udp_idle, collector_port, tick_ms=1000,
+                 rate_limit=-1, metrics_port=0):
     with open(CFG, "w") as f:
         f.write('[agent]\napi_socket = "%s"\nlog_level = "%s"\n'
                 '[tracer]\nudp_idle_timeout_s = %d\n'
                 '[console]\nsocket = "%s"\nmax_sessions = %d\nfirst_command_timeout_ms = %d\n'
                 '[export.ipfix]\ncollectors = ["127.0.0.1:%d"]\nflush_interval_ms = 100\n'
+                '[compact_ticker]\ninterval_ms = %d\n[conntrack]\nrate_limit = %d\n'
+                '[metrics]\nport = %d\n'
                 % (API, log_level, udp_idle, CONSOLE, max_sessions, FIRST_LINE_MS,
-                   collector_port))
+                   collector_port, tick_ms, rate_limit, metrics_port))
 
 
 def log_text():
@@ -151,6 +158,29 @@ def read_all(s, timeout=5.0):
     return data.decode(errors="replace")
 
 
+def free_tcp_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def metrics_on(port):
+    """The HTTP status of GET /metrics on 127.0.0.1:port, 0 when nothing listens there."""
+    try:
+        c = socket.create_connection(("127.0.0.1", port), 2)
+    except OSError:
+        return 0
+    try:
+        c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head = c.recv(64)
+    finally:
+        c.close()
+    m = re.match(rb"HTTP/1\.1 (\d+)", head)
+    return int(m.group(1)) if m else -1
+
+
 def nl_programs():
     out = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if re.search(r"name nl_", line)]
@@ -160,12 +190,14 @@ def main():
     os.makedirs(RUN, exist_ok=True)
     first, second = collector(), collector()
     p1, p2 = first.getsockname()[1], second.getsockname()[1]
-    write_config("info", 8, 120, p1)
+    m1, m2 = free_tcp_port(), free_tcp_port()
+    write_config("info", 8, 120, p1, metrics_port=m1)
     agent = None
     try:
         agent = start_agent(NETLENS, CFG, LOG)
         ok, seen = data_arrives(first)
         check(ok, "IPFIX data reaches the first collector", seen[-5:])
+        check(metrics_on(m1) == 200, "/metrics is served on the first metrics port")
 
         # Idle connections hold every console slot only until their first-line deadline.
         held = silent_sessions(8)
@@ -188,13 +220,31 @@ def main():
 
         # SIGHUP with a changed, valid file.
         drain(first)
-        write_config("debug", 2, 30, p2)
+        write_config("debug", 2, 30, p2, tick_ms=400, rate_limit=250, metrics_port=m2)
         agent.send_signal(signal.SIGHUP)
         applied = wait_for(lambda: re.search(r"reload: .*: applied: (.*)", log_text()), 10)
         check(bool(applied) and applied.group(1).strip() ==
-              "agent.log_level, console.max_sessions, export.ipfix.collectors",
+              "agent.log_level, compact_ticker.interval_ms, conntrack.rate_limit, "
+              "console.max_sessions, metrics.port, export.ipfix.collectors",
               "SIGHUP applies the live keys and names them",
               applied.group(0) if applied else log_text()[-2000:])
+        # The actors run with the new interval and rate limit (their own figures, not the file).
+        def actor_counters(name):
+            return dict(((api_json("/stats") or {}).get("actors") or {}).get(name, {})
+                        .get("counters") or {})
+        check(wait_for(lambda: actor_counters("compact_ticker").get("interval_ms") == 400, 5),
+              "the ticker runs at the new interval", actor_counters("compact_ticker"))
+        limited = wait_for(lambda: actor_counters("conntrack").get("rate_limit_per_s") == 250, 5)
+        check(limited, "the conntrack consumer samples to the new rate limit",
+              actor_counters("conntrack"))
+        moved = wait_for(lambda: metrics_on(m2) == 200 and metrics_on(m1) == 0, 5)
+        check(moved, "the metrics listener moved: the new port serves, the old one is closed",
+              (metrics_on(m1), metrics_on(m2)))
+        ticks = actor_counters("compact_ticker").get("ticks", 0)
+        time.sleep(2.0)
+        more = actor_counters("compact_ticker").get("ticks", 0) - ticks
+        # 5 at 400 ms (3 if the tick waiting at the reload came at the old 1000 ms); 2 at 1000.
+        check(3 <= more <= 6, "the ticker ticks every 400 ms now (%d ticks in 2 s)" % more, more)
         check(re.search(r"warn.*reload: these keys keep their running values until netlens "
                         r"restarts: tracer.udp_idle_timeout_s", log_text()) is not None,
               "the key that needs a restart is named in the log", log_text()[-2000:])
@@ -229,6 +279,25 @@ def main():
               third.stdout + third.stderr)
         a.close()
         b.close()
+
+        # A port another program holds: the move is refused, the listener stays where it was.
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        write_config("debug", 2, 30, p2, tick_ms=400, rate_limit=250,
+                     metrics_port=taken.getsockname()[1])
+        agent.send_signal(signal.SIGHUP)
+        stuck = wait_for(lambda: re.search(r"error.*reload: cannot move the metrics listener: "
+                                           r"metrics port .*Address already in use; it stays "
+                                           r"on 127.0.0.1:%d" % m2, log_text()), 10)
+        check(bool(stuck), "a metrics port in use is refused by name, in the log",
+              log_text()[-1500:])
+        api = ((api_json("/stats") or {}).get("actors") or {}).get("api") or {}
+        check(metrics_on(m2) == 200 and dict(api.get("info") or {}).get("metrics_listen") ==
+              "127.0.0.1:%d" % m2 and dict(api.get("counters") or {}).get(
+                  "metrics_move_failures") == 1,
+              "the listener stays on its port, and /stats says where it is", api)
+        taken.close()
 
         # SIGHUP with a broken file: refused, nothing changes.
         with open(CFG, "a") as f:

@@ -39,15 +39,15 @@ TEST_CASE("reload: live keys take effect, the rest wait for a restart and keep r
                        "socket = \"/run/other.sock\"\n"
                        "[metrics]\nport = 9400\n");
   auto plan = plan_reload(before, after, false);
-  CHECK(plan.applied ==
-        keys{"agent.log_level", "console.max_sessions", "console.first_command_timeout_ms"});
-  CHECK(plan.need_restart == keys{"tracer.udp_idle_timeout_s", "console.socket", "metrics.port"});
+  CHECK(plan.applied == keys{"agent.log_level", "console.max_sessions",
+                             "console.first_command_timeout_ms", "metrics.port"});
+  CHECK(plan.need_restart == keys{"tracer.udp_idle_timeout_s", "console.socket"});
   CHECK(plan.running.agent.log_level == "debug");
   CHECK(plan.running.console.max_sessions == 2);
   CHECK(plan.running.console.first_command_timeout_ms == 500);
   CHECK(plan.running.tracer.udp_idle_timeout_s == 120);
   CHECK(plan.running.console.socket == before.console.socket);
-  CHECK(plan.running.metrics.port == 0);
+  CHECK(plan.running.metrics.port == 9400); // the API actor moves its listener
   // What still differs from the file is exactly what waits for a restart.
   CHECK(changed_config_keys(plan.running, after) == plan.need_restart);
 }
@@ -66,4 +66,23 @@ TEST_CASE("reload: export keys are live while the exporter runs, a restart other
   CHECK(stopped.applied.empty());
   CHECK(stopped.need_restart.size() == 4);
   CHECK(stopped.running.exporter == config{}.exporter);
+}
+
+TEST_CASE("reload: intervals and the conntrack rate limit are live", "[config][reload]") {
+  config before = parse("[conntrack]\nrate_limit = 5000\n");
+  config after = parse("[conntrack]\nrate_limit = 200\n"
+                       "[compact_ticker]\ninterval_ms = 2500\ncompact_interval_ms = 7000\n");
+  auto plan = plan_reload(before, after, false);
+  CHECK(plan.need_restart.empty());
+  CHECK(plan.applied == keys{"compact_ticker.interval_ms", "compact_ticker.compact_interval_ms",
+                             "conntrack.rate_limit"});
+  CHECK(plan.running.conntrack.rate_limit == 200);
+  CHECK(plan.running.compact_ticker.interval_ms == 2500);
+  CHECK(plan.running.compact_ticker.compact_interval_ms == 7000);
+
+  // With conntrack off there is no consumer to take it: it waits for the restart.
+  config off = parse("[conntrack]\nenabled = false\n");
+  config off_limited = parse("[conntrack]\nenabled = false\nrate_limit = 200\n");
+  auto waits = plan_reload(off, off_limited, false);
+  CHECK(waits.need_restart == keys{"conntrack.rate_limit"});
 }

@@ -131,3 +131,19 @@ TEST_CASE("a limit of zero keeps no new entries", "[rate_sampler]") {
   CHECK(offer(s, c, 1'000, 2) == 0);
   CHECK(s.sampling_percent() == Approx(0));
 }
+
+TEST_CASE("a new limit takes effect at once, in both directions", "[rate_sampler][reload]") {
+  fake_clock c;
+  rate_sampler s(-1, c.fn());
+  CHECK(offer(s, c, 10'000, 3) == 30'000); // no limit: all of it
+  s.set_limit(1'000);                      // a reload sets one mid-flood
+  CHECK(s.limit() == 1'000);
+  for (int second = 0; second < 3; ++second) {
+    uint64_t kept = offer(s, c, 10'000, 1);
+    INFO("second " << second << " after the limit was set");
+    CHECK(kept <= 1'000);
+    CHECK(kept >= 900);
+  }
+  s.set_limit(-1); // and lifts it
+  CHECK(offer(s, c, 10'000, 2) == 20'000);
+}
