@@ -28,6 +28,8 @@ SOCK = os.path.join(WORK, "api.sock")
 SLOW_PER_SERVER = 64
 LOOPERS = 8
 PROBES = 200  # requests per probed endpoint
+# Set by scripts/test-sanitizers: the agent is instrumented, its latency and memory are not ours.
+SANITIZER = os.environ.get("NETLENS_SANITIZER", "")
 
 
 def free_port():
@@ -201,11 +203,13 @@ def main():
         # then, and the memory a round brings into use is in use (each thread's malloc arena,
         # the tracer's read buffers, the closed-record ring): glibc keeps an arena's pages for
         # its next use by design. What the measured round adds beyond that would be a leak.
-        warm_out = multiprocessing.Queue()
-        warm = multiprocessing.Process(target=load, args=(port, 15, warm_out))
-        warm.start()
-        warm.join(60)
-        warm_out.get(timeout=10)
+        # Under a sanitizer the memory figure is not checked (shadow memory), so no warm-up.
+        if not SANITIZER:
+            warm_out = multiprocessing.Queue()
+            warm = multiprocessing.Process(target=load, args=(port, 15, warm_out))
+            warm.start()
+            warm.join(60)
+            warm_out.get(timeout=10)
         wait_for(lambda: api_counters().get("connections_open", 99) <= 1, 10)
         get(SOCK, "/connections?client_id=looper")
         time.sleep(1.5)
@@ -231,7 +235,11 @@ def main():
             print("   %s: median %.1f ms, p99 %.1f ms over %d requests, %d not 200"
                   % (name, median, p99, PROBES, bad), flush=True)
             check(bad == 0, "%s: every request answered 200 under load" % name, bad)
-            check(p99 <= 50, "%s: p99 %.1f ms <= 50 ms" % (name, p99), figures[name])
+            if SANITIZER:
+                print("   %s: latency bound not checked under %s (an instrumented agent)"
+                      % (name, SANITIZER), flush=True)
+            else:
+                check(p99 <= 50, "%s: p99 %.1f ms <= 50 ms" % (name, p99), figures[name])
         gen.join(seconds + 30)
         result = out.get(timeout=10)
         cuts = result["cuts"]
@@ -279,7 +287,7 @@ def main():
         check(after["threads"] <= before["threads"], "threads back to the baseline",
               (before, after))
         grown = after["rss_kb"] - before["rss_kb"]
-        if os.environ.get("NETLENS_SANITIZER"):
+        if SANITIZER:
             print("   RSS bound skipped under a sanitizer (shadow memory)", flush=True)
         else:
             check(grown <= 3 * 1024, "resident memory within 3 MB of the warmed baseline (%+d kB)"
