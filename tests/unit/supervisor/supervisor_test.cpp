@@ -248,12 +248,16 @@ TEST_CASE("a client's answer in flight when the tracer dies fails at once, not a
   fixture f;
   f.start({}, false);
   auto answer = std::make_shared<std::string>();
-  auto sup = f.sup;
-  f.sys->spawn([=](caf::event_based_actor* self) {
-    self->request(sup, std::chrono::seconds(10), get_conns_atom::value, std::string("cli"))
-        .then([=](connections_reply&) { *answer = "reply"; },
-              [=](caf::error& err) { *answer = "error: " + self->system().render(err); });
-  });
+  // The handles go in as spawn arguments: CAF 0.17 dereferences a null argument tuple when a
+  // function actor takes none (UBSan: "reference binding to null pointer").
+  f.sys->spawn(
+      [](caf::event_based_actor* self, supervisor_self_actor sup,
+         std::shared_ptr<std::string> out) {
+        self->request(sup, std::chrono::seconds(10), get_conns_atom::value, std::string("cli"))
+            .then([=](connections_reply&) { *out = "reply"; },
+                  [=](caf::error& err) { *out = "error: " + self->system().render(err); });
+      },
+      f.sup, answer);
   f.sched->run();
   REQUIRE(f.j->index_of("asked:cli") < f.j->lines.size());
   CHECK(answer->empty()); // the tracer holds it
