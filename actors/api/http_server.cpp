@@ -394,16 +394,26 @@ void http_server::serve() {
 
 void http_server::reject(int fd) {
   ++rejected_;
-  // What the client already sent is read first: closing a socket with unread data resets it,
-  // and the client would see the reset instead of the 503.
+  // The client may not have written its request yet. Answering and closing at once would make
+  // its write fail (EPIPE on a unix socket, a reset on TCP) before it reads the 503: wait a
+  // moment for the request, read it, answer, and read what still comes before closing. At most
+  // ~100 ms of the accept thread, and only past the bound.
   char buf[4096];
-  while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0) {
-  }
+  auto drain = [&](int wait_ms) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, wait_ms) <= 0)
+      return;
+    while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0) {
+    }
+  };
+  drain(50);
   send_now(fd, {503,
                 "text/plain",
                 "too many connections: " + std::to_string(limits_.max_connections) +
                     " are open; try again\n",
                 {}});
+  shutdown(fd, SHUT_WR);
+  drain(50);
   close(fd);
 }
 

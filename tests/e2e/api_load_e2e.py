@@ -253,8 +253,10 @@ def main():
         other = [c for c in cuts if not c[1].startswith("HTTP/1.1 408") and c[0] < 1.9]
         check(len(cut) >= 2 * SLOW_PER_SERVER,
               "slow clients are answered 408 and cut (%d cuts)" % len(cut), cuts[:5])
-        late = [c for c in cut if not 1.9 <= c[0] <= 3.0]
-        check(not late, "each at its 2 s head deadline", late[:5])
+        # An instrumented agent (TSan: 5-15x slower) answers its 408s later: 3.0-3.1 s seen.
+        latest = 6.0 if SANITIZER else 3.0
+        late = [c for c in cut if not 1.9 <= c[0] <= latest]
+        check(not late, "each at its 2 s head deadline (cut within %.1f s)" % latest, late[:5])
         check(not other, "no slow client cut early or refused", other[:5])
         c = api_counters()
         check(c.get("connections_timed_out", 0) >= len(cut),
