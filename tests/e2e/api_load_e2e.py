@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 
-from e2e_support import check, failures, start_agent, stop_agent, wait_for
+from e2e_support import check, failures, free_tcp_port, start_agent, stop_agent, wait_for
 
 NETLENS = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ""
 WORK = tempfile.mkdtemp(prefix="netlens-apiload-")
@@ -30,14 +30,6 @@ LOOPERS = 8
 PROBES = 200  # requests per probed endpoint
 # Set by scripts/test-sanitizers: the agent is instrumented, its latency and memory are not ours.
 SANITIZER = os.environ.get("NETLENS_SANITIZER", "")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def connect(where):
@@ -191,7 +183,7 @@ def probe(where, path):
 
 
 def main():
-    port = free_port()
+    port = free_tcp_port()
     cfg = os.path.join(WORK, "netlens.toml")
     log = os.path.join(WORK, "agent.log")
     with open(cfg, "w") as f:

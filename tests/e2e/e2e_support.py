@@ -1,7 +1,8 @@
 """What the e2e scripts share: a check that records failures, a poll with a deadline, and the
-agent started from a config file and stopped in order. (The older scripts still carry their
+agent started from a config file and stopped in order, a free port. (The older scripts still carry their
 own copies; new ones import this.)"""
 import signal
+import socket
 import subprocess
 import time
 
@@ -14,6 +15,15 @@ def check(ok, what, detail=""):
     if not ok:
         failures.append(what)
     return ok
+
+
+def free_tcp_port():
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def wait_for(pred, timeout, step=0.05):

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 
-from e2e_support import check, failures, start_agent, stop_agent, wait_for
+from e2e_support import check, failures, free_tcp_port, start_agent, stop_agent, wait_for
 
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-reload-")
@@ -156,14 +156,6 @@ def read_all(s, timeout=5.0):
     except OSError:
         pass
     return data.decode(errors="replace")
-
-
-def free_tcp_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def metrics_on(port):
