@@ -28,6 +28,7 @@
 #include "actors/api/connection_json.hpp"
 #include "actors/api/http_server.hpp"
 #include "apps/netlens/agent.hpp"
+#include "apps/netlens/cli.hpp"
 #include "apps/netlens/connections_table.hpp"
 #include "apps/netlens/console_client.hpp"
 #include "bpf/expected_kernel_errors.hpp"
@@ -201,15 +202,6 @@ int run_agent(const config& cfg, const std::string& config_path, bool log_level_
   return exit_code;
 }
 
-struct connections_cli {
-  std::string socket;
-  std::string client = "cli";
-  bool json = false;
-  bool exact_bytes = false;
-  double watch_s = 0; // > 0: --watch, a refreshing table
-  connections_filters filters;
-};
-
 // One answer, printed; 0, or 1 with the reason on stderr.
 int print_connections_once(const connections_cli& o, const std::string& heading) {
   auto got = http_get_unix(o.socket, connections_target(o.client, o.filters));
@@ -260,57 +252,12 @@ int show_connections(const connections_cli& o) {
 } // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"netlens: every TCP and UDP connection on this host, from eBPF"};
-  app.require_subcommand(1);
-  app.fallthrough(); // --log-level may follow the subcommand too
-  std::string log_level;
-  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|critical|off")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
-
-  std::string config_path;
-  auto* run = app.add_subcommand("run", "run the agent in the foreground");
-  run->add_option("-c,--config", config_path, "TOML configuration file")->check(CLI::ExistingFile);
-
-  connections_cli conn_opts;
-  auto* conns = app.add_subcommand("connections", "list the connections a running agent sees");
-  conns->add_flag("--json", conn_opts.json, "print the agent's JSON instead of a table");
-  conns->add_option("--client", conn_opts.client,
-                    "client id: deltas are since this client's last call");
-  conns->add_option("--socket", conn_opts.socket,
-                    "API socket (default: from --config, or the default)");
-  conns->add_option("-c,--config", config_path, "configuration whose api_socket to use");
-  auto& cf = conn_opts.filters;
-  conns->add_option("--proto", cf.proto, "only tcp or udp")->check(CLI::IsMember({"tcp", "udp"}));
-  conns->add_option("--pid", cf.pid, "only this process id");
-  conns->add_option("--comm", cf.comm, "only this command (the kernel's comm, exactly)");
-  conns->add_option("--container", cf.container, "only containers whose id starts with this");
-  conns->add_option("--port", cf.port, "only connections with this local or peer port");
-  conns->add_option("--state", cf.state, "open, closed, or failed (never established)")
-      ->check(CLI::IsMember({"open", "closed", "failed"}));
-  conns->add_option("--sort", cf.sort, "bytes, rtt, retransmits or start (descending)")
-      ->check(CLI::IsMember({"bytes", "rtt", "retransmits", "start"}));
-  conns->add_option("--top", cf.top, "at most N connections (after --sort)");
-  conns
-      ->add_option("--watch", conn_opts.watch_s,
-                   "redraw the table every SECONDS (default 2) until Ctrl-C")
-      ->expected(0, 1)
-      ->default_str("2");
-  conns->add_flag("--bytes", conn_opts.exact_bytes,
-                  "exact byte counts instead of human-readable sizes (1.5K, 3.2M)");
-
-  std::string console_socket;
-  std::string console_command;
-  auto* console = app.add_subcommand("console", "the introspection console of a running agent");
-  console->add_option("--socket", console_socket,
-                      "console socket (default: from --config, or the default)");
-  console->add_option("-c,--config", config_path, "configuration whose console.socket to use");
-  console->add_option("-e", console_command, "run this one command and exit (non-zero on error)");
-
-  std::string check_path;
-  auto* check = app.add_subcommand("check-config", "validate a configuration file");
-  check->add_option("file", check_path, "TOML configuration file")->required();
-
-  auto* version = app.add_subcommand("version", "print the version");
+  CLI::App app;
+  cli_values v;
+  const cli_commands cmd = define_cli(app, v);
+  auto& conn_opts = v.connections;
+  const std::string& log_level = v.log_level;
+  const std::string& config_path = v.config_path;
 
   try {
     app.parse(argc, argv);
@@ -327,25 +274,25 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 
-  if (version->parsed()) {
+  if (cmd.version->parsed()) {
     std::printf("netlens %s (%s)\n", NETLENS_VERSION, NETLENS_GIT);
     return 0;
   }
-  if (check->parsed()) {
-    auto loaded = load_config_file(check_path);
+  if (cmd.check_config->parsed()) {
+    auto loaded = load_config_file(v.check_path);
     if (auto* err = std::get_if<config_error>(&loaded)) {
       std::fprintf(stderr, "netlens: %s\n", err->message.c_str());
       return k_exit_usage;
     }
-    std::printf("%s: ok\n", check_path.c_str());
+    std::printf("%s: ok\n", v.check_path.c_str());
     return 0;
   }
   config cfg;
   if (!load_config_or_report(config_path, cfg))
     return k_exit_usage;
   spdlog::set_level(spdlog::level::from_str(log_level.empty() ? cfg.agent.log_level : log_level));
-  if (conns->parsed()) {
-    if (conns->count("--watch") > 0 && conn_opts.watch_s <= 0)
+  if (cmd.connections->parsed()) {
+    if (cmd.connections->count("--watch") > 0 && conn_opts.watch_s <= 0)
       conn_opts.watch_s = 2;
     if (conn_opts.json && conn_opts.watch_s > 0) {
       std::fprintf(stderr, "netlens: --watch draws a table; it does not go with --json\n");
@@ -355,8 +302,8 @@ int main(int argc, char** argv) {
       conn_opts.socket = cfg.agent.api_socket;
     return show_connections(conn_opts);
   }
-  if (console->parsed())
-    return run_console_client(console_socket.empty() ? cfg.console.socket : console_socket,
-                              console_command);
+  if (cmd.console->parsed())
+    return run_console_client(v.console_socket.empty() ? cfg.console.socket : v.console_socket,
+                              v.console_command);
   return run_agent(cfg, config_path, !log_level.empty());
 }
