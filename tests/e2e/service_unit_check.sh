@@ -12,8 +12,14 @@ WORK=$(mktemp -d /tmp/netlens-unit.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 failures=0
 
-sed "s|/usr/local/bin/netlens|$NETLENS|g" "$UNIT" > "$WORK/netlens.service"
-out=$(systemd-analyze verify "$WORK/netlens.service" 2>&1); rc=$?
+sed "s|/usr/sbin/netlens|$NETLENS|g" "$UNIT" > "$WORK/netlens.service"
+# Documentation= names man:netlens(8) and man:netlens.toml(5), which verify looks up with man(1):
+# the pages this build wrote, in a man tree of their own.
+DOCS=$(dirname "$NETLENS")/doc
+mkdir -p "$WORK/man/man8" "$WORK/man/man5"
+cp "$DOCS/netlens.8" "$WORK/man/man8/" && cp "$DOCS/netlens.toml.5" "$WORK/man/man5/" ||
+  { echo "FAIL: no man pages in $DOCS"; exit 1; }
+out=$(MANPATH="$WORK/man" systemd-analyze verify "$WORK/netlens.service" 2>&1); rc=$?
 # Without systemd as PID 1, verify may add notes about the host's own units; only ours count.
 ours=$(grep "netlens.service" <<< "$out")
 if [[ $rc -eq 0 && -z "$ours" ]]; then

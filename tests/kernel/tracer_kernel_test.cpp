@@ -318,7 +318,7 @@ struct test_netns {
     REQUIRE(std::system(("ip netns add " + name).c_str()) == 0);
     REQUIRE(std::system(("ip -n " + name + " link set lo up").c_str()) == 0);
   }
-  ~test_netns() { std::system(("ip netns del " + name + " 2>/dev/null").c_str()); }
+  ~test_netns() { (void)!std::system(("ip netns del " + name + " 2>/dev/null").c_str()); }
   std::string path() const { return "/run/netns/" + name; }
 
   static void remove_orphans() { netlens::testing::remove_orphan_netns("nltest"); }

@@ -51,7 +51,7 @@ struct temp_dir {
     char tmpl[] = "/tmp/netlens-console-test-XXXXXX";
     path = mkdtemp(tmpl);
   }
-  ~temp_dir() { std::system(("rm -rf " + path).c_str()); }
+  ~temp_dir() { (void)!std::system(("rm -rf " + path).c_str()); }
 };
 
 struct client {
