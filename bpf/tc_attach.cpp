@@ -1,8 +1,11 @@
 #include "bpf/tc_attach.hpp"
 
 #include <fcntl.h>
+#include <linux/pkt_sched.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -117,6 +120,93 @@ bool gone(int err) {
   return err == -ENODEV || err == -ENOENT;
 }
 
+// Whether device ifindex of the calling thread's namespace has a clsact qdisc: an RTM_GETQDISC
+// dump read through. (The TC filter query cannot tell: "no qdisc" and "no filter there" are
+// both EINVAL.) 1: yes, 0: no, -errno: the dump failed.
+int has_clsact(int ifindex) {
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (fd < 0)
+    return -errno;
+  struct {
+    nlmsghdr nh;
+    tcmsg tc;
+  } req{};
+  req.nh.nlmsg_len = sizeof(req);
+  req.nh.nlmsg_type = RTM_GETQDISC;
+  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req.nh.nlmsg_seq = 1;
+  req.tc.tcm_family = AF_UNSPEC;
+  req.tc.tcm_ifindex = ifindex;
+  if (send(fd, &req, sizeof(req), 0) < 0) {
+    int err = -errno;
+    close(fd);
+    return err;
+  }
+  int found = 0;
+  alignas(nlmsghdr) char buf[16384];
+  for (bool done = false; !done;) {
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      found = -errno;
+      break;
+    }
+    int len = static_cast<int>(n);
+    for (auto* nh = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(nh, len); nh = NLMSG_NEXT(nh, len)) {
+      if (nh->nlmsg_type == NLMSG_DONE) {
+        done = true;
+        break;
+      }
+      if (nh->nlmsg_type == NLMSG_ERROR) {
+        auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(nh));
+        found = e->error < 0 ? e->error : found;
+        done = true;
+        break;
+      }
+      if (nh->nlmsg_type != RTM_NEWQDISC)
+        continue;
+      auto* tc = static_cast<tcmsg*>(NLMSG_DATA(nh));
+      if (tc->tcm_ifindex != ifindex || tc->tcm_parent != TC_H_CLSACT)
+        continue;
+      int alen = static_cast<int>(nh->nlmsg_len - NLMSG_LENGTH(sizeof(*tc)));
+      for (auto* a =
+               reinterpret_cast<rtattr*>(reinterpret_cast<char*>(tc) + NLMSG_ALIGN(sizeof(*tc)));
+           RTA_OK(a, alen); a = RTA_NEXT(a, alen))
+        if (a->rta_type == TCA_KIND && std::strcmp(static_cast<char*>(RTA_DATA(a)), "clsact") == 0)
+          found = found < 0 ? found : 1;
+    }
+  }
+  close(fd);
+  return found;
+}
+
+// TCX (Linux 6.6): BPF_LINK_CREATE of a SCHED_CLS program with these attach types, the device
+// as the target. libbpf 1.1 has no helper for it and Debian 12's uapi headers predate it, so the
+// values are the kernel's own (enum bpf_attach_type; BPF_F_BEFORE of the mprog flags).
+constexpr int k_bpf_tcx_ingress = 46;
+constexpr int k_bpf_tcx_egress = 47;
+constexpr uint32_t k_bpf_f_before = 1U << 3;
+
+// Whether the kernel has TCX, asked without attaching anything: a link to ifindex 0 fails with
+// ENODEV where TCX exists (the device is looked up after the attach type is accepted) and with
+// EINVAL where the attach type is unknown. 0: TCX; else the kernel's answer.
+int probe_tcx(int prog_fd) {
+  int fd = bpf_link_create(prog_fd, 0, static_cast<bpf_attach_type>(k_bpf_tcx_ingress), nullptr);
+  if (fd >= 0) {
+    close(fd); // no kernel attaches to "no device"; should one, nothing stays attached
+    return 0;
+  }
+  return fd == -ENODEV ? 0 : fd;
+}
+
+// A TCX link of prog_fd on ifindex (in the calling thread's namespace), first in the device's
+// chain so netlens counts each packet before another program decides on it. The fd, or -errno.
+int tcx_link(int prog_fd, int ifindex, int attach_type) {
+  LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = k_bpf_f_before);
+  return bpf_link_create(prog_fd, ifindex, static_cast<bpf_attach_type>(attach_type), &opts);
+}
+
 } // namespace
 
 std::variant<std::unique_ptr<tc_attach>, tc_error> tc_attach::load(const tc_load_options& opts) {
@@ -160,7 +250,43 @@ std::variant<std::unique_ptr<tc_attach>, tc_error> tc_attach::load(const tc_load
   self->egress_id_ = program_id(self->egress_fd_);
   if (self->ingress_id_ == 0 || self->egress_id_ == 0)
     return tc_error{"cannot read the tc_flows programs' ids: " + errno_text(errno)};
+  self->create_clsact_ = opts.create_clsact;
+  if (!opts.use_tcx) {
+    self->classic_reason_ = "TCX turned off by the configuration";
+  } else if (int err = probe_tcx(self->ingress_fd_); err != 0) {
+    self->classic_reason_ = "the kernel has no TCX (Linux 6.6+): " + errno_text(err);
+  } else {
+    self->tcx_ = true;
+  }
   return self;
+}
+
+void tc_attach::release(attachment& a) {
+  for (int* fd : {&a.ingress_link, &a.egress_link, &a.netns_fd}) {
+    if (*fd >= 0)
+      close(*fd);
+    *fd = -1;
+  }
+}
+
+std::optional<tc_error> tc_attach::attach_tcx(attachment& a, const std::string& at) {
+  using result = std::optional<tc_error>;
+  return in_netns<result>(
+      a.netns_fd, a.netns_inode,
+      [&]() -> result {
+        int in = tcx_link(ingress_fd_, a.ifindex, k_bpf_tcx_ingress);
+        if (in < 0)
+          return tc_error{"attaching the ingress TCX link on " + at + ": " + errno_text(in)};
+        int out = tcx_link(egress_fd_, a.ifindex, k_bpf_tcx_egress);
+        if (out < 0) {
+          close(in); // a failed attach leaves nothing behind
+          return tc_error{"attaching the egress TCX link on " + at + ": " + errno_text(out)};
+        }
+        a.ingress_link = in;
+        a.egress_link = out;
+        return std::nullopt;
+      },
+      [](tc_error e) -> result { return e; });
 }
 
 tc_attach::~tc_attach() {
@@ -184,22 +310,46 @@ std::optional<tc_error> tc_attach::attach(int ifindex, int netns_fd) {
     }
   }
   const std::string at = where(ifindex, a.netns_inode);
+  auto err = tcx_ ? attach_tcx(a, at) : attach_classic(a, at);
+  if (err) {
+    release(a);
+    return err;
+  }
+  attached_.push_back(a);
+  return std::nullopt;
+}
+
+std::optional<tc_error> tc_attach::attach_classic(const attachment& a, const std::string& at) {
+  const int ifindex = a.ifindex;
   using result = std::optional<tc_error>;
-  result err = in_netns<result>(
+  return in_netns<result>(
       a.netns_fd, a.netns_inode,
       [&]() -> result {
         LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
                     .attach_point =
                         static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
-        // EEXIST: the device has a clsact qdisc already (another tool's, or ours); the
-        // kernel's "Exclusivity flag on, cannot modify" that comes with it is expected.
-        int e;
-        {
-          expected_kernel_errors quiet;
-          e = bpf_tc_hook_create(&hook);
+        if (create_clsact_) {
+          // EEXIST: the device has a clsact qdisc already (another tool's, or ours); the
+          // kernel's "Exclusivity flag on, cannot modify" that comes with it is expected.
+          int e;
+          {
+            expected_kernel_errors quiet;
+            e = bpf_tc_hook_create(&hook);
+          }
+          if (e != 0 && e != -EEXIST)
+            return tc_error{"creating the clsact qdisc on " + at + ": " + errno_text(e)};
+        } else {
+          // Only a device that has a clsact qdisc already: creating one drops the packets in
+          // flight.
+          int has = has_clsact(ifindex);
+          if (has < 0)
+            return tc_error{"listing the qdiscs of " + at + ": " + errno_text(has)};
+          if (has == 0) {
+            tc_error skipped{"no clsact qdisc on " + at + ", and netns.tc_create_clsact is off"};
+            skipped.no_clsact = true;
+            return skipped;
+          }
         }
-        if (e != 0 && e != -EEXIST)
-          return tc_error{"creating the clsact qdisc on " + at + ": " + errno_text(e)};
         struct {
           bpf_tc_attach_point point;
           int fd;
@@ -232,15 +382,12 @@ std::optional<tc_error> tc_attach::attach(int ifindex, int netns_fd) {
         return std::nullopt;
       },
       [](tc_error e) -> result { return e; });
-  if (err) {
-    close(a.netns_fd);
-    return err;
-  }
-  attached_.push_back(a);
-  return std::nullopt;
 }
 
 std::optional<tc_error> tc_attach::detach_one(const attachment& a) {
+  if (a.ingress_link >= 0 || a.egress_link >= 0)
+    return std::nullopt; // TCX: closing the links (release) detaches them; a gone device took
+                         // them with it
   const std::string at = where(a.ifindex, a.netns_inode);
   using result = std::optional<tc_error>;
   return in_netns<result>(
@@ -293,7 +440,7 @@ std::optional<tc_error> tc_attach::detach_inode(uint32_t netns_inode, int ifinde
   auto err = detach_one(*it);
   // Forgotten either way: what is left there is not ours to remove (or will be, by
   // remove_leftovers of a later run).
-  close(it->netns_fd);
+  release(*it);
   attached_.erase(it);
   return err;
 }
@@ -304,7 +451,7 @@ std::optional<tc_error> tc_attach::detach_all() {
     auto err = detach_one(*it);
     if (err && !first)
       first = err;
-    close(it->netns_fd);
+    release(*it);
   }
   attached_.clear();
   return first;

@@ -82,6 +82,8 @@ struct netns_config {
   std::vector<std::string> tc_exclude{"lo"}; // device name prefixes never attached
   uint32_t tc_max_flows = 65536;             // flows the classifiers keep, [1024, 4194304]
   uint32_t tc_flow_idle_s = 120; // a flow not seen for this long leaves the map, [1, 86400]
+  bool tc_tcx = true;            // TCX links where the kernel has them (6.6+)
+  bool tc_create_clsact = false; // classic TC: create a clsact qdisc where none exists
 };
 
 struct supervisor_config {
@@ -190,10 +192,10 @@ inline bool operator==(const conntrack_config& a, const conntrack_config& b) {
 }
 
 inline bool operator==(const netns_config& a, const netns_config& b) {
-  const auto& [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9] = a;
-  const auto& [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9] = b;
-  return std::tie(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9) ==
-         std::tie(b0, b1, b2, b3, b4, b5, b6, b7, b8, b9);
+  const auto& [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11] = a;
+  const auto& [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11] = b;
+  return std::tie(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11) ==
+         std::tie(b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11);
 }
 
 inline bool operator==(const supervisor_config& a, const supervisor_config& b) {

@@ -132,6 +132,8 @@ template <typename Config, typename Visit> void for_each_key(Config& c, Visit&& 
   visit("netns", "tc_exclude", c.netns.tc_exclude, device_prefixes_rule{});
   visit("netns", "tc_max_flows", c.netns.tc_max_flows, count_rule{1024, 4194304});
   visit("netns", "tc_flow_idle_s", c.netns.tc_flow_idle_s, count_rule{1, 86400});
+  visit("netns", "tc_tcx", c.netns.tc_tcx, bool_rule{});
+  visit("netns", "tc_create_clsact", c.netns.tc_create_clsact, bool_rule{});
 
   visit("supervisor", "restart_budget", c.supervisor.restart_budget, count_rule{0, 100});
   visit("supervisor", "restart_window_s", c.supervisor.restart_window_s, count_rule{1, 86400});
@@ -186,7 +188,7 @@ template <typename Config, typename Visit> void for_each_key(Config& c, Visit&& 
   [[maybe_unused]] const auto& [t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10] = tracer;
   [[maybe_unused]] const auto& [c0, c1] = compact_ticker;
   [[maybe_unused]] const auto& [n0, n1, n2, n3, n4, n5, n6, n7] = conntrack;
-  [[maybe_unused]] const auto& [e0, e1, e2, e3, e4, e5, e6, e7, e8, e9] = netns;
+  [[maybe_unused]] const auto& [e0, e1, e2, e3, e4, e5, e6, e7, e8, e9, e10, e11] = netns;
   [[maybe_unused]] const auto& [s0, s1, s2, s3, s4, s5] = supervisor;
   [[maybe_unused]] const auto& [g0, g1] = offset_guesser;
   [[maybe_unused]] const auto& [k0, k1, k2, k3, k4, k5, k6] = console;

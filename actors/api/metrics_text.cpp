@@ -199,6 +199,8 @@ const std::map<std::string_view, std::string_view>& figure_help() {
       {"netns.tc_detached", "TC classifier attachments removed"},
       {"netns.tc_errors", "TC attach, detach or sweep failures"},
       {"netns.tc_leftovers_removed", "Filters of a killed earlier run removed"},
+      {"netns.tc_skipped_no_clsact",
+       "Devices left without classifiers: classic TC, no clsact qdisc, none to be created"},
       {"netns.tc_flows_expired", "Flows removed after tc_flow_idle_s without a packet"},
       {"netns.tc_failed_inserts", "Flows not counted because the classifiers' map was full"},
       {"netns.tc_unparsed", "Packets whose headers the classifiers could not read"},

@@ -47,17 +47,25 @@ template <class Self> auto fault_handler(Self self) {
 }
 
 // The stats handler of an actor that may run degraded (state.degraded_reason says why):
-// counters(state) gives its figures.
-template <class Self, class Counters>
-auto degradable_stats_handler(Self self, const char* name, Counters counters) {
+// counters(state) gives its figures, info(state) its named facts.
+template <class Self, class Counters, class Info>
+auto degradable_stats_handler(Self self, const char* name, Counters counters, Info info) {
   return [=](stats_atom) {
     auto& st = self->state;
     ++st.handled;
     actor_stats s = make_actor_stats(name, st.state, st.handled, counters(st));
     s.last_error = st.degraded_reason;
+    s.info = info(st);
     s.mailbox_size = mailbox_size(self);
     return s;
   };
+}
+
+template <class Self, class Counters>
+auto degradable_stats_handler(Self self, const char* name, Counters counters) {
+  return degradable_stats_handler(self, name, counters, [](const auto&) {
+    return std::vector<std::pair<std::string, std::string>>{};
+  });
 }
 
 // The registry entry through which the others reach an actor that may be restarted (conntrack,

@@ -64,8 +64,14 @@ void attach_device(self_ptr self, uint32_t inode, const netns_device& d) {
   if (fd < 0)
     return;
   if (auto err = st.tc->attach(d.ifindex, fd)) {
-    ++st.tc_errors;
-    spdlog::warn("netns: cannot attach the TC classifiers to {}: {}", d.name, err->what);
+    if (err->no_clsact) {
+      // Classic TC without TCX, and the operator did not allow creating a qdisc.
+      ++st.tc_skipped_no_clsact;
+      spdlog::debug("netns: TC classifiers not attached to {}: {}", d.name, err->what);
+    } else {
+      ++st.tc_errors;
+      spdlog::warn("netns: cannot attach the TC classifiers to {}: {}", d.name, err->what);
+    }
     st.cache->remove_device(inode, d.ifindex);
     return;
   }
@@ -324,6 +330,13 @@ void on_tick(self_ptr self) {
   }
 }
 
+// The facts /stats shows beside the counters: how the classifiers attach.
+std::vector<std::pair<std::string, std::string>> info_of(const netns_state& st) {
+  if (st.tc_attach_mode.empty())
+    return {};
+  return {{"tc_attach_mode", st.tc_attach_mode}};
+}
+
 counter_list counters_of(const netns_state& st) {
   counter_list out;
   if (st.cache) {
@@ -362,6 +375,7 @@ counter_list counters_of(const netns_state& st) {
   out.emplace_back("tc_detached", st.tc_detached);
   out.emplace_back("tc_errors", st.tc_errors);
   out.emplace_back("tc_leftovers_removed", st.tc_leftovers_removed);
+  out.emplace_back("tc_skipped_no_clsact", st.tc_skipped_no_clsact);
   out.emplace_back("tc_flows_expired", st.tc_flows_expired);
   if (st.tc) {
     auto k = st.tc->read_counters();
@@ -385,11 +399,30 @@ void start_followers(self_ptr self) {
   if (st.cfg.tc_enabled) {
     tc_load_options o;
     o.max_flows = st.cfg.tc_max_flows;
+    o.use_tcx = st.cfg.tc_tcx;
+    o.create_clsact = st.cfg.tc_create_clsact;
     auto loaded = tc_attach::load(o);
-    if (auto* err = std::get_if<tc_error>(&loaded))
+    if (auto* err = std::get_if<tc_error>(&loaded)) {
       degrade(st, "TC classifiers unavailable, no per-device counts: " + err->what);
-    else
+    } else {
       st.tc = std::move(std::get<0>(loaded));
+      if (st.tc->uses_tcx()) {
+        st.tc_attach_mode = "tcx";
+        spdlog::debug("netns: TC classifiers attach as TCX links");
+      } else if (st.cfg.tc_create_clsact) {
+        st.tc_attach_mode = "clsact";
+        spdlog::info("netns: TC classifiers attach as classic filters ({}); a clsact qdisc is "
+                     "created where a device has none (netns.tc_create_clsact), which drops "
+                     "that device's packets in flight",
+                     st.tc->classic_reason());
+      } else {
+        st.tc_attach_mode = "clsact-existing";
+        spdlog::info("netns: TC classifiers attach as classic filters ({}), only on devices "
+                     "that already have a clsact qdisc: creating one would drop the packets "
+                     "in flight (netns.tc_create_clsact = true allows it)",
+                     st.tc->classic_reason());
+      }
+    }
   }
   caf::actor_addr me = self->address();
   auto links = link_watcher::start([me](link_batch&& b) {
@@ -592,7 +625,7 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
                      classifiers, namespaces);
         return caf::ok_atom::value;
       },
-      degradable_stats_handler(self, "netns", counters_of),
+      degradable_stats_handler(self, "netns", counters_of, info_of),
   };
 }
 

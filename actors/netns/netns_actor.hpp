@@ -80,6 +80,9 @@ struct netns_state {
   uint64_t tc_attached = 0;
   uint64_t tc_detached = 0;
   uint64_t tc_errors = 0;
+  uint64_t tc_skipped_no_clsact = 0; // devices left alone: no clsact, none to be created
+  // "tcx", "clsact" (qdiscs created where missing) or "clsact-existing"; empty: no classifiers.
+  std::string tc_attach_mode;
   uint64_t tc_leftovers_removed = 0;
   uint64_t tc_flows_expired = 0;
   uint64_t link_errors = 0;

@@ -149,8 +149,28 @@ for sig in TERM KILL; do
 done
 cp "$WORK/default.toml" "$WORK/netlens.toml"
 
-# After the last SIGKILL (its socket file is still there): a new agent starts, removes the
-# classifiers the killed ones left, serves, stops cleanly, and leaves nothing.
+# With TCX (the default on this kernel) a SIGKILLed agent's classifiers go with it: its links
+# were its file descriptors. (The kernel frees the programs a moment after the process.)
+"$NETLENS" run -c "$WORK/netlens.toml" > "$WORK/agent.log" 2>&1 &
+PID=$!
+for _ in $(seq 1 3000); do
+  [[ -n $(tc_objects) ]] && grep -q "netlens ready" "$WORK/agent.log" && break
+  kill -0 "$PID" 2>/dev/null || break
+  sleep 0.01
+done
+held=$(tc_objects | grep -c '^prog')
+kill -KILL "$PID" 2>/dev/null
+wait "$PID" 2>/dev/null
+PID=""
+for _ in $(seq 1 100); do [[ -z $(tc_objects) ]] && break; sleep 0.05; done
+((held > 0)) && [[ -z $(tc_objects) ]] &&
+  pass "TCX: a SIGKILLed agent leaves no TC classifier ($held programs held, none left)" ||
+  fail "TCX: after SIGKILL (held $held): left $(tc_objects | paste -sd' ')"
+
+# Classic TC filters (a kernel without TCX, or tc_tcx = false) outlive a SIGKILL. After the last
+# SIGKILL (its socket file is still there): a new agent starts, removes the classifiers the
+# killed ones left, serves, stops cleanly, and leaves nothing.
+printf '[netns]\ntc_tcx = false\ntc_create_clsact = true\n' >> "$WORK/netlens.toml"
 # The kill waits until the agent has attached its classifiers (at most 30 s): a fixed delay is
 # not enough under ASan on a loaded machine, and the sweep below needs something to sweep.
 "$NETLENS" run -c "$WORK/netlens.toml" > "$WORK/agent.log" 2>&1 &

@@ -13,7 +13,9 @@ container id, exact bytes, nat, the classifiers' device counts), forwarded flows
 devices, a namespace and a device that appear after start, the flush of a deleted namespace,
 and what SIGTERM and SIGKILL leave in the kernel (nothing; leftovers a later start removes).
 Only the namespaces and addresses made here carry traffic (plus host loopback); everything is
-removed at the end. The classifiers are limited to this test's devices (tc_include).
+removed at the end. The classifiers are limited to this test's devices (tc_include), and are
+classic TC filters (tc_tcx = false, tc_create_clsact = true): the kernel tests and e2e_start_stall
+cover TCX links.
 """
 import hashlib
 import json
@@ -189,6 +191,9 @@ def write_config(name):
                 '[compact_ticker]\ncompact_interval_ms = 500\n\n'
                 '[conntrack]\nresync_interval_s = 1\n\n'
                 '[netns]\nidle_flush_s = 2\ntc_include = ["%s"]\n'
+                # Classic TC filters, the qdisc created: the path of kernels without TCX, and
+                # the one that can leave filters behind (e2e_start_stall covers TCX).
+                'tc_tcx = false\ntc_create_clsact = true\n'
                 % (SOCK, os.path.join(WORK, "run", "console.sock"), DEV_PREFIX))
     return path
 

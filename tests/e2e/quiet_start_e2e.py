@@ -8,6 +8,7 @@ warning, error or critical level (libbpf's own messages included).
 
 usage: quiet_start_e2e.py path/to/netlens
 """
+import json
 import os
 import re
 import shutil
@@ -79,8 +80,15 @@ def main():
               "the connection between the namespaces is traced", conns.stdout[-1000:])
         tc = subprocess.run(["tc", "-n", NS_B, "filter", "show", "dev", "ba0", "ingress"],
                             capture_output=True, text=True).stdout
-        check("u32" in tc and "nl_" in tc,
-              "netlens's classifier sits beside the other tool's filter", tc)
+        stats = subprocess.run(["curl", "-sf", "--unix-socket", os.path.join(WORK, "api.sock"),
+                                "http://localhost/stats"], capture_output=True, text=True)
+        netns = json.loads(stats.stdout)["actors"]["netns"] if stats.returncode == 0 else {}
+        # TCX links (this kernel has TCX) do not show in `tc filter show`; the other tool's
+        # filter stays where it was, and the classifiers are on all five devices.
+        check("u32" in tc and netns.get("info", {}).get("tc_attach_mode") == "tcx" and
+              netns.get("counters", {}).get("tc_attached_devices", 0) >= 5,
+              "netlens's classifiers (TCX) are on every device, beside the other tool's filter",
+              (tc, netns))
         rc = stop_agent(agent)
         check(rc == 0, "the agent exits 0 after the ordered shutdown", rc)
         text = open(log).read()

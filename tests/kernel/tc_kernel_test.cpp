@@ -1,8 +1,9 @@
 // netlens's TC classifiers (bpf/tc_attach) against real namespaces joined by veth pairs: exact
-// packet and byte counts per flow, direction and device, forwarded flows at both devices of a
-// router namespace, other tools' filters left alone, and a killed run's filters removed at the
-// next start. Needs root. Tags: [kernel][tc]. Packets only travel between the test's own
-// namespaces, on addresses it chose there.
+// packet and byte counts per flow, direction and device (as TCX links and as classic filters),
+// forwarded flows at both devices of a router namespace, other tools' filters and programs left
+// alone, TCX links first in the chain and gone with a killed process, no clsact qdisc created
+// unless allowed, and a killed run's classic filters removed at the next start. Needs root. Tags:
+// [kernel][tc]. Packets only travel between the test's own namespaces, on addresses it chose there.
 //
 // Bytes are IP-level: the IP header and what follows, no Ethernet header; a GSO packet counts
 // as the wire segments it becomes, each with its own headers.
@@ -69,8 +70,16 @@ struct fd_guard {
   fd_guard& operator=(const fd_guard&) = delete;
 };
 
-std::unique_ptr<tc_attach> load_tc() {
-  auto loaded = tc_attach::load();
+// TCX links, or (tcx false) classic filters with the clsact qdisc created where missing.
+tc_load_options mode(bool tcx) {
+  tc_load_options o;
+  o.use_tcx = tcx;
+  o.create_clsact = true;
+  return o;
+}
+
+std::unique_ptr<tc_attach> load_tc(const tc_load_options& o = mode(false)) {
+  auto loaded = tc_attach::load(o);
   if (auto* e = std::get_if<tc_error>(&loaded))
     FAIL("loading tc_flows: " << e->what);
   return std::move(std::get<std::unique_ptr<tc_attach>>(loaded));
@@ -190,11 +199,13 @@ tc_flow find_flow(const std::vector<tc_flow>& flows, const flow_query& q) {
 }
 
 // A trivial classifier standing for another tool: it returns TC_ACT_UNSPEC (-1).
-int load_other_tool_program() {
+// verdict -1: TC_ACT_UNSPEC / TCX_NEXT (the next program or filter runs); 0: TCX_PASS (the
+// chain ends here).
+int load_other_tool_program(int verdict = -1) {
   bpf_insn insns[2] = {};
   insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;
   insns[0].dst_reg = BPF_REG_0;
-  insns[0].imm = -1;
+  insns[0].imm = verdict;
   insns[1].code = BPF_JMP | BPF_EXIT;
   return bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "other_tool", "GPL", insns, 2, nullptr);
 }
@@ -220,6 +231,37 @@ std::string filters(test_namespaces& ns, const std::string& tag, const std::stri
   return ns.output(tag, "tc filter show dev " + dev + " " + hook);
 }
 
+// The kernel's values (Linux 6.6), which Debian 12's headers predate.
+constexpr int k_tcx_ingress = 46;
+constexpr int k_tcx_egress = 47;
+
+// The program ids on a device's TCX chain, in the order they run (BPF_PROG_QUERY).
+std::vector<uint32_t> tcx_chain(test_namespaces& ns, const std::string& tag, const std::string& dev,
+                                int attach_type) {
+  std::vector<uint32_t> ids(16);
+  testing::in_netns(ns.name(tag), [&] {
+    uint32_t count = static_cast<uint32_t>(ids.size());
+    uint32_t flags = 0;
+    const int ifindex = static_cast<int>(if_nametoindex(dev.c_str()));
+    if (bpf_prog_query(ifindex, static_cast<bpf_attach_type>(attach_type), 0, &flags, ids.data(),
+                       &count) != 0)
+      count = 0;
+    ids.resize(count);
+  });
+  return ids;
+}
+
+// Another tool's TCX link on a device (at the end of its chain); the link's fd.
+int attach_other_tool_tcx(test_namespaces& ns, const std::string& tag, const std::string& dev,
+                          int prog_fd, int attach_type) {
+  int fd = -1;
+  testing::in_netns(ns.name(tag), [&] {
+    fd = bpf_link_create(prog_fd, static_cast<int>(if_nametoindex(dev.c_str())),
+                         static_cast<bpf_attach_type>(attach_type), nullptr);
+  });
+  return fd;
+}
+
 } // namespace
 
 TEST_CASE("tc kernel: exact counts per flow, direction and device across a veth pair",
@@ -236,12 +278,22 @@ TEST_CASE("tc kernel: exact counts per flow, direction and device across a veth 
 
   fd_guard fa(ns.fd("a")), fb(ns.fd("b"));
   const size_t fds_before = open_fds();
-  auto tc = load_tc();
+  const bool tcx = GENERATE(true, false);
+  INFO((tcx ? "TCX links" : "classic filters"));
+  auto tc = load_tc(mode(tcx));
+  REQUIRE(tc->uses_tcx() == tcx); // this kernel (6.18) has TCX
   require_ok(tc->attach(va, fa.fd));
   require_ok(tc->attach(vb, fb.fd));
   CHECK(tc->attached_devices() == 2);
-  CHECK(contains(filters(ns, "a", "va", "ingress"), "nl_tc_ingress"));
-  CHECK(contains(filters(ns, "b", "vb", "egress"), "nl_tc_egress"));
+  if (tcx) {
+    CHECK(tcx_chain(ns, "a", "va", k_tcx_ingress) ==
+          std::vector<uint32_t>{tc->ingress_program_id()});
+    CHECK(tcx_chain(ns, "b", "vb", k_tcx_egress) == std::vector<uint32_t>{tc->egress_program_id()});
+    CHECK_FALSE(contains(ns.output("a", "tc qdisc show dev va"), "clsact"));
+  } else {
+    CHECK(contains(filters(ns, "a", "va", "ingress"), "nl_tc_ingress"));
+    CHECK(contains(filters(ns, "b", "vb", "egress"), "nl_tc_egress"));
+  }
 
   SECTION("UDP over IPv4 and IPv6: every datagram is one packet of 28 or 48 + payload bytes") {
     fd_guard ca(socket_in(ns, "a", AF_INET, SOCK_DGRAM, "10.231.1.1", 41001));
@@ -379,6 +431,10 @@ TEST_CASE("tc kernel: exact counts per flow, direction and device across a veth 
     CHECK_FALSE(contains(filters(ns, "a", "va", hook), "nl_tc_"));
     CHECK_FALSE(contains(filters(ns, "b", "vb", hook), "nl_tc_"));
   }
+  for (int type : {k_tcx_ingress, k_tcx_egress}) {
+    CHECK(tcx_chain(ns, "a", "va", type).empty());
+    CHECK(tcx_chain(ns, "b", "vb", type).empty());
+  }
   // Detach closed the namespace fds it kept; the object's own fds go with it.
   tc.reset();
   CHECK(open_fds() == fds_before);
@@ -399,7 +455,9 @@ TEST_CASE("tc kernel: a router namespace counts a forwarded flow at both of its 
   const uint32_t r = ns.inode("r");
   const int ra = ns.ifindex("r", "ra"), rc = ns.ifindex("r", "rc");
 
-  auto tc = load_tc();
+  const bool tcx = GENERATE(true, false);
+  INFO((tcx ? "TCX links" : "classic filters"));
+  auto tc = load_tc(mode(tcx));
   fd_guard fr(ns.fd("r"));
   require_ok(tc->attach(ra, fr.fd));
   require_ok(tc->attach(rc, fr.fd));
@@ -516,7 +574,7 @@ TEST_CASE("tc kernel: the filters of a killed run are removed at the next start,
   REQUIRE(child >= 0);
   if (child == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    auto loaded = tc_attach::load();
+    auto loaded = tc_attach::load(mode(false));
     char ok = 'n';
     if (auto* t = std::get_if<std::unique_ptr<tc_attach>>(&loaded)) {
       if (!(*t)->attach(va, child_a.fd) && !(*t)->attach(vb, child_b.fd))
@@ -651,7 +709,7 @@ TEST_CASE("tc kernel: max_flows sizes the flow map; a flow beyond it is a failed
   ns.exec("a", "ip addr add 10.234.1.1/24 dev va");
   ns.exec("b", "ip addr add 10.234.1.2/24 dev vb");
   const int va = ns.ifindex("a", "va");
-  tc_load_options opts;
+  tc_load_options opts = mode(true);
   opts.max_flows = 16;
   auto loaded = tc_attach::load(opts);
   if (auto* e = std::get_if<tc_error>(&loaded))
@@ -685,4 +743,118 @@ TEST_CASE("tc kernel: max_flows sizes the flow map; a flow beyond it is a failed
   udp_exchange(client.fd, server.fd, AF_INET, "10.234.1.2", 44001, 1, 32);
   CHECK(tc->read_flows().size() == 1);
   CHECK(tc->read_counters().failed_inserts == 16);
+}
+
+TEST_CASE("tc kernel: TCX links run first, leave other tools alone, create no qdisc and go with "
+          "a killed process",
+          "[kernel][tc][tcx]") {
+  test_namespaces ns(k_prefix, {"a", "b"}, true);
+  ns.veth("a", "va", "b", "vb");
+  ns.exec("a", "ip addr add 10.235.1.1/24 dev va");
+  ns.exec("b", "ip addr add 10.235.1.2/24 dev vb");
+  const uint32_t a = ns.inode("a");
+  const int va = ns.ifindex("a", "va"), vb = ns.ifindex("b", "vb");
+  fd_guard fa(ns.fd("a")), fb(ns.fd("b"));
+
+  // Another tool on va: a TCX program that ends the chain (TCX_PASS) on egress, and a clsact
+  // qdisc with a u32 filter on ingress.
+  fd_guard passing(load_other_tool_program(0));
+  REQUIRE(passing.fd >= 0);
+  fd_guard other_link(attach_other_tool_tcx(ns, "a", "va", passing.fd, k_tcx_egress));
+  REQUIRE(other_link.fd >= 0);
+  ns.exec("a", "tc qdisc add dev va clsact");
+  ns.exec("a", "tc filter add dev va ingress prio 100 u32 match u32 0 0");
+
+  auto tc = load_tc(mode(true));
+  REQUIRE(tc->uses_tcx());
+  require_ok(tc->attach(va, fa.fd));
+  require_ok(tc->attach(vb, fb.fd));
+  // First in the chain, ahead of the program that ends it: every packet is counted.
+  const auto chain = tcx_chain(ns, "a", "va", k_tcx_egress);
+  REQUIRE(chain.size() == 2);
+  CHECK(chain[0] == tc->egress_program_id());
+  fd_guard c(socket_in(ns, "a", AF_INET, SOCK_DGRAM, "10.235.1.1", 45001));
+  fd_guard sv(socket_in(ns, "b", AF_INET, SOCK_DGRAM, "10.235.1.2", 45002));
+  udp_exchange(c.fd, sv.fd, AF_INET, "10.235.1.2", 45002, 6, 100);
+  const flow_query out = {a,     va,           NL_TC_EGRESS, AF_INET, IPPROTO_UDP, "10.235.1.1",
+                          45001, "10.235.1.2", 45002};
+  CHECK(find_flow(tc->read_flows(), out).packets == 6);
+  CHECK(find_flow(tc->read_flows(), out).bytes == 6 * 128);
+  // No qdisc on vb (none was there), and va's filter and qdisc are as the other tool left them.
+  CHECK_FALSE(contains(ns.output("b", "tc qdisc show dev vb"), "clsact"));
+  CHECK(contains(filters(ns, "a", "va", "ingress"), "u32"));
+  CHECK_FALSE(contains(filters(ns, "a", "va", "ingress"), "nl_tc_"));
+
+  // Detach closes netlens's links only.
+  require_ok(tc->detach(va, fa.fd));
+  CHECK(tcx_chain(ns, "a", "va", k_tcx_egress) == std::vector<uint32_t>{chain[1]});
+  CHECK(tcx_chain(ns, "a", "va", k_tcx_ingress).empty());
+  CHECK(contains(filters(ns, "a", "va", "ingress"), "u32"));
+  tc.reset();
+  CHECK(tcx_chain(ns, "b", "vb", k_tcx_ingress).empty());
+
+  // A process that attached and is SIGKILLed leaves no link behind: the links are its fds.
+  int ready[2];
+  REQUIRE(pipe2(ready, O_CLOEXEC) == 0);
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    auto loaded = tc_attach::load(mode(true));
+    char ok = 'n';
+    if (auto* t = std::get_if<std::unique_ptr<tc_attach>>(&loaded))
+      if ((*t)->uses_tcx() && !(*t)->attach(vb, fb.fd))
+        ok = 'y';
+    (void)!write(ready[1], &ok, 1);
+    for (;;)
+      pause();
+  }
+  close(ready[1]);
+  char ok = 0;
+  const bool got = read(ready[0], &ok, 1) == 1;
+  close(ready[0]);
+  REQUIRE(got);
+  REQUIRE(ok == 'y');
+  CHECK(tcx_chain(ns, "b", "vb", k_tcx_ingress).size() == 1);
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  CHECK(tcx_chain(ns, "b", "vb", k_tcx_ingress).empty());
+  CHECK(tcx_chain(ns, "b", "vb", k_tcx_egress).empty());
+}
+
+TEST_CASE("tc kernel: classic TC creates no clsact qdisc unless allowed, and uses one that exists",
+          "[kernel][tc]") {
+  test_namespaces ns(k_prefix, {"a", "b"}, true);
+  ns.veth("a", "va", "b", "vb");
+  ns.exec("a", "ip addr add 10.236.1.1/24 dev va");
+  ns.exec("b", "ip addr add 10.236.1.2/24 dev vb");
+  const uint32_t a = ns.inode("a");
+  const int va = ns.ifindex("a", "va"), vb = ns.ifindex("b", "vb");
+  fd_guard fa(ns.fd("a")), fb(ns.fd("b"));
+  ns.exec("a", "tc qdisc add dev va clsact"); // va has one (another tool's); vb has none
+
+  tc_load_options o;
+  o.use_tcx = false; // as on a kernel without TCX; create_clsact stays false, the default
+  auto tc = load_tc(o);
+  CHECK_FALSE(tc->uses_tcx());
+  CHECK(contains(tc->classic_reason(), "configuration"));
+  auto skipped = tc->attach(vb, fb.fd);
+  REQUIRE(skipped);
+  CHECK(skipped->no_clsact);
+  CHECK(contains(skipped->what, "device " + std::to_string(vb)));
+  CHECK_FALSE(contains(ns.output("b", "tc qdisc show dev vb"), "clsact"));
+  require_ok(tc->attach(va, fa.fd));
+  CHECK(tc->attached_devices() == 1);
+  CHECK(contains(filters(ns, "a", "va", "egress"), "nl_tc_egress"));
+
+  fd_guard c(socket_in(ns, "a", AF_INET, SOCK_DGRAM, "10.236.1.1", 46001));
+  fd_guard sv(socket_in(ns, "b", AF_INET, SOCK_DGRAM, "10.236.1.2", 46002));
+  udp_exchange(c.fd, sv.fd, AF_INET, "10.236.1.2", 46002, 3, 100);
+  const flow_query out = {a,     va,           NL_TC_EGRESS, AF_INET, IPPROTO_UDP, "10.236.1.1",
+                          46001, "10.236.1.2", 46002};
+  CHECK(find_flow(tc->read_flows(), out).packets == 3);
+  tc.reset();
+  // The qdisc stays: it was there before netlens.
+  CHECK(contains(ns.output("a", "tc qdisc show dev va"), "clsact"));
+  CHECK_FALSE(contains(filters(ns, "a", "va", "egress"), "nl_tc_"));
 }

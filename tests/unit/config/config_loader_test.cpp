@@ -101,6 +101,8 @@ config every_key_changed() {
   c.netns.tc_exclude = {};
   c.netns.tc_max_flows += 1;
   c.netns.tc_flow_idle_s += 1;
+  c.netns.tc_tcx = !c.netns.tc_tcx;
+  c.netns.tc_create_clsact = !c.netns.tc_create_clsact;
   c.supervisor.restart_budget += 1;
   c.supervisor.restart_window_s += 1;
   c.supervisor.restart_backoff_ms += 1;
