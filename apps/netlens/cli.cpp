@@ -49,14 +49,14 @@ cli_commands define_cli(CLI::App& app, cli_values& v) {
                   "exact byte counts instead of human-readable sizes (1.5K, 3.2M)");
 
   c.console = app.add_subcommand("console", "the introspection console of a running agent");
-  c.console->add_option("--socket", v.console_socket,
-                        "console socket (default: from --config, or the default)")
+  c.console
+      ->add_option("--socket", v.console_socket,
+                   "console socket (default: from --config, or the default)")
       ->type_name("PATH");
-  c.console->add_option("-c,--config", v.config_path,
-                        "configuration whose console.socket to use")
+  c.console->add_option("-c,--config", v.config_path, "configuration whose console.socket to use")
       ->type_name("FILE");
-  c.console->add_option("-e", v.console_command,
-                        "run this one command and exit (non-zero on error)")
+  c.console
+      ->add_option("-e", v.console_command, "run this one command and exit (non-zero on error)")
       ->type_name("COMMAND");
 
   c.check_config = app.add_subcommand("check-config", "validate a configuration file");

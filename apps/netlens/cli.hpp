@@ -41,8 +41,7 @@ struct cli_commands {
 };
 
 // One line: what netlens is (the CLI's own description and the man page's NAME).
-inline constexpr const char* k_cli_summary =
-    "every TCP and UDP connection on this host, from eBPF";
+inline constexpr const char* k_cli_summary = "every TCP and UDP connection on this host, from eBPF";
 
 // Defines every subcommand and option on `app`, bound to `values`.
 cli_commands define_cli(CLI::App& app, cli_values& values);

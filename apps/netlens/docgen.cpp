@@ -100,7 +100,8 @@ std::string option_head(const option_doc& d) {
   std::string value = d.choices.empty() ? d.value_name : "";
   for (const auto& c : d.choices)
     value += (value.empty() ? "" : "|") + c;
-  return head + (d.value_optional ? " [\\fI" + roff(value) + "\\fR]" : " \\fI" + roff(value) + "\\fR");
+  return head +
+         (d.value_optional ? " [\\fI" + roff(value) + "\\fR]" : " \\fI" + roff(value) + "\\fR");
 }
 
 std::string options_section(const std::vector<option_doc>& opts) {
@@ -144,8 +145,7 @@ std::string synopsis(const CLI::App& app) {
 std::string commands_section(const CLI::App& app) {
   std::string out;
   for (const CLI::App* sub : subcommands_of(app)) {
-    out += ".SS \"netlens " + roff(sub->get_name()) + "\"\n" + roff(sub->get_description()) +
-           ".\n";
+    out += ".SS \"netlens " + roff(sub->get_name()) + "\"\n" + roff(sub->get_description()) + ".\n";
     out += options_section(options_of(*sub));
   }
   return out;
@@ -215,11 +215,11 @@ int write_completion(const CLI::App& app, const std::string& output) {
   auto add_values = [&value_cases](const std::string& scope, const option_doc& d) {
     if (!d.takes_value || d.positional || d.value_optional) // --watch [SECONDS]: options follow
       return;
-    const bool path = d.value_name == "FILE" || d.names.back() == "--config" ||
-                      d.names.back() == "--socket";
+    const bool path =
+        d.value_name == "FILE" || d.names.back() == "--config" || d.names.back() == "--socket";
     const std::string action = !d.choices.empty() ? "compgen -W '" + bash_words(d.choices) + "'"
-                               : path              ? std::string("compgen -f")
-                                                   : std::string("compgen -W ''");
+                               : path             ? std::string("compgen -f")
+                                                  : std::string("compgen -W ''");
     const std::string quote = scope == "*" ? "" : "\"";
     for (const auto& n : d.names)
       value_cases += "    " + quote + scope + ":" + n + quote + ") COMPREPLY=($(" + action +
@@ -241,8 +241,8 @@ int write_completion(const CLI::App& app, const std::string& output) {
     std::vector<std::string> names;
     for (const auto& d : options_of(*sub)) {
       if (d.positional) {
-        positional_cases += "    " + sub->get_name() + ") COMPREPLY=($(compgen -f -- \"$cur\"));" +
-                            " return ;;\n";
+        positional_cases +=
+            "    " + sub->get_name() + ") COMPREPLY=($(compgen -f -- \"$cur\"));" + " return ;;\n";
         continue;
       }
       for (const auto& n : d.names)

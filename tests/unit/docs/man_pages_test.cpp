@@ -8,8 +8,8 @@
 #include <cstdio>
 #include <regex>
 #include <set>
-#include <unistd.h>
 #include <string>
+#include <unistd.h>
 
 #include "apps/netlens/cli.hpp"
 #include "config/config_loader.hpp"
@@ -26,8 +26,7 @@ struct rendered {
 // says on stderr.
 rendered render(const std::string& page) {
   const std::string err_file = "/tmp/netlens-man-test." + std::to_string(getpid());
-  const std::string cmd =
-      "MANWIDTH=200 man --warnings -l '" + page + "' 2>'" + err_file + "'";
+  const std::string cmd = "MANWIDTH=200 man --warnings -l '" + page + "' 2>'" + err_file + "'";
   rendered r;
   FILE* p = popen(cmd.c_str(), "r");
   REQUIRE(p != nullptr);
@@ -47,7 +46,8 @@ rendered render(const std::string& page) {
 
 bool has_word(const std::string& text, const std::string& word) {
   // The word stands alone: not inside a longer flag or key ("--port" in "--portable").
-  const std::regex re("(^|[^A-Za-z0-9_.-])" + std::regex_replace(word, std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)") +
+  const std::regex re("(^|[^A-Za-z0-9_.-])" +
+                      std::regex_replace(word, std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)") +
                       "([^A-Za-z0-9_-]|$)");
   return std::regex_search(text, re);
 }
