@@ -15,6 +15,8 @@
 #define NL_BATCH_MAGIC 0x4e4c4342u /* "NLCB" */
 #define NL_BATCH_MAX 64            /* records per batch at most (tracer.closed_batch_size) */
 
+#define NL_SK_ERR_UNKNOWN 255
+
 enum nl_direction { NL_DIR_NONE = 0, NL_DIR_OUTGOING = 1, NL_DIR_INCOMING = 2 };
 
 enum nl_conn_flags {
@@ -64,7 +66,11 @@ struct nl_conn {
   __u8 direction; /* enum nl_direction */
   __u8 tcp_state; /* TCP_* of the kernel, 0 for UDP */
   __u8 flags;     /* enum nl_conn_flags */
-  __u8 pad[2];
+  /* TCP that closed before it was established: the socket's error then (ECONNREFUSED,
+   * ETIMEDOUT, EHOSTUNREACH, ...; 0: the application closed it first). NL_SK_ERR_UNKNOWN where
+   * the build cannot read it (prebuilt). 0 for everything else. */
+  __u8 sk_err;
+  __u8 pad[1];
   char comm[NL_COMM_LEN];
 };
 

@@ -342,6 +342,15 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
   c = bpf_map_lookup_elem(&nl_active, &key);
   if (!c)
     return 0;
+  if (oldstate == TCP_SYN_SENT) {
+    /* A connect that failed (or was given up). connect() enters SYN_SENT before it picks the
+     * source port, and the close releases the port (skc_num = 0) before this tracepoint: only
+     * inet_sport still holds it. The socket's error says why it failed. */
+    if (c->sport == 0)
+      c->sport = tp_inet_sport(tp);
+    int err = nl_sk_err(sk);
+    c->sk_err = err < 0 ? NL_SK_ERR_UNKNOWN : err > 254 ? 254 : err;
+  }
   c->tcp_state = newstate;
   read_tcp(c, sk, tp);
   c->last_ns = tcp_time_ns(tp);

@@ -156,6 +156,21 @@ static __always_inline __u64 tp_mstamp(nl_tcp_sock *tp) {
 /* SOCK_DONE has been bit 1 of enum sock_flags since the enum exists. */
 #define NL_SOCK_DONE_BIT 1
 
+/* A failed connect's error and its source port (inet_sport, which stays set when the port is
+ * released at close; skc_num does not). Their offsets are not guessed: the prebuilt build does
+ * without (NL_SK_ERR_UNKNOWN, port 0). */
+#ifdef NL_MODE_PREBUILT
+static __always_inline int nl_sk_err(const struct sock *sk) { return -1; }
+static __always_inline __u16 tp_inet_sport(nl_tcp_sock *tp) { return 0; }
+#else
+static __always_inline int nl_sk_err(const struct sock *sk) {
+  return NL_READ_AT(int, sk, __builtin_offsetof(struct sock, sk_err));
+}
+static __always_inline __u16 tp_inet_sport(nl_tcp_sock *tp) {
+  return bpf_ntohs(NL_READ_AT(__u16, tp, __builtin_offsetof(struct inet_sock, inet_sport)));
+}
+#endif
+
 #else /* NL_MODE_CORE */
 
 /* A macro, not a typedef: CO-RE relocations name the type, and the kernel has no typedef. */
@@ -208,6 +223,10 @@ static __always_inline __u32 tp_total_retrans(nl_tcp_sock *tp) { return tp->tota
 static __always_inline __u32 tp_snd_una(nl_tcp_sock *tp) { return tp->snd_una; }
 static __always_inline __u32 tp_write_seq(nl_tcp_sock *tp) { return tp->write_seq; }
 static __always_inline __u64 tp_mstamp(nl_tcp_sock *tp) { return tp->tcp_mstamp; }
+static __always_inline int nl_sk_err(const struct sock *sk) { return sk->sk_err; }
+static __always_inline __u16 tp_inet_sport(nl_tcp_sock *tp) {
+  return bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+}
 #define NL_SOCK_DONE_BIT bpf_core_enum_value(enum sock_flags, SOCK_DONE)
 
 #endif

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/common/clock.hpp"
+#include "flow/connect_failure.hpp"
 
 namespace netlens {
 namespace {
@@ -122,6 +123,12 @@ void append_connection_json(std::string& out, const connection_view& v, uint64_t
   field(out, "tcp_state", tcp ? tcp_state_name(c.tcp_state) : "");
   field_bool(out, "closed", v.closed);
   field_bool(out, "failed", connection_failed(v));
+  // Why it failed: "refused", "timeout", "reset", "unreachable", "aborted" (closed by the
+  // application first), "other" or "unknown" (the prebuilt build cannot read the error).
+  if (connection_failed(v))
+    field(out, "failure", connect_failure_name(classify_connect_failure(c.sk_err)));
+  else
+    out.append("\"failure\":null,");
   field(out, "cookie", c.cookie);
   field(out, "start_time_ns", wall(c.start_ns));
   field(out, "last_activity_ns", wall(c.last_ns));

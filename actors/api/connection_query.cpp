@@ -6,6 +6,8 @@
 #include <cstring>
 #include <netinet/in.h>
 
+#include "flow/connect_failure.hpp"
+
 namespace netlens {
 namespace {
 
@@ -92,7 +94,7 @@ parse_connection_query(const std::map<std::string, std::string>& params) {
 }
 
 bool connection_failed(const connection_view& v) {
-  return v.closed && v.conn.protocol == IPPROTO_TCP && !(v.conn.flags & NL_FLAG_TCP_BASE_KNOWN);
+  return v.closed && closed_before_established(v.conn);
 }
 
 void apply_connection_query(const connection_query& q, std::vector<connection_view>& views) {

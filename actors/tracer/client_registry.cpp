@@ -27,6 +27,9 @@ conn_counters counters_of(const nl_conn& c) {
 
 uint64_t client_registry::add_closed(const nl_conn* records, size_t n, bool nat_pending) {
   stats_.closed_received += n;
+  for (size_t i = 0; i < n; ++i)
+    if (closed_before_established(records[i]))
+      ++stats_.connect_failures[static_cast<size_t>(classify_connect_failure(records[i].sk_err))];
   uint64_t first_seq = closed_base_seq_ + closed_.size();
   // Past the bound the oldest go first, so the buffer never holds more than the bound; records
   // of this batch that would be pushed out at once are counted and never stored.

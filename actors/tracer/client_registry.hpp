@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "actors/tracer/closed_ring.hpp"
+#include "flow/connect_failure.hpp"
 #include "messages/types.hpp"
 
 namespace netlens {
@@ -25,6 +26,8 @@ struct client_registry_stats {
   uint64_t clients = 0;
   uint64_t clients_expired = 0;
   uint64_t closed_buffered = 0;
+  // TCP connections that closed before they were established, by connect_failure.
+  uint64_t connect_failures[k_connect_failure_kinds] = {};
 };
 
 class client_registry {

@@ -83,6 +83,10 @@ counter_list telemetry_of(const tracer_state& st) {
     out.emplace_back("closed_buffered", s.closed_buffered);
     out.emplace_back("clients", s.clients);
     out.emplace_back("clients_expired", s.clients_expired);
+    for (size_t i = 0; i < k_connect_failure_kinds; ++i)
+      out.emplace_back("connect_failures_" +
+                           std::string(connect_failure_name(static_cast<connect_failure>(i))),
+                       s.connect_failures[i]);
   }
   out.emplace_back("udp_idle_expired", st.idle_expired);
   out.emplace_back("nat_closed", st.nat_closed);

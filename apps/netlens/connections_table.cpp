@@ -74,7 +74,7 @@ std::string human_size(uint64_t bytes) {
 std::string format_connections_table(const nlohmann::json& body, bool exact_bytes) {
   std::string out;
   char line[512];
-  std::snprintf(line, sizeof(line), "%-5s %-12s %-28s %-28s %-8s %-8s %-15s %12s %12s %8s %s\n",
+  std::snprintf(line, sizeof(line), "%-5s %-18s %-28s %-28s %-8s %-8s %-15s %12s %12s %8s %s\n",
                 "Proto", "State", "Local", "Peer", "Dir", "PID", "Command", "Sent", "Recv",
                 "RTT(us)", "NAT(reply)");
   out += line;
@@ -82,6 +82,9 @@ std::string format_connections_table(const nlohmann::json& body, bool exact_byte
     std::string state = c.value("failed", false)   ? "FAILED"
                         : c.value("closed", false) ? "CLOSED"
                                                    : c.value("tcp_state", "");
+    // FAILED:refused, FAILED:timeout, ... (the JSON's "failure")
+    if (c.value("failed", false) && c.contains("failure") && c["failure"].is_string())
+      state += ":" + c["failure"].get<std::string>();
     if (state.empty())
       state = "-";
     auto size = [&](const char* key) {
@@ -89,7 +92,7 @@ std::string format_connections_table(const nlohmann::json& body, bool exact_byte
       return exact_bytes ? std::to_string(n) : human_size(n);
     };
     std::snprintf(
-        line, sizeof(line), "%-5s %-12s %-28s %-28s %-8s %-8llu %-15s %12s %12s %8llu %s\n",
+        line, sizeof(line), "%-5s %-18s %-28s %-28s %-8s %-8llu %-15s %12s %12s %8llu %s\n",
         c.value("type", "").c_str(), state.c_str(), endpoint(c, "saddr", "sport").c_str(),
         endpoint(c, "daddr", "dport").c_str(), c.value("direction", "").c_str(),
         static_cast<unsigned long long>(c.value("pid", 0ull)), c.value("comm", "").c_str(),

@@ -190,9 +190,9 @@ def main():
               "the table shows sizes for people (%s)" % human, table)
         check(re.search(r"\s%d\s" % BIG, exact) is not None,
               "--bytes shows the exact count (%d)" % BIG, exact)
-        check(re.search(r"FAILED .*:%d" % DEAD, run("--state", "failed", "--client",
+        check(re.search(r"FAILED:refused .*:%d" % DEAD, run("--state", "failed", "--client",
                                                      "table3").stdout) is not None,
-              "the table marks the refused connect FAILED")
+              "the table marks the refused connect FAILED:refused")
 
         text, status = watch_frames(["--watch", "0.5", "--port", str(P)], 1.8)
         frames = text.split("\x1b[H\x1b[2J")[1:]

@@ -152,3 +152,43 @@ TEST_CASE("attribution renders: container id, device counts and device-only flow
   CHECK(d["packets"] == 2);
   CHECK(d["bytes"] == 180);
 }
+
+TEST_CASE("a TCP connection closed before it was established says why it failed", "[api]") {
+  connections_reply reply;
+  struct {
+    uint8_t sk_err;
+    const char* failure;
+  } cases[] = {{ECONNREFUSED, "refused"},
+               {ETIMEDOUT, "timeout"},
+               {ECONNRESET, "reset"},
+               {EHOSTUNREACH, "unreachable"},
+               {ENETUNREACH, "unreachable"},
+               {0, "aborted"},
+               {EACCES, "other"},
+               {NL_SK_ERR_UNKNOWN, "unknown"}};
+  for (const auto& k : cases) {
+    nl_conn c = make_conn(1, "10.0.0.1", 40000, "10.0.0.2", 80);
+    c.flags = 0; // never established: no counting base
+    c.tcp_state = 7;
+    c.sk_err = k.sk_err;
+    reply.connections.push_back({c, true, {}, false, {}, "", false, {}});
+  }
+  nl_conn established = make_conn(2, "10.0.0.1", 40001, "10.0.0.2", 80);
+  established.flags = NL_FLAG_TCP_BASE_KNOWN;
+  established.sk_err = ECONNRESET; // a reset after establishment is not a failed connect
+  reply.connections.push_back({established, true, {}, false, {}, "", false, {}});
+  nl_conn open = make_conn(3, "10.0.0.1", 40002, "10.0.0.2", 80);
+  reply.connections.push_back({open, false, {}, false, {}, "", false, {}});
+
+  auto j = nlohmann::json::parse(render_connections(reply));
+  REQUIRE(j["connections"].size() == std::size(cases) + 2);
+  for (size_t i = 0; i < std::size(cases); ++i) {
+    INFO("sk_err " << int(cases[i].sk_err));
+    CHECK(j["connections"][i]["failed"] == true);
+    CHECK(j["connections"][i]["failure"] == cases[i].failure);
+    CHECK(j["connections"][i]["sport"] == 40000);
+  }
+  CHECK(j["connections"][std::size(cases)]["failed"] == false);
+  CHECK(j["connections"][std::size(cases)]["failure"].is_null());
+  CHECK(j["connections"][std::size(cases) + 1]["failure"].is_null());
+}

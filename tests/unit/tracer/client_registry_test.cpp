@@ -225,3 +225,33 @@ TEST_CASE("a client that asks for at most n closed gets the rest in order on its
   CHECK_FALSE(reg.collect("api", {}, 4, out));
   CHECK(out.size() == 10);
 }
+
+TEST_CASE("closed TCP connections that were never established are counted by why they failed",
+          "[registry]") {
+  client_registry reg({100, 1000000000ull});
+  std::vector<nl_conn> batch;
+  auto failed = [&](uint64_t id, uint8_t err) {
+    nl_conn c = make_conn(id, "10.0.0.1", static_cast<uint16_t>(40000 + id), "10.0.0.2", 80);
+    c.sk_err = err;
+    batch.push_back(c);
+  };
+  failed(1, ECONNREFUSED);
+  failed(2, ECONNREFUSED);
+  failed(3, ETIMEDOUT);
+  failed(4, 0);
+  nl_conn ok = make_conn(5, "10.0.0.1", 40005, "10.0.0.2", 80);
+  ok.flags = NL_FLAG_TCP_BASE_KNOWN;
+  ok.sk_err = ECONNRESET; // reset after establishment: not a failed connect
+  batch.push_back(ok);
+  batch.push_back(make_conn(6, "10.0.0.1", 40006, "10.0.0.2", 53, 17)); // UDP: never "failed"
+  reg.add_closed(batch);
+  const auto& f = reg.stats().connect_failures;
+  CHECK(f[static_cast<size_t>(connect_failure::refused)] == 2);
+  CHECK(f[static_cast<size_t>(connect_failure::timeout)] == 1);
+  CHECK(f[static_cast<size_t>(connect_failure::aborted)] == 1);
+  CHECK(f[static_cast<size_t>(connect_failure::reset)] == 0);
+  uint64_t total = 0;
+  for (uint64_t n : f)
+    total += n;
+  CHECK(total == 4);
+}
