@@ -12,14 +12,11 @@
 #include <bpf/libbpf.h>
 
 #include "bpf/netlens_proc.h"
+#include "flow/errno_text.hpp"
 #include "proc_events.skel.h"
 
 namespace netlens {
 namespace {
-
-std::string errno_text(int err) {
-  return std::strerror(err < 0 ? -err : err);
-}
 
 uint32_t round_ring_size(uint32_t bytes) {
   const long page = sysconf(_SC_PAGESIZE);

@@ -17,6 +17,8 @@
 
 #include <bpf/btf.h>
 
+#include "flow/errno_text.hpp"
+
 namespace netlens {
 namespace {
 
@@ -31,10 +33,6 @@ constexpr const char* k_target_arch = "arm64";
 // Everything that changes the object goes into its cache key.
 const char* const k_compile_flags[] = {
     "-g", "-O2", "-target", "bpf", "-D__BPF__", "-DNL_MODE_RUNTIME", "-Wno-unused-function"};
-
-std::string errno_text(int err) {
-  return std::strerror(err);
-}
 
 uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
   const auto* p = static_cast<const unsigned char*>(data);

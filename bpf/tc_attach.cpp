@@ -21,14 +21,11 @@
 #include <bpf/libbpf.h>
 
 #include "bpf/expected_kernel_errors.hpp"
+#include "flow/errno_text.hpp"
 #include "tc_flows.skel.h"
 
 namespace netlens {
 namespace {
-
-std::string errno_text(int err) {
-  return std::strerror(err < 0 ? -err : err);
-}
 
 uint32_t inode_of_fd(int fd) {
   struct stat st {};

@@ -15,15 +15,12 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
+#include "flow/errno_text.hpp"
 #include "tracer.skel.h"
 #include "tracer_prebuilt.skel.h"
 
 namespace netlens {
 namespace {
-
-std::string errno_text(int err) {
-  return std::strerror(err < 0 ? -err : err);
-}
 
 load_error describe_load_failure(int err, const std::string& stage) {
   int e = err < 0 ? -err : err;

@@ -17,15 +17,13 @@
 #include <unistd.h>
 #include <vector>
 
+#include "flow/errno_text.hpp"
+
 namespace netlens {
 namespace {
 
 constexpr size_t k_max_request_bytes = 8192;
 constexpr int k_stop_grace_ms = 1000; // for answers being written when the server stops
-
-std::string errno_text() {
-  return std::strerror(errno);
-}
 
 std::string url_decode(const std::string& s) {
   std::string out;

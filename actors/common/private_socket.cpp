@@ -7,14 +7,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "flow/errno_text.hpp"
+
 namespace netlens {
-namespace {
-
-std::string errno_text(int e) {
-  return std::strerror(e);
-}
-
-} // namespace
 
 bool fill_unix_addr(const std::string& path, sockaddr_un& addr) {
   if (path.size() >= sizeof(addr.sun_path))

@@ -24,6 +24,8 @@
 
 #include "actors/conntrack/netlink_decoder.hpp"
 #include "actors/conntrack/rate_sampler.hpp"
+#include "flow/errno_text.hpp"
+#include "flow/unique_fd.hpp"
 
 namespace netlens {
 
@@ -52,33 +54,6 @@ uint64_t now_ns() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
 }
-
-std::string errno_text(int err) {
-  return std::strerror(err);
-}
-
-class unique_fd {
-public:
-  unique_fd() = default;
-  explicit unique_fd(int fd) : fd_(fd) {}
-  unique_fd(unique_fd&& o) noexcept : fd_(o.release()) {}
-  unique_fd& operator=(unique_fd&& o) noexcept {
-    reset(o.release());
-    return *this;
-  }
-  ~unique_fd() { reset(); }
-  int get() const { return fd_; }
-  explicit operator bool() const { return fd_ >= 0; }
-  int release() { return std::exchange(fd_, -1); }
-  void reset(int fd = -1) {
-    if (fd_ >= 0)
-      ::close(fd_);
-    fd_ = fd;
-  }
-
-private:
-  int fd_ = -1;
-};
 
 // Events arrive one per datagram: recvmmsg takes many per system call. A conntrack event is a
 // few hundred bytes; a slot that is too small shows as MSG_TRUNC and is counted as malformed.

@@ -15,44 +15,14 @@
 #include "actors/console/console_protocol.hpp"
 #include "actors/console/line_reader.hpp"
 #include "actors/console/rate_limiter.hpp"
+#include "flow/errno_text.hpp"
+#include "flow/unique_fd.hpp"
 
 namespace netlens {
 namespace {
 
 constexpr int k_send_timeout_ms = 2000; // a client that stops reading loses its session
 constexpr int k_refuse_drain_ms = 100;
-
-std::string errno_text() {
-  return std::strerror(errno);
-}
-
-// Owns one file descriptor.
-class unique_fd {
-public:
-  explicit unique_fd(int fd = -1) : fd_(fd) {}
-  unique_fd(unique_fd&& o) noexcept : fd_(o.release()) {}
-  unique_fd& operator=(unique_fd&& o) noexcept {
-    reset(o.release());
-    return *this;
-  }
-  unique_fd(const unique_fd&) = delete;
-  unique_fd& operator=(const unique_fd&) = delete;
-  ~unique_fd() { reset(); }
-  int get() const { return fd_; }
-  int release() {
-    int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-  void reset(int fd = -1) {
-    if (fd_ >= 0)
-      ::close(fd_);
-    fd_ = fd;
-  }
-
-private:
-  int fd_;
-};
 
 bool write_all(int fd, std::string_view text) {
   while (!text.empty()) {

@@ -1,7 +1,5 @@
 #include "actors/exporter/collector_link.hpp"
 
-#include "actors/common/clock.hpp"
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -14,12 +12,11 @@
 #include <unistd.h>
 #include <utility>
 
+#include "actors/common/clock.hpp"
+#include "flow/errno_text.hpp"
+
 namespace netlens {
 namespace {
-
-std::string errno_text(int e) {
-  return std::strerror(e);
-}
 
 // How often a paced UDP link tries its templates again while the collector refuses.
 constexpr auto k_template_retry = std::chrono::milliseconds(100);

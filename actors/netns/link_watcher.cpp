@@ -22,6 +22,8 @@
 #include <unordered_map>
 
 #include "actors/netns/rtnl_decoder.hpp"
+#include "flow/errno_text.hpp"
+#include "flow/unique_fd.hpp"
 
 namespace netlens {
 namespace {
@@ -29,29 +31,6 @@ namespace {
 constexpr uint64_t k_wakeup_token = 0;
 constexpr int k_reads_per_wakeup = 16;   // then other namespaces get their turn
 constexpr size_t k_receive_size = 65536; // > the largest skb a dump part is written into (32 KiB)
-
-std::string errno_text(int e) {
-  return std::strerror(e);
-}
-
-struct unique_fd {
-  int fd = -1;
-  unique_fd() = default;
-  explicit unique_fd(int f) : fd(f) {}
-  ~unique_fd() { reset(); }
-  unique_fd(const unique_fd&) = delete;
-  unique_fd& operator=(const unique_fd&) = delete;
-  void reset(int f = -1) {
-    if (fd >= 0)
-      ::close(fd);
-    fd = f;
-  }
-  int release() {
-    int f = fd;
-    fd = -1;
-    return f;
-  }
-};
 
 // Opens the NETLINK_ROUTE socket inside the namespace: setns changes only the calling thread's
 // namespace and a socket stays in the namespace it was created in, so a thread that lives just
@@ -144,7 +123,7 @@ struct link_watcher::impl {
     kernel.nl_family = AF_NETLINK;
     ssize_t n;
     do {
-      n = ::sendto(ns.sock.fd, &req, sizeof req, 0, reinterpret_cast<sockaddr*>(&kernel),
+      n = ::sendto(ns.sock.get(), &req, sizeof req, 0, reinterpret_cast<sockaddr*>(&kernel),
                    sizeof kernel);
     } while (n < 0 && errno == EINTR);
     if (n != static_cast<ssize_t>(sizeof req)) {
@@ -252,7 +231,7 @@ struct link_watcher::impl {
   void fail(watched_netns& ns, const std::string& step, int e) {
     set_error(ns, step, e);
     ns.st.failed = true;
-    ::epoll_ctl(epoll.fd, EPOLL_CTL_DEL, ns.sock.fd, nullptr);
+    ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, ns.sock.get(), nullptr);
   }
 
   // Reads what the socket holds (a bounded number of reads) into batches. Under mu.
@@ -269,7 +248,7 @@ struct link_watcher::impl {
       mh.msg_namelen = sizeof from;
       mh.msg_iov = &iov;
       mh.msg_iovlen = 1;
-      const ssize_t n = ::recvmsg(ns.sock.fd, &mh, MSG_DONTWAIT);
+      const ssize_t n = ::recvmsg(ns.sock.get(), &mh, MSG_DONTWAIT);
       if (n < 0) {
         if (errno == EINTR)
           continue;
@@ -314,7 +293,7 @@ struct link_watcher::impl {
     if (drained && !ns.st.failed && (revents & (EPOLLERR | EPOLLHUP))) {
       int soerr = 0;
       socklen_t len = sizeof soerr;
-      ::getsockopt(ns.sock.fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+      ::getsockopt(ns.sock.get(), SOL_SOCKET, SO_ERROR, &soerr, &len);
       if (soerr == ENOBUFS) {
         ++ns.st.enobufs;
         ++totals.enobufs;
@@ -333,7 +312,7 @@ struct link_watcher::impl {
     epoll_event evs[32];
     std::vector<link_batch> out;
     while (!stopping.load()) {
-      const int n = ::epoll_wait(epoll.fd, evs, 32, -1);
+      const int n = ::epoll_wait(epoll.get(), evs, 32, -1);
       if (n < 0) {
         if (errno == EINTR)
           continue;
@@ -347,7 +326,7 @@ struct link_watcher::impl {
         for (int i = 0; i < n; ++i) {
           if (evs[i].data.u64 == k_wakeup_token) {
             uint64_t v;
-            (void)!::read(wakeup.fd, &v, sizeof v);
+            (void)!::read(wakeup.get(), &v, sizeof v);
             continue;
           }
           auto it = by_token.find(evs[i].data.u64);
@@ -376,15 +355,15 @@ link_watcher::start(sink_fn sink, int receive_buffer_bytes) {
   p->sink = std::move(sink);
   p->receive_buffer = receive_buffer_bytes;
   p->epoll.reset(::epoll_create1(EPOLL_CLOEXEC));
-  if (p->epoll.fd < 0)
+  if (p->epoll.get() < 0)
     return "link watcher: epoll_create1: " + errno_text(errno);
   p->wakeup.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (p->wakeup.fd < 0)
+  if (p->wakeup.get() < 0)
     return "link watcher: eventfd: " + errno_text(errno);
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = k_wakeup_token;
-  if (::epoll_ctl(p->epoll.fd, EPOLL_CTL_ADD, p->wakeup.fd, &ev) != 0)
+  if (::epoll_ctl(p->epoll.get(), EPOLL_CTL_ADD, p->wakeup.get(), &ev) != 0)
     return "link watcher: epoll_ctl(eventfd): " + errno_text(errno);
   try {
     impl* raw = p.get();
@@ -410,29 +389,29 @@ std::optional<std::string> link_watcher::add(uint32_t inode, int netns_fd) {
   ns->inode = inode;
   ns->st.netns = inode;
   ns->sock.reset(open_socket_in(netns_fd, inode, err));
-  if (ns->sock.fd < 0)
+  if (ns->sock.get() < 0)
     return err;
 
   // The socket must be in the namespace we file it under: a stale fd or a wrong inode would
   // put another namespace's devices under this one.
-  unique_fd sock_ns(::ioctl(ns->sock.fd, SIOCGSKNS));
-  if (sock_ns.fd >= 0) {
+  unique_fd sock_ns(::ioctl(ns->sock.get(), SIOCGSKNS));
+  if (sock_ns.get() >= 0) {
     struct stat st {};
-    if (::fstat(sock_ns.fd, &st) == 0 && static_cast<uint32_t>(st.st_ino) != inode)
+    if (::fstat(sock_ns.get(), &st) == 0 && static_cast<uint32_t>(st.st_ino) != inode)
       return where + "the namespace fd names netns " + std::to_string(st.st_ino);
   }
   const int rcvbuf = s.receive_buffer;
   if (rcvbuf > 0 &&
-      ::setsockopt(ns->sock.fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) != 0 &&
-      ::setsockopt(ns->sock.fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) != 0)
+      ::setsockopt(ns->sock.get(), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) != 0 &&
+      ::setsockopt(ns->sock.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) != 0)
     return where + "SO_RCVBUF: " + errno_text(errno);
   sockaddr_nl local{};
   local.nl_family = AF_NETLINK;
   local.nl_groups = RTMGRP_LINK;
-  if (::bind(ns->sock.fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0)
+  if (::bind(ns->sock.get(), reinterpret_cast<sockaddr*>(&local), sizeof local) != 0)
     return where + "bind to RTMGRP_LINK: " + errno_text(errno);
   socklen_t len = sizeof local;
-  if (::getsockname(ns->sock.fd, reinterpret_cast<sockaddr*>(&local), &len) != 0)
+  if (::getsockname(ns->sock.get(), reinterpret_cast<sockaddr*>(&local), &len) != 0)
     return where + "getsockname: " + errno_text(errno);
   ns->port_id = local.nl_pid;
 
@@ -449,7 +428,7 @@ std::optional<std::string> link_watcher::add(uint32_t inode, int netns_fd) {
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = ns->token;
-  if (::epoll_ctl(s.epoll.fd, EPOLL_CTL_ADD, ns->sock.fd, &ev) != 0)
+  if (::epoll_ctl(s.epoll.get(), EPOLL_CTL_ADD, ns->sock.get(), &ev) != 0)
     return where + "epoll_ctl: " + errno_text(errno);
   s.by_token[ns->token] = ns.get();
   s.by_inode[inode] = std::move(ns);
@@ -462,7 +441,7 @@ void link_watcher::remove(uint32_t inode) {
   auto it = s.by_inode.find(inode);
   if (it == s.by_inode.end())
     return;
-  ::epoll_ctl(s.epoll.fd, EPOLL_CTL_DEL, it->second->sock.fd, nullptr);
+  ::epoll_ctl(s.epoll.get(), EPOLL_CTL_DEL, it->second->sock.get(), nullptr);
   s.by_token.erase(it->second->token);
   s.by_inode.erase(it); // closes the socket
 }
@@ -480,7 +459,7 @@ void link_watcher::stop() {
   }
   s.stopping.store(true);
   const uint64_t one = 1;
-  (void)!::write(s.wakeup.fd, &one, sizeof one);
+  (void)!::write(s.wakeup.get(), &one, sizeof one);
   const bool from_sink = s.poller.get_id() == std::this_thread::get_id();
   if (s.poller.joinable() && !from_sink)
     s.poller.join();

@@ -25,6 +25,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "flow/errno_text.hpp"
 #include "offset_guess.skel.h"
 
 namespace netlens {
@@ -52,10 +53,6 @@ constexpr uint8_t k_tcp_close_wait = 8;
 
 constexpr uint8_t k_rcv_shutdown = 1;
 constexpr uint8_t k_send_shutdown = 2;
-
-std::string errno_text(int e) {
-  return std::strerror(e < 0 ? -e : e);
-}
 
 uint64_t monotonic_us() {
   timespec ts{};
