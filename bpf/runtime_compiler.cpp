@@ -18,6 +18,7 @@
 #include <bpf/btf.h>
 
 #include "flow/errno_text.hpp"
+#include "flow/fnv1a.hpp"
 
 namespace netlens {
 namespace {
@@ -34,16 +35,6 @@ constexpr const char* k_target_arch = "arm64";
 const char* const k_compile_flags[] = {
     "-g", "-O2", "-target", "bpf", "-D__BPF__", "-DNL_MODE_RUNTIME", "-Wno-unused-function"};
 
-uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-constexpr uint64_t k_fnv_basis = 14695981039346656037ull;
-
 std::string hex(uint64_t v) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
@@ -51,15 +42,15 @@ std::string hex(uint64_t v) {
 }
 
 uint64_t sources_hash(bool kernel_headers) {
-  uint64_t h = k_fnv_basis;
-  h = fnv1a(h, kernel_headers ? "headers" : "btf", kernel_headers ? 8 : 4);
+  uint64_t h = k_fnv1a_basis;
+  h = fnv1a(kernel_headers ? "headers" : "btf", kernel_headers ? 8 : 4, h);
   for (const auto& s : runtime_tracer_sources()) {
-    h = fnv1a(h, s.name, std::strlen(s.name) + 1);
-    h = fnv1a(h, s.text, std::strlen(s.text) + 1);
+    h = fnv1a(s.name, std::strlen(s.name) + 1, h);
+    h = fnv1a(s.text, std::strlen(s.text) + 1, h);
   }
   for (const char* f : k_compile_flags)
-    h = fnv1a(h, f, std::strlen(f) + 1);
-  return fnv1a(h, k_target_arch, std::strlen(k_target_arch));
+    h = fnv1a(f, std::strlen(f) + 1, h);
+  return fnv1a(k_target_arch, std::strlen(k_target_arch), h);
 }
 
 std::string kernel_release() {
@@ -113,8 +104,7 @@ bool write_file_atomically(const std::string& path, const void* data, size_t n) 
 // What the checksum file holds: the object's size and hash, so a truncated or altered object
 // is told apart from a good one.
 std::string checksum_of(const std::vector<uint8_t>& object) {
-  return std::to_string(object.size()) + " " +
-         hex(fnv1a(k_fnv_basis, object.data(), object.size())) + "\n";
+  return std::to_string(object.size()) + " " + hex(fnv1a(object.data(), object.size())) + "\n";
 }
 
 bool is_elf(const std::vector<uint8_t>& object) {

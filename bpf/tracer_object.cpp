@@ -15,6 +15,7 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
+#include "flow/cgroup2_mount.hpp"
 #include "flow/errno_text.hpp"
 #include "tracer.skel.h"
 #include "tracer_prebuilt.skel.h"
@@ -94,19 +95,6 @@ const char* tracer_build_name(tracer_build b) {
     return "prebuilt";
   }
   return "?";
-}
-
-std::string find_cgroup2_mount() {
-  std::ifstream mounts("/proc/self/mounts");
-  std::string line;
-  while (std::getline(mounts, line)) {
-    std::istringstream fields(line);
-    std::string source, target, type;
-    fields >> source >> target >> type;
-    if (type == "cgroup2")
-      return target;
-  }
-  return "";
 }
 
 std::variant<std::unique_ptr<tracer_object>, load_error>

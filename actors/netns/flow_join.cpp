@@ -3,6 +3,8 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "flow/fnv1a.hpp"
+
 namespace netlens {
 namespace {
 
@@ -20,13 +22,7 @@ struct flow_id {
 static_assert(sizeof(flow_id) == 44, "no implicit padding: hashed as bytes");
 
 struct flow_id_hash {
-  size_t operator()(const flow_id& f) const {
-    const auto* p = reinterpret_cast<const unsigned char*>(&f);
-    uint64_t h = 1469598103934665603ull; // FNV-1a
-    for (size_t i = 0; i < sizeof f; ++i)
-      h = (h ^ p[i]) * 1099511628211ull;
-    return static_cast<size_t>(h);
-  }
+  size_t operator()(const flow_id& f) const { return static_cast<size_t>(fnv1a(&f, sizeof f)); }
 };
 
 flow_id id_of(const nl_tc_flow_key& k) {

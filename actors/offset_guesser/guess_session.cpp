@@ -25,7 +25,9 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "flow/cgroup2_mount.hpp"
 #include "flow/errno_text.hpp"
+#include "flow/fnv1a.hpp"
 #include "offset_guess.skel.h"
 
 namespace netlens {
@@ -786,20 +788,7 @@ std::variant<scan_outcome, try_failure> try_runner::run() {
 // The cgroup v2 directory this process runs in: the drop program goes there, so it sees only
 // the guesser's own packets and those of its cgroup siblings, and lets everything else pass.
 std::variant<std::string, std::string> own_cgroup_dir() {
-  std::string mount;
-  {
-    std::ifstream mounts("/proc/self/mounts");
-    std::string line;
-    while (std::getline(mounts, line)) {
-      std::istringstream fields(line);
-      std::string source, target, type;
-      fields >> source >> target >> type;
-      if (type == "cgroup2") {
-        mount = target;
-        break;
-      }
-    }
-  }
+  const std::string mount = find_cgroup2_mount();
   if (mount.empty())
     return std::variant<std::string, std::string>(std::in_place_index<1>,
                                                   "no cgroup v2 hierarchy is mounted");
@@ -812,13 +801,12 @@ std::variant<std::string, std::string> own_cgroup_dir() {
                                                 "this process has no cgroup v2 path");
 }
 
-uint64_t fnv1a(const std::string& bytes) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
+// The cache files were written with this basis (a digit short of FNV's own); it stays, so the
+// files already on hosts still check.
+constexpr uint64_t k_cache_checksum_basis = 1469598103934665603ull;
+
+uint64_t checksum(std::string_view bytes) {
+  return fnv1a(bytes, k_cache_checksum_basis);
 }
 
 constexpr char k_cache_magic[8] = {'N', 'L', 'O', 'F', 'F', 'S', '0', '1'};
@@ -908,7 +896,7 @@ cache_status read_offsets_cache(const std::string& path, const std::string& rele
   }
   uint64_t sum;
   std::memcpy(&sum, data.data() + data.size() - 8, 8);
-  if (sum != fnv1a(data.substr(0, data.size() - 8))) {
+  if (sum != checksum(std::string_view(data).substr(0, data.size() - 8))) {
     why = path + " fails its checksum";
     return cache_status::corrupt;
   }
@@ -944,7 +932,7 @@ std::string write_offsets_cache(const std::string& path, const std::string& rele
   data += release;
   data.append(reinterpret_cast<const char*>(&olen), 4);
   data.append(reinterpret_cast<const char*>(&offsets), sizeof(offsets));
-  uint64_t sum = fnv1a(data);
+  uint64_t sum = checksum(data);
   data.append(reinterpret_cast<const char*>(&sum), 8);
   std::string tmp = path + ".tmp." + std::to_string(getpid());
   {
