@@ -14,6 +14,7 @@
 #define NL_RECORD_VERSION 2
 #define NL_BATCH_MAGIC 0x4e4c4342u /* "NLCB" */
 #define NL_BATCH_MAX 64            /* records per batch at most (tracer.closed_batch_size) */
+#define NL_BATCH_DEFAULT 4         /* tracer.closed_batch_size when the configuration is silent */
 
 #define NL_SK_ERR_UNKNOWN 255
 

@@ -41,7 +41,8 @@ struct tracer_load_options {
   uint32_t max_tracked_connections = 65536;
   bool use_perf = false;
   uint32_t ring_buffer_bytes = 4u << 20;
-  uint32_t closed_batch_size = 4; // closed records per batch: per wakeup (ring), per sample (perf)
+  uint32_t closed_batch_size = NL_BATCH_DEFAULT; // closed records per batch: per wakeup (ring),
+                                                 // per sample (perf)
 };
 
 class tracer_object {

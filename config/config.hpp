@@ -7,6 +7,8 @@
 #include <tuple>
 #include <vector>
 
+#include "bpf/netlens_records.h"
+
 namespace netlens {
 
 enum class closed_buffer_kind { ring, perf };
@@ -28,10 +30,10 @@ struct tracer_config {
   uint32_t max_closed_connections_buffered = 65536;            // [1, 16777216]
   uint32_t client_expiry_s = 300;                              // [1, 86400]
   uint32_t udp_idle_timeout_s = 120;                           // [1, 86400]
-  uint32_t closed_batch_size = 4;               // closed records per batch (wakeup), [1, 64]
-  uint32_t closed_flush_interval_ms = 100;      // longest a closed record waits, [1, 10000]
-  tracer_mode mode = tracer_mode::auto_select;  // "auto" | "core" | "runtime" | "prebuilt"
-  std::string cache_dir = "/var/cache/netlens"; // runtime-compiled objects, guessed offsets
+  uint32_t closed_batch_size = NL_BATCH_DEFAULT; // closed records per batch (wakeup), [1, 64]
+  uint32_t closed_flush_interval_ms = 100;       // longest a closed record waits, [1, 10000]
+  tracer_mode mode = tracer_mode::auto_select;   // "auto" | "core" | "runtime" | "prebuilt"
+  std::string cache_dir = "/var/cache/netlens";  // runtime-compiled objects, guessed offsets
 };
 
 struct offset_guesser_config {

@@ -30,8 +30,9 @@ struct closed_buffer_info {
   int batches_fd = -1; // perf mode: the per-CPU batches still filling (struct nl_closed_batch)
   bool perf = false;
   uint32_t perf_pages = 64;
-  uint32_t closed_batch_size = 4;   // records per batch: per wakeup (ring), per record (perf)
-  uint32_t flush_interval_ms = 100; // the reader reads at least this often regardless
+  uint32_t closed_batch_size = NL_BATCH_DEFAULT; // records per batch: per wakeup (ring), per
+                                                 // record (perf)
+  uint32_t flush_interval_ms = 100;              // the reader reads at least this often regardless
 };
 
 // The counters that can move between two reads of one connection.
