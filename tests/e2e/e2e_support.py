@@ -1,6 +1,7 @@
 """What the e2e scripts share: a check that records failures, a poll with a deadline, and the
 agent started from a config file and stopped in order, a free port. (The older scripts still carry their
 own copies; new ones import this.)"""
+import os
 import signal
 import socket
 import subprocess
@@ -61,3 +62,32 @@ def stop_agent(agent, timeout=30):
         agent.kill()
         agent.wait()
         return None
+
+
+def write_config(work, extra=""):
+    """A config in work that keeps the agent's sockets there (work/api.sock, work/console.sock),
+    plus extra TOML; returns (config path, API socket path)."""
+    path, api = os.path.join(work, "netlens.toml"), os.path.join(work, "api.sock")
+    with open(path, "w") as f:
+        f.write('[agent]\napi_socket = "%s"\n[console]\nsocket = "%s"\n%s'
+                % (api, os.path.join(work, "console.sock"), extra))
+    return path, api
+
+
+def add_veth_namespace(ns, host_dev, host_addr, ns_dev, ns_addr):
+    """A network namespace joined to the host by a veth pair, both ends up with their /24
+    addresses, and the namespace's lo up. remove_veth_namespace undoes it."""
+    def sh(*cmd):
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+    sh("ip", "netns", "add", ns)
+    sh("ip", "link", "add", host_dev, "type", "veth", "peer", "name", ns_dev, "netns", ns)
+    sh("ip", "addr", "add", host_addr + "/24", "dev", host_dev)
+    sh("ip", "link", "set", host_dev, "up")
+    sh("ip", "-n", ns, "addr", "add", ns_addr + "/24", "dev", ns_dev)
+    sh("ip", "-n", ns, "link", "set", ns_dev, "up")
+    sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+
+def remove_veth_namespace(ns, host_dev):
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "link", "del", host_dev], capture_output=True)

@@ -17,37 +17,24 @@ import sys
 import tempfile
 import time
 
-from e2e_support import check, failures, free_tcp_port, start_agent, stop_agent, wait_for
+from e2e_support import (add_veth_namespace, check, failures, free_tcp_port,
+                         remove_veth_namespace, start_agent, stop_agent, wait_for, write_config)
 
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-failed-")
-API = os.path.join(WORK, "api.sock")
+CFG, API = write_config(WORK)
 NS = "nlfail%d" % os.getpid()
 HOST_VETH = "nlfh%d" % (os.getpid() % 100000)
 HOST_ADDR, NS_ADDR = "10.238.1.1", "10.238.1.2"
 DROPPED_PORT = 7499
 
 
-def sh(*cmd):
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-
-
 def build():
-    sh("ip", "netns", "add", NS)
-    sh("ip", "link", "add", HOST_VETH, "type", "veth", "peer", "name", "f0", "netns", NS)
-    sh("ip", "addr", "add", HOST_ADDR + "/24", "dev", HOST_VETH)
-    sh("ip", "link", "set", HOST_VETH, "up")
-    sh("ip", "-n", NS, "addr", "add", NS_ADDR + "/24", "dev", "f0")
-    sh("ip", "-n", NS, "link", "set", "f0", "up")
+    add_veth_namespace(NS, HOST_VETH, HOST_ADDR, "f0", NS_ADDR)
     # Every SYN to DROPPED_PORT vanishes: the connect times out.
     subprocess.run(["ip", "netns", "exec", NS, "nft", "-f", "-"], check=True, text=True,
                    input="table inet nltest {\n chain in {\n  type filter hook input priority 0;\n"
                          "  tcp dport %d drop\n }\n}\n" % DROPPED_PORT)
-
-
-def teardown():
-    subprocess.run(["ip", "netns", "del", NS], capture_output=True)
-    subprocess.run(["ip", "link", "del", HOST_VETH], capture_output=True)
 
 
 def start_connect(family, addr, port, syn_count=None):
@@ -74,16 +61,12 @@ def connections(*args):
 
 
 def main():
-    cfg = os.path.join(WORK, "netlens.toml")
     log = os.path.join(WORK, "agent.log")
-    with open(cfg, "w") as f:
-        f.write('[agent]\napi_socket = "%s"\n[console]\nsocket = "%s/console.sock"\n'
-                % (API, WORK))
     agent = None
     expected = {}  # source port -> failure
     try:
         build()
-        agent = start_agent(NETLENS, cfg, log)
+        agent = start_agent(NETLENS, CFG, log)
         # Two clients, registered before the connects: a client is handed what closed after its
         # first call.
         connections("--json")
@@ -160,7 +143,7 @@ def main():
     finally:
         if agent is not None:
             stop_agent(agent)
-        teardown()
+        remove_veth_namespace(NS, HOST_VETH)
         if failures and os.path.exists(log):
             print(open(log).read()[-3000:])
         shutil.rmtree(WORK, ignore_errors=True)

@@ -149,19 +149,26 @@ for sig in TERM KILL; do
 done
 cp "$WORK/default.toml" "$WORK/netlens.toml"
 
+# Starts the agent, waits until it is ready with its classifiers attached (at most 30 s: a fixed
+# delay is not enough under ASan on a loaded machine), counts the TC programs it holds into
+# $held, and SIGKILLs it.
+kill_once_attached() {
+  "$NETLENS" run -c "$WORK/netlens.toml" > "$WORK/agent.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 3000); do
+    [[ -n $(tc_objects) ]] && grep -q "netlens ready" "$WORK/agent.log" && break
+    kill -0 "$PID" 2>/dev/null || break
+    sleep 0.01
+  done
+  held=$(tc_objects | grep -c '^prog')
+  kill -KILL "$PID" 2>/dev/null
+  wait "$PID" 2>/dev/null
+  PID=""
+}
+
 # With TCX (the default on this kernel) a SIGKILLed agent's classifiers go with it: its links
 # were its file descriptors. (The kernel frees the programs a moment after the process.)
-"$NETLENS" run -c "$WORK/netlens.toml" > "$WORK/agent.log" 2>&1 &
-PID=$!
-for _ in $(seq 1 3000); do
-  [[ -n $(tc_objects) ]] && grep -q "netlens ready" "$WORK/agent.log" && break
-  kill -0 "$PID" 2>/dev/null || break
-  sleep 0.01
-done
-held=$(tc_objects | grep -c '^prog')
-kill -KILL "$PID" 2>/dev/null
-wait "$PID" 2>/dev/null
-PID=""
+kill_once_attached
 for _ in $(seq 1 100); do [[ -z $(tc_objects) ]] && break; sleep 0.05; done
 ((held > 0)) && [[ -z $(tc_objects) ]] &&
   pass "TCX: a SIGKILLed agent leaves no TC classifier ($held programs held, none left)" ||
@@ -171,18 +178,8 @@ for _ in $(seq 1 100); do [[ -z $(tc_objects) ]] && break; sleep 0.05; done
 # SIGKILL (its socket file is still there): a new agent starts, removes the classifiers the
 # killed ones left, serves, stops cleanly, and leaves nothing.
 printf '[netns]\ntc_tcx = false\ntc_create_clsact = true\n' >> "$WORK/netlens.toml"
-# The kill waits until the agent has attached its classifiers (at most 30 s): a fixed delay is
-# not enough under ASan on a loaded machine, and the sweep below needs something to sweep.
-"$NETLENS" run -c "$WORK/netlens.toml" > "$WORK/agent.log" 2>&1 &
-PID=$!
-for _ in $(seq 1 3000); do
-  [[ -n $(tc_objects) ]] && grep -q "netlens ready" "$WORK/agent.log" && break
-  kill -0 "$PID" 2>/dev/null || break
-  sleep 0.01
-done
-kill -KILL "$PID" 2>/dev/null
-wait "$PID" 2>/dev/null
-PID=""
+# The kill waits until the classifiers are attached: the sweep below needs something to sweep.
+kill_once_attached
 left_by_kill=$(tc_objects | grep -c '^prog')
 ((left_by_kill > 0)) && pass "a SIGKILLed agent leaves its TC classifiers attached ($left_by_kill programs)" ||
   fail "no TC classifier left by a SIGKILL: the sweep below would prove nothing"

@@ -19,7 +19,8 @@ import tempfile
 import threading
 import time
 
-from e2e_support import check, failures, start_agent, stop_agent, wait_for
+from e2e_support import (add_veth_namespace, check, failures, remove_veth_namespace,
+                         start_agent, stop_agent, wait_for, write_config)
 
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-stall-")
@@ -43,25 +44,6 @@ while True:
     c, _ = s.accept()
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 """
-
-
-def sh(*cmd):
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-
-
-def build():
-    sh("ip", "netns", "add", NS)
-    sh("ip", "link", "add", HOST_VETH, "type", "veth", "peer", "name", "c0", "netns", NS)
-    sh("ip", "addr", "add", HOST_ADDR + "/24", "dev", HOST_VETH)
-    sh("ip", "link", "set", HOST_VETH, "up")
-    sh("ip", "-n", NS, "addr", "add", NS_ADDR + "/24", "dev", "c0")
-    sh("ip", "-n", NS, "link", "set", "c0", "up")
-    sh("ip", "-n", NS, "link", "set", "lo", "up")
-
-
-def teardown():
-    subprocess.run(["ip", "netns", "del", NS], capture_output=True)
-    subprocess.run(["ip", "link", "del", HOST_VETH], capture_output=True)
 
 
 class connect_loop(threading.Thread):
@@ -88,15 +70,11 @@ class connect_loop(threading.Thread):
 
 
 def main():
-    cfg = os.path.join(WORK, "netlens.toml")
+    cfg, api = write_config(WORK, "[netns]\ntc_exclude = []\n")
     log = os.path.join(WORK, "agent.log")
-    api = os.path.join(WORK, "api.sock")
-    with open(cfg, "w") as f:
-        f.write('[agent]\napi_socket = "%s"\n[console]\nsocket = "%s/console.sock"\n'
-                '[netns]\ntc_exclude = []\n' % (api, WORK))
     servers, loops, agent = [], [], None
     try:
-        build()
+        add_veth_namespace(NS, HOST_VETH, HOST_ADDR, "c0", NS_ADDR)
         for where, addr in ((None, "127.0.0.1"), (NS, NS_ADDR)):
             port = 7300
             cmd = ([] if where is None else ["ip", "netns", "exec", where]) + [
@@ -143,7 +121,7 @@ def main():
         for srv in servers:
             srv.kill()
             srv.wait()
-        teardown()
+        remove_veth_namespace(NS, HOST_VETH)
     total = sum(len(l.times) for l in loops)
     for loop in loops:
         slow = sorted(t for t in loop.times if t >= STALL_S)
