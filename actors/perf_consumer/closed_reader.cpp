@@ -21,6 +21,8 @@ namespace {
 
 // Longest quiet spell after a wakeup: caps the reader at ~200 wakeups a second under churn.
 constexpr int k_quiet_ms = 5;
+// Records a batch has room for before it grows (160 KiB).
+constexpr size_t k_batch_reserve = 1024;
 
 int ring_sample(void* ctx, void* data, size_t size) {
   static_cast<closed_reader*>(ctx)->on_record(data, size);
@@ -91,7 +93,7 @@ closed_reader::open(const closed_buffer_info& info, sink out) {
   if (self->wake_fd_ < 0)
     return std::string("eventfd(): ") + std::strerror(errno);
   self->flush_interval_ms_ = static_cast<int>(std::max<uint32_t>(1, info.flush_interval_ms));
-  self->batch_.reserve(1024);
+  self->batch_.reserve(k_batch_reserve);
   return self;
 }
 
@@ -257,7 +259,9 @@ void closed_reader::hand_out() {
   ++batches_;
   std::vector<nl_conn> out;
   out.swap(batch_);
-  batch_.reserve(out.capacity());
+  // The next batch starts at the usual size, not at this one's: after a mass close each
+  // message queued for the tracer would otherwise hold the largest batch's capacity.
+  batch_.reserve(k_batch_reserve);
   sink_(std::move(out));
 }
 
