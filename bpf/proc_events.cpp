@@ -75,9 +75,9 @@ proc_events::start(const proc_events_options& opts, sink_fn sink) {
     bpf_link** link;
     const char* tracepoint;
   } tps[] = {{self->skel_->progs.nl_proc_exec, &self->skel_->links.nl_proc_exec,
-              "sched/sched_process_exec"},
+              "sched_process_exec (raw)"},
              {self->skel_->progs.nl_proc_exit, &self->skel_->links.nl_proc_exit,
-              "sched/sched_process_exit"}};
+              "sched_process_exit (raw)"}};
   for (auto& tp : tps) {
     bpf_link* link = bpf_program__attach(tp.prog);
     if (!link)
