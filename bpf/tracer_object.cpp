@@ -272,38 +272,58 @@ nl_tracer_counters tracer_object::read_counters() const {
 
 void tracer_object::read_active(std::vector<nl_conn>& out, uint32_t batch_size) const {
   out.clear();
-  int fd = bpf_map__fd(active_);
   // Values land in `out` itself, whose capacity the caller keeps between reads. The first batch
   // is small and each full one doubles the next, up to batch_size: a few entries cost a few
-  // kilobytes (the /stats and /metrics path reads this map for its size), 65,536 cost ~20 calls.
+  // kilobytes, 65,536 cost ~20 calls.
   uint32_t batch = std::min<uint32_t>(256, batch_size);
+  active_cursor cursor;
+  while (!cursor.done) {
+    size_t had = out.size();
+    read_active_page(cursor, out, batch);
+    if (out.size() - had >= batch && batch < batch_size)
+      batch *= 2;
+  }
+}
+
+void tracer_object::read_active_page(active_cursor& cursor, std::vector<nl_conn>& out,
+                                     uint32_t max) const {
+  if (cursor.done)
+    return;
+  int fd = bpf_map__fd(active_);
+  uint32_t batch = std::max<uint32_t>(max, 1);
   std::vector<uint64_t> keys;
-  uint64_t token = 0;
-  bool first = true;
   for (;;) {
     keys.resize(batch);
     size_t had = out.size();
     out.resize(had + batch);
     uint32_t count = batch;
-    int err = bpf_map_lookup_batch(fd, first ? nullptr : &token, &token, keys.data(),
-                                   out.data() + had, &count, nullptr);
-    first = false;
-    out.resize(had + (err == 0 || errno == ENOENT ? count : 0));
-    if (err == 0) {
-      if (count == batch && batch < batch_size)
-        batch *= 2;
-      continue;
-    }
-    if (errno == ENOENT)
-      return; // end of map
-    if (errno == ENOSPC) {
+    int err = bpf_map_lookup_batch(fd, cursor.started ? &cursor.token : nullptr, &cursor.token,
+                                   keys.data(), out.data() + had, &count, nullptr);
+    int e = err ? errno : 0;
+    out.resize(had + (e == 0 || e == ENOENT ? count : 0));
+    if (e == ENOSPC) {
       // One hash bucket holds more than a batch: retry this bucket with room for it.
       batch *= 2;
-      batch_size = std::max(batch_size, batch);
       continue;
     }
+    cursor.started = true;
+    if (e != 0)
+      cursor.done = true; // ENOENT: the end of the map; anything else ends the read too
     return;
   }
+}
+
+size_t tracer_object::count_active() const {
+  std::vector<nl_conn> page;
+  page.reserve(1024);
+  active_cursor cursor;
+  size_t n = 0;
+  while (!cursor.done) {
+    page.clear();
+    read_active_page(cursor, page, 1024);
+    n += page.size();
+  }
+  return n;
 }
 
 bool tracer_object::remove_active(uint64_t sock_id) {

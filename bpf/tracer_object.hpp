@@ -67,6 +67,19 @@ public:
   nl_tracer_counters read_counters() const;
   // Replaces out with every active connection, read from the map in batches.
   void read_active(std::vector<nl_conn>& out, uint32_t batch_size = 4096) const;
+  // A read of the active map in pages, for callers that must not hold all of it at once. The
+  // token is the kernel's (a hash bucket): entries deleted meanwhile do not upset it, entries
+  // added to buckets already read are not seen (as with any read that is not atomic).
+  struct active_cursor {
+    uint64_t token = 0;
+    bool started = false;
+    bool done = false;
+  };
+  // Appends the entries of the next buckets to out, up to max (more only when one bucket holds
+  // more); cursor.done once the map's end is reached (that read may still append entries).
+  void read_active_page(active_cursor& cursor, std::vector<nl_conn>& out, uint32_t max) const;
+  // How many connections the map holds, counted a page at a time.
+  size_t count_active() const;
   // Removes one active connection by its sock_id; false if it was not there (closed
   // meanwhile).
   bool remove_active(uint64_t sock_id);

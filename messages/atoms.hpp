@@ -11,6 +11,7 @@ using purge_atom = caf::atom_constant<caf::atom("purge")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
 using get_conns_atom = caf::atom_constant<caf::atom("getconns")>;
+using conns_page_atom = caf::atom_constant<caf::atom("connspage")>;
 using expire_atom = caf::atom_constant<caf::atom("expire")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using buffer_atom = caf::atom_constant<caf::atom("buffer")>;

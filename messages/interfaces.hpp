@@ -30,6 +30,8 @@ using tracer_actor = lifecycle_actor::extend<
     // get_conns, client, max_closed: at most max_closed closed connections in this answer, the
     // rest in the next ones (the exporter asks so, to keep each answer small on a busy host)
     caf::replies_to<get_conns_atom, std::string, uint32_t>::with<connections_reply>,
+    // conns_page, client, listing: the next page of a paged answer (listing 0 begins one)
+    caf::replies_to<conns_page_atom, std::string, uint64_t>::with<connections_reply>,
     caf::replies_to<buffer_atom>::with<closed_buffer_info>, caf::reacts_to<closed_batch>,
     caf::reacts_to<expire_atom>>;
 
@@ -117,23 +119,25 @@ constexpr caf::atom_value k_exporter_registry_name = caf::atom("exporter");
 
 // The root: starts children in order, restarts them within a budget, runs the ordered
 // shutdown, and is the one address the API and console talk to.
-using supervisor_actor =
-    caf::typed_actor<caf::reacts_to<shutdown_atom>,
-                     // shutdown, listener: also send listener a shutdown_phase_report as each
-                     // phase ends. A listener that is a child exits after the others, once
-                     // it has been told the exit phase ended, so it can report it.
-                     caf::reacts_to<shutdown_atom, caf::actor>,
-                     caf::replies_to<get_conns_atom, std::string>::with<connections_reply>,
-                     caf::replies_to<stats_atom>::with<agent_stats>,
-                     // stats, deadline_ms: a child that has not answered within deadline_ms
-                     // shows as not answering (the console asks this way)
-                     caf::replies_to<stats_atom, uint32_t>::with<agent_stats>,
-                     caf::replies_to<health_atom>::with<std::string>,
-                     // reload, configuration in force, report: a configuration reload ran;
-                     // the children that take a reload get their part, /stats shows the report
-                     caf::reacts_to<reload_atom, config, reload_report>,
-                     // test builds only: make the named child throw ("throw") or quit with
-                     // an error ("exit"); answers what it did
-                     caf::replies_to<fault_atom, std::string, std::string>::with<std::string>>;
+using supervisor_actor = caf::typed_actor<
+    caf::reacts_to<shutdown_atom>,
+    // shutdown, listener: also send listener a shutdown_phase_report as each
+    // phase ends. A listener that is a child exits after the others, once
+    // it has been told the exit phase ended, so it can report it.
+    caf::reacts_to<shutdown_atom, caf::actor>,
+    caf::replies_to<get_conns_atom, std::string>::with<connections_reply>,
+    // conns_page, client, listing: a paged answer, forwarded to the tracer
+    caf::replies_to<conns_page_atom, std::string, uint64_t>::with<connections_reply>,
+    caf::replies_to<stats_atom>::with<agent_stats>,
+    // stats, deadline_ms: a child that has not answered within deadline_ms
+    // shows as not answering (the console asks this way)
+    caf::replies_to<stats_atom, uint32_t>::with<agent_stats>,
+    caf::replies_to<health_atom>::with<std::string>,
+    // reload, configuration in force, report: a configuration reload ran;
+    // the children that take a reload get their part, /stats shows the report
+    caf::reacts_to<reload_atom, config, reload_report>,
+    // test builds only: make the named child throw ("throw") or quit with
+    // an error ("exit"); answers what it did
+    caf::replies_to<fault_atom, std::string, std::string>::with<std::string>>;
 
 } // namespace netlens

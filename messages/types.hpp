@@ -100,6 +100,11 @@ struct netns_resolve_request {
   // direction), family 0 when the connection is not translated. A DNAT'd connection's packets
   // leave with the real server's address, so the devices count them under this one.
   std::vector<ct_tuple> translated;
+  // A page of a paged answer (connections_reply::listing): the devices' flows are read once,
+  // at its first page, and each is owned by the first connection of any page that claims it;
+  // the last page gets the flows no page claimed. 0: the request is the whole answer.
+  uint64_t listing = 0;
+  bool last = true;
 };
 
 // By index into the request; entries with nothing to say are left out. device_only: every flow
@@ -150,6 +155,11 @@ struct connections_reply {
   bool more_closed = false;
   counter_list telemetry;
   std::vector<device_flow> device_flows; // seen only at a device (see device_flow)
+  // A paged answer (conns_page) comes a page at a time so that no actor holds all of it:
+  // closed connections first, then the active ones in map order. Ask for the next page with
+  // listing until last; more_closed, telemetry and device_flows come with the last page.
+  uint64_t listing = 0;
+  bool last = true;
 };
 
 // The offset guesser's answer: the struct offsets the prebuilt tracer needs, or why they could

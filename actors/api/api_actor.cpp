@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <chrono>
 #include <netinet/in.h>
+#include <variant>
 
 #include <caf/scoped_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -147,6 +148,49 @@ void move_metrics(caf::actor_system* sys, api_state& st, const metrics_config& n
 
 } // namespace
 
+// One page of a client's paged answer (listing 0: the first), or why none came.
+std::variant<connections_reply, std::string> ask_page(caf::actor_system& sys,
+                                                      const supervisor_actor& supervisor,
+                                                      const std::string& client, uint64_t listing) {
+  caf::scoped_actor self{sys};
+  std::variant<connections_reply, std::string> out = std::string("no answer from the agent");
+  self->request(supervisor, k_request_timeout, conns_page_atom::value, client, listing)
+      .receive([&](connections_reply& r) { out = std::move(r); },
+               [&](caf::error& err) { out = sys.render(err); });
+  return out;
+}
+
+// Writes a /connections answer page by page, asking for the next page once the last one is
+// written, so the agent holds one page of it at a time (an ordered query keeps what it selects).
+// A page that does not come ends the document with an "error".
+void stream_paged_answer(caf::actor_system& sys, const supervisor_actor& supervisor,
+                         const std::string& client, const connection_query& query,
+                         connections_reply page, const chunk_writer& write) {
+  connections_json_stream json(write);
+  paged_selection select(query);
+  for (;;) {
+    select.page(page.connections);
+    if (!json.add(page.connections))
+      return; // the reader went away; the tracer ends the listing once it idles
+    if (page.last)
+      break;
+    uint64_t listing = page.listing;
+    page = connections_reply();
+    auto next = ask_page(sys, supervisor, client, listing);
+    if (auto* err = std::get_if<std::string>(&next)) {
+      if (json.add(select.rest()))
+        json.finish({}, {}, err);
+      return;
+    }
+    page = std::move(std::get<connections_reply>(next));
+  }
+  if (!json.add(select.rest()))
+    return;
+  if (query.filters())
+    page.device_flows.clear(); // they carry no process to filter on
+  json.finish(page.device_flows, page.telemetry);
+}
+
 http_response serve_metrics_request(caf::actor_system& sys, const supervisor_actor& supervisor,
                                     const http_request& req) {
   if (req.path != "/metrics")
@@ -167,17 +211,17 @@ http_response serve_api_request(caf::actor_system& sys, const supervisor_actor& 
     if (auto* err = std::get_if<std::string>(&parsed))
       return error_response(400, *err);
     auto query = std::get<connection_query>(parsed);
-    self->request(supervisor, k_request_timeout, get_conns_atom::value, client)
-        .receive(
-            [&](connections_reply& reply) {
-              apply_connection_query(query, reply);
-              // The reply stays here while the body streams out of it in bounded chunks.
-              auto held = std::make_shared<connections_reply>(std::move(reply));
-              out = {200, "application/json", {}, [held](const chunk_writer& write) {
-                       stream_connections(*held, write);
-                     }};
-            },
-            [&](caf::error& err) { out = error_response(503, sys.render(err)); });
+    // The first page decides the status; the others are asked for as the body is written.
+    auto first = ask_page(sys, supervisor, client, 0);
+    if (auto* err = std::get_if<std::string>(&first))
+      return error_response(503, *err);
+    auto page = std::make_shared<connections_reply>(std::move(std::get<connections_reply>(first)));
+    out = {200,
+           "application/json",
+           {},
+           [&sys, supervisor, client, query, page](const chunk_writer& write) {
+             stream_paged_answer(sys, supervisor, client, query, std::move(*page), write);
+           }};
   } else if (req.path == "/stats") {
     self->request(supervisor, k_request_timeout, stats_atom::value)
         .receive(

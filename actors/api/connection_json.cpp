@@ -188,47 +188,72 @@ void append_device_flow_json(std::string& out, const device_flow& f) {
   out.back() = '}';
 }
 
+connections_json_stream::connections_json_stream(const chunk_writer& write, size_t chunk_bytes)
+    : write_(write), chunk_bytes_(chunk_bytes), mono_(monotonic_now_ns()),
+      real_(realtime_now_ns()) {
+  chunk_.reserve(chunk_bytes + 1024);
+  chunk_.append("{\"connections\":[");
+}
+
+bool connections_json_stream::flush_if_full() {
+  if (ok_ && chunk_.size() >= chunk_bytes_) {
+    ok_ = write_(chunk_);
+    chunk_.clear();
+  }
+  return ok_;
+}
+
+bool connections_json_stream::add(const std::vector<connection_view>& views) {
+  for (const auto& v : views) {
+    if (!ok_)
+      return false;
+    if (!first_)
+      chunk_.push_back(',');
+    first_ = false;
+    append_connection_json(chunk_, v, mono_, real_);
+    flush_if_full();
+  }
+  return ok_;
+}
+
+bool connections_json_stream::finish(const std::vector<device_flow>& flows,
+                                     const counter_list& telemetry, const std::string* error) {
+  chunk_.append("],\"device_flows\":[");
+  bool first = true;
+  for (const auto& f : flows) {
+    if (!ok_)
+      return false;
+    if (!first)
+      chunk_.push_back(',');
+    first = false;
+    append_device_flow_json(chunk_, f);
+    flush_if_full();
+  }
+  chunk_.append("],\"telemetry\":{");
+  for (size_t i = 0; i < telemetry.size(); ++i) {
+    if (i)
+      chunk_.push_back(',');
+    append_string(chunk_, telemetry[i].first);
+    chunk_.push_back(':');
+    append_uint(chunk_, telemetry[i].second);
+  }
+  chunk_.push_back('}');
+  if (error) {
+    chunk_.append(",\"error\":");
+    append_string(chunk_, *error);
+  }
+  chunk_.push_back('}');
+  if (ok_)
+    ok_ = write_(chunk_);
+  chunk_.clear();
+  return ok_;
+}
+
 void stream_connections(const connections_reply& reply, const chunk_writer& write,
                         size_t chunk_bytes) {
-  uint64_t mono = monotonic_now_ns(), real = realtime_now_ns();
-  std::string chunk;
-  chunk.reserve(chunk_bytes + 1024);
-  chunk.append("{\"connections\":[");
-  bool first = true;
-  for (const auto& v : reply.connections) {
-    if (!first)
-      chunk.push_back(',');
-    first = false;
-    append_connection_json(chunk, v, mono, real);
-    if (chunk.size() >= chunk_bytes) {
-      if (!write(chunk))
-        return;
-      chunk.clear();
-    }
-  }
-  chunk.append("],\"device_flows\":[");
-  first = true;
-  for (const auto& f : reply.device_flows) {
-    if (!first)
-      chunk.push_back(',');
-    first = false;
-    append_device_flow_json(chunk, f);
-    if (chunk.size() >= chunk_bytes) {
-      if (!write(chunk))
-        return;
-      chunk.clear();
-    }
-  }
-  chunk.append("],\"telemetry\":{");
-  for (size_t i = 0; i < reply.telemetry.size(); ++i) {
-    if (i)
-      chunk.push_back(',');
-    append_string(chunk, reply.telemetry[i].first);
-    chunk.push_back(':');
-    append_uint(chunk, reply.telemetry[i].second);
-  }
-  chunk.append("}}");
-  write(chunk);
+  connections_json_stream out(write, chunk_bytes);
+  if (out.add(reply.connections))
+    out.finish(reply.device_flows, reply.telemetry);
 }
 
 std::string render_connections(const connections_reply& reply) {

@@ -6,6 +6,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "messages/types.hpp"
 
@@ -29,6 +30,28 @@ void append_device_flow_json(std::string& out, const device_flow& f);
 using chunk_writer = std::function<bool(std::string_view)>;
 void stream_connections(const connections_reply& reply, const chunk_writer& write,
                         size_t chunk_bytes = 64 * 1024);
+
+// The same document written as the pages of a paged answer arrive: add() each page's
+// connections, then finish() with the last page's device flows and telemetry. error: the answer
+// broke off (the status line has gone out already): the document ends with
+// "error":"..." after what was written, so a reader can tell it is incomplete.
+class connections_json_stream {
+public:
+  explicit connections_json_stream(const chunk_writer& write, size_t chunk_bytes = 64 * 1024);
+  // False once the peer went away.
+  bool add(const std::vector<connection_view>& views);
+  bool finish(const std::vector<device_flow>& flows, const counter_list& telemetry,
+              const std::string* error = nullptr);
+
+private:
+  bool flush_if_full();
+  const chunk_writer& write_;
+  size_t chunk_bytes_;
+  uint64_t mono_, real_;
+  std::string chunk_;
+  bool first_ = true;
+  bool ok_ = true;
+};
 std::string render_connections(const connections_reply& reply);
 
 std::string render_stats(const agent_stats& stats);

@@ -149,6 +149,22 @@ void apply_connection_query(const connection_query& q, std::vector<connection_vi
     views.resize(*q.top);
 }
 
+void paged_selection::page(std::vector<connection_view>& views) {
+  if (q_.sort == conn_sort::none) {
+    connection_query q = q_;
+    if (q.top)
+      q.top = *q.top > written_ ? *q.top - written_ : 0;
+    apply_connection_query(q, views);
+    written_ += views.size();
+    return;
+  }
+  kept_.reserve(kept_.size() + views.size());
+  for (auto& v : views)
+    kept_.push_back(std::move(v));
+  views.clear();
+  apply_connection_query(q_, kept_); // ordered: ties stay in the answer's (page) order
+}
+
 void apply_connection_query(const connection_query& q, connections_reply& reply) {
   apply_connection_query(q, reply.connections);
   if (q.filters())

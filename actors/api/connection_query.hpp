@@ -49,6 +49,24 @@ bool connection_failed(const connection_view& v);
 // start), ties kept in the answer's order.
 void apply_connection_query(const connection_query& q, std::vector<connection_view>& views);
 
+// The query over a paged answer, a page at a time. Without an order each page is filtered and
+// written at once (top counts down across pages); with one, what the query selects is kept, at
+// most top of it when a limit is given, and written at the end: an ordered answer without a
+// limit holds all it selects.
+class paged_selection {
+public:
+  explicit paged_selection(const connection_query& q) : q_(q) {}
+  // Leaves in views what is to be written now.
+  void page(std::vector<connection_view>& views);
+  // What is left to write once the last page is in.
+  std::vector<connection_view>& rest() { return kept_; }
+
+private:
+  connection_query q_;
+  size_t written_ = 0;
+  std::vector<connection_view> kept_;
+};
+
 // The same on a whole answer: flows seen only at a device (device_flows) carry no process, so a
 // query that filters leaves them out.
 void apply_connection_query(const connection_query& q, connections_reply& reply);

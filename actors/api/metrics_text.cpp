@@ -133,6 +133,8 @@ const std::map<std::string_view, std::string_view>& figure_help() {
       {"exporter.traffic_series_limit", "Most label sets kept apart (export.metrics.max_series)"},
       {"exporter.traffic_label_sets_folded", "Distinct label sets folded into other"},
       {"tracer.closed_received", "Closed connections the tracer received"},
+      {"tracer.answer_pages", "Pages of /connections answers the tracer served (4,096 "
+                              "connections each at most)"},
       {"tracer.closed_dropped", "Closed connections pushed out of the full buffer unread"},
       {"tracer.closed_buffered", "Closed connections held for clients"},
       {"tracer.clients", "API clients with delta state"},

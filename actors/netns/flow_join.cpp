@@ -50,25 +50,33 @@ flow_id id_of(const ct_tuple& t, bool ingress) {
 
 } // namespace
 
-flow_join_result join_flows(const std::vector<ct_tuple>& tuples, const std::vector<tc_flow>& flows,
-                            const std::function<std::string(uint32_t, uint32_t)>& name_of,
-                            const std::vector<ct_tuple>& translated) {
+struct flow_joiner::index {
   struct summed {
     uint64_t packets = 0;
     uint64_t bytes = 0;
-    std::vector<size_t> flows; // indexes into flows
+    std::vector<size_t> flows; // indexes into flows_
     bool owned = false;
   };
   std::unordered_map<flow_id, summed, flow_id_hash> by_id;
-  by_id.reserve(flows.size());
-  for (size_t i = 0; i < flows.size(); ++i) {
-    auto& s = by_id[id_of(flows[i].key)];
-    s.packets += flows[i].packets;
-    s.bytes += flows[i].bytes;
+};
+
+flow_joiner::flow_joiner(std::vector<tc_flow> flows)
+    : flows_(std::move(flows)), index_(std::make_unique<index>()) {
+  index_->by_id.reserve(flows_.size());
+  for (size_t i = 0; i < flows_.size(); ++i) {
+    auto& s = index_->by_id[id_of(flows_[i].key)];
+    s.packets += flows_[i].packets;
+    s.bytes += flows_[i].bytes;
     s.flows.push_back(i);
   }
+}
 
-  flow_join_result out;
+flow_joiner::~flow_joiner() = default;
+
+std::vector<std::pair<uint32_t, device_counts>>
+flow_joiner::join(const std::vector<ct_tuple>& tuples, const std::vector<ct_tuple>& translated) {
+  std::vector<std::pair<uint32_t, device_counts>> out;
+  auto& by_id = index_->by_id;
   for (size_t i = 0; i < tuples.size() && !by_id.empty(); ++i) {
     device_counts c;
     bool found = false;
@@ -93,14 +101,19 @@ flow_join_result join_flows(const std::vector<ct_tuple>& tuples, const std::vect
       take(t);
     }
     if (found)
-      out.devices.emplace_back(static_cast<uint32_t>(i), c);
+      out.emplace_back(static_cast<uint32_t>(i), c);
   }
+  return out;
+}
 
-  for (const auto& [id, s] : by_id) {
+std::vector<device_flow>
+flow_joiner::unowned(const std::function<std::string(uint32_t, uint32_t)>& name_of) const {
+  std::vector<device_flow> out;
+  for (const auto& [id, s] : index_->by_id) {
     if (s.owned)
       continue;
     for (size_t i : s.flows) {
-      const tc_flow& f = flows[i];
+      const tc_flow& f = flows_[i];
       device_flow d;
       d.netns = f.key.netns;
       d.ifindex = f.key.ifindex;
@@ -111,9 +124,19 @@ flow_join_result join_flows(const std::vector<ct_tuple>& tuples, const std::vect
       d.ends = id.ends;
       d.packets = f.packets;
       d.bytes = f.bytes;
-      out.device_only.push_back(std::move(d));
+      out.push_back(std::move(d));
     }
   }
+  return out;
+}
+
+flow_join_result join_flows(const std::vector<ct_tuple>& tuples, const std::vector<tc_flow>& flows,
+                            const std::function<std::string(uint32_t, uint32_t)>& name_of,
+                            const std::vector<ct_tuple>& translated) {
+  flow_joiner joiner(flows);
+  flow_join_result out;
+  out.devices = joiner.join(tuples, translated);
+  out.device_only = joiner.unowned(name_of);
   return out;
 }
 

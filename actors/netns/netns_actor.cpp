@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <functional>
 
 #include <caf/actor_system.hpp>
 #include <caf/send.hpp>
@@ -457,6 +459,41 @@ void start_followers(self_ptr self) {
   }
 }
 
+// Paged answers a reader left unfinished are dropped past this many, oldest first, and after
+// this long without a page.
+constexpr size_t k_max_listings = 16;
+constexpr uint64_t k_listing_idle_ns = 60ull * 1000000000ull;
+
+// One page of a paged answer: the flows are read at its first page; each page takes the flows
+// its connections own; the last page gets the ones no page took.
+void joined_page(netns_state& st, const netns_resolve_request& req,
+                 const std::function<std::string(uint32_t, uint32_t)>& name_of,
+                 netns_resolve_reply& out) {
+  uint64_t now = monotonic_now_ns();
+  for (auto it = st.listings.begin(); it != st.listings.end();)
+    it = now - it->second.touched_ns > k_listing_idle_ns ? st.listings.erase(it) : std::next(it);
+  auto it = st.listings.find(req.listing);
+  if (it == st.listings.end()) {
+    while (st.listings.size() >= k_max_listings) {
+      auto oldest = std::min_element(
+          st.listings.begin(), st.listings.end(),
+          [](const auto& a, const auto& b) { return a.second.touched_ns < b.second.touched_ns; });
+      st.listings.erase(oldest);
+    }
+    it = st.listings
+             .emplace(req.listing,
+                      netns_state::joined_listing{
+                          std::make_unique<flow_joiner>(st.tc->read_flows()), now})
+             .first;
+  }
+  it->second.touched_ns = now;
+  out.devices = it->second.joiner->join(req.tuples, req.translated);
+  if (req.last) {
+    out.device_only = it->second.joiner->unowned(name_of);
+    st.listings.erase(it);
+  }
+}
+
 } // namespace
 
 netns_actor find_netns(caf::actor_system& sys) {
@@ -534,16 +571,16 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
           if (!id.empty())
             out.container_ids.emplace_back(static_cast<uint32_t>(i), id);
         }
-        if (serving && st.tc) {
-          auto joined = join_flows(
-              req.tuples, st.tc->read_flows(),
-              [&](uint32_t netns, uint32_t ifindex) {
-                auto it = st.device_names.find(device_key(netns, ifindex));
-                return it == st.device_names.end() ? std::string() : it->second;
-              },
-              req.translated);
+        auto name_of = [&](uint32_t netns, uint32_t ifindex) {
+          auto it = st.device_names.find(device_key(netns, ifindex));
+          return it == st.device_names.end() ? std::string() : it->second;
+        };
+        if (serving && st.tc && req.listing == 0) {
+          auto joined = join_flows(req.tuples, st.tc->read_flows(), name_of, req.translated);
           out.devices = std::move(joined.devices);
           out.device_only = std::move(joined.device_only);
+        } else if (serving && st.tc) {
+          joined_page(st, req, name_of, out);
         }
         return out;
       },
@@ -612,6 +649,7 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
         }
         st.procs.reset();
         st.links.reset();
+        st.listings.clear();
         if (st.cache)
           st.cache->purge(); // closes every handle; conntrack purges its own consumers
         st.containers.clear();

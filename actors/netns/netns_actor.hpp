@@ -17,6 +17,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "actors/netns/flow_join.hpp"
 #include "actors/netns/link_watcher.hpp"
 #include "actors/netns/netns_cache.hpp"
 #include "actors/netns/proc_scan.hpp"
@@ -67,6 +68,13 @@ struct netns_state {
   std::unordered_map<uint64_t, std::string> device_names;
   // The devices a link dump in progress has listed, per namespace.
   std::unordered_map<uint32_t, std::unordered_set<int32_t>> dump_seen;
+  // Paged answers being attributed, by listing: the flows read at the first page and which of
+  // them a page took. At most k_max_listings; the oldest goes first (a reader that went away).
+  struct joined_listing {
+    std::unique_ptr<flow_joiner> joiner;
+    uint64_t touched_ns = 0;
+  };
+  std::unordered_map<uint64_t, joined_listing> listings;
   std::string state = "starting"; // running | degraded | disabled | stopped | purged
   std::string degraded_reason;
   uint32_t own_netns = 0;

@@ -1,6 +1,7 @@
 #include "actors/supervisor/supervisor_actor.hpp"
 
 #include <algorithm>
+#include <variant>
 
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -308,8 +309,9 @@ void begin_shutdown(self_ptr self, int code, std::string why) {
 
 // Asks the tracer for a client's answer and keeps the promise until it is delivered or the
 // tracer goes down (fail_pending_answers), whichever comes first.
+template <class... Ts>
 caf::result<connections_reply> ask_tracer(self_ptr self, const tracer_actor& tracer,
-                                          const std::string& client) {
+                                          Ts&&... request) {
   auto& s = self->state;
   uint64_t id = ++s.next_answer;
   auto rp = self->make_response_promise<connections_reply>();
@@ -322,10 +324,23 @@ caf::result<connections_reply> ask_tracer(self_ptr self, const tracer_actor& tra
     it->second.promise.deliver(std::forward<decltype(answer)>(answer));
     pending.erase(it);
   };
-  self->request(tracer, k_answer_timeout, get_conns_atom::value, client)
+  self->request(tracer, k_answer_timeout, std::forward<Ts>(request)...)
       .then([settle](connections_reply& reply) mutable { settle(std::move(reply)); },
             [settle](caf::error& err) mutable { settle(std::move(err)); });
   return rp;
+}
+
+// The tracer that answers connections now, or why there is none.
+std::variant<tracer_actor, caf::error> tracer_for_answer(self_ptr self) {
+  auto& s = self->state;
+  auto* tracer = find_child(self, "tracer");
+  if (s.phase != supervisor_phase::running || !tracer || !tracer->handle)
+    return caf::make_error(caf::sec::runtime_error,
+                           std::string("tracer not available: agent is ") +
+                               (s.phase == supervisor_phase::starting  ? "starting"
+                                : s.phase == supervisor_phase::running ? "restarting the tracer"
+                                                                       : "shutting down"));
+  return caf::actor_cast<tracer_actor>(tracer->handle);
 }
 
 void fail_pending_answers(self_ptr self, const std::string& child, const std::string& why) {
@@ -510,17 +525,20 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
           finish(self);
       },
       [=](get_conns_atom, const std::string& client) -> caf::result<connections_reply> {
-        auto& s = self->state;
-        ++s.handled;
-        auto* tracer = find_child(self, "tracer");
-        if (s.phase != supervisor_phase::running || !tracer || !tracer->handle)
-          return caf::make_error(caf::sec::runtime_error,
-                                 std::string("tracer not available: agent is ") +
-                                     (s.phase == supervisor_phase::starting ? "starting"
-                                      : s.phase == supervisor_phase::running
-                                          ? "restarting the tracer"
-                                          : "shutting down"));
-        return ask_tracer(self, caf::actor_cast<tracer_actor>(tracer->handle), client);
+        ++self->state.handled;
+        auto tracer = tracer_for_answer(self);
+        if (auto* err = std::get_if<caf::error>(&tracer))
+          return std::move(*err);
+        return ask_tracer(self, std::get<tracer_actor>(tracer), get_conns_atom::value, client);
+      },
+      [=](conns_page_atom, const std::string& client,
+          uint64_t listing) -> caf::result<connections_reply> {
+        ++self->state.handled;
+        auto tracer = tracer_for_answer(self);
+        if (auto* err = std::get_if<caf::error>(&tracer))
+          return std::move(*err);
+        return ask_tracer(self, std::get<tracer_actor>(tracer), conns_page_atom::value, client,
+                          listing);
       },
       [=](fault_atom, const std::string& name, const std::string& how) -> caf::result<std::string> {
         auto& s = self->state;

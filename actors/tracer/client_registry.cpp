@@ -74,59 +74,143 @@ void client_registry::resolve_nat(uint64_t first_seq, size_t n,
   }
 }
 
+client_registry::client_state& client_registry::client(const std::string& name, uint64_t now_ns) {
+  auto [it, fresh] = clients_.try_emplace(name);
+  client_state& st = it->second;
+  if (fresh)
+    st.cursor = closed_base_seq_; // a new client sees whatever is still buffered
+  st.last_seen_ns = std::max(st.last_seen_ns, now_ns);
+  return st;
+}
+
+conn_counters client_registry::delta_for(client_state& st, const nl_conn& c, uint64_t round) {
+  conn_counters now = counters_of(c);
+  auto [it, fresh] = st.last.try_emplace(c.sock_id);
+  seen& s = it->second;
+  conn_counters d = fresh || s.start_ns != c.start_ns ? now : delta(now, s.counters);
+  s.counters = now;
+  s.start_ns = c.start_ns;
+  s.round = round;
+  return d;
+}
+
+uint64_t client_registry::begin_listing(const std::string& name, uint64_t now_ns,
+                                        size_t max_closed) {
+  client_state& st = client(name, now_ns);
+  listing l;
+  l.client = name;
+  l.round = ++st.round;
+  l.touched_ns = now_ns;
+  l.next_seq = std::max(st.cursor, closed_base_seq_);
+  l.end_seq = l.next_seq;
+  for (uint64_t last = closed_base_seq_ + closed_.size(); l.end_seq < last; ++l.end_seq) {
+    if (closed_[static_cast<size_t>(l.end_seq - closed_base_seq_)].nat_pending)
+      break;
+    if (l.end_seq - l.next_seq >= max_closed) {
+      l.more_closed = true;
+      break;
+    }
+  }
+  // The client's next answer starts past these; the listing keeps them in the buffer (trim)
+  // until it has handed them out.
+  st.cursor = l.end_seq;
+  uint64_t id = next_listing_++;
+  listings_.emplace(id, std::move(l));
+  return id;
+}
+
+client_registry::listing* client_registry::touch(uint64_t id, uint64_t now_ns) {
+  auto it = listings_.find(id);
+  if (it == listings_.end())
+    return nullptr;
+  it->second.touched_ns = std::max(it->second.touched_ns, now_ns);
+  return &it->second;
+}
+
+bool client_registry::closed_page(uint64_t id, uint64_t now_ns, size_t max,
+                                  std::vector<connection_view>& out) {
+  listing* found = touch(id, now_ns);
+  if (!found)
+    return false;
+  listing& l = *found;
+  client_state& st = client(l.client, now_ns);
+  // Records pushed out of a full buffer meanwhile were counted as dropped there.
+  l.next_seq = std::max(l.next_seq, closed_base_seq_);
+  for (size_t taken = 0; taken < max && l.next_seq < l.end_seq; ++taken, ++l.next_seq) {
+    const closed_entry& e = closed_[static_cast<size_t>(l.next_seq - closed_base_seq_)];
+    const nl_conn& c = e.conn;
+    conn_counters now = counters_of(c);
+    auto prev = st.last.find(c.sock_id);
+    conn_counters d = prev == st.last.end() || prev->second.start_ns != c.start_ns
+                          ? now
+                          : delta(now, prev->second.counters);
+    if (prev != st.last.end())
+      st.last.erase(prev);
+    l.closed_ids.insert(c.sock_id);
+    out.push_back({c, true, d, e.has_nat, e.nat, {}, false, {}});
+  }
+  bool left = l.next_seq < l.end_seq;
+  if (!left)
+    trim();
+  return left;
+}
+
+void client_registry::active_page(uint64_t id, uint64_t now_ns, const nl_conn* conns, size_t n,
+                                  std::vector<connection_view>& out) {
+  listing* found = touch(id, now_ns);
+  if (!found)
+    return;
+  listing& l = *found;
+  client_state& st = client(l.client, now_ns);
+  for (size_t i = 0; i < n; ++i) {
+    const nl_conn& c = conns[i];
+    if (!l.closed_ids.empty() && l.closed_ids.count(c.sock_id))
+      continue;
+    out.push_back({c, false, delta_for(st, c, l.round), false, {}, {}, false, {}});
+  }
+}
+
+bool client_registry::end_listing(uint64_t id) {
+  auto it = listings_.find(id);
+  if (it == listings_.end())
+    return false;
+  listing l = std::move(it->second);
+  listings_.erase(it);
+  auto cit = clients_.find(l.client);
+  if (cit != clients_.end()) {
+    client_state& st = cit->second;
+    // Closed ones a listing left unread (its reader went away) go to the client's next call.
+    if (l.next_seq < l.end_seq)
+      st.cursor = std::min(st.cursor, l.next_seq);
+    // Connections seen in neither this answer nor the one before: vanished without a closed
+    // record (lost, expired), so the client's state does not keep them forever.
+    for (auto s = st.last.begin(); s != st.last.end();)
+      s = s->second.round + 1 < l.round ? st.last.erase(s) : std::next(s);
+  }
+  trim();
+  return l.more_closed;
+}
+
+size_t client_registry::expire_listings(uint64_t now_ns, uint64_t idle_ns) {
+  std::vector<uint64_t> idle;
+  for (const auto& [id, l] : listings_)
+    if (now_ns > l.touched_ns && now_ns - l.touched_ns > idle_ns)
+      idle.push_back(id);
+  for (uint64_t id : idle)
+    end_listing(id);
+  return idle.size();
+}
+
 bool client_registry::collect(const std::string& client, const std::vector<nl_conn>& active,
                               uint64_t now_ns, std::vector<connection_view>& out,
                               size_t max_closed) {
   out.clear();
-  auto [it, fresh] = clients_.try_emplace(client);
-  client_state& st = it->second;
-  if (fresh)
-    st.cursor = closed_base_seq_; // a new client sees whatever is still buffered
-  st.last_seen_ns = now_ns;
-
-  uint64_t from = std::max(st.cursor, closed_base_seq_);
-  uint64_t end_seq = from;
-  bool more = false;
-  for (uint64_t last = closed_base_seq_ + closed_.size(); end_seq < last; ++end_seq) {
-    if (closed_[static_cast<size_t>(end_seq - closed_base_seq_)].nat_pending)
-      break;
-    if (end_seq - from >= max_closed) {
-      more = true;
-      break;
-    }
+  uint64_t id = begin_listing(client, now_ns, max_closed);
+  out.reserve(active.size());
+  while (closed_page(id, now_ns, SIZE_MAX, out)) {
   }
-  out.reserve(active.size() + static_cast<size_t>(end_seq - from));
-  std::unordered_set<uint64_t> closed_ids;
-  closed_ids.reserve(static_cast<size_t>(end_seq - from));
-  for (uint64_t seq = from; seq < end_seq; ++seq) {
-    const closed_entry& e = closed_[static_cast<size_t>(seq - closed_base_seq_)];
-    const nl_conn& c = e.conn;
-    conn_counters now = counters_of(c);
-    auto prev = st.last.find(c.sock_id);
-    conn_counters d = prev == st.last.end() ? now : delta(now, prev->second);
-    if (prev != st.last.end())
-      st.last.erase(prev);
-    closed_ids.insert(c.sock_id);
-    out.push_back({c, true, d, e.has_nat, e.nat, {}, false, {}});
-  }
-  st.cursor = end_seq;
-
-  // Rebuilt on every call, so connections that vanished without a closed record (lost, or
-  // expired) do not stay in the client's state forever.
-  std::unordered_map<uint64_t, conn_counters> next;
-  next.reserve(active.size());
-  for (const nl_conn& c : active) {
-    if (!closed_ids.empty() && closed_ids.count(c.sock_id))
-      continue;
-    conn_counters now = counters_of(c);
-    auto prev = st.last.find(c.sock_id);
-    conn_counters d = prev == st.last.end() ? now : delta(now, prev->second);
-    next.emplace(c.sock_id, now);
-    out.push_back({c, false, d, false, {}, {}, false, {}});
-  }
-  st.last.swap(next);
-  trim();
-  return more;
+  active_page(id, now_ns, active.data(), active.size(), out);
+  return end_listing(id);
 }
 
 void client_registry::trim() {
@@ -135,6 +219,9 @@ void client_registry::trim() {
   uint64_t min_cursor = std::numeric_limits<uint64_t>::max();
   for (const auto& [name, st] : clients_)
     min_cursor = std::min(min_cursor, st.cursor);
+  for (const auto& [id, l] : listings_)
+    if (l.next_seq < l.end_seq)
+      min_cursor = std::min(min_cursor, l.next_seq);
   if (closed_base_seq_ < min_cursor) {
     size_t n =
         static_cast<size_t>(std::min<uint64_t>(min_cursor - closed_base_seq_, closed_.size()));
@@ -145,8 +232,11 @@ void client_registry::trim() {
 
 size_t client_registry::expire_clients(uint64_t now_ns) {
   size_t dropped = 0;
+  std::unordered_set<std::string> reading;
+  for (const auto& [id, l] : listings_)
+    reading.insert(l.client);
   for (auto it = clients_.begin(); it != clients_.end();) {
-    if (now_ns - it->second.last_seen_ns > limits_.client_expiry_ns) {
+    if (now_ns - it->second.last_seen_ns > limits_.client_expiry_ns && !reading.count(it->first)) {
       it = clients_.erase(it);
       ++dropped;
     } else {

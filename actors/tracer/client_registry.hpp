@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "actors/tracer/closed_ring.hpp"
@@ -52,8 +53,29 @@ public:
   // its delta since this client's previous call.
   // max_closed: hand out at most this many closed connections; the rest wait for the next call.
   // Returns true when some were left for it (the answer does not hold everything closed yet).
+  // The same as a listing read in one page.
   bool collect(const std::string& client, const std::vector<nl_conn>& active, uint64_t now_ns,
                std::vector<connection_view>& out, size_t max_closed = SIZE_MAX);
+
+  // The same answer in pages, so that no one holds all of it at once (65,536 connections are
+  // ~20 MB of views): begin_listing sets aside the closed connections the client has not seen
+  // (up to max_closed) and returns the listing's id (never 0); closed_page hands them out, then
+  // active_page gives the views of the active connections read for it, a page at a time;
+  // end_listing closes it and says whether closed connections were left for the next call.
+  // A connection not seen in an answer keeps its last counters for one more answer: it may
+  // have closed while the listing was read, and its closed record then comes with the next.
+  uint64_t begin_listing(const std::string& client, uint64_t now_ns, size_t max_closed = SIZE_MAX);
+  // Appends up to max closed views; false once the listing has none left (or is unknown).
+  bool closed_page(uint64_t listing, uint64_t now_ns, size_t max,
+                   std::vector<connection_view>& out);
+  // Appends a view for each of conns (active connections) not handed out closed in it.
+  void active_page(uint64_t listing, uint64_t now_ns, const nl_conn* conns, size_t n,
+                   std::vector<connection_view>& out);
+  bool end_listing(uint64_t listing);
+  bool has_listing(uint64_t listing) const { return listings_.count(listing) != 0; }
+  size_t open_listings() const { return listings_.size(); }
+  // Drops listings whose reader went away: not touched for idle_ns. Returns how many.
+  size_t expire_listings(uint64_t now_ns, uint64_t idle_ns);
 
   // Forgets clients not seen for client_expiry_ns. Returns how many were dropped.
   size_t expire_clients(uint64_t now_ns);
@@ -61,12 +83,32 @@ public:
   client_registry_stats stats() const;
 
 private:
+  // What a client saw of a connection in its answer number round. start_ns tells a new socket
+  // that reused a raw_tp build's sock_id from the one before.
+  struct seen {
+    conn_counters counters;
+    uint64_t start_ns = 0;
+    uint64_t round = 0;
+  };
   struct client_state {
     uint64_t cursor = 0; // sequence number of the next closed record to hand out
     uint64_t last_seen_ns = 0;
-    std::unordered_map<uint64_t, conn_counters> last; // by sock_id
+    uint64_t round = 0;                      // answers begun
+    std::unordered_map<uint64_t, seen> last; // by sock_id
+  };
+  struct listing {
+    std::string client;
+    uint64_t round = 0;
+    uint64_t next_seq = 0; // closed records [next_seq, end_seq) are still to hand out
+    uint64_t end_seq = 0;
+    bool more_closed = false;
+    uint64_t touched_ns = 0;
+    std::unordered_set<uint64_t> closed_ids; // handed out closed: not listed again as active
   };
 
+  client_state& client(const std::string& name, uint64_t now_ns);
+  listing* touch(uint64_t id, uint64_t now_ns);
+  conn_counters delta_for(client_state& st, const nl_conn& c, uint64_t round);
   void trim();
 
   client_registry_limits limits_;
@@ -80,6 +122,8 @@ private:
   closed_ring<closed_entry> closed_;
   uint64_t closed_base_seq_ = 0; // sequence number of closed_.front()
   std::unordered_map<std::string, client_state> clients_;
+  std::unordered_map<uint64_t, listing> listings_;
+  uint64_t next_listing_ = 1;
   client_registry_stats stats_;
 };
 

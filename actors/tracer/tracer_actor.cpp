@@ -1,5 +1,6 @@
 #include "actors/tracer/tracer_actor.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <unordered_map>
@@ -24,6 +25,12 @@ using self_ptr = tracer_actor::stateful_pointer<tracer_state>;
 constexpr auto k_nat_timeout = std::chrono::seconds(2);
 // Longest a connections answer waits for the consumer to hand over what has closed.
 constexpr auto k_flush_timeout = std::chrono::seconds(1);
+// A page of a paged answer holds at most this many connections (~1.3 MB of views).
+constexpr uint32_t k_page_size = 4096;
+// Paged answers open at once; past this the oldest is ended (a reader that went away).
+constexpr size_t k_max_listings = 16;
+// A paged answer whose reader asks for no page this long is ended by the expiry tick.
+constexpr uint64_t k_listing_idle_ns = 30ull * 1000000000ull;
 
 ct_tuple tuple_of(const nl_conn& c) {
   ct_tuple t;
@@ -89,6 +96,7 @@ counter_list telemetry_of(const tracer_state& st) {
                        s.connect_failures[i]);
   }
   out.emplace_back("udp_idle_expired", st.idle_expired);
+  out.emplace_back("answer_pages", st.pages_served);
   out.emplace_back("nat_closed", st.nat_closed);
   out.emplace_back("nat_lookup_errors", st.nat_errors);
   out.emplace_back("netns_resolve_errors", st.netns_errors);
@@ -111,9 +119,8 @@ counter_list telemetry_of(const tracer_state& st) {
 constexpr uint64_t k_verify_closing_after_ns = 30ull * 1000000000ull;
 
 // Entries whose socket the kernel no longer has: reported closed (flagged), and removed.
-void reconcile_tcp(tracer_state& st, uint64_t now, std::vector<nl_conn>& ended) {
-  auto candidates =
-      closing_entries_to_verify(st.active, now, k_verify_closing_after_ns, st.own_netns);
+void reconcile_tcp(tracer_state& st, const std::vector<nl_conn>& candidates,
+                   std::vector<nl_conn>& ended) {
   if (candidates.empty())
     return;
   auto live = live_tcp_cookies();
@@ -124,12 +131,12 @@ void reconcile_tcp(tracer_state& st, uint64_t now, std::vector<nl_conn>& ended) 
   }
   const auto& cookies = std::get<std::unordered_set<uint64_t>>(live);
   size_t before = ended.size();
-  for (const nl_conn* c : candidates) {
+  for (const nl_conn& c : candidates) {
     // A raw_tp tracer knows a cookie only once the kernel assigned one (the socket table
     // dump assigns them), so an entry without one is checked again next time.
-    if (c->cookie == 0 || cookies.count(c->cookie) || !st.bpf->remove_active(c->sock_id))
+    if (c.cookie == 0 || cookies.count(c.cookie) || !st.bpf->remove_active(c.sock_id))
       continue;
-    nl_conn done = *c;
+    nl_conn done = c;
     done.flags |= NL_FLAG_RECONCILED;
     normalize_family(done);
     ended.push_back(done);
@@ -154,6 +161,29 @@ caf::error not_loaded(const tracer_state& st) {
   return caf::make_error(caf::sec::runtime_error, "tracer is " + st.state);
 }
 
+// The translations conntrack found for active (hits by index into it) set on the views of
+// those connections among views[from...].
+void apply_nat(std::vector<connection_view>& views, size_t from, const std::vector<nl_conn>& active,
+               const nat_lookup_reply& nat) {
+  if (nat.hits.empty())
+    return;
+  std::unordered_map<uint64_t, const ct_endpoints*> by_id;
+  by_id.reserve(nat.hits.size());
+  for (const auto& [index, ends] : nat.hits)
+    if (index < active.size())
+      by_id.emplace(active[index].sock_id, &ends);
+  for (size_t i = from; i < views.size(); ++i) {
+    connection_view& v = views[i];
+    if (v.closed)
+      continue;
+    auto it = by_id.find(v.conn.sock_id);
+    if (it == by_id.end())
+      continue;
+    v.has_nat = true;
+    v.nat = *it->second;
+  }
+}
+
 // One client's answer from the active connections read at request time and the
 // translations conntrack found for them (by index into active), if any.
 connections_reply assemble(self_ptr self, const std::string& client, size_t max_closed,
@@ -162,22 +192,8 @@ connections_reply assemble(self_ptr self, const std::string& client, size_t max_
   connections_reply reply;
   reply.more_closed =
       st.clients->collect(client, active, monotonic_now_ns(), reply.connections, max_closed);
-  if (nat && !nat->hits.empty()) {
-    std::unordered_map<uint64_t, const ct_endpoints*> by_id;
-    by_id.reserve(nat->hits.size());
-    for (const auto& [index, ends] : nat->hits)
-      if (index < active.size())
-        by_id.emplace(active[index].sock_id, &ends);
-    for (auto& v : reply.connections) {
-      if (v.closed)
-        continue;
-      auto it = by_id.find(v.conn.sock_id);
-      if (it == by_id.end())
-        continue;
-      v.has_nat = true;
-      v.nat = *it->second;
-    }
-  }
+  if (nat)
+    apply_nat(reply.connections, 0, active, *nat);
   reply.telemetry = telemetry_of(st);
   reply.telemetry.emplace_back("map_entries", active.size());
   return reply;
@@ -186,13 +202,16 @@ connections_reply assemble(self_ptr self, const std::string& client, size_t max_
 // Has the netns actor attribute the answer (container ids, what the devices counted, the flows
 // seen only at a device), then delivers it. Without a netns actor the answer goes as it is.
 void attribute_and_deliver(self_ptr self, connections_reply reply,
-                           caf::typed_response_promise<connections_reply> rp) {
+                           caf::typed_response_promise<connections_reply> rp, uint64_t listing = 0,
+                           bool last = true) {
   auto ns = find_netns(self->system());
   if (!ns) {
     rp.deliver(std::move(reply));
     return;
   }
   netns_resolve_request req;
+  req.listing = listing;
+  req.last = last;
   req.tuples.reserve(reply.connections.size());
   req.pids.reserve(reply.connections.size());
   req.translated.reserve(reply.connections.size());
@@ -257,6 +276,147 @@ void answer_connections(self_ptr self, const std::string& client, size_t max_clo
             ++self->state.nat_errors;
             attribute_and_deliver(self, assemble(self, client, max_closed, *active, nullptr), rp);
           });
+}
+
+caf::error unknown_listing(uint64_t id) {
+  return caf::make_error(caf::sec::runtime_error,
+                         "listing " + std::to_string(id) +
+                             " is unknown: it ended, expired, or the tracer restarted");
+}
+
+// The next page of a paged answer: the closed connections set aside for it first, then active
+// ones read from the map where the last page stopped, translated and attributed. The last page
+// carries more_closed, the telemetry and the flows seen only at a device.
+void serve_page(self_ptr self, uint64_t id, caf::typed_response_promise<connections_reply> rp) {
+  auto& st = self->state;
+  auto it = st.pages.find(id);
+  if (!st.bpf || it == st.pages.end() || !st.clients->has_listing(it->second.listing)) {
+    if (it != st.pages.end())
+      st.pages.erase(it);
+    rp.deliver(unknown_listing(id));
+    return;
+  }
+  tracer_state::paged& p = it->second;
+  auto held = std::make_shared<connections_reply>();
+  bool closed_left =
+      st.clients->closed_page(p.listing, monotonic_now_ns(), k_page_size, held->connections);
+  auto active = std::make_shared<std::vector<nl_conn>>();
+  if (!closed_left && held->connections.size() < k_page_size) {
+    active->reserve(k_page_size - held->connections.size());
+    st.bpf->read_active_page(p.cursor, *active,
+                             k_page_size - static_cast<uint32_t>(held->connections.size()));
+    for (auto& c : *active)
+      normalize_family(c);
+    p.entries += active->size();
+  }
+  const bool last = !closed_left && p.cursor.done;
+  auto finish = [self, id, last, held, active, rp](const nat_lookup_reply* nat) mutable {
+    auto& st = self->state;
+    auto it = st.pages.find(id);
+    if (it == st.pages.end() || !st.clients->has_listing(it->second.listing)) {
+      rp.deliver(unknown_listing(id));
+      return;
+    }
+    size_t from = held->connections.size();
+    st.clients->active_page(it->second.listing, monotonic_now_ns(), active->data(), active->size(),
+                            held->connections);
+    if (nat)
+      apply_nat(held->connections, from, *active, *nat);
+    held->listing = id;
+    held->last = last;
+    if (last) {
+      held->more_closed = st.clients->end_listing(it->second.listing);
+      held->telemetry = telemetry_of(st);
+      held->telemetry.emplace_back("map_entries", it->second.entries);
+      st.pages.erase(it);
+    }
+    ++st.pages_served;
+    active.reset();
+    attribute_and_deliver(self, std::move(*held), rp, id, last);
+  };
+  auto ct = find_conntrack(self->system());
+  if (!ct || active->empty()) {
+    finish(nullptr);
+    return;
+  }
+  self->request(ct, k_nat_timeout, lookup_atom::value, nat_request_for(*active))
+      .then([=](const nat_lookup_reply& r) mutable { finish(&r); },
+            [=](caf::error&) mutable {
+              ++self->state.nat_errors;
+              finish(nullptr);
+            });
+}
+
+// Ends the paged answers whose reader went away (no page for k_listing_idle_ns), or the oldest
+// ones past k_max_listings.
+void end_idle_listings(tracer_state& st, uint64_t now, size_t room_for = 0) {
+  st.clients->expire_listings(now, k_listing_idle_ns);
+  while (st.pages.size() + room_for > k_max_listings) {
+    auto oldest =
+        std::min_element(st.pages.begin(), st.pages.end(), [](const auto& a, const auto& b) {
+          return a.second.listing < b.second.listing;
+        });
+    st.clients->end_listing(oldest->second.listing);
+    st.pages.erase(oldest);
+  }
+  for (auto it = st.pages.begin(); it != st.pages.end();)
+    it = st.clients->has_listing(it->second.listing) ? std::next(it) : st.pages.erase(it);
+}
+
+// conns_page: listing 0 begins a paged answer for client (after everything closed so far has
+// come from the consumer, as for a whole answer); any other is the next page of that one.
+caf::result<connections_reply> get_page(self_ptr self, const std::string& client,
+                                        uint64_t listing) {
+  auto& st = self->state;
+  ++st.handled;
+  if (!st.bpf)
+    return not_loaded(st);
+  auto rp = self->make_response_promise<connections_reply>();
+  if (listing != 0) {
+    serve_page(self, listing, rp);
+    return rp;
+  }
+  auto open_listing = [self, client, rp]() mutable {
+    auto& st = self->state;
+    if (!st.bpf) {
+      rp.deliver(not_loaded(st));
+      return;
+    }
+    end_idle_listings(st, monotonic_now_ns(), 1);
+    uint64_t local = st.clients->begin_listing(client, monotonic_now_ns());
+    // Unique across restarts of the tracer, so that the netns actor never takes a new listing
+    // for one it still holds from an instance before.
+    uint64_t id = (uint64_t{self->id()} << 32) | (local & 0xffffffffu);
+    st.pages[id] = tracer_state::paged{local, {}, 0};
+    serve_page(self, id, rp);
+  };
+  // The closed connections the flush handed over wait for their translations (add_closed);
+  // conntrack answers in order, so once an empty lookup sent now comes back they are resolved
+  // and the listing sets all of them aside for this answer.
+  auto begin = [self, open_listing]() mutable {
+    auto ct = find_conntrack(self->system());
+    if (!ct) {
+      open_listing();
+      return;
+    }
+    self->request(ct, k_nat_timeout, lookup_atom::value, nat_lookup_request{})
+        .then([=](const nat_lookup_reply&) mutable { open_listing(); },
+              [=](caf::error&) mutable {
+                ++self->state.nat_errors;
+                open_listing();
+              });
+  };
+  if (!st.consumer) {
+    begin();
+    return rp;
+  }
+  self->request(st.consumer, k_flush_timeout, flush_atom::value)
+      .then([=](caf::ok_atom) mutable { begin(); },
+            [=](caf::error&) mutable {
+              ++self->state.flush_errors;
+              begin();
+            });
+  return rp;
 }
 
 // The tracer is in the kernel: says how, and starts serving.
@@ -415,26 +575,38 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
       },
       [=](get_conns_atom, const std::string& client, uint32_t max_closed)
           -> caf::result<connections_reply> { return get_connections(self, client, max_closed); },
+      [=](conns_page_atom, const std::string& client, uint64_t listing)
+          -> caf::result<connections_reply> { return get_page(self, client, listing); },
       [=](expire_atom) {
         auto& st = self->state;
         ++st.handled;
         uint64_t now = monotonic_now_ns();
         st.clients->expire_clients(now);
+        end_idle_listings(st, now);
         if (!st.bpf)
           return;
-        st.bpf->read_active(st.active);
-        std::vector<nl_conn> ended;
-        for (const nl_conn* c :
-             idle_udp_flows(st.active, now, uint64_t{st.cfg.udp_idle_timeout_s} * 1000000000ull)) {
-          if (!st.bpf->remove_active(c->sock_id))
-            continue; // closed meanwhile: its record is on the way
-          nl_conn done = *c;
-          done.flags |= NL_FLAG_IDLE_EXPIRED;
-          normalize_family(done);
-          ended.push_back(done);
+        // The map is read a page at a time: this runs every tick, and a whole read of 65,536
+        // connections would be ~10 MB on the host each time.
+        std::vector<nl_conn> ended, closing;
+        tracer_object::active_cursor cursor;
+        while (!cursor.done) {
+          st.active.clear();
+          st.bpf->read_active_page(cursor, st.active, k_page_size);
+          for (const nl_conn* c : idle_udp_flows(
+                   st.active, now, uint64_t{st.cfg.udp_idle_timeout_s} * 1000000000ull)) {
+            if (!st.bpf->remove_active(c->sock_id))
+              continue; // closed meanwhile: its record is on the way
+            nl_conn done = *c;
+            done.flags |= NL_FLAG_IDLE_EXPIRED;
+            normalize_family(done);
+            ended.push_back(done);
+          }
+          for (const nl_conn* c :
+               closing_entries_to_verify(st.active, now, k_verify_closing_after_ns, st.own_netns))
+            closing.push_back(*c);
         }
         st.idle_expired += ended.size();
-        reconcile_tcp(st, now, ended);
+        reconcile_tcp(st, closing, ended);
         add_closed(self, ended);
         release_scratch(st);
       },
@@ -458,9 +630,7 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
         s.info = st.load_info;
         s.mailbox_size = mailbox_size(self);
         if (st.bpf) {
-          st.bpf->read_active(st.active);
-          s.counters.emplace_back("map_entries", st.active.size());
-          release_scratch(st);
+          s.counters.emplace_back("map_entries", st.bpf->count_active());
         }
         return s;
       },

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "actors/tracer/client_registry.hpp"
@@ -20,6 +21,15 @@ struct tracer_state {
   std::unique_ptr<tracer_object> bpf;
   std::unique_ptr<client_registry> clients;
   std::vector<nl_conn> active; // scratch, reused across requests
+  // Paged answers being read, by listing id: the client registry's listing and where the read
+  // of the active map stands.
+  struct paged {
+    uint64_t listing = 0; // the registry's
+    tracer_object::active_cursor cursor;
+    uint64_t entries = 0; // active connections read so far
+  };
+  std::unordered_map<uint64_t, paged> pages;
+  uint64_t pages_served = 0;
   uint64_t handled = 0;
   uint64_t idle_expired = 0;
   uint64_t tcp_reconciled = 0;  // entries whose close was missed, found gone in sock_diag

@@ -151,3 +151,48 @@ TEST_CASE("join_flows gives a DNAT'd connection the flows its packets carry past
   // Not translated (family 0): only the socket's tuple.
   CHECK(join_flows(conns, flows, names, {ct_tuple{}}).devices.empty());
 }
+
+TEST_CASE("flow_joiner over pages gives what join_flows gives over the whole answer",
+          "[netns][flow_join]") {
+  // Six connections in one namespace, each with its egress and ingress flow, plus two flows no
+  // connection owns; the pages split the connections 2 + 3 + 1 (the last page may be empty).
+  std::vector<ct_tuple> conns;
+  std::vector<tc_flow> flows;
+  for (uint16_t i = 0; i < 6; ++i) {
+    auto e = ends("10.0.0.2", static_cast<uint16_t>(40000 + i), "10.0.0.1", 80);
+    conns.push_back(tuple(100, e));
+    flows.push_back(flow(100, 2, e, NL_TC_EGRESS, i + 1u, 100u * (i + 1)));
+    flows.push_back(flow(100, 2, reversed(e), NL_TC_INGRESS, i + 2u, 1000u * (i + 1)));
+  }
+  flows.push_back(flow(100, 2, ends("10.0.0.9", 1, "10.0.0.8", 2), NL_TC_EGRESS, 7, 70));
+  flows.push_back(flow(300, 4, ends("10.0.0.2", 40000, "10.0.0.1", 80), NL_TC_EGRESS, 8, 80));
+  auto whole = join_flows(conns, flows, names);
+
+  flow_joiner joiner(flows);
+  std::vector<std::pair<uint32_t, device_counts>> paged;
+  size_t at = 0;
+  for (size_t n : {size_t{2}, size_t{3}, size_t{1}, size_t{0}}) {
+    std::vector<ct_tuple> page(conns.begin() + at, conns.begin() + at + n);
+    for (auto [index, counts] : joiner.join(page))
+      paged.emplace_back(static_cast<uint32_t>(at + index), counts);
+    at += n;
+  }
+  auto left = joiner.unowned(names);
+  REQUIRE(paged.size() == whole.devices.size());
+  for (size_t i = 0; i < paged.size(); ++i) {
+    CHECK(paged[i].first == whole.devices[i].first);
+    CHECK(paged[i].second.bytes_out == whole.devices[i].second.bytes_out);
+    CHECK(paged[i].second.bytes_in == whole.devices[i].second.bytes_in);
+    CHECK(paged[i].second.packets_in == whole.devices[i].second.packets_in);
+  }
+  REQUIRE(left.size() == 2);
+  REQUIRE(whole.device_only.size() == 2);
+  uint64_t left_bytes = 0;
+  for (const auto& d : left)
+    left_bytes += d.bytes;
+  CHECK(left_bytes == 150);
+  // A flow a connection of an earlier page took is not taken again by a later page's duplicate.
+  flow_joiner again(flows);
+  CHECK(again.join({conns[0]}).size() == 1);
+  CHECK(again.join({conns[0]}).empty());
+}

@@ -130,9 +130,123 @@ TEST_CASE("per-client state does not keep connections that vanished", "[registry
   std::vector<connection_view> out;
   reg.collect("x", {with_bytes(a, 100, 0)}, 1, out);
   reg.collect("x", {}, 2, out); // gone without a closed record (lost)
-  reg.collect("x", {with_bytes(a, 100, 0)}, 3, out);
+  reg.collect("x", {}, 3, out); // and not back in the answer after: forgotten
+  reg.collect("x", {with_bytes(a, 100, 0)}, 4, out);
   REQUIRE(out.size() == 1);
   CHECK(out[0].last.bytes_sent == 100); // seen afresh, not as a zero delta
+}
+
+TEST_CASE("a connection that closes while an answer is read gets its exact delta with the next",
+          "[registry]") {
+  // Listed in one answer; gone from the map before the next answer's page reached it (so not
+  // in that answer); its closed record then comes with the answer after: the delta is against
+  // what the client saw, not the connection's whole total again.
+  client_registry reg({100, 1000000000ull});
+  nl_conn a = make_conn(1, "10.0.0.1", 1000, "10.0.0.2", 80);
+  std::vector<connection_view> out;
+  reg.collect("x", {with_bytes(a, 100, 0)}, 1, out);
+  reg.collect("x", {}, 2, out);
+  reg.add_closed({with_bytes(a, 130, 0)});
+  reg.collect("x", {}, 3, out);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].closed);
+  CHECK(out[0].last.bytes_sent == 30);
+}
+
+TEST_CASE("a new socket that reuses a sock_id starts from its own zero", "[registry]") {
+  // raw_tp builds key sockets by their address, which the kernel reuses: the start time tells
+  // the new connection from the old one.
+  client_registry reg({100, 1000000000ull});
+  nl_conn a = make_conn(1, "10.0.0.1", 1000, "10.0.0.2", 80);
+  a.start_ns = 10;
+  nl_conn b = make_conn(1, "10.0.0.1", 2000, "10.0.0.3", 80);
+  b.start_ns = 20;
+  std::vector<connection_view> out;
+  reg.collect("x", {with_bytes(a, 100, 0)}, 1, out);
+  reg.collect("x", {with_bytes(b, 40, 0)}, 2, out);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].last.bytes_sent == 40);
+}
+
+TEST_CASE("a paged answer is the whole answer, a page at a time", "[registry]") {
+  // Two registries fed the same history: one answers whole, the other in pages of 3.
+  client_registry whole({100, 1000000000ull}), paged({100, 1000000000ull});
+  std::vector<nl_conn> active;
+  for (uint64_t i = 1; i <= 10; ++i)
+    active.push_back(with_bytes(
+        make_conn(i, "10.0.0.1", static_cast<uint16_t>(1000 + i), "10.0.0.2", 80), i * 10, i));
+  std::vector<nl_conn> closed;
+  for (uint64_t i = 11; i <= 17; ++i)
+    closed.push_back(with_bytes(
+        make_conn(i, "10.0.0.1", static_cast<uint16_t>(1000 + i), "10.0.0.2", 80), i, 0));
+  for (int round = 0; round < 2; ++round) {
+    for (auto& c : active)
+      c.bytes_sent += 5 * round;
+    whole.add_closed(closed);
+    paged.add_closed(closed);
+    std::vector<connection_view> expected, got, page;
+    bool more = whole.collect("x", active, 1, expected);
+    uint64_t id = paged.begin_listing("x", 1);
+    CHECK(id != 0);
+    CHECK(paged.open_listings() == 1);
+    int closed_pages = 0;
+    for (bool left = true; left; ++closed_pages) {
+      page.clear();
+      left = paged.closed_page(id, 1, 3, page);
+      CHECK(page.size() <= 3);
+      got.insert(got.end(), page.begin(), page.end());
+    }
+    CHECK(closed_pages == 3); // 7 closed: 3 + 3 + 1
+    for (size_t at = 0; at < active.size(); at += 3) {
+      page.clear();
+      paged.active_page(id, 1, active.data() + at, std::min<size_t>(3, active.size() - at), page);
+      got.insert(got.end(), page.begin(), page.end());
+    }
+    CHECK(paged.end_listing(id) == more);
+    CHECK(paged.open_listings() == 0);
+    REQUIRE(got.size() == expected.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      CHECK(got[i].conn.sock_id == expected[i].conn.sock_id);
+      CHECK(got[i].closed == expected[i].closed);
+      CHECK(got[i].last.bytes_sent == expected[i].last.bytes_sent);
+    }
+    CHECK(paged.stats().closed_buffered == 0); // every record read: released
+  }
+}
+
+TEST_CASE("a paged answer keeps its closed records until it hands them out", "[registry]") {
+  client_registry reg({100, 1000000000ull});
+  std::vector<connection_view> out;
+  reg.add_closed(
+      {make_conn(1, "10.0.0.1", 1, "10.0.0.2", 2), make_conn(2, "10.0.0.1", 2, "10.0.0.2", 2)});
+  uint64_t id = reg.begin_listing("only", 1);
+  // Another call by the same client must not release what the listing has yet to hand out.
+  reg.collect("only", {}, 1, out);
+  CHECK(out.empty());
+  CHECK(reg.stats().closed_buffered == 2);
+  out.clear();
+  CHECK_FALSE(reg.closed_page(id, 1, 10, out));
+  CHECK(out.size() == 2);
+  reg.end_listing(id);
+  CHECK(reg.stats().closed_buffered == 0);
+}
+
+TEST_CASE("a listing whose reader went away ends, and its unread closed ones wait for the next",
+          "[registry]") {
+  client_registry reg({100, 1000000000ull});
+  std::vector<connection_view> out;
+  reg.add_closed(
+      {make_conn(1, "10.0.0.1", 1, "10.0.0.2", 2), make_conn(2, "10.0.0.1", 2, "10.0.0.2", 2)});
+  uint64_t id = reg.begin_listing("c", 100);
+  CHECK(reg.closed_page(id, 100, 1, out)); // one of two read, then the reader goes away
+  CHECK(reg.expire_listings(100 + 500, 1000) == 0);
+  CHECK(reg.expire_listings(100 + 2000, 1000) == 1);
+  CHECK_FALSE(reg.has_listing(id));
+  out.clear();
+  reg.collect("c", {}, 2200, out);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].conn.sock_id == 2);
+  CHECK(reg.stats().closed_buffered == 0);
 }
 
 TEST_CASE("deltas never go negative", "[registry]") {
