@@ -18,8 +18,8 @@
 #include <benchmark/benchmark.h>
 
 #include "actors/tracer/client_registry.hpp"
-#include "actors/tracer/record_decoder.hpp"
 #include "bpf/netlens_records.h"
+#include "flow/record_decoder.hpp"
 
 namespace {
 

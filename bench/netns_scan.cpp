@@ -36,8 +36,8 @@
 #include <vector>
 
 #include "actors/netns/netns_cache.hpp"
-#include "actors/netns/netns_handle.hpp"
 #include "actors/netns/proc_scan.hpp"
+#include "flow/netns_handle.hpp"
 #include "tests/support/open_fds.hpp"
 
 using netlens::testing::open_fds;

@@ -12,7 +12,7 @@
 #include <sys/socket.h>
 
 #include "actors/perf_consumer/batch_tracker.hpp"
-#include "actors/tracer/record_decoder.hpp"
+#include "flow/record_decoder.hpp"
 
 namespace {
 

@@ -10,11 +10,11 @@
 
 #include <caf/allowed_unsafe_message_type.hpp>
 
-#include "actors/conntrack/ct_types.hpp"
-#include "actors/netns/netns_handle.hpp"
 #include "bpf/netlens_offsets.h"
 #include "bpf/netlens_records.h"
 #include "config/config.hpp"
+#include "flow/netns_handle.hpp"
+#include "messages/ct_types.hpp"
 
 namespace netlens {
 

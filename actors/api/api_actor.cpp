@@ -14,6 +14,7 @@
 #include "actors/api/connection_json.hpp"
 #include "actors/api/connection_query.hpp"
 #include "actors/api/metrics_text.hpp"
+#include "messages/registry.hpp"
 
 namespace netlens {
 namespace {
@@ -27,11 +28,11 @@ http_response error_response(int status, const std::string& what) {
 // The exporter's traffic families, when it runs: a page without them is still the agent's page
 // (an exporter restarting must not fail the scrape of everything else).
 void append_traffic_families(caf::actor_system& sys, std::string& page) {
-  auto exporter = sys.registry().get<caf::strong_actor_ptr>(k_exporter_registry_name);
+  auto exporter = find_exporter(sys);
   if (!exporter)
     return;
   caf::scoped_actor self{sys};
-  self->request(caf::actor_cast<exporter_actor>(exporter), k_request_timeout, traffic_atom::value)
+  self->request(exporter, k_request_timeout, traffic_atom::value)
       .receive([&](std::string& text) { page += text; }, [&](caf::error&) {});
 }
 

@@ -64,13 +64,6 @@ void field_bool(std::string& out, const char* name, bool v) {
 
 } // namespace
 
-// No allocation per address: this runs twice per connection of every answer.
-std::string_view format_address(uint16_t family, const uint8_t* addr, char* buf) {
-  if (!inet_ntop(family == AF_INET ? AF_INET : AF_INET6, addr, buf, INET6_ADDRSTRLEN))
-    return "?";
-  return buf;
-}
-
 const char* tcp_state_name(uint8_t state) {
   static const char* names[] = {
       "",      "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",   "TIME_WAIT",

@@ -8,12 +8,11 @@
 #include <string_view>
 #include <vector>
 
+#include "flow/address_text.hpp"
 #include "messages/types.hpp"
 
 namespace netlens {
 
-// Formats into buf (INET6_ADDRSTRLEN bytes) and returns a view of it.
-std::string_view format_address(uint16_t family, const uint8_t* addr, char* buf);
 const char* tcp_state_name(uint8_t state);
 bool is_intra_host(const nl_conn& c);
 

@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "flow/prometheus_text.hpp"
 #include "messages/types.hpp"
 
 namespace netlens {
@@ -25,14 +26,6 @@ struct figure_metric {
 // Actors report bare figures without saying what kind they are; the name decides (the rules
 // are spelled out in metrics_text.cpp and docs/operations.md). A counter ends in _total.
 figure_metric describe_figure(std::string_view actor, std::string_view figure);
-
-// Any byte outside [a-zA-Z0-9_] becomes '_' (':' too: it is reserved for recording rules), and
-// a leading digit gets a '_' before it, so any text becomes a valid metric name.
-std::string sanitize_metric_name(std::string_view name);
-
-// Label values escape backslash, double quote and newline; HELP text backslash and newline.
-std::string escape_label_value(std::string_view value);
-std::string escape_help(std::string_view text);
 
 // The whole /metrics body: per-actor figures and the supervisor's view of every actor.
 std::string render_metrics(const agent_stats& stats);

@@ -1,9 +1,10 @@
 #include "actors/compact_ticker/compact_ticker_actor.hpp"
 
+#include "messages/registry.hpp"
+
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/common/lifecycle.hpp"
-#include "actors/conntrack/conntrack_actor.hpp"
 
 namespace netlens {
 

@@ -1,13 +1,14 @@
 #include "actors/conntrack/conntrack_actor.hpp"
 
+#include "messages/registry.hpp"
+
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
 #include <spdlog/spdlog.h>
 
 #include "actors/common/clock.hpp"
 #include "actors/common/lifecycle.hpp"
-#include "actors/netns/netns_actor.hpp"
-#include "actors/tracer/socket_table.hpp"
+#include "flow/socket_table.hpp"
 
 namespace netlens {
 namespace {
@@ -244,11 +245,6 @@ void unpublish(caf::actor_system& sys, const caf::actor_addr& addr) {
 }
 
 } // namespace
-
-conntrack_actor find_conntrack(caf::actor_system& sys) {
-  return caf::actor_cast<conntrack_actor>(
-      sys.registry().get<caf::strong_actor_ptr>(k_conntrack_registry_name));
-}
 
 conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config cfg) {
   self->state.cfg = cfg;

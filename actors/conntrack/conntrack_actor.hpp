@@ -52,7 +52,4 @@ struct conntrack_state {
 conntrack_self_actor::behavior_type
 conntrack_fn(conntrack_self_actor::stateful_pointer<conntrack_state> self, conntrack_config cfg);
 
-// The conntrack actor running now, or an invalid handle (not started, restarting, disabled).
-conntrack_actor find_conntrack(caf::actor_system& sys);
-
 } // namespace netlens

@@ -12,7 +12,7 @@
 #include <variant>
 #include <vector>
 
-#include "actors/conntrack/ct_types.hpp"
+#include "messages/ct_types.hpp"
 
 namespace netlens {
 

@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "actors/conntrack/ct_types.hpp"
+#include "messages/ct_types.hpp"
 
 namespace netlens {
 

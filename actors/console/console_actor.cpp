@@ -1,5 +1,7 @@
 #include "actors/console/console_actor.hpp"
 
+#include "messages/registry.hpp"
+
 #include <chrono>
 #include <ctime>
 
@@ -9,7 +11,6 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/common/lifecycle.hpp"
-#include "actors/conntrack/conntrack_actor.hpp"
 #include "actors/console/console_format.hpp"
 #include "actors/console/console_protocol.hpp"
 

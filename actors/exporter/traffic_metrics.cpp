@@ -11,8 +11,8 @@
 #include <cstring>
 #include <functional>
 
-#include "actors/api/connection_json.hpp"
-#include "actors/api/metrics_text.hpp"
+#include "flow/address_text.hpp"
+#include "flow/prometheus_text.hpp"
 
 namespace netlens {
 namespace {

@@ -1,5 +1,7 @@
 #include "actors/netns/netns_actor.hpp"
 
+#include "messages/registry.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -15,10 +17,9 @@
 
 #include "actors/common/clock.hpp"
 #include "actors/common/lifecycle.hpp"
-#include "actors/conntrack/conntrack_actor.hpp"
 #include "actors/netns/device_filter.hpp"
 #include "actors/netns/flow_join.hpp"
-#include "actors/tracer/socket_table.hpp"
+#include "flow/socket_table.hpp"
 
 namespace netlens {
 namespace {
@@ -495,11 +496,6 @@ void joined_page(netns_state& st, const netns_resolve_request& req,
 }
 
 } // namespace
-
-netns_actor find_netns(caf::actor_system& sys) {
-  return caf::actor_cast<netns_actor>(
-      sys.registry().get<caf::strong_actor_ptr>(k_netns_registry_name));
-}
 
 netns_actor spawn_netns(caf::actor_system& sys, const netns_config& cfg) {
   return sys.spawn<caf::detached>(netns_fn, cfg);

@@ -113,7 +113,4 @@ netns_self_actor::behavior_type netns_fn(netns_self_actor::stateful_pointer<netn
 // Spawned detached: the start-up scan and the TC netlink calls block.
 netns_actor spawn_netns(caf::actor_system& sys, const netns_config& cfg);
 
-// The netns actor running now, or an invalid handle (not started, restarting).
-netns_actor find_netns(caf::actor_system& sys);
-
 } // namespace netlens

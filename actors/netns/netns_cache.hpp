@@ -18,7 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "actors/netns/netns_handle.hpp"
+#include "flow/netns_handle.hpp"
 
 namespace netlens {
 

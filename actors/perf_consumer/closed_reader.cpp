@@ -14,7 +14,7 @@
 #include <bpf/bpf.h>
 
 #include "actors/common/clock.hpp"
-#include "actors/tracer/record_decoder.hpp"
+#include "flow/record_decoder.hpp"
 
 namespace netlens {
 namespace {

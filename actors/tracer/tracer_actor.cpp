@@ -1,5 +1,7 @@
 #include "actors/tracer/tracer_actor.hpp"
 
+#include "messages/registry.hpp"
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -9,12 +11,10 @@
 
 #include "actors/common/clock.hpp"
 #include "actors/common/lifecycle.hpp"
-#include "actors/conntrack/conntrack_actor.hpp"
-#include "actors/netns/netns_actor.hpp"
 #include "actors/tracer/idle_expiry.hpp"
-#include "actors/tracer/record_decoder.hpp"
-#include "actors/tracer/socket_table.hpp"
 #include "actors/tracer/tracer_loader.hpp"
+#include "flow/record_decoder.hpp"
+#include "flow/socket_table.hpp"
 
 namespace netlens {
 namespace {

@@ -23,10 +23,10 @@
 #include <unistd.h>
 
 #include "actors/perf_consumer/closed_reader.hpp"
-#include "actors/tracer/record_decoder.hpp"
-#include "actors/tracer/socket_table.hpp"
 #include "bpf/btf_offsets.hpp"
 #include "bpf/tracer_object.hpp"
+#include "flow/record_decoder.hpp"
+#include "flow/socket_table.hpp"
 #include "tests/support/orphan_netns.hpp"
 #include "tests/support/test_tracer_mode.hpp"
 

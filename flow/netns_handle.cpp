@@ -1,4 +1,4 @@
-#include "actors/netns/netns_handle.hpp"
+#include "flow/netns_handle.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -1,4 +1,4 @@
-#include "actors/tracer/record_decoder.hpp"
+#include "flow/record_decoder.hpp"
 
 #include <cstddef>
 #include <cstring>

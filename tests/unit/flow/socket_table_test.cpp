@@ -1,6 +1,6 @@
 #include <catch2/catch.hpp>
 
-#include "actors/tracer/socket_table.hpp"
+#include "flow/socket_table.hpp"
 #include "tests/support/conn_builder.hpp"
 
 using namespace netlens;

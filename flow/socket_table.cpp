@@ -1,4 +1,4 @@
-#include "actors/tracer/socket_table.hpp"
+#include "flow/socket_table.hpp"
 
 #include <cerrno>
 #include <cstring>

@@ -10,7 +10,7 @@
 #include <string>
 #include <variant>
 
-#include "actors/netns/netns_handle.hpp"
+#include "flow/netns_handle.hpp"
 #include "tests/support/open_fds.hpp"
 
 using netlens::testing::open_fds;

@@ -1,6 +1,6 @@
 #include <catch2/catch.hpp>
 
-#include "actors/tracer/record_decoder.hpp"
+#include "flow/record_decoder.hpp"
 #include "tests/support/conn_builder.hpp"
 
 using namespace netlens;
