@@ -116,12 +116,12 @@ order=$(grep -oE "shutdown phase (stop|purge|exit)" "$WORK/agent.log" | awk '{pr
 ids=$(loaded_ids "$WORK/agent.log")
 [[ -n "$ids" ]] || fail "the agent did not log its program ids"
 left=""
-for _ in $(seq 1 40); do left=$(still_loaded $ids); [[ -z "$left" ]] && break; sleep 0.05; done
+for _ in $(seq 1 100); do left=$(still_loaded $ids); [[ -z "$left" ]] && break; sleep 0.05; done
 [[ -z "$left" ]] && pass "none of the agent's programs ($ids) left, nor their links" ||
   fail "left in the kernel: $left"
 # Links hold their program: a leaked link would have kept a program above.
 left_maps=""
-for _ in $(seq 1 40); do
+for _ in $(seq 1 100); do
   left_maps=$(for m in $map_ids; do bpftool map show id "$m" 2>/dev/null | head -1; done)
   [[ -z "$left_maps" ]] && break; sleep 0.05
 done
