@@ -32,6 +32,9 @@ using tracer_actor = lifecycle_actor::extend<
     caf::replies_to<get_conns_atom, std::string, uint32_t>::with<connections_reply>,
     // conns_page, client, listing: the next page of a paged answer (listing 0 begins one)
     caf::replies_to<conns_page_atom, std::string, uint64_t>::with<connections_reply>,
+    // conns_page, client, listing, max_closed: the same; a listing begun so sets aside at most
+    // max_closed closed connections, the rest wait for the next (the exporter asks so)
+    caf::replies_to<conns_page_atom, std::string, uint64_t, uint32_t>::with<connections_reply>,
     caf::replies_to<buffer_atom>::with<closed_buffer_info>, caf::reacts_to<closed_batch>,
     caf::reacts_to<expire_atom>>;
 

@@ -110,47 +110,69 @@ void flush(exporter_state& st) {
   std::vector<ipfix_message>().swap(st.messages_scratch); // a burst's buffers are not kept
 }
 
-void ingest(exporter_state& st, const connections_reply& reply) {
-  ++st.polls;
+flow_ledger::sink ipfix_sink(exporter_state& st) {
+  return [&st](const flow_report& r) { encode_report(st, r); };
+}
+
+// One page of a poll into the ledger; what it made due goes out at once.
+void ingest_page(exporter_state& st, const connections_reply& page) {
   flow_ledger::sink to_metrics = [&st](const flow_report& r) {
     if (st.metrics)
       st.metrics->observe(r);
   };
-  flow_ledger::sink to_ipfix = [&st](const flow_report& r) { encode_report(st, r); };
-  st.ledger->poll(reply.connections, clock_now(), to_metrics, to_ipfix, !reply.more_closed);
-  st.last_more_closed = reply.more_closed;
+  st.ledger->poll_page(page.connections, clock_now(), to_metrics, ipfix_sink(st));
+  flush(st);
 }
 
+// One poll of the tracer, a paged answer (client "exporter"): each page goes into the ledger as
+// it comes, so the exporter holds one page at a time, not every connection of the host. A page
+// that does not come ends the poll as one that did not see everything closed.
 void poll_tracer(self_ptr self, std::chrono::milliseconds timeout, std::function<void()> then) {
   auto& st = self->state;
   st.polling = true;
-  self->request(st.tracer, timeout, get_conns_atom::value, std::string(k_exporter_client),
-                k_poll_max_closed)
-      .then(
-          [=](const connections_reply& reply) {
-            auto& s = self->state;
-            s.polling = false;
-            ingest(s, reply);
-            flush(s);
-            // A busy host closes thousands of connections a second: polling again soon keeps each
-            // answer, and what the exporter holds at once, small.
-            size_t closed = 0;
-            for (const auto& v : reply.connections)
-              closed += v.closed ? 1 : 0;
-            if (closed >= k_busy_poll_closed)
-              s.next_poll = std::min(s.next_poll, steady::now() + k_link_tick);
-            if (reply.more_closed) // the rest at the next tick
-              s.next_poll = steady::now();
-            then();
-          },
-          [=](caf::error& err) {
-            auto& s = self->state;
-            s.polling = false;
-            s.last_more_closed = false; // no answer: nothing to chain a poll on
-            ++s.poll_errors;
-            s.last_error = "polling the tracer: " + self->system().render(err);
-            then();
-          });
+  ++st.polls;
+  st.ledger->begin_poll();
+  auto closed = std::make_shared<size_t>(0);
+  auto next_page = std::make_shared<std::function<void(uint64_t)>>();
+  *next_page = [self, timeout, then, closed, next_page](uint64_t listing) {
+    self->request(self->state.tracer, timeout, conns_page_atom::value,
+                  std::string(k_exporter_client), listing, k_poll_max_closed)
+        .then(
+            [=](const connections_reply& page) mutable {
+              auto& s = self->state;
+              ingest_page(s, page);
+              for (const auto& v : page.connections)
+                *closed += v.closed ? 1 : 0;
+              if (!page.last) {
+                (*next_page)(page.listing);
+                return;
+              }
+              *next_page = nullptr; // the cycle through its own capture ends here
+              s.ledger->end_poll(clock_now(), ipfix_sink(s), !page.more_closed);
+              flush(s);
+              s.polling = false;
+              s.last_more_closed = page.more_closed;
+              // A busy host closes thousands of connections a second: polling again soon keeps
+              // each answer, and what the exporter holds at once, small.
+              if (*closed >= k_busy_poll_closed)
+                s.next_poll = std::min(s.next_poll, steady::now() + k_link_tick);
+              if (page.more_closed) // the rest at the next tick
+                s.next_poll = steady::now();
+              then();
+            },
+            [=](caf::error& err) mutable {
+              *next_page = nullptr;
+              auto& s = self->state;
+              s.ledger->end_poll(clock_now(), ipfix_sink(s), false);
+              flush(s);
+              s.polling = false;
+              s.last_more_closed = false; // no answer: nothing to chain a poll on
+              ++s.poll_errors;
+              s.last_error = "polling the tracer: " + self->system().render(err);
+              then();
+            });
+  };
+  (*next_page)(0);
 }
 
 // A poll while running. An answer that left closed connections for the next one (the tracer

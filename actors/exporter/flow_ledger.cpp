@@ -61,7 +61,13 @@ flow_report flow_ledger::report_of(const open_flow& f, flow_end_reason why,
 
 void flow_ledger::poll(const std::vector<connection_view>& views, const poll_clock& now,
                        const sink& to_metrics, const sink& to_ipfix, bool all_closed) {
-  ++poll_;
+  begin_poll();
+  poll_page(views, now, to_metrics, to_ipfix);
+  end_poll(now, to_ipfix, all_closed);
+}
+
+void flow_ledger::poll_page(const std::vector<connection_view>& views, const poll_clock& now,
+                            const sink& to_metrics, const sink& to_ipfix) {
   for (const connection_view& v : views) {
     auto it = open_.find(v.conn.sock_id);
     bool fresh = it == open_.end();
@@ -113,6 +119,9 @@ void flow_ledger::poll(const std::vector<connection_view>& views, const poll_clo
       f.next_report_ns = now.mono_ns + active_timeout_ns_;
     }
   }
+}
+
+void flow_ledger::end_poll(const poll_clock& now, const sink& to_ipfix, bool all_closed) {
   // Open before, absent for two polls in a row: its close record was dropped before this client
   // read it (the tracer's closed buffer overflowed). One poll of grace, because a closed record
   // whose NAT translation is still being looked up is held back from one answer. What moved

@@ -49,6 +49,14 @@ public:
   void poll(const std::vector<connection_view>& views, const poll_clock& now,
             const sink& to_metrics, const sink& to_ipfix, bool all_closed = true);
 
+  // The same poll over a paged answer: begin_poll, poll_page for each page as it comes (what
+  // poll does with its views), end_poll once the last page is in (what poll does after them:
+  // the connections no page showed).
+  void begin_poll() { ++poll_; }
+  void poll_page(const std::vector<connection_view>& views, const poll_clock& now,
+                 const sink& to_metrics, const sink& to_ipfix);
+  void end_poll(const poll_clock& now, const sink& to_ipfix, bool all_closed);
+
   // Shutdown: every connection still open, with what moved since its last report, as a forced
   // end. The ledger is empty afterwards.
   void force_end(const poll_clock& now, const sink& to_ipfix);

@@ -366,7 +366,7 @@ void end_idle_listings(tracer_state& st, uint64_t now, size_t room_for = 0) {
 // conns_page: listing 0 begins a paged answer for client (after everything closed so far has
 // come from the consumer, as for a whole answer); any other is the next page of that one.
 caf::result<connections_reply> get_page(self_ptr self, const std::string& client,
-                                        uint64_t listing) {
+                                        uint64_t listing, size_t max_closed = SIZE_MAX) {
   auto& st = self->state;
   ++st.handled;
   if (!st.bpf)
@@ -376,14 +376,14 @@ caf::result<connections_reply> get_page(self_ptr self, const std::string& client
     serve_page(self, listing, rp);
     return rp;
   }
-  auto open_listing = [self, client, rp]() mutable {
+  auto open_listing = [self, client, max_closed, rp]() mutable {
     auto& st = self->state;
     if (!st.bpf) {
       rp.deliver(not_loaded(st));
       return;
     }
     end_idle_listings(st, monotonic_now_ns(), 1);
-    uint64_t local = st.clients->begin_listing(client, monotonic_now_ns());
+    uint64_t local = st.clients->begin_listing(client, monotonic_now_ns(), max_closed);
     // Unique across restarts of the tracer, so that the netns actor never takes a new listing
     // for one it still holds from an instance before.
     uint64_t id = (uint64_t{self->id()} << 32) | (local & 0xffffffffu);
@@ -577,6 +577,10 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
           -> caf::result<connections_reply> { return get_connections(self, client, max_closed); },
       [=](conns_page_atom, const std::string& client, uint64_t listing)
           -> caf::result<connections_reply> { return get_page(self, client, listing); },
+      [=](conns_page_atom, const std::string& client, uint64_t listing, uint32_t max_closed)
+          -> caf::result<connections_reply> {
+        return get_page(self, client, listing, max_closed);
+      },
       [=](expire_atom) {
         auto& st = self->state;
         ++st.handled;

@@ -2,6 +2,7 @@
 // active timeout and one at the end; the metrics see every poll.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <random>
 
 #include "actors/exporter/flow_ledger.hpp"
@@ -185,4 +186,48 @@ TEST_CASE("an answer that left closed connections for later declares nobody lost
   CHECK(rec.ipfix[0].reason == flow_end_reason::end_of_flow);
   CHECK(rec.ipfix[0].delta.bytes_sent == 12);
   CHECK(ledger.stats().lost_closes == 0);
+}
+
+TEST_CASE("a poll over pages reports what the same poll over the whole answer reports",
+          "[flow_ledger]") {
+  // Ten connections over five polls: some move, two close, one vanishes (its close dropped).
+  // One ledger takes each answer whole, the other in pages of three.
+  flow_ledger whole(10 * k_s), paged(10 * k_s);
+  recorder w, p;
+  for (uint64_t round = 1; round <= 5; ++round) {
+    std::vector<connection_view> answer;
+    for (uint64_t id = 1; id <= 10; ++id) {
+      if (id == 4 && round >= 3)
+        continue; // vanished without a close record
+      bool closes = (id == 2 && round == 2) || (id == 7 && round == 4);
+      if ((id == 2 && round > 2) || (id == 7 && round > 4))
+        continue;
+      answer.push_back(view(id, 1 * k_s, {id * round, round, 1, 1, 0}, closes));
+    }
+    whole.poll(answer, at(round * 6), w.to_metrics(), w.to_ipfix());
+    paged.begin_poll();
+    for (size_t at_ = 0; at_ < answer.size(); at_ += 3) {
+      std::vector<connection_view> page(answer.begin() + at_,
+                                        answer.begin() + std::min(answer.size(), at_ + 3));
+      paged.poll_page(page, at(round * 6), p.to_metrics(), p.to_ipfix());
+    }
+    paged.end_poll(at(round * 6), p.to_ipfix(), true);
+  }
+  REQUIRE(p.ipfix.size() == w.ipfix.size());
+  REQUIRE(p.metrics.size() == w.metrics.size());
+  for (size_t i = 0; i < w.ipfix.size(); ++i) {
+    CHECK(p.ipfix[i].conn.sock_id == w.ipfix[i].conn.sock_id);
+    CHECK(p.ipfix[i].reason == w.ipfix[i].reason);
+    CHECK(p.ipfix[i].delta.bytes_sent == w.ipfix[i].delta.bytes_sent);
+  }
+  for (uint64_t id = 1; id <= 10; ++id)
+    CHECK(sum_sent(p.ipfix, id) == sum_sent(w.ipfix, id));
+  // The vanished one was reported lost by both.
+  auto lost = [](const recorder& r) {
+    return std::count_if(r.ipfix.begin(), r.ipfix.end(), [](const flow_report& f) {
+      return f.reason == flow_end_reason::lack_of_resources;
+    });
+  };
+  CHECK(lost(p) == 1);
+  CHECK(lost(w) == 1);
 }
