@@ -365,8 +365,8 @@ void end_idle_listings(tracer_state& st, uint64_t now, size_t room_for = 0) {
 
 // conns_page: listing 0 begins a paged answer for client (after everything closed so far has
 // come from the consumer, as for a whole answer); any other is the next page of that one.
-caf::result<connections_reply> get_page(self_ptr self, const std::string& client,
-                                        uint64_t listing, size_t max_closed = SIZE_MAX) {
+caf::result<connections_reply> get_page(self_ptr self, const std::string& client, uint64_t listing,
+                                        size_t max_closed = SIZE_MAX) {
   auto& st = self->state;
   ++st.handled;
   if (!st.bpf)
@@ -578,9 +578,7 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
       [=](conns_page_atom, const std::string& client, uint64_t listing)
           -> caf::result<connections_reply> { return get_page(self, client, listing); },
       [=](conns_page_atom, const std::string& client, uint64_t listing, uint32_t max_closed)
-          -> caf::result<connections_reply> {
-        return get_page(self, client, listing, max_closed);
-      },
+          -> caf::result<connections_reply> { return get_page(self, client, listing, max_closed); },
       [=](expire_atom) {
         auto& st = self->state;
         ++st.handled;
