@@ -139,13 +139,8 @@ bool client_registry::closed_page(uint64_t id, uint64_t now_ns, size_t max,
   for (size_t taken = 0; taken < max && l.next_seq < l.end_seq; ++taken, ++l.next_seq) {
     const closed_entry& e = closed_[static_cast<size_t>(l.next_seq - closed_base_seq_)];
     const nl_conn& c = e.conn;
-    conn_counters now = counters_of(c);
-    auto prev = st.last.find(c.sock_id);
-    conn_counters d = prev == st.last.end() || prev->second.start_ns != c.start_ns
-                          ? now
-                          : delta(now, prev->second.counters);
-    if (prev != st.last.end())
-      st.last.erase(prev);
+    conn_counters d = delta_for(st, c, l.round);
+    st.last.erase(c.sock_id); // closed: the client will not see it again
     l.closed_ids.insert(c.sock_id);
     out.push_back({c, true, d, e.has_nat, e.nat, {}, false, {}});
   }
