@@ -71,7 +71,10 @@ struct nl_conn {
    * ETIMEDOUT, EHOSTUNREACH, ...; 0: the application closed it first). NL_SK_ERR_UNKNOWN where
    * the build cannot read it (prebuilt). 0 for everything else. */
   __u8 sk_err;
-  __u8 pad[1];
+  /* Kernel-internal: TCP sends and receives that did the full work on this socket (saturates
+   * at 255). The CO-RE tracer marks the socket for its fast path once it is clearly a
+   * connection that keeps talking. Means nothing to user space. */
+  __u8 io_events;
   char comm[NL_COMM_LEN];
 };
 

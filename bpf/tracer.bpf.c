@@ -34,6 +34,9 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile bool use_perf = false;
 /* Perf mode: closed records per batch (1: every record on its own). */
 const volatile __u32 batch_size = 4;
+/* CO-RE: mark counted TCP sockets so their sends and receives return at once (the loader
+ * turns it off where the kernel refuses the refresh iterator, nl_refresh_tcp). */
+const volatile bool tcp_marks_on = false;
 /* Ring buffer bytes (whole records) that make up one batch: only the record that completes a
  * batch wakes the reader. Every wakeup is an irq_work self-IPI on this CPU, a VM exit on a
  * virtual machine; the reader picks up smaller remainders on its own timer. */
@@ -48,6 +51,24 @@ struct {
   __type(key, __u64);
   __type(value, struct nl_conn);
 } nl_active SEC(".maps");
+
+#ifdef NL_MODE_CORE
+/* A mark on each TCP socket whose entry is complete (in nl_active, owner known): a send or
+ * receive on a marked socket has nothing to do and returns after one look at the socket's own
+ * storage, no hash lookup, no tcp_sock read. Its live counters are read when someone asks
+ * (nl_refresh_tcp, run before every read of nl_active), and at close as before. Socket storage
+ * needs BTF: the raw_tp builds keep counting on every send and receive. */
+struct nl_tcp_mark {
+  __u32 pid;
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_SK_STORAGE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, int);
+  __type(value, struct nl_tcp_mark);
+} nl_tcp_marks SEC(".maps");
+#endif
 
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -160,32 +181,68 @@ static __always_inline void set_tcp_base(struct nl_conn *c, nl_tcp_sock *tp) {
   c->flags |= NL_FLAG_TCP_BASE_KNOWN;
 }
 
+/* What is read from a TCP socket: the fields of tcp_sock the counters come from. */
+struct nl_tcp_snap {
+  __u64 acked;
+  __u64 received;
+  __u64 sock_bits;
+  __u64 mstamp;
+  __u32 segs_out;
+  __u32 segs_in;
+  __u32 srtt_us;
+  __u32 mdev_us;
+  __u32 total_retrans;
+  __u32 snd_una;
+  __u32 write_seq;
+};
+
+static __always_inline void snap_tcp(struct nl_tcp_snap *s, const struct sock *sk,
+                                     nl_tcp_sock *tp) {
+  s->acked = tp_bytes_acked(tp);
+  s->received = tp_bytes_received(tp);
+  s->sock_bits = nl_sk_flags(sk);
+  s->mstamp = tp_mstamp(tp);
+  s->segs_out = tp_segs_out(tp);
+  s->segs_in = tp_segs_in(tp);
+  s->srtt_us = tp_srtt_us(tp);
+  s->mdev_us = tp_mdev_us(tp);
+  s->total_retrans = tp_total_retrans(tp);
+  s->snd_una = tp_snd_una(tp);
+  s->write_seq = tp_write_seq(tp);
+}
+
 /* Everything TCP is read from tcp_sock, so the numbers are the stack's own: payload bytes are
  * the sequence space acknowledged / received since counting began, without the SYN (in the
  * base) and without a FIN, which takes a sequence number too. This counts what splice and
  * sendfile move as well, and the value at close is exact. */
-static __always_inline void read_tcp(struct nl_conn *c, const struct sock *sk,
-                                     nl_tcp_sock *tp) {
-  c->packets_sent = tp_segs_out(tp);
-  c->packets_recv = tp_segs_in(tp);
-  c->srtt_us = tp_srtt_us(tp) >> 3;
-  c->rttvar_us = tp_mdev_us(tp) >> 2;
-  c->retransmits = tp_total_retrans(tp);
+static __always_inline void apply_tcp(struct nl_conn *c, const struct nl_tcp_snap *s) {
+  c->packets_sent = s->segs_out;
+  c->packets_recv = s->segs_in;
+  c->srtt_us = s->srtt_us >> 3;
+  c->rttvar_us = s->mdev_us >> 2;
+  c->retransmits = s->total_retrans;
   if (!(c->flags & NL_FLAG_TCP_BASE_KNOWN))
     return;
-  __u64 acked = tp_bytes_acked(tp) - c->base_acked;
-  __u64 received = tp_bytes_received(tp) - c->base_received;
+  __u64 acked = s->acked - c->base_acked;
+  __u64 received = s->received - c->base_received;
   /* Only a FIN that was sent and acknowledged is in bytes_acked: shut for sending is not
    * enough, close() sets that before it decides between a FIN and a reset. */
-  bool fin_acked = (c->flags & NL_FLAG_FIN_SENT) && tp_snd_una(tp) == tp_write_seq(tp);
+  bool fin_acked = (c->flags & NL_FLAG_FIN_SENT) && s->snd_una == s->write_seq;
   __u64 done_bit = 1ULL << NL_SOCK_DONE_BIT;
-  bool fin_received = nl_sk_flags(sk) & done_bit;
+  bool fin_received = s->sock_bits & done_bit;
   if (fin_acked && acked > 0)
     acked--;
   if (fin_received && received > 0)
     received--;
   c->bytes_sent = acked;
   c->bytes_recv = received;
+}
+
+static __always_inline void read_tcp(struct nl_conn *c, const struct sock *sk,
+                                     nl_tcp_sock *tp) {
+  struct nl_tcp_snap s;
+  snap_tcp(&s, sk, tp);
+  apply_tcp(c, &s);
 }
 
 /* When the stack last sent or received a packet on this socket: tcp_mstamp is tcp_clock_us(),
@@ -387,9 +444,39 @@ int BPF_PROG(nl_tcp_state_nested, const struct sock *sk, int oldstate, int newst
   return on_tcp_state(ctx, sk, oldstate, newstate);
 }
 
+/* Sends and receives a TCP socket does the full way before it is marked. Creating socket
+ * storage costs more than a few events do (an allocation, a lock): a short connection (a
+ * request and its answer) is cheaper unmarked, a long one pays once. */
+#define NL_MARK_AFTER_EVENTS 4
+
+/* Marks a TCP socket whose entry is complete, so its next sends and receives return at once. */
+static __always_inline void mark_tcp_known(struct sock *sk, struct nl_conn *c) {
+#ifdef NL_MODE_CORE
+  if (c->io_events < 255)
+    c->io_events++;
+  if (c->io_events < NL_MARK_AFTER_EVENTS)
+    return;
+  /* Only sockets an application holds by a file: the refresh finds sockets through files (a
+   * kernel socket, which has none, keeps counting on every event). */
+  if (!tcp_marks_on || c->pid == 0)
+    return;
+  struct socket *sock = sk->sk_socket;
+  if (!sock || !sock->file)
+    return;
+  struct nl_tcp_mark *m = bpf_sk_storage_get(&nl_tcp_marks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+  if (m)
+    m->pid = c->pid;
+#endif
+}
+
 static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_send) {
   if (ret <= 0)
     return 0;
+#ifdef NL_MODE_CORE
+  /* The hot path: a TCP socket already counted. Nothing else ever has the mark. */
+  if (bpf_sk_storage_get(&nl_tcp_marks, sk, 0, 0))
+    return 0;
+#endif
   if (!is_inet(nl_sk_family(sk)))
     return 0;
   __u16 protocol = nl_sk_protocol(sk);
@@ -460,6 +547,7 @@ static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_se
       read_tcp(c, sk, tp);
       c->last_ns = tcp_time_ns(tp);
     }
+    mark_tcp_known(sk, c);
     return 0;
   }
   c->last_ns = bpf_ktime_get_ns();
@@ -509,3 +597,51 @@ int nl_udp_release(struct bpf_sock *sk) {
   bpf_map_delete_elem(&nl_active, &key);
   return 1;
 }
+
+#ifdef NL_MODE_CORE
+/* Brings the live TCP counters of every counted socket an application holds into its nl_active
+ * entry. User space runs it before it reads the map. It walks the open files of every process:
+ * the one walk that reaches sockets in every network namespace at once (the TCP iterator sees
+ * only the namespace of the process that starts it, and this kernel refuses iterators over
+ * socket storage). A socket's pointer from a file is untrusted: its fields are read with
+ * bpf_probe_read_kernel at CO-RE offsets. A socket two processes share is refreshed twice, to
+ * the same values. */
+static __always_inline void snap_tcp_probe(struct nl_tcp_snap *s, const struct sock *sk) {
+  const struct tcp_sock *tp = (const void *)sk;
+  s->acked = BPF_CORE_READ(tp, bytes_acked);
+  s->received = BPF_CORE_READ(tp, bytes_received);
+  s->sock_bits = BPF_CORE_READ(sk, __sk_common.skc_flags);
+  s->mstamp = BPF_CORE_READ(tp, tcp_mstamp);
+  s->segs_out = BPF_CORE_READ(tp, segs_out);
+  s->segs_in = BPF_CORE_READ(tp, segs_in);
+  s->srtt_us = BPF_CORE_READ(tp, srtt_us);
+  s->mdev_us = BPF_CORE_READ(tp, mdev_us);
+  s->total_retrans = BPF_CORE_READ(tp, total_retrans);
+  s->snd_una = BPF_CORE_READ(tp, snd_una);
+  s->write_seq = BPF_CORE_READ(tp, write_seq);
+}
+
+SEC("iter/task_file")
+int nl_refresh_tcp(struct bpf_iter__task_file *ctx) {
+  struct file *file = ctx->file;
+  if (!file)
+    return 0;
+  struct socket *sock = bpf_sock_from_file(file);
+  if (!sock)
+    return 0;
+  const struct sock *sk = sock->sk;
+  if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+    return 0;
+  __u64 key = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+  if (key == 0)
+    return 0; /* never counted: the tracer asks for the cookie of every socket it counts */
+  struct nl_conn *c = bpf_map_lookup_elem(&nl_active, &key);
+  if (!c || c->protocol != IPPROTO_TCP)
+    return 0; /* closed meanwhile: its record carries the final counters */
+  struct nl_tcp_snap s;
+  snap_tcp_probe(&s, sk);
+  apply_tcp(c, &s);
+  c->last_ns = s.mstamp ? s.mstamp * 1000 : c->last_ns;
+  return 0;
+}
+#endif

@@ -99,6 +99,21 @@ const char* tracer_build_name(tracer_build b) {
 
 std::variant<std::unique_ptr<tracer_object>, load_error>
 tracer_object::load(const tracer_load_options& opts) {
+  if (opts.build != tracer_build::core)
+    return load_attempt(opts, false);
+  auto fast = load_attempt(opts, true);
+  if (std::holds_alternative<std::unique_ptr<tracer_object>>(fast))
+    return fast;
+  // The fast TCP path needs an iterator over open files (5.11+, bpf_sock_from_file). Without
+  // it the CO-RE tracer still loads, and counts TCP on every send and receive as before.
+  auto slow = load_attempt(opts, false);
+  if (auto* ok = std::get_if<std::unique_ptr<tracer_object>>(&slow))
+    (*ok)->fast_tcp_off_reason_ = std::get<load_error>(fast).what;
+  return slow;
+}
+
+std::variant<std::unique_ptr<tracer_object>, load_error>
+tracer_object::load_attempt(const tracer_load_options& opts, bool fast_tcp) {
   struct stat st {};
   if (opts.build == tracer_build::core && stat("/sys/kernel/btf/vmlinux", &st) != 0)
     return load_error{"kernel BTF is missing (/sys/kernel/btf/vmlinux): the CO-RE tracer needs "
@@ -176,6 +191,14 @@ tracer_object::load(const tracer_load_options& opts) {
   }
   if (err.empty() && opts.build == tracer_build::prebuilt)
     err = set_rodata(obj, "nl_off", opts.offsets);
+  if (err.empty() && opts.build == tracer_build::core) {
+    err = set_rodata(obj, "tcp_marks_on", fast_tcp);
+    bpf_program* refresh = bpf_object__find_program_by_name(obj, "nl_refresh_tcp");
+    if (!refresh)
+      err = "the tracer object has no program nl_refresh_tcp";
+    else
+      bpf_program__set_autoload(refresh, fast_tcp);
+  }
   if (!err.empty())
     return load_error{err};
 
@@ -209,6 +232,15 @@ tracer_object::load(const tracer_load_options& opts) {
       return describe_load_failure(errno,
                                    std::string("attaching ") + tracepoint_kind + "/" + tp.what);
     self->links_.push_back(link);
+  }
+
+  if (fast_tcp) {
+    bpf_program* prog = bpf_object__find_program_by_name(obj, "nl_refresh_tcp");
+    bpf_link* link = prog ? bpf_program__attach_iter(prog, nullptr) : nullptr;
+    if (!link)
+      return describe_load_failure(errno, "attaching iter/task_file (nl_refresh_tcp)");
+    self->links_.push_back(link);
+    self->refresh_link_ = link;
   }
 
   std::string cgroup = find_cgroup2_mount();
@@ -285,10 +317,50 @@ void tracer_object::read_active(std::vector<nl_conn>& out, uint32_t batch_size) 
   }
 }
 
+bool tracer_object::refresh_live(std::string* why) const {
+  if (!refresh_link_)
+    return true;
+  int fd = bpf_iter_create(bpf_link__fd(refresh_link_));
+  if (fd < 0) {
+    if (why)
+      *why = "creating the TCP refresh iterator: " + errno_text(errno);
+    return false;
+  }
+  // The program writes nothing: one read walks every open file and returns 0 at the end.
+  // bpf_iter.c stops a read without output after a million objects with EAGAIN (the next read
+  // goes on); a bounded number of those, in case a kernel starts over instead.
+  char buf[64];
+  bool ok = true;
+  int again = 0;
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n > 0)
+      continue;
+    if (n == 0)
+      break;
+    if (errno == EINTR || (errno == EAGAIN && ++again < 64))
+      continue;
+    if (why)
+      *why = "running the TCP refresh iterator: " + errno_text(errno);
+    ok = false;
+    break;
+  }
+  close(fd);
+  return ok;
+}
+
 void tracer_object::read_active_page(active_cursor& cursor, std::vector<nl_conn>& out,
                                      uint32_t max) const {
   if (cursor.done)
     return;
+  if (!cursor.started && cursor.refresh) {
+    std::string why;
+    if (!refresh_live(&why)) {
+      // The entries are read all the same, with the counters of their last refresh or event.
+      ++refresh_failures_;
+      last_refresh_error_ = why;
+    }
+  }
   int fd = bpf_map__fd(active_);
   uint32_t batch = std::max<uint32_t>(max, 1);
   std::vector<uint64_t> keys;
@@ -317,6 +389,7 @@ size_t tracer_object::count_active() const {
   std::vector<nl_conn> page;
   page.reserve(1024);
   active_cursor cursor;
+  cursor.refresh = false;
   size_t n = 0;
   while (!cursor.done) {
     page.clear();

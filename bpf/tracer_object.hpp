@@ -74,10 +74,21 @@ public:
     uint64_t token = 0;
     bool started = false;
     bool done = false;
+    // Bring the live TCP counters into the map before the first page (refresh_live). Off for
+    // reads that only count entries.
+    bool refresh = true;
   };
   // Appends the entries of the next buckets to out, up to max (more only when one bucket holds
   // more); cursor.done once the map's end is reached (that read may still append entries).
   void read_active_page(active_cursor& cursor, std::vector<nl_conn>& out, uint32_t max) const;
+  // CO-RE build: copies every counted TCP socket's live counters into its map entry (the send
+  // and receive programs do not: they return at once on a socket already counted). read_active
+  // and read_active_page do it first; the raw_tp builds count on every event and need nothing.
+  // False with the reason in *why when the kernel refused the run.
+  bool refresh_live(std::string* why = nullptr) const;
+  // Refreshes the kernel refused since load, and the last reason (for /stats).
+  uint64_t refresh_failures() const { return refresh_failures_; }
+  const std::string& last_refresh_error() const { return last_refresh_error_; }
   // How many connections the map holds, counted a page at a time.
   size_t count_active() const;
   // Removes one active connection by its sock_id; false if it was not there (closed
@@ -88,8 +99,15 @@ public:
   // Runs the kernel skipped because the program was already running on that CPU.
   uint64_t recursion_misses() const;
 
+  // CO-RE: why sends and receives on a counted TCP socket still do the full work ("" when
+  // they return at once and the counters are refreshed before each read of the map).
+  const std::string& fast_tcp_off_reason() const { return fast_tcp_off_reason_; }
+  bool fast_tcp() const { return refresh_link_ != nullptr; }
+
 private:
   tracer_object() = default;
+  static std::variant<std::unique_ptr<tracer_object>, load_error>
+  load_attempt(const tracer_load_options& opts, bool fast_tcp);
   // The map key of a sock_id: the same on CO-RE (the cookie), the scramble undone on raw_tp.
   uint64_t key_of(uint64_t sock_id) const;
 
@@ -103,6 +121,10 @@ private:
   uint64_t id_xor_ = 0;
   uint64_t id_mul_inverse_ = 1;
   std::vector<bpf_link*> links_;
+  bpf_link* refresh_link_ = nullptr; // CO-RE: the iterator over nl_tcp_marks (in links_ too)
+  mutable uint64_t refresh_failures_ = 0;
+  mutable std::string last_refresh_error_;
+  std::string fast_tcp_off_reason_;
   int cgroup_fd_ = -1;
   bool use_perf_ = false;
   uint32_t max_entries_ = 0;

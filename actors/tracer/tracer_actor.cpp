@@ -97,6 +97,8 @@ counter_list telemetry_of(const tracer_state& st) {
   }
   out.emplace_back("udp_idle_expired", st.idle_expired);
   out.emplace_back("answer_pages", st.pages_served);
+  if (st.bpf)
+    out.emplace_back("tcp_refresh_failures", st.bpf->refresh_failures());
   out.emplace_back("nat_closed", st.nat_closed);
   out.emplace_back("nat_lookup_errors", st.nat_errors);
   out.emplace_back("netns_resolve_errors", st.netns_errors);
@@ -446,6 +448,16 @@ void loaded_with(self_ptr self, std::unique_ptr<tracer_object> loaded,
   }
   if (!st.bpf->udp_release_attached())
     spdlog::warn("tracer: no cgroup v2 hierarchy mounted; UDP flows end only by idle expiry");
+  if (st.bpf->build() == tracer_build::core) {
+    // Where the kernel has no iterator over open files, every TCP send and receive reads the
+    // socket's counters, as the raw_tp builds always do.
+    st.load_info.emplace_back("tcp_fast_path", st.bpf->fast_tcp() ? "on" : "off");
+    if (!st.bpf->fast_tcp()) {
+      st.load_info.emplace_back("tcp_fast_path_off_because", st.bpf->fast_tcp_off_reason());
+      spdlog::warn("tracer: the TCP fast path is off, every send and receive counts: {}",
+                   st.bpf->fast_tcp_off_reason());
+    }
+  }
   st.state = "running";
   std::string ids;
   for (uint32_t id : st.bpf->program_ids())
@@ -591,6 +603,9 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
         // connections would be ~10 MB on the host each time.
         std::vector<nl_conn> ended, closing;
         tracer_object::active_cursor cursor;
+        // Idle UDP flows and closing TCP entries need no live TCP counters: the tick does not
+        // pay for a refresh (a walk of every open file) each time.
+        cursor.refresh = false;
         while (!cursor.done) {
           st.active.clear();
           st.bpf->read_active_page(cursor, st.active, k_page_size);
