@@ -348,6 +348,13 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
   }
 
   if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE) {
+#ifdef NL_MODE_CORE
+    /* FIN_WAIT2, CLOSE_WAIT, CLOSING, TIME_WAIT: only the state moves, and the refresh reads
+     * it when someone asks. A socket no process holds keeps FIN_WAIT1 or LAST_ACK until its
+     * close. */
+    if (tcp_marks_on && newstate != TCP_FIN_WAIT1 && newstate != TCP_LAST_ACK)
+      return 0;
+#endif
     c = bpf_map_lookup_elem(&nl_active, &key);
     if (!c)
       return 0;
@@ -642,6 +649,9 @@ int nl_refresh_tcp(struct bpf_iter__task_file *ctx) {
   snap_tcp_probe(&s, sk);
   apply_tcp(c, &s);
   c->last_ns = s.mstamp ? s.mstamp * 1000 : c->last_ns;
+  __u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+  if (state != TCP_CLOSE) /* a close on its way carries its own */
+    c->tcp_state = state;
   return 0;
 }
 #endif
