@@ -6,7 +6,6 @@
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
-#include <filesystem>
 #include <fstream>
 #include <linux/sockios.h>
 #include <linux/tcp.h> // tcp_info with segs_in/bytes_acked, TCP_REPAIR (glibc's is older)
@@ -17,7 +16,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/utsname.h>
 #include <thread>
 #include <tuple>
 #include <unistd.h>
@@ -27,7 +25,6 @@
 
 #include "flow/cgroup2_mount.hpp"
 #include "flow/errno_text.hpp"
-#include "flow/fnv1a.hpp"
 #include "offset_guess.skel.h"
 
 namespace netlens {
@@ -801,16 +798,6 @@ std::variant<std::string, std::string> own_cgroup_dir() {
                                                 "this process has no cgroup v2 path");
 }
 
-// The cache files were written with this basis (a digit short of FNV's own); it stays, so the
-// files already on hosts still check.
-constexpr uint64_t k_cache_checksum_basis = 1469598103934665603ull;
-
-uint64_t checksum(std::string_view bytes) {
-  return fnv1a(bytes, k_cache_checksum_basis);
-}
-
-constexpr char k_cache_magic[8] = {'N', 'L', 'O', 'F', 'F', 'S', '0', '1'};
-
 } // namespace
 
 std::variant<std::unique_ptr<guess_session>, std::string> guess_session::open() {
@@ -868,87 +855,6 @@ scan_outcome guess_session::guess_once(std::chrono::milliseconds timeout) {
   return std::get<scan_outcome>(result);
 }
 
-std::string kernel_release() {
-  utsname u{};
-  return uname(&u) == 0 ? u.release : "unknown";
-}
-
-std::string offsets_cache_path(const std::string& cache_dir, const std::string& release) {
-  return cache_dir + "/offsets-" + release + ".bin";
-}
-
-// Layout: magic, release length (u32), release, sizeof(nl_offsets) (u32), nl_offsets, then
-// the FNV-1a 64 of everything before it.
-cache_status read_offsets_cache(const std::string& path, const std::string& release,
-                                nl_offsets& out, std::string& why) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    return cache_status::missing;
-  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t want = sizeof(k_cache_magic) + 4 + release.size() + 4 + sizeof(nl_offsets) + 8;
-  if (data.size() != want) {
-    why = path + " has " + std::to_string(data.size()) + " bytes, not " + std::to_string(want);
-    return cache_status::corrupt;
-  }
-  if (std::memcmp(data.data(), k_cache_magic, sizeof(k_cache_magic)) != 0) {
-    why = path + " is not an offsets cache file (bad magic)";
-    return cache_status::corrupt;
-  }
-  uint64_t sum;
-  std::memcpy(&sum, data.data() + data.size() - 8, 8);
-  if (sum != checksum(std::string_view(data).substr(0, data.size() - 8))) {
-    why = path + " fails its checksum";
-    return cache_status::corrupt;
-  }
-  size_t pos = sizeof(k_cache_magic);
-  uint32_t rlen, olen;
-  std::memcpy(&rlen, data.data() + pos, 4);
-  pos += 4;
-  if (rlen != release.size() || data.compare(pos, rlen, release) != 0) {
-    why = path + " was written for another kernel release";
-    return cache_status::corrupt;
-  }
-  pos += rlen;
-  std::memcpy(&olen, data.data() + pos, 4);
-  pos += 4;
-  if (olen != sizeof(nl_offsets)) {
-    why = path + " holds offsets of another layout";
-    return cache_status::corrupt;
-  }
-  std::memcpy(&out, data.data() + pos, sizeof(nl_offsets));
-  return cache_status::hit;
-}
-
-std::string write_offsets_cache(const std::string& path, const std::string& release,
-                                const nl_offsets& offsets) {
-  std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
-  if (ec)
-    return "creating " + std::filesystem::path(path).parent_path().string() + ": " + ec.message();
-  std::string data(k_cache_magic, sizeof(k_cache_magic));
-  uint32_t rlen = static_cast<uint32_t>(release.size());
-  uint32_t olen = sizeof(nl_offsets);
-  data.append(reinterpret_cast<const char*>(&rlen), 4);
-  data += release;
-  data.append(reinterpret_cast<const char*>(&olen), 4);
-  data.append(reinterpret_cast<const char*>(&offsets), sizeof(offsets));
-  uint64_t sum = checksum(data);
-  data.append(reinterpret_cast<const char*>(&sum), 8);
-  std::string tmp = path + ".tmp." + std::to_string(getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(data.data(), static_cast<std::streamsize>(data.size()));
-    if (!out.flush())
-      return "writing " + tmp + ": " + errno_text(errno);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    std::remove(tmp.c_str());
-    return "renaming " + tmp + " to " + path + ": " + errno_text(e);
-  }
-  return {};
-}
-
 guess_report guess_offsets(const guess_settings& settings) {
   auto start = std::chrono::steady_clock::now();
   auto elapsed_us = [&] {
@@ -961,15 +867,16 @@ guess_report guess_offsets(const guess_settings& settings) {
   std::string path =
       settings.cache_dir.empty() ? "" : offsets_cache_path(settings.cache_dir, release);
   if (!path.empty()) {
-    std::string why;
-    switch (read_offsets_cache(path, release, report.offsets, why)) {
+    cache_read cached = read_offsets_cache(path, release);
+    switch (cached.status) {
     case cache_status::hit:
       report.ok = true;
+      report.offsets = cached.offsets;
       report.from_cache = true;
       report.duration_us = elapsed_us();
       return report;
     case cache_status::corrupt:
-      report.cache_note = why + "; guessed again";
+      report.cache_note = cached.why + "; guessed again";
       std::remove(path.c_str());
       break;
     case cache_status::missing:

@@ -10,6 +10,7 @@
 #include <variant>
 #include <vector>
 
+#include "actors/offset_guesser/offset_cache.hpp"
 #include "actors/offset_guesser/scanner.hpp"
 #include "bpf/netlens_offsets.h"
 
@@ -61,18 +62,5 @@ private:
 
 // The cache answer if there is a sound one, else up to max_tries guesses (a new session).
 guess_report guess_offsets(const guess_settings& settings);
-
-// uname -r.
-std::string kernel_release();
-// <cache_dir>/offsets-<release>.bin
-std::string offsets_cache_path(const std::string& cache_dir, const std::string& release);
-
-enum class cache_status { hit, missing, corrupt };
-// Reads a cache file written by write_offsets_cache for this release. why: what is wrong.
-cache_status read_offsets_cache(const std::string& path, const std::string& release,
-                                nl_offsets& out, std::string& why);
-// Writes atomically (temporary file, then rename); creates cache_dir. "" or the error.
-std::string write_offsets_cache(const std::string& path, const std::string& release,
-                                const nl_offsets& offsets);
 
 } // namespace netlens
