@@ -16,7 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "actors/offset_guesser/guess_session.hpp"
+#include "actors/offset_guesser/guess_offsets.hpp"
+#include "actors/offset_guesser/offset_cache.hpp"
 
 int main(int argc, char** argv) {
   int runs = 20;

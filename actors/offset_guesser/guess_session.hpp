@@ -1,6 +1,6 @@
 // The offset guesser's kernel side: loads the guessing BPF object, makes known loopback
-// connections, copies their kernel structs and hands them to the scanner; caches the answer
-// by kernel release. No CAF: the actor calls guess_offsets() and turns the report into a reply.
+// connections, copies their kernel structs and hands them to the scanner, one try at a time.
+// No CAF.
 #pragma once
 
 #include <chrono>
@@ -10,31 +10,12 @@
 #include <variant>
 #include <vector>
 
-#include "actors/offset_guesser/offset_cache.hpp"
 #include "actors/offset_guesser/scanner.hpp"
-#include "bpf/netlens_offsets.h"
 
 struct nl_offset_guess;
 struct bpf_link;
 
 namespace netlens {
-
-struct guess_settings {
-  uint32_t max_tries = 5;         // clamped to [1, 5]
-  uint32_t try_timeout_ms = 1000; // one try, sockets made to offsets scanned
-  std::string cache_dir;          // "": no cache (neither read nor written)
-};
-
-// What guess_offsets found, or why not (error names each field that failed).
-struct guess_report {
-  bool ok = false;
-  nl_offsets offsets{};
-  std::string error;
-  uint32_t tries = 0;
-  uint64_t duration_us = 0;
-  bool from_cache = false;
-  std::string cache_note; // why the cache was not used (corrupt, unwritable), "" when it was fine
-};
 
 // The loaded guessing object: the copying program on raw_tp/sock_recv_length and the drop
 // program on this process's cgroup v2 ingress. Released with the session, on every path.
@@ -59,8 +40,5 @@ private:
   bpf_link* drop_link_ = nullptr;
   int cgroup_fd_ = -1;
 };
-
-// The cache answer if there is a sound one, else up to max_tries guesses (a new session).
-guess_report guess_offsets(const guess_settings& settings);
 
 } // namespace netlens

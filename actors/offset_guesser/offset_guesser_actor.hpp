@@ -1,4 +1,4 @@
-// The offset guesser actor: a shell around guess_offsets (guess_session.hpp). Each guess owns
+// The offset guesser actor: a shell around guess_offsets (guess_offsets.hpp). Each guess owns
 // its BPF object and loopback sockets only while it runs; the actor keeps the first good
 // answer and hands it out again. A guess blocks for up to max_tries * try_timeout_ms: spawn
 // it detached (spawn_offset_guesser) so it never holds a scheduler thread.
@@ -7,7 +7,7 @@
 #include <optional>
 #include <string>
 
-#include "actors/offset_guesser/guess_session.hpp"
+#include "actors/offset_guesser/guess_offsets.hpp"
 #include "config/config.hpp"
 #include "messages/interfaces.hpp"
 

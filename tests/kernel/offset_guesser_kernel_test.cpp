@@ -18,7 +18,9 @@
 #include <unistd.h>
 #include <vector>
 
+#include "actors/offset_guesser/guess_offsets.hpp"
 #include "actors/offset_guesser/guess_session.hpp"
+#include "actors/offset_guesser/offset_cache.hpp"
 #include "tests/support/open_fds.hpp"
 
 using netlens::testing::open_fds;

@@ -11,7 +11,7 @@
 #include <memory>
 #include <string>
 
-#include "actors/offset_guesser/guess_session.hpp"
+#include "actors/offset_guesser/guess_offsets.hpp"
 #include "actors/tracer/tracer_loader.hpp"
 
 namespace netlens {

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <unistd.h>
 
+#include "actors/offset_guesser/offset_cache.hpp"
 #include "actors/offset_guesser/offset_guesser_actor.hpp"
 
 using namespace netlens;
