@@ -6,12 +6,10 @@
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
-#include <fstream>
 #include <linux/sockios.h>
 #include <linux/tcp.h> // tcp_info with segs_in/bytes_acked, TCP_REPAIR (glibc's is older)
 #include <netinet/in.h>
 #include <random>
-#include <sstream>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -23,7 +21,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "flow/cgroup2_mount.hpp"
+#include "actors/offset_guesser/own_cgroup.hpp"
 #include "flow/errno_text.hpp"
 #include "offset_guess.skel.h"
 
@@ -782,22 +780,6 @@ std::variant<scan_outcome, try_failure> try_runner::run() {
   return scan_offsets(samples, nets, static_cast<uint32_t>(st.st_ino));
 }
 
-// The cgroup v2 directory this process runs in: the drop program goes there, so it sees only
-// the guesser's own packets and those of its cgroup siblings, and lets everything else pass.
-std::variant<std::string, std::string> own_cgroup_dir() {
-  const std::string mount = find_cgroup2_mount();
-  if (mount.empty())
-    return std::variant<std::string, std::string>(std::in_place_index<1>,
-                                                  "no cgroup v2 hierarchy is mounted");
-  std::ifstream self("/proc/self/cgroup");
-  std::string line;
-  while (std::getline(self, line))
-    if (line.rfind("0::", 0) == 0)
-      return std::variant<std::string, std::string>(std::in_place_index<0>, mount + line.substr(3));
-  return std::variant<std::string, std::string>(std::in_place_index<1>,
-                                                "this process has no cgroup v2 path");
-}
-
 } // namespace
 
 std::variant<std::unique_ptr<guess_session>, std::string> guess_session::open() {
@@ -811,15 +793,16 @@ std::variant<std::unique_ptr<guess_session>, std::string> guess_session::open() 
   self->copy_link_ = bpf_program__attach(self->skel_->progs.nl_guess_copy);
   if (!self->copy_link_)
     return "attaching raw_tp/sock_recv_length: " + errno_text(errno);
-  auto dir = own_cgroup_dir();
-  if (dir.index() == 1)
-    return "the offset guesser drops its own segments with a cgroup program: " + std::get<1>(dir);
-  self->cgroup_fd_ = ::open(std::get<0>(dir).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (self->cgroup_fd_ < 0)
-    return "opening cgroup " + std::get<0>(dir) + ": " + errno_text(errno);
-  self->drop_link_ = bpf_program__attach_cgroup(self->skel_->progs.nl_guess_drop, self->cgroup_fd_);
+  cgroup_dir_lookup cgroup = own_cgroup_dir();
+  if (!cgroup.found())
+    return "the offset guesser drops its own segments with a cgroup program: " + cgroup.error;
+  self->cgroup_fd_.reset(::open(cgroup.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!self->cgroup_fd_)
+    return "opening cgroup " + cgroup.dir + ": " + errno_text(errno);
+  self->drop_link_ =
+      bpf_program__attach_cgroup(self->skel_->progs.nl_guess_drop, self->cgroup_fd_.get());
   if (!self->drop_link_)
-    return "attaching cgroup_skb/ingress to " + std::get<0>(dir) + ": " + errno_text(errno);
+    return "attaching cgroup_skb/ingress to " + cgroup.dir + ": " + errno_text(errno);
   return self;
 }
 
@@ -830,8 +813,6 @@ guess_session::~guess_session() {
     bpf_link__destroy(copy_link_);
   if (skel_)
     nl_offset_guess__destroy(skel_);
-  if (cgroup_fd_ >= 0)
-    close(cgroup_fd_);
 }
 
 std::vector<uint32_t> guess_session::program_ids() const {

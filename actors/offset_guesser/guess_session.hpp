@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "actors/offset_guesser/scanner.hpp"
+#include "flow/unique_fd.hpp"
 
 struct nl_offset_guess;
 struct bpf_link;
@@ -38,7 +39,7 @@ private:
   nl_offset_guess* skel_ = nullptr;
   bpf_link* copy_link_ = nullptr;
   bpf_link* drop_link_ = nullptr;
-  int cgroup_fd_ = -1;
+  unique_fd cgroup_fd_; // closed after the links and the object are gone
 };
 
 } // namespace netlens
