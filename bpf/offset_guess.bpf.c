@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-/* The offset guesser's kernel side (actors/offset_guesser/guess_session.cpp drives it).
+/* The offset guesser's kernel side (actors/offset_guesser/guess_session.cpp drives it; the
+ * sockets it is triggered on come from socket_lab.cpp).
  *
  * nl_guess_copy (raw_tp/sock_recv_length): when the guesser's own thread calls recv() on one
  * of its known sockets, copies a window of the raw struct sock (tcp_sock for TCP) into

@@ -1,6 +1,7 @@
-// The offset guesser's kernel side: loads the guessing BPF object, makes known loopback
-// connections, copies their kernel structs and hands them to the scanner, one try at a time.
-// No CAF.
+// The offset guesser's BPF session: the loaded guessing object (offset_guess.bpf.c), its
+// copying and dropping programs attached, and one try at a time run through it: the socket
+// lab makes the known sockets, the session copies their structs out of the kernel and hands
+// everything to the scanner. No CAF.
 #pragma once
 
 #include <chrono>
