@@ -224,7 +224,7 @@ TEST_CASE("a try that cannot finish in time fails by what it waited for, after e
   CHECK(r.duration_us < 1000000);
 }
 
-TEST_CASE("the cache answers the next guess; a corrupt cache file is detected and re-guessed",
+TEST_CASE("the cache answers the next guess, a corrupt cache file is detected and re-guessed",
           "[kernel][offset_guesser]") {
   nl_offsets truth = offsets_from_vmlinux_btf();
   temp_cache_dir dir;

@@ -702,7 +702,7 @@ TEST_CASE("tc kernel: remove_idle deletes idle flows and leaves active ones as t
   CHECK(find_flow(tc->read_flows(), old_out).packets == 1);
 }
 
-TEST_CASE("tc kernel: max_flows sizes the flow map; a flow beyond it is a failed insert",
+TEST_CASE("tc kernel: max_flows sizes the flow map, a flow beyond it is a failed insert",
           "[kernel][tc]") {
   test_namespaces ns(k_prefix, {"a", "b"}, true);
   ns.veth("a", "va", "b", "vb");

@@ -263,7 +263,7 @@ TEST_CASE("remove by either tuple removes both keys", "[conntrack_cache]") {
   CHECK(present(c, snat(3)));
 }
 
-TEST_CASE("release gives up one side's key; the entry goes with the second side",
+TEST_CASE("release gives up one side's key, the entry goes with the second side",
           "[conntrack_cache]") {
   fake_clock clk;
   conntrack_cache c(16, k_ttl, clk.fn());

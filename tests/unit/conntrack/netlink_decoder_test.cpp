@@ -189,7 +189,7 @@ TEST_CASE("a UDP DESTROY event without NAT becomes a destroyed entry", "[netlink
   CHECK_FALSE(has_nat(out[0].entry));
 }
 
-TEST_CASE("a dump's entries become dumped; a DELETE in a dump is not an entry",
+TEST_CASE("a dump's entries become dumped, a DELETE in a dump is not an entry",
           "[netlink_decoder]") {
   netlink_decoder d;
   auto buf = concat({build(natted_v4(), IPCTNL_MSG_CT_NEW, NLM_F_MULTI),
@@ -256,7 +256,7 @@ TEST_CASE("other families, subsystems and message types are unknown", "[netlink_
   CHECK(d.stats().malformed == 0);
 }
 
-TEST_CASE("NLMSG_DONE ends a dump; NLMSG_ERROR is counted with its code", "[netlink_decoder]") {
+TEST_CASE("NLMSG_DONE ends a dump, NLMSG_ERROR is counted with its code", "[netlink_decoder]") {
   netlink_decoder d;
   decode(d, control(NLMSG_ERROR, 0)); // an acknowledgement, not an error
   CHECK(d.stats().errors == 0);

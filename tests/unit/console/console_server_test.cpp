@@ -188,7 +188,7 @@ TEST_CASE("commands beyond the per-session rate are refused", "[console]") {
   CHECK(other.ask("actors").back() == "ok");
 }
 
-TEST_CASE("sessions run at once up to the bound; one more is refused with a message", "[console]") {
+TEST_CASE("sessions run at once up to the bound, one more is refused with a message", "[console]") {
   temp_dir dir;
   console_server_options opts;
   opts.max_sessions = 2;
@@ -251,7 +251,7 @@ TEST_CASE("a key sent in the same packet as top ends it at once", "[console]") {
   CHECK(a.ask("config").back() == "ok");
 }
 
-TEST_CASE("a command can end its session; stop ends the sessions still open", "[console]") {
+TEST_CASE("a command can end its session, stop ends the sessions still open", "[console]") {
   temp_dir dir;
   auto server = start_server(dir.path + "/c.sock");
   client a(dir.path + "/c.sock");
@@ -268,7 +268,7 @@ TEST_CASE("a command can end its session; stop ends the sessions still open", "[
   CHECK(b.answer().back() == "closed");
 }
 
-TEST_CASE("a second server on a live socket is refused; a stale socket is replaced", "[console]") {
+TEST_CASE("a second server on a live socket is refused, a stale socket is replaced", "[console]") {
   temp_dir dir;
   std::string path = dir.path + "/c.sock";
   auto first = start_server(path);
@@ -290,7 +290,7 @@ TEST_CASE("a second server on a live socket is refused; a stale socket is replac
   CHECK(c.answer().back() == "ok");
 }
 
-TEST_CASE("silent connections are closed at the first-line deadline; a used session stays",
+TEST_CASE("silent connections are closed at the first-line deadline, a used session stays",
           "[console]") {
   temp_dir dir;
   console_server_options opts;

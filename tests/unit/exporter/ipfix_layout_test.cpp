@@ -419,7 +419,7 @@ TEST_CASE("ipfix layout: which directions a report yields", "[ipfix][layout]") {
 }
 
 TEST_CASE(
-    "ipfix layout: variable-length values are bounded; k_netlens_ipfix_min_mtu holds the largest",
+    "ipfix layout: variable-length values are bounded, k_netlens_ipfix_min_mtu holds the largest",
     "[ipfix][layout]") {
   auto r = make_report(true, true, true);
   std::memset(r.conn.comm, 'p', sizeof r.conn.comm); // no NUL

@@ -166,7 +166,7 @@ TEST_CASE("rtnl: a name attribute padded with NULs past the name is accepted", "
   CHECK(r.out[0].name == "lo");
 }
 
-TEST_CASE("rtnl: a dump: parts, then DONE; several messages in one buffer", "[rtnl]") {
+TEST_CASE("rtnl: a dump: parts, then DONE, several messages in one buffer", "[rtnl]") {
   link_spec lo;
   lo.index = 1;
   lo.name = "lo";
@@ -204,7 +204,7 @@ TEST_CASE("rtnl: DONE carrying an error counts it", "[rtnl]") {
   CHECK(r.stats().last_error == -EINTR);
 }
 
-TEST_CASE("rtnl: NLMSG_ERROR gives the errno; an ack is error 0", "[rtnl]") {
+TEST_CASE("rtnl: NLMSG_ERROR gives the errno, an ack is error 0", "[rtnl]") {
   nlmsgerr e{};
   e.error = -EBUSY;
   e.msg.nlmsg_type = RTM_GETLINK;
