@@ -96,6 +96,32 @@ nl_stop_agent() {
   return $rc
 }
 
+# nl_start_floor LEVEL: starts bench_tracer_floor --level LEVEL (bench/tracer_floor.bpf.c:
+# programs on the agent's attach points; level 0 returns at once) and waits until its programs
+# are attached. NL_FLOOR_PID is its pid; nl_stop_floor stops it and fails if it failed.
+NL_FLOOR_PID=""
+nl_start_floor() {
+  local log="$NL_TMP/floor.log" i
+  : >"$log"
+  "$BENCH_BIN/bench_tracer_floor" --level "$1" >"$log" 2>&1 &
+  NL_FLOOR_PID=$!
+  NL_CLEANUP_PIDS+=("$NL_FLOOR_PID")
+  for ((i = 0; i < 500; i++)); do
+    grep -q "^ready" "$log" && break
+    kill -0 "$NL_FLOOR_PID" 2>/dev/null || { cat "$log" >&2; nl_die "bench_tracer_floor failed"; }
+    sleep 0.02
+  done
+  grep -q "^ready" "$log" || nl_die "bench_tracer_floor not ready after 10 s"
+  sleep 0.5
+}
+
+nl_stop_floor() {
+  [[ -n $NL_FLOOR_PID ]] || return 0
+  kill -TERM "$NL_FLOOR_PID"
+  wait "$NL_FLOOR_PID" || nl_die "bench_tracer_floor exited with an error: $(cat "$NL_TMP/floor.log")"
+  NL_FLOOR_PID=""
+}
+
 nl_stats() { curl -sf --max-time 30 --unix-socket "$NL_SOCK" http://x/stats; }
 
 # nl_json_num JSON KEY: a top-level number, or the tracer counter of that name, else 0.
