@@ -11,7 +11,6 @@
 #include <memory>
 #include <sstream>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +18,7 @@
 
 #include "flow/errno_text.hpp"
 #include "flow/fnv1a.hpp"
+#include "flow/kernel_release.hpp"
 
 namespace netlens {
 namespace {
@@ -51,11 +51,6 @@ uint64_t sources_hash(bool kernel_headers) {
   for (const char* f : k_compile_flags)
     h = fnv1a(f, std::strlen(f) + 1, h);
   return fnv1a(k_target_arch, std::strlen(k_target_arch), h);
-}
-
-std::string kernel_release() {
-  utsname u{};
-  return uname(&u) == 0 ? u.release : "unknown";
 }
 
 // A release string goes into a file name: keep it to characters that cannot escape the dir.

@@ -3,22 +3,16 @@
 #include "actors/api/connection_query.hpp"
 
 #include <arpa/inet.h>
-#include <charconv>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
 
 #include "actors/common/clock.hpp"
 #include "flow/connect_failure.hpp"
+#include "flow/decimal_text.hpp"
 
 namespace netlens {
 namespace {
-
-void append_uint(std::string& out, uint64_t v) {
-  char buf[24];
-  auto res = std::to_chars(buf, buf + sizeof(buf), v);
-  out.append(buf, res.ptr);
-}
 
 // JSON string; bytes that are not printable ASCII are escaped, so the output is always valid
 // UTF-8 whatever a process put in its comm.

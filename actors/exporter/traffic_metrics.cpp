@@ -6,12 +6,12 @@
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <functional>
 
 #include "flow/address_text.hpp"
+#include "flow/decimal_text.hpp"
 #include "flow/prometheus_text.hpp"
 
 namespace netlens {
@@ -39,12 +39,6 @@ uint8_t family_code(uint16_t family) {
 uint8_t direction_code(uint8_t direction) {
   bool known = direction == NL_DIR_OUTGOING || direction == NL_DIR_INCOMING;
   return known ? direction : static_cast<uint8_t>(NL_DIR_NONE);
-}
-
-void append_uint(std::string& out, uint64_t v) {
-  char buf[24];
-  auto res = std::to_chars(buf, buf + sizeof(buf), v);
-  out.append(buf, res.ptr);
 }
 
 // Length of the valid UTF-8 sequence at s[i], 0 when there is none. Prometheus requires label

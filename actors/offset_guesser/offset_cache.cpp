@@ -7,7 +7,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "flow/errno_text.hpp"
@@ -34,11 +33,6 @@ cache_read corrupt(std::string why) {
 }
 
 } // namespace
-
-std::string kernel_release() {
-  utsname u{};
-  return uname(&u) == 0 ? u.release : "unknown";
-}
 
 std::string offsets_cache_path(const std::string& cache_dir, const std::string& release) {
   return cache_dir + "/offsets-" + release + ".bin";

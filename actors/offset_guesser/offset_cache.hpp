@@ -7,11 +7,10 @@
 #include <string_view>
 
 #include "bpf/netlens_offsets.h"
+#include "flow/kernel_release.hpp" // uname -r: what the cache is keyed by
 
 namespace netlens {
 
-// uname -r: what the cache is keyed by.
-std::string kernel_release();
 // <cache_dir>/offsets-<release>.bin
 std::string offsets_cache_path(const std::string& cache_dir, const std::string& release);
 
