@@ -648,6 +648,13 @@ int nl_refresh_tcp(struct bpf_iter__task_file *ctx) {
   struct nl_tcp_snap s;
   snap_tcp_probe(&s, sk);
   apply_tcp(c, &s);
+  /* An accepted socket that has not sent or received yet has no owner (its open completed in
+   * softirq): the process holding it is the one its first send or receive would name. */
+  struct task_struct *task = ctx->task;
+  if (c->pid == 0 && task) {
+    c->pid = BPF_CORE_READ(task, tgid);
+    bpf_probe_read_kernel_str(c->comm, sizeof(c->comm), task->comm);
+  }
   c->last_ns = s.mstamp ? s.mstamp * 1000 : c->last_ns;
   __u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
   if (state != TCP_CLOSE) /* a close on its way carries its own */

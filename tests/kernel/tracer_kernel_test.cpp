@@ -535,6 +535,30 @@ TEST_CASE("kernel: a connection that keeps talking has exact live counters at ev
   CHECK(done.client.packets_sent == closed_c.tcpi_segs_out);
 }
 
+TEST_CASE("kernel: an accepted socket that has not talked yet is the holding process's",
+          "[kernel]") {
+  tracer_under_test t(false);
+  tcp_pair p; // accepted, never sent or received on by this process
+  write_all(p.c, 10);
+  std::vector<nl_conn> active;
+  t.bpf->read_active(active);
+  pair_view v = find_pair(active, p.cport, p.port);
+  REQUIRE(v.found_client);
+  REQUIRE(v.found_server);
+  CHECK(v.client.pid == static_cast<uint32_t>(getpid()));
+  if (t.bpf->fast_tcp()) {
+    // The refresh walks the open files: the socket's holder is its owner.
+    std::ifstream comm_file("/proc/self/comm");
+    std::string comm;
+    std::getline(comm_file, comm);
+    CHECK(v.server.pid == static_cast<uint32_t>(getpid()));
+    CHECK(std::string(v.server.comm, strnlen(v.server.comm, sizeof(v.server.comm))) == comm);
+  } else {
+    // The raw_tp builds name the owner at its first send or receive, in process context.
+    CHECK(v.server.pid == 0);
+  }
+}
+
 TEST_CASE("kernel: the loaded object leaves nothing behind when destroyed", "[kernel]") {
   std::vector<uint32_t> ids;
   {
