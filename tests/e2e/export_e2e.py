@@ -946,7 +946,15 @@ def read_n(s, n):
 def bytes_retrans(s):
     """The kernel's own count of payload bytes this TCP socket sent again (struct tcp_info's
     tcpi_bytes_retrans, at offset 208 since Linux 4.19): retransmitted segments cross the
-    devices again, so they are in the IP counts but not in the application's byte count."""
+    devices again, so they are in the IP counts but not in the application's byte count.
+    Read once the peer has acknowledged everything (tcpi_unacked, offset 24, is 0): sendall()
+    returns with data still in flight, and a retransmission after the read (an RTO on a loaded
+    host) would cross the devices without being in the count."""
+    for _ in range(2000):
+        info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        if len(info) < 28 or struct.unpack_from("=I", info, 24)[0] == 0:
+            break
+        time.sleep(0.005)
     info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
     if len(info) < 216:
         raise RuntimeError("tcp_info of %d bytes has no tcpi_bytes_retrans" % len(info))
