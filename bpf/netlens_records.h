@@ -11,7 +11,7 @@
 
 #define NL_COMM_LEN 16
 #define NL_RECORD_MAGIC 0x4e4c4352u /* "NLCR" */
-#define NL_RECORD_VERSION 2
+#define NL_RECORD_VERSION 3
 #define NL_BATCH_MAGIC 0x4e4c4342u /* "NLCB" */
 #define NL_BATCH_MAX 64            /* records per batch at most (tracer.closed_batch_size) */
 #define NL_BATCH_DEFAULT 4         /* tracer.closed_batch_size when the configuration is silent */
@@ -33,6 +33,11 @@ enum nl_conn_flags {
    * number that bytes_acked counts. An abortive close (SO_LINGER 0, close with unread data)
    * shuts the socket for sending without one. */
   NL_FLAG_FIN_SENT = 1 << 4,
+  /* UDP socket whose datagrams with a known peer (sendto/recvfrom on an unconnected socket)
+   * are counted in flows of their own, one per peer (parent_sock_id names this entry): this
+   * entry counts only the rest, datagrams whose peer the kernel did not say. With nothing of
+   * its own it is no flow, and user space does not show it. */
+  NL_FLAG_UDP_PEERS = 1 << 5,
 };
 
 /* One connection (a socket), keyed in the active map by sock_id. Addresses are in network
@@ -47,6 +52,9 @@ struct nl_conn {
    * address scrambled with a per-load secret (raw_tp tracers; addresses never leave the kernel
    * in clear). User space identifies a connection by this, never by cookie. */
   __u64 sock_id;
+  /* A UDP flow with one peer of an unconnected socket: the sock_id of the socket's own entry
+   * (flagged NL_FLAG_UDP_PEERS), whose close ends this flow too. 0 for everything else. */
+  __u64 parent_sock_id;
   __u64 start_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
   __u64 last_ns;
   __u64 bytes_sent;
@@ -109,6 +117,9 @@ struct nl_tracer_counters {
   __u64 closed_emitted;
   __u64 events;
   __u64 wakeups; /* closed-record outputs that wake the reader (one per batch) */
+  /* UDP per peer: two peers of one socket whose keys hashed alike; the second one's datagrams
+   * were counted in the socket's own entry instead (never seen in practice: 63-bit keys). */
+  __u64 peer_key_clashes;
 };
 
 #endif

@@ -70,6 +70,28 @@ struct {
 } nl_tcp_marks SEC(".maps");
 #endif
 
+/* UDP per peer. The cgroup sendmsg/recvmsg programs see the peer of each datagram a process
+ * sends to or receives from an unconnected UDP socket (sendto, recvfrom: the address the
+ * application passes or asks for), but not its length; sock_send_length / sock_recv_length see
+ * the length but not the peer. Both run in the same system call, on the same thread, the
+ * cgroup program first: it leaves the peer here under the thread's id, and the tracepoint
+ * takes it. A note carries its socket and direction, and is taken once. */
+struct nl_peer_note {
+  __u64 sk_key;
+  __u8 addr[16]; /* in the socket's family: v4 in the first 4 bytes, or v6 (v4-mapped) */
+  __u16 port;    /* host order */
+  __u8 is_send;
+  __u8 valid;
+  __u32 pad;
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 16384); /* threads sending or receiving UDP at once, with room */
+  __type(key, __u64);         /* bpf_get_current_pid_tgid() */
+  __type(value, struct nl_peer_note);
+} nl_peer_notes SEC(".maps");
+
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
   __uint(max_entries, 1 << 22); /* resized from tracer.ring_buffer_bytes */
@@ -476,6 +498,122 @@ static __always_inline void mark_tcp_known(struct sock *sk, struct nl_conn *c) {
 #endif
 }
 
+/* The peer note this thread's cgroup program left for this datagram, if any: taken (so no
+ * later datagram can use it) and copied to *out. A note for another socket or the other
+ * direction is stale (its system call failed after the cgroup program ran) and is dropped. */
+static __always_inline bool take_peer_note(__u64 key, bool is_send, struct nl_peer_note *out) {
+  __u64 id = bpf_get_current_pid_tgid();
+  struct nl_peer_note *n = bpf_map_lookup_elem(&nl_peer_notes, &id);
+  if (!n || !n->valid)
+    return false;
+  n->valid = 0;
+  if (n->sk_key != key || n->is_send != is_send)
+    return false;
+  *out = *n;
+  return true;
+}
+
+/* The key of a socket's flow with one peer: the socket, its entry's start (a raw_tp build's
+ * key is the socket's address, which a later socket may reuse) and the peer, mixed. The top
+ * bit keeps it apart from every socket key: cookies count up from 1, kernel addresses have it
+ * set. Two peers that mix alike are told apart by the entry's own fields (on_udp_peer). */
+static __always_inline __u64 peer_key(__u64 sock_key, __u64 start_ns,
+                                      const struct nl_peer_note *n) {
+  __u64 h = (sock_key ^ (start_ns * 0x9e3779b97f4a7c15ull)) * 0xff51afd7ed558ccdull;
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+    h = (h ^ *(const __u32 *)&n->addr[i * 4]) * 0xc4ceb9fe1a85ec53ull;
+  h = (h ^ n->port) * 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+#ifdef NL_RAW_TP
+  return h & ~(1ull << 63);
+#else
+  return h | (1ull << 63);
+#endif
+}
+
+static __always_inline bool same_peer(const struct nl_conn *c, __u64 parent_id,
+                                      const struct nl_peer_note *n) {
+  return c->parent_sock_id == parent_id && c->dport == n->port &&
+         *(const __u64 *)&c->daddr[0] == *(const __u64 *)&n->addr[0] &&
+         *(const __u64 *)&c->daddr[8] == *(const __u64 *)&n->addr[8];
+}
+
+static __always_inline void count_udp(struct nl_conn *c, int ret, bool is_send) {
+  /* Threads may share one UDP socket: add atomically. */
+  if (is_send) {
+    __sync_fetch_and_add(&c->bytes_sent, ret);
+    __sync_fetch_and_add(&c->packets_sent, 1);
+  } else {
+    __sync_fetch_and_add(&c->bytes_recv, ret);
+    __sync_fetch_and_add(&c->packets_recv, 1);
+  }
+}
+
+/* Counts one datagram of an unconnected UDP socket in the flow of its peer (n), under the
+ * socket's own entry (made empty if it is not there yet). fresh is room on the caller's stack:
+ * a program has 512 bytes, two connections do not fit beside the rest. */
+static __always_inline int on_udp_peer(struct sock *sk, __u64 key, const struct nl_peer_note *n,
+                                       int ret, bool is_send, struct nl_conn *fresh) {
+  __u8 dir = is_send ? NL_DIR_OUTGOING : NL_DIR_INCOMING;
+  struct nl_conn *parent = bpf_map_lookup_elem(&nl_active, &key);
+  if (!parent) {
+    __builtin_memset(fresh, 0, sizeof(*fresh));
+    init_conn(fresh, key, sk, IPPROTO_UDP, dir, true);
+    fresh->flags = NL_FLAG_UDP_PEERS;
+    parent = insert_conn(key, fresh);
+    if (!parent)
+      parent = bpf_map_lookup_elem(&nl_active, &key);
+    if (!parent)
+      return 0; /* the map is full: counted */
+  } else {
+    if (parent->pid == 0) {
+      set_owner(parent);
+      refresh_cookie(parent, sk);
+    }
+    /* Flags of a UDP entry are written only here: racing writers set the same bit. */
+    if (!(parent->flags & NL_FLAG_UDP_PEERS))
+      parent->flags |= NL_FLAG_UDP_PEERS;
+  }
+  __u64 now = bpf_ktime_get_ns();
+  /* The socket's entry is never quieter than its peers': its idle expiry ends them all. */
+  parent->last_ns = now;
+
+  __u64 parent_id = key_to_sock_id(key);
+  __u64 pk = peer_key(key, parent->start_ns, n);
+  struct nl_conn *c = bpf_map_lookup_elem(&nl_active, &pk);
+  if (!c) {
+    __builtin_memset(fresh, 0, sizeof(*fresh));
+    init_conn(fresh, pk, sk, IPPROTO_UDP, dir, true);
+    fresh->cookie = conn_cookie(sk, key); /* the socket's: a client can match it with ss */
+    fresh->parent_sock_id = parent_id;
+    /* Not after the socket entry's last_ns: a close read from it covers this flow. */
+    fresh->start_ns = now;
+    fresh->last_ns = now;
+    __builtin_memcpy(fresh->daddr, n->addr, 16);
+    fresh->dport = n->port;
+    if (is_send) {
+      fresh->bytes_sent = ret;
+      fresh->packets_sent = 1;
+    } else {
+      fresh->bytes_recv = ret;
+      fresh->packets_recv = 1;
+    }
+    c = insert_conn(pk, fresh);
+    if (!c)
+      return 0; /* in (or the map is full: counted as a failed insert) */
+  }
+  if (!same_peer(c, parent_id, n)) {
+    struct nl_tracer_counters *k = counters();
+    if (k)
+      __sync_fetch_and_add(&k->peer_key_clashes, 1);
+    c = parent;
+  }
+  count_udp(c, ret, is_send);
+  c->last_ns = now;
+  return 0;
+}
+
 static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_send) {
   if (ret <= 0)
     return 0;
@@ -489,10 +627,17 @@ static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_se
   __u16 protocol = nl_sk_protocol(sk);
   if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP)
     return 0;
+  __u64 key = nl_sk_key(sk);
+  /* Taken before a peek returns: the note of a peeked datagram must not name a later one. */
+  struct nl_peer_note peer;
+  bool has_peer = protocol == IPPROTO_UDP && take_peer_note(key, is_send, &peer) &&
+                  nl_sk_dport_be(sk) == 0; /* a connected socket is one flow */
   if (!is_send && (flags & NL_MSG_PEEK))
     return 0; /* peeked bytes are received again later */
+  struct nl_conn fresh;
+  if (has_peer)
+    return on_udp_peer(sk, key, &peer, ret, is_send, &fresh);
 
-  __u64 key = nl_sk_key(sk);
   struct nl_conn *c = bpf_map_lookup_elem(&nl_active, &key);
   if (!c) {
     /* A TCP socket already closed (its record is out) may still hand queued data to the
@@ -502,7 +647,7 @@ static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_se
     __u8 dir = NL_DIR_NONE;
     if (protocol == IPPROTO_UDP)
       dir = is_send ? NL_DIR_OUTGOING : NL_DIR_INCOMING;
-    struct nl_conn fresh = {};
+    __builtin_memset(&fresh, 0, sizeof(fresh));
     init_conn(&fresh, key, sk, protocol, dir, true);
     if (protocol == IPPROTO_TCP) {
       /* Established before netlens started: count from now on. */
@@ -536,28 +681,20 @@ static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_se
   }
 
   if (protocol == IPPROTO_UDP) {
-    /* Threads may share one UDP socket: add atomically. */
-    if (is_send) {
-      __sync_fetch_and_add(&c->bytes_sent, ret);
-      __sync_fetch_and_add(&c->packets_sent, 1);
-    } else {
-      __sync_fetch_and_add(&c->bytes_recv, ret);
-      __sync_fetch_and_add(&c->packets_recv, 1);
-    }
+    count_udp(c, ret, is_send);
     /* connect() or an implicit bind since the last event shows as a port change; an
      * unconnected socket (peer port 0 for good) is not re-read on every datagram. */
     if (c->sport != nl_sk_num(sk) || c->dport != bpf_ntohs(nl_sk_dport_be(sk)))
       read_tuple(c, sk);
-  } else {
-    nl_tcp_sock *tp = nl_sk_tcp(sk);
-    if (tp) {
-      read_tcp(c, sk, tp);
-      c->last_ns = tcp_time_ns(tp);
-    }
-    mark_tcp_known(sk, c);
+    c->last_ns = bpf_ktime_get_ns();
     return 0;
   }
-  c->last_ns = bpf_ktime_get_ns();
+  nl_tcp_sock *tp = nl_sk_tcp(sk);
+  if (tp) {
+    read_tcp(c, sk, tp);
+    c->last_ns = tcp_time_ns(tp);
+  }
+  mark_tcp_known(sk, c);
   return 0;
 }
 
@@ -604,6 +741,59 @@ int nl_udp_release(struct bpf_sock *sk) {
   bpf_map_delete_elem(&nl_active, &key);
   return 1;
 }
+
+/* The peer of a datagram on an unconnected UDP socket, noted for the tracepoint that follows
+ * in the same system call (see nl_peer_notes). sendmsg: the address the application sends to
+ * (the program runs only when it passes one). recvmsg: the source the kernel hands back (only
+ * when the application asks for it, as recvfrom does). A v4 peer of a v6 socket comes to the
+ * v4 sendmsg program; it is noted v4-mapped, as the socket itself would hold it. */
+static __always_inline int note_peer(struct bpf_sock_addr *ctx, bool v6_hook, bool is_send) {
+  if (ctx->protocol != IPPROTO_UDP)
+    return 1;
+  struct nl_peer_note n = {};
+#ifdef NL_RAW_TP
+  struct bpf_sock *sk = ctx->sk;
+  if (!sk)
+    return 1;
+  n.sk_key = (__u64)(unsigned long)sk;
+#else
+  n.sk_key = bpf_get_socket_cookie(ctx);
+#endif
+  n.port = bpf_ntohs((__u16)ctx->user_port);
+  n.is_send = is_send;
+  n.valid = 1;
+  if (v6_hook) {
+    /* One by one: the verifier refuses a read through a pointer into the context. */
+    *(__u32 *)&n.addr[0] = ctx->user_ip6[0];
+    *(__u32 *)&n.addr[4] = ctx->user_ip6[1];
+    *(__u32 *)&n.addr[8] = ctx->user_ip6[2];
+    *(__u32 *)&n.addr[12] = ctx->user_ip6[3];
+  } else if (ctx->family == NL_AF_INET6) {
+    *(__u32 *)&n.addr[8] = bpf_htonl(0xffff);
+    *(__u32 *)&n.addr[12] = ctx->user_ip4;
+  } else {
+    *(__u32 *)&n.addr[0] = ctx->user_ip4;
+  }
+  __u64 id = bpf_get_current_pid_tgid();
+  struct nl_peer_note *old = bpf_map_lookup_elem(&nl_peer_notes, &id);
+  if (old)
+    *old = n; /* the thread's note is rewritten in place: no allocation per datagram */
+  else
+    bpf_map_update_elem(&nl_peer_notes, &id, &n, BPF_ANY);
+  return 1;
+}
+
+SEC("cgroup/sendmsg4")
+int nl_udp_sendmsg4(struct bpf_sock_addr *ctx) { return note_peer(ctx, false, true); }
+
+SEC("cgroup/sendmsg6")
+int nl_udp_sendmsg6(struct bpf_sock_addr *ctx) { return note_peer(ctx, true, true); }
+
+SEC("cgroup/recvmsg4")
+int nl_udp_recvmsg4(struct bpf_sock_addr *ctx) { return note_peer(ctx, false, false); }
+
+SEC("cgroup/recvmsg6")
+int nl_udp_recvmsg6(struct bpf_sock_addr *ctx) { return note_peer(ctx, true, false); }
 
 #ifdef NL_MODE_CORE
 /* Brings the live TCP counters of every counted socket an application holds into its nl_active

@@ -256,6 +256,24 @@ tracer_object::load_attempt(const tracer_load_options& opts, bool fast_tcp) {
     if (!link)
       return describe_load_failure(errno, "attaching cgroup/sock_release to " + cgroup);
     self->links_.push_back(link);
+    // The peers of datagrams on unconnected UDP sockets (UDP per peer).
+    struct {
+      const char* prog;
+      const char* hook;
+    } peer_hooks[] = {{"nl_udp_sendmsg4", "sendmsg4"},
+                      {"nl_udp_sendmsg6", "sendmsg6"},
+                      {"nl_udp_recvmsg4", "recvmsg4"},
+                      {"nl_udp_recvmsg6", "recvmsg6"}};
+    for (auto& h : peer_hooks) {
+      bpf_program* p = bpf_object__find_program_by_name(obj, h.prog);
+      if (!p)
+        return load_error{std::string("the tracer object has no program ") + h.prog};
+      bpf_link* l = bpf_program__attach_cgroup(p, fd);
+      if (!l)
+        return describe_load_failure(errno,
+                                     std::string("attaching cgroup/") + h.hook + " to " + cgroup);
+      self->links_.push_back(l);
+    }
   }
   return self;
 }
@@ -298,6 +316,7 @@ nl_tracer_counters tracer_object::read_counters() const {
     sum.closed_emitted += c.closed_emitted;
     sum.events += c.events;
     sum.wakeups += c.wakeups;
+    sum.peer_key_clashes += c.peer_key_clashes;
   }
   return sum;
 }

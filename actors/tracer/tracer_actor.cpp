@@ -52,12 +52,58 @@ nat_lookup_request nat_request_for(const std::vector<nl_conn>& conns) {
   return req;
 }
 
+// A full map read is ~10 MB at 65,536 connections; keeping it between requests would hold
+// that much RSS on the host for nothing.
+void release_scratch(tracer_state& st) {
+  if (st.active.capacity() * sizeof(nl_conn) > (1u << 20))
+    std::vector<nl_conn>().swap(st.active);
+  else
+    st.active.clear();
+}
+
 // Closed connections enter the client buffer at once, in order; with conntrack running they
 // wait there (unseen by clients) until their translation is claimed, so none is handed out
 // without it. Conntrack answers in order, so a connections request sent later finds them
 // resolved.
-void add_closed(self_ptr self, const std::vector<nl_conn>& records) {
+void add_closed(self_ptr self, std::vector<nl_conn> records);
+
+// Closes of UDP sockets with peers' flows held before those flows are ended at once, not at
+// the next tick: each is a few bytes, but a client that makes a socket per query closes many.
+constexpr size_t k_udp_closes_held = 4096;
+
+// Ends the flows of the peers of every UDP socket closed since the last sweep (the kernel
+// cannot find them from the socket's close), with one read of the map.
+void end_peer_flows(self_ptr self) {
   auto& st = self->state;
+  if (!st.bpf || st.udp_closes.pending() == 0)
+    return;
+  std::vector<nl_conn> ended;
+  tracer_object::active_cursor cursor;
+  cursor.refresh = false; // UDP only
+  while (!cursor.done) {
+    st.active.clear();
+    st.bpf->read_active_page(cursor, st.active, k_page_size);
+    for (const nl_conn& c : st.active)
+      if (st.udp_closes.ends(c) && st.bpf->remove_active(c.sock_id)) {
+        ended.push_back(c);
+        normalize_family(ended.back());
+      }
+  }
+  st.udp_closes.swept();
+  st.udp_peer_flows_ended += ended.size();
+  release_scratch(st);
+  add_closed(self, std::move(ended));
+}
+
+void add_closed(self_ptr self, std::vector<nl_conn> records) {
+  auto& st = self->state;
+  // An unconnected UDP socket's own entry that counted nothing itself is no flow; its close
+  // ends its peers' flows.
+  records.erase(std::remove_if(records.begin(), records.end(),
+                               [&](const nl_conn& c) { return !st.udp_closes.closed(c); }),
+                records.end());
+  if (st.udp_closes.pending() >= k_udp_closes_held)
+    end_peer_flows(self);
   if (records.empty())
     return;
   auto ct = find_conntrack(self->system());
@@ -96,6 +142,7 @@ counter_list telemetry_of(const tracer_state& st) {
                        s.connect_failures[i]);
   }
   out.emplace_back("udp_idle_expired", st.idle_expired);
+  out.emplace_back("udp_peer_flows_ended", st.udp_peer_flows_ended);
   out.emplace_back("answer_pages", st.pages_served);
   if (st.bpf)
     out.emplace_back("tcp_refresh_failures", st.bpf->refresh_failures());
@@ -110,6 +157,7 @@ counter_list telemetry_of(const tracer_state& st) {
     out.emplace_back("kernel_wakeups", k.wakeups);
     out.emplace_back("kernel_closed_lost", k.closed_lost);
     out.emplace_back("failed_inserts", k.failed_inserts);
+    out.emplace_back("udp_peer_key_clashes", k.peer_key_clashes);
     out.emplace_back("map_capacity", st.bpf->max_entries());
     out.emplace_back("bpf_recursion_misses", st.bpf->recursion_misses());
   }
@@ -148,15 +196,6 @@ void reconcile_tcp(tracer_state& st, const std::vector<nl_conn>& candidates,
     spdlog::warn("tracer: {} TCP connections had closed without their close being seen; "
                  "reported closed now",
                  ended.size() - before);
-}
-
-// A full map read is ~10 MB at 65,536 connections; keeping it between requests would hold
-// that much RSS on the host for nothing.
-void release_scratch(tracer_state& st) {
-  if (st.active.capacity() * sizeof(nl_conn) > (1u << 20))
-    std::vector<nl_conn>().swap(st.active);
-  else
-    st.active.clear();
 }
 
 caf::error not_loaded(const tracer_state& st) {
@@ -258,6 +297,7 @@ void answer_connections(self_ptr self, const std::string& client, size_t max_clo
     return;
   }
   st.bpf->read_active(st.active);
+  drop_empty_socket_entries(st.active);
   for (auto& c : st.active)
     normalize_family(c);
   auto ct = find_conntrack(self->system());
@@ -307,6 +347,7 @@ void serve_page(self_ptr self, uint64_t id, caf::typed_response_promise<connecti
     active->reserve(k_page_size - held->connections.size());
     st.bpf->read_active_page(p.cursor, *active,
                              k_page_size - static_cast<uint32_t>(held->connections.size()));
+    drop_empty_socket_entries(*active);
     for (auto& c : *active)
       normalize_family(c);
     p.entries += active->size();
@@ -408,15 +449,20 @@ caf::result<connections_reply> get_page(self_ptr self, const std::string& client
                 open_listing();
               });
   };
-  if (!st.consumer) {
+  // The peers' flows of sockets that closed are closed in this answer, not active.
+  auto swept_begin = [self, begin]() mutable {
+    end_peer_flows(self);
     begin();
+  };
+  if (!st.consumer) {
+    swept_begin();
     return rp;
   }
   self->request(st.consumer, k_flush_timeout, flush_atom::value)
-      .then([=](caf::ok_atom) mutable { begin(); },
+      .then([=](caf::ok_atom) mutable { swept_begin(); },
             [=](caf::error&) mutable {
               ++self->state.flush_errors;
-              begin();
+              swept_begin();
             });
   return rp;
 }
@@ -609,6 +655,12 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
         while (!cursor.done) {
           st.active.clear();
           st.bpf->read_active_page(cursor, st.active, k_page_size);
+          for (const nl_conn& c : st.active)
+            if (st.udp_closes.ends(c) && st.bpf->remove_active(c.sock_id)) {
+              ended.push_back(c); // its socket closed: ended with it, not idle
+              normalize_family(ended.back());
+              ++st.udp_peer_flows_ended;
+            }
           for (const nl_conn* c : idle_udp_flows(
                    st.active, now, uint64_t{st.cfg.udp_idle_timeout_s} * 1000000000ull)) {
             if (!st.bpf->remove_active(c->sock_id))
@@ -617,12 +669,14 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
             done.flags |= NL_FLAG_IDLE_EXPIRED;
             normalize_family(done);
             ended.push_back(done);
+            if (!is_empty_socket_entry(done))
+              ++st.idle_expired; // an empty socket entry is no flow
           }
           for (const nl_conn* c :
                closing_entries_to_verify(st.active, now, k_verify_closing_after_ns, st.own_netns))
             closing.push_back(*c);
         }
-        st.idle_expired += ended.size();
+        st.udp_closes.swept();
         reconcile_tcp(st, closing, ended);
         add_closed(self, ended);
         release_scratch(st);

@@ -27,6 +27,7 @@
 #include "bpf/tracer_object.hpp"
 #include "flow/record_decoder.hpp"
 #include "flow/socket_table.hpp"
+#include "flow/udp_peer_flows.hpp"
 #include "tests/support/orphan_netns.hpp"
 #include "tests/support/test_tracer_mode.hpp"
 
@@ -70,10 +71,24 @@ struct tracer_under_test {
     reader->start();
   }
 
+  // Every closed record, as the tracer actor reports them: an unconnected UDP socket's empty
+  // entry is no flow, and its close ends its peers' flows (flow/udp_peer_flows.hpp).
   std::vector<nl_conn> finish() {
     reader->stop();
     std::lock_guard<std::mutex> lock(mu);
-    return closed;
+    udp_socket_closes closes;
+    std::vector<nl_conn> out;
+    for (const auto& c : closed)
+      if (closes.closed(c))
+        out.push_back(c);
+    std::vector<nl_conn> active;
+    bpf->read_active(active);
+    for (auto& c : active)
+      if (closes.ends(c) && bpf->remove_active(c.sock_id)) {
+        normalize_family(c);
+        out.push_back(c);
+      }
+    return out;
   }
 };
 
@@ -221,7 +236,8 @@ void tcp_traffic(int family, const char* addr, int n, std::mt19937& rng,
   close(l);
 }
 
-// UDP: clients connected to one unconnected server socket; every datagram answered.
+// UDP: clients connected to one unconnected server socket; every datagram answered. The
+// server's socket is one flow per client.
 void udp_traffic(int family, const char* addr, int clients, int datagrams, std::mt19937& rng,
                  std::vector<expected_socket>& out) {
   int srv = socket(family, SOCK_DGRAM, 0);
@@ -234,7 +250,6 @@ void udp_traffic(int family, const char* addr, int clients, int datagrams, std::
     inet_pton(AF_INET6, addr, &reinterpret_cast<sockaddr_in6&>(ss).sin6_addr);
   REQUIRE(bind(srv, reinterpret_cast<sockaddr*>(&ss), len) == 0);
   uint16_t port = local_port(srv);
-  expected_socket server{family, IPPROTO_UDP, port, 0, 0, 0, 0, 0, NL_DIR_INCOMING};
   std::uniform_int_distribution<size_t> size(1, 1400);
   std::vector<char> buf(2048, 'u');
   // Every client stays open until the last one has run: a closed client's ephemeral port may
@@ -244,6 +259,8 @@ void udp_traffic(int family, const char* addr, int clients, int datagrams, std::
     int c = connect_to(family, addr, port, SOCK_DGRAM);
     open_clients.push_back(c);
     expected_socket client{family, IPPROTO_UDP, local_port(c), port, 0, 0, 0, 0, NL_DIR_OUTGOING};
+    // The server answers from its one unconnected socket: each client is a flow of its own.
+    expected_socket server{family, IPPROTO_UDP, port, client.sport, 0, 0, 0, 0, NL_DIR_INCOMING};
     for (int d = 0; d < datagrams; ++d) {
       size_t up = size(rng), down = size(rng);
       REQUIRE(send(c, buf.data(), up, 0) == static_cast<ssize_t>(up));
@@ -260,14 +277,13 @@ void udp_traffic(int family, const char* addr, int clients, int datagrams, std::
       server.sent += down;
     }
     client.packets_sent = client.packets_recv = static_cast<uint64_t>(datagrams);
-    server.packets_sent += static_cast<uint64_t>(datagrams);
-    server.packets_recv += static_cast<uint64_t>(datagrams);
+    server.packets_sent = server.packets_recv = static_cast<uint64_t>(datagrams);
     out.push_back(client);
+    out.push_back(server);
   }
   for (int c : open_clients)
     close(c);
   close(srv);
-  out.push_back(server);
 }
 
 uint32_t netns_inode(const std::string& path) {
@@ -377,6 +393,192 @@ TEST_CASE("kernel: ring buffer: every TCP and UDP socket once, with exact counte
 
 TEST_CASE("kernel: perf buffer: every TCP and UDP socket once, with exact counters", "[kernel]") {
   run_suite(true);
+}
+
+namespace {
+
+// A UDP socket bound to addr (port chosen by the kernel), not connected.
+int udp_bound(int family, const char* addr) {
+  int fd = socket(family, SOCK_DGRAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_storage ss{};
+  ss.ss_family = static_cast<sa_family_t>(family);
+  socklen_t len = family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+  if (family == AF_INET)
+    REQUIRE(inet_pton(AF_INET, addr, &reinterpret_cast<sockaddr_in&>(ss).sin_addr) == 1);
+  else
+    REQUIRE(inet_pton(AF_INET6, addr, &reinterpret_cast<sockaddr_in6&>(ss).sin6_addr) == 1);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&ss), len) == 0);
+  return fd;
+}
+
+// Where fd is bound, as a destination (the wildcard v6 address as ::ffff:dst_v4 when given).
+sockaddr_storage udp_dest(int fd, const char* v4_mapped = nullptr) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0);
+  if (v4_mapped) {
+    sockaddr_in v4 = reinterpret_cast<sockaddr_in&>(ss);
+    auto& a = reinterpret_cast<sockaddr_in6&>(ss);
+    a = sockaddr_in6{};
+    a.sin6_family = AF_INET6;
+    a.sin6_port = v4.sin_port;
+    REQUIRE(inet_pton(AF_INET6, (std::string("::ffff:") + v4_mapped).c_str(), &a.sin6_addr) == 1);
+  }
+  return ss;
+}
+
+socklen_t sockaddr_len(const sockaddr_storage& ss) {
+  return ss.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+}
+
+// One unconnected socket talking to n peers (each an unconnected socket too) with sendto and
+// recvfrom, rounds times each; every datagram answered. Appends what each socket's flow with
+// each peer must count, and returns the sender's fd (still open).
+int udp_fan_out(int sender_family, const char* sender_addr, int peer_family, const char* peer_addr,
+                int n, int rounds, std::mt19937& rng, std::vector<expected_socket>& want,
+                std::vector<int>& fds, const char* v4_mapped = nullptr) {
+  int sender = udp_bound(sender_family, sender_addr);
+  fds.push_back(sender);
+  uint16_t sport = local_port(sender);
+  std::uniform_int_distribution<size_t> size(1, 1400);
+  std::vector<char> buf(2048, 'p');
+  std::vector<int> peers;
+  std::vector<expected_socket> out, in;
+  for (int i = 0; i < n; ++i) {
+    int p = udp_bound(peer_family, peer_addr);
+    fds.push_back(p);
+    peers.push_back(p);
+    uint16_t pport = local_port(p);
+    // The sender's flow with this peer is reported in the peer's family (v4-mapped shown as v4).
+    out.push_back({peer_family, IPPROTO_UDP, sport, pport, 0, 0, 0, 0, NL_DIR_OUTGOING});
+    in.push_back({peer_family, IPPROTO_UDP, pport, sport, 0, 0, 0, 0, NL_DIR_INCOMING});
+  }
+  for (int r = 0; r < rounds; ++r)
+    for (int i = 0; i < n; ++i) {
+      size_t up = size(rng), down = size(rng);
+      sockaddr_storage to = udp_dest(peers[i], v4_mapped);
+      REQUIRE(sendto(sender, buf.data(), up, 0, reinterpret_cast<sockaddr*>(&to),
+                     sockaddr_len(to)) == static_cast<ssize_t>(up));
+      sockaddr_storage from{};
+      socklen_t flen = sizeof(from);
+      REQUIRE(recvfrom(peers[i], buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from),
+                       &flen) == static_cast<ssize_t>(up));
+      REQUIRE(port_of(from) == sport);
+      REQUIRE(sendto(peers[i], buf.data(), down, 0, reinterpret_cast<sockaddr*>(&from), flen) ==
+              static_cast<ssize_t>(down));
+      flen = sizeof(from);
+      REQUIRE(recvfrom(sender, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from),
+                       &flen) == static_cast<ssize_t>(down));
+      out[i].sent += up;
+      out[i].recv += down;
+      out[i].packets_sent++;
+      out[i].packets_recv++;
+      in[i].sent += down;
+      in[i].recv += up;
+      in[i].packets_sent++;
+      in[i].packets_recv++;
+    }
+  want.insert(want.end(), out.begin(), out.end());
+  want.insert(want.end(), in.begin(), in.end());
+  return sender;
+}
+
+struct closing_fds {
+  std::vector<int> fds;
+  void close_all() {
+    for (int fd : fds)
+      close(fd);
+    fds.clear();
+  }
+  ~closing_fds() { close_all(); }
+};
+
+} // namespace
+
+// Issue 20: sendto()/recvfrom() on one socket, to and from many peers (a DNS server, a statsd
+// client): each peer is a flow with exact bytes and packets both ways, while open and closed.
+TEST_CASE("kernel: one UDP socket talking to 50 peers is 50 flows, exact both ways",
+          "[kernel][udp_peers]") {
+  tracer_under_test t(false);
+  std::mt19937 rng(20);
+  std::vector<expected_socket> want;
+  closing_fds open;
+  int v4 = udp_fan_out(AF_INET, "127.0.0.1", AF_INET, "127.0.0.1", 50, 3, rng, want, open.fds);
+  int v6 = udp_fan_out(AF_INET6, "::1", AF_INET6, "::1", 50, 3, rng, want, open.fds);
+  // A dual-stack socket sending to v4 peers: the kernel's v4 path, the flows shown as v4.
+  udp_fan_out(AF_INET6, "::", AF_INET, "127.0.0.1", 5, 2, rng, want, open.fds, "127.0.0.1");
+  uint32_t netns = netns_inode("/proc/self/ns/net");
+
+  SECTION("while the sockets are open") {
+    std::vector<nl_conn> active;
+    t.bpf->read_active(active);
+    // The senders' own entries are there, empty: every datagram had a known peer.
+    for (auto [fd, family] : {std::pair{v4, AF_INET}, std::pair{v6, AF_INET6}}) {
+      uint16_t port = local_port(fd);
+      int own = 0;
+      for (const auto& a : active)
+        if (a.protocol == IPPROTO_UDP && a.family == family && a.sport == port &&
+            a.parent_sock_id == 0 && a.pid == static_cast<uint32_t>(getpid())) {
+          ++own;
+          CHECK((a.flags & NL_FLAG_UDP_PEERS));
+          CHECK(is_empty_socket_entry(a));
+        }
+      CHECK(own == 1);
+    }
+    drop_empty_socket_entries(active);
+    for (auto& a : active)
+      normalize_family(a);
+    check_records(active, want, netns);
+  }
+  SECTION("closed: the socket's close ends its peers' flows") {
+    open.close_all();
+    auto records = t.finish();
+    check_records(records, want, netns);
+    for (const auto& r : records)
+      if (r.pid == static_cast<uint32_t>(getpid()) && r.protocol == IPPROTO_UDP)
+        CHECK(r.dport != 0); // no empty socket entry reported
+  }
+  CHECK(t.bpf->read_counters().peer_key_clashes == 0);
+}
+
+// What the kernel does not name stays with the socket: recv() on an unconnected socket does not
+// ask for the source, so those datagrams are the socket's own flow (peer 0); a peeked datagram
+// counts once, when it is read.
+TEST_CASE("kernel: UDP datagrams whose peer was not asked for stay with the socket",
+          "[kernel][udp_peers]") {
+  tracer_under_test t(false);
+  closing_fds open;
+  int srv = udp_bound(AF_INET, "127.0.0.1");
+  int cli = udp_bound(AF_INET, "127.0.0.1");
+  open.fds = {srv, cli};
+  uint16_t sport = local_port(srv), cport = local_port(cli);
+  sockaddr_storage to = udp_dest(srv);
+  std::vector<char> buf(2048, 'q');
+  auto send_to_srv = [&](size_t n) {
+    REQUIRE(sendto(cli, buf.data(), n, 0, reinterpret_cast<sockaddr*>(&to), sockaddr_len(to)) ==
+            static_cast<ssize_t>(n));
+  };
+  send_to_srv(100);
+  send_to_srv(200);
+  send_to_srv(300);
+  REQUIRE(recv(srv, buf.data(), buf.size(), 0) == 100); // no address asked for
+  REQUIRE(read(srv, buf.data(), buf.size()) == 200);
+  sockaddr_storage from{};
+  socklen_t flen = sizeof(from);
+  REQUIRE(recvfrom(srv, buf.data(), buf.size(), MSG_PEEK, reinterpret_cast<sockaddr*>(&from),
+                   &flen) == 300);
+  flen = sizeof(from);
+  REQUIRE(recvfrom(srv, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from), &flen) ==
+          300);
+  open.close_all();
+  auto records = t.finish();
+  std::vector<expected_socket> want = {
+      {AF_INET, IPPROTO_UDP, cport, sport, 600, 0, 3, 0, NL_DIR_OUTGOING},
+      {AF_INET, IPPROTO_UDP, sport, 0, 0, 300, 0, 2, NL_DIR_INCOMING},     // recv(), read()
+      {AF_INET, IPPROTO_UDP, sport, cport, 0, 300, 0, 1, NL_DIR_INCOMING}, // recvfrom()
+  };
+  check_records(records, want, netns_inode("/proc/self/ns/net"));
 }
 
 TEST_CASE("kernel: active connections carry exact counters, owner and direction", "[kernel]") {
@@ -564,7 +766,9 @@ TEST_CASE("kernel: the loaded object leaves nothing behind when destroyed", "[ke
   {
     tracer_under_test t(false);
     ids = t.bpf->program_ids();
-    REQUIRE(ids.size() == (t.bpf->fast_tcp() ? 7u : 6u)); // + nl_refresh_tcp
+    // 5 tracepoints, sock_release and the 4 UDP peer hooks (cgroup v2), + nl_refresh_tcp
+    REQUIRE(t.bpf->udp_release_attached());
+    REQUIRE(ids.size() == (t.bpf->fast_tcp() ? 11u : 10u));
   }
   // Programs are freed after an RCU grace period; give the kernel a moment.
   for (int i = 0; i < 100; ++i) {
@@ -772,7 +976,7 @@ TEST_CASE("kernel: the runtime build compiles against kernel headers and loads",
   auto loaded = tracer_object::load(opts);
   if (auto* err = std::get_if<load_error>(&loaded))
     FAIL("loading the header-built object: " << err->what);
-  CHECK(std::get<std::unique_ptr<tracer_object>>(loaded)->program_ids().size() == 6);
+  CHECK(std::get<std::unique_ptr<tracer_object>>(loaded)->program_ids().size() == 10);
 
   // The same request again comes from the cache, under its own name (types from headers).
   auto again = build_runtime_tracer(rt);
