@@ -142,23 +142,29 @@ tcp_info wait_closed(int fd) {
   return ti;
 }
 
+// addr:port as a socket address of family; returns its length.
+socklen_t make_address(int family, const char* addr, uint16_t port, sockaddr_storage& ss) {
+  ss = {};
+  if (family == AF_INET) {
+    auto& a = reinterpret_cast<sockaddr_in&>(ss);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    inet_pton(AF_INET, addr, &a.sin_addr);
+    return sizeof(a);
+  }
+  auto& a = reinterpret_cast<sockaddr_in6&>(ss);
+  a.sin6_family = AF_INET6;
+  a.sin6_port = htons(port);
+  inet_pton(AF_INET6, addr, &a.sin6_addr);
+  return sizeof(a);
+}
+
 int listen_on(int family, const char* addr) {
   int l = socket(family, SOCK_STREAM, 0);
   int one = 1;
   setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_storage ss{};
-  socklen_t len;
-  if (family == AF_INET) {
-    auto& a = reinterpret_cast<sockaddr_in&>(ss);
-    a.sin_family = AF_INET;
-    inet_pton(AF_INET, addr, &a.sin_addr);
-    len = sizeof(a);
-  } else {
-    auto& a = reinterpret_cast<sockaddr_in6&>(ss);
-    a.sin6_family = AF_INET6;
-    inet_pton(AF_INET6, addr, &a.sin6_addr);
-    len = sizeof(a);
-  }
+  sockaddr_storage ss;
+  socklen_t len = make_address(family, addr, 0, ss);
   REQUIRE(bind(l, reinterpret_cast<sockaddr*>(&ss), len) == 0);
   REQUIRE(listen(l, 128) == 0);
   return l;
@@ -166,33 +172,35 @@ int listen_on(int family, const char* addr) {
 
 int connect_to(int family, const char* addr, uint16_t port, int type = SOCK_STREAM) {
   int c = socket(family, type, 0);
-  sockaddr_storage ss{};
-  socklen_t len;
-  if (family == AF_INET) {
-    auto& a = reinterpret_cast<sockaddr_in&>(ss);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    inet_pton(AF_INET, addr, &a.sin_addr);
-    len = sizeof(a);
-  } else {
-    auto& a = reinterpret_cast<sockaddr_in6&>(ss);
-    a.sin6_family = AF_INET6;
-    a.sin6_port = htons(port);
-    inet_pton(AF_INET6, addr, &a.sin6_addr);
-    len = sizeof(a);
-  }
+  sockaddr_storage ss;
+  socklen_t len = make_address(family, addr, port, ss);
   REQUIRE(connect(c, reinterpret_cast<sockaddr*>(&ss), len) == 0);
   return c;
 }
 
-// One established loopback v4 connection; closes whatever is still open, also when an
-// assertion ends the test early.
+const char* loopback_of(int family) {
+  return family == AF_INET ? "127.0.0.1" : "::1";
+}
+
+// One established loopback connection (127.0.0.1 or ::1); closes whatever is still open, also
+// when an assertion ends the test early.
 struct tcp_pair {
-  int l = listen_on(AF_INET, "127.0.0.1");
-  uint16_t port = local_port(l);
-  int c = connect_to(AF_INET, "127.0.0.1", port);
-  int s = accept(l, nullptr, nullptr);
-  uint16_t cport = local_port(c);
+  int l = -1, c = -1, s = -1;
+  uint16_t port = 0, cport = 0;
+
+  // server_mss: the MSS the listener advertises, so the client sends segments of that size.
+  explicit tcp_pair(int family = AF_INET, int server_mss = 0) {
+    l = listen_on(family, loopback_of(family));
+    if (server_mss > 0)
+      REQUIRE(setsockopt(l, IPPROTO_TCP, TCP_MAXSEG, &server_mss, sizeof(server_mss)) == 0);
+    port = local_port(l);
+    c = connect_to(family, loopback_of(family), port);
+    s = accept(l, nullptr, nullptr);
+    REQUIRE(s >= 0);
+    cport = local_port(c);
+  }
+  tcp_pair(const tcp_pair&) = delete;
+  tcp_pair& operator=(const tcp_pair&) = delete;
 
   void close_all() {
     for (int* fd : {&c, &s, &l})
