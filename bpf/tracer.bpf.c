@@ -203,6 +203,21 @@ static __always_inline void set_tcp_base(struct nl_conn *c, nl_tcp_sock *tp) {
   c->flags |= NL_FLAG_TCP_BASE_KNOWN;
 }
 
+/* The base of a connection seen from its opening (at ESTABLISHED, from SYN_SENT or SYN_RECV):
+ * its first sequence number, not what the counters say by then. bytes_acked holds the SYN's
+ * sequence number on the active side (1), nothing on the passive side (the child socket starts
+ * with the SYN-ACK acknowledged); bytes_received never counts the SYN. Anything beyond that
+ * crossed with the handshake and is the connection's payload: TCP Fast Open data in the SYN
+ * (acknowledged by the SYN-ACK before the client's ESTABLISHED, taken in by the server's child
+ * before its ESTABLISHED), or what a Fast Open server sent in SYN_RECV. Taking the counters
+ * as the base lost all of it. */
+static __always_inline void set_tcp_base_at_open(struct nl_conn *c, nl_tcp_sock *tp) {
+  __u64 acked = tp_bytes_acked(tp);
+  c->base_acked = c->direction == NL_DIR_OUTGOING && acked > 0 ? 1 : 0;
+  c->base_received = 0;
+  c->flags |= NL_FLAG_TCP_BASE_KNOWN;
+}
+
 /* What is read from a TCP socket: the fields of tcp_sock the counters come from. */
 struct nl_tcp_snap {
   __u64 acked;
@@ -399,6 +414,7 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
     c = bpf_map_lookup_elem(&nl_active, &key);
     if (c && c->tcp_state == TCP_ESTABLISHED && (c->flags & NL_FLAG_TCP_BASE_KNOWN))
       return 0; /* the twin after the primary: already done */
+    bool at_open = oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV;
     if (!c) {
       /* Passive open completes in softirq: the current task is not the owner, the first
        * send or receive in process context names it. */
@@ -407,7 +423,10 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
                                             : NL_DIR_NONE;
       struct nl_conn fresh = {};
       init_conn(&fresh, key, sk, IPPROTO_TCP, dir, false);
-      set_tcp_base(&fresh, tp);
+      if (at_open)
+        set_tcp_base_at_open(&fresh, tp);
+      else
+        set_tcp_base(&fresh, tp);
       read_tcp(&fresh, sk, tp);
       fresh.tcp_state = newstate;
       fresh.last_ns = tcp_time_ns(tp);
@@ -418,7 +437,10 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
       read_tuple(c, sk); /* the source port and address are bound by now */
       refresh_cookie(c, sk);
     }
-    set_tcp_base(c, tp);
+    if (at_open)
+      set_tcp_base_at_open(c, tp);
+    else
+      set_tcp_base(c, tp);
     read_tcp(c, sk, tp);
     c->tcp_state = newstate;
     c->last_ns = tcp_time_ns(tp);
