@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <arpa/inet.h>
+#include <cerrno>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
@@ -28,6 +29,7 @@
 #include "flow/record_decoder.hpp"
 #include "flow/socket_table.hpp"
 #include "flow/udp_peer_flows.hpp"
+#include "flow/unique_fd.hpp"
 #include "tests/support/orphan_netns.hpp"
 #include "tests/support/test_tracer_mode.hpp"
 
@@ -1014,10 +1016,10 @@ namespace {
 
 // The closed records of one loopback connection: (client's, server's).
 std::pair<const nl_conn*, const nl_conn*> pair_records(const std::vector<nl_conn>& records,
-                                                       uint16_t port, uint16_t cport) {
+                                                       int family, uint16_t port, uint16_t cport) {
   const nl_conn *client = nullptr, *server = nullptr;
   for (const auto& r : records) {
-    if (r.protocol != IPPROTO_TCP || r.pid != static_cast<uint32_t>(getpid()))
+    if (r.protocol != IPPROTO_TCP || r.family != family || r.pid != static_cast<uint32_t>(getpid()))
       continue;
     if (r.sport == cport && r.dport == port) {
       CHECK_FALSE(client); // once
@@ -1036,88 +1038,267 @@ void linger_zero(int fd) {
   REQUIRE(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0);
 }
 
+tcp_info tcp_info_of(int fd) {
+  tcp_info ti{};
+  socklen_t len = sizeof(ti);
+  REQUIRE(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0);
+  return ti;
+}
+
+// Sets a sysctl for one test and puts the old value back after it.
+struct scoped_sysctl {
+  std::string path, old;
+  scoped_sysctl(std::string file, const std::string& value) : path(std::move(file)) {
+    std::ifstream in(path);
+    REQUIRE(std::getline(in, old));
+    std::ofstream out(path);
+    out << value << '\n';
+    out.close();
+    REQUIRE(out.good());
+  }
+  ~scoped_sysctl() { std::ofstream(path) << old << '\n'; }
+};
+
+// One connection's truth: the bytes its applications wrote and read (or, where the kernel
+// decides, what TCP_INFO says), and each socket's TCP_INFO once nothing more could cross, for
+// the segment counts. Its two close records are checked against it.
+struct close_path_truth {
+  std::string path;
+  int family;
+  uint16_t port, cport;
+  uint64_t c_sent, c_recv, s_sent, s_recv;
+  tcp_info c_info, s_info;
+  bool preexisting = false;
+};
+
+// Both sides send, each reads all, each socket's data is acknowledged.
+void exchange(tcp_pair& p, size_t up, size_t down) {
+  write_all(p.c, up);
+  read_exactly(p.s, up);
+  write_all(p.s, down);
+  read_exactly(p.c, down);
+  wait_acked(p.c);
+  wait_acked(p.s);
+}
+
+close_path_truth fin_client_first(int family) {
+  tcp_pair p(family);
+  exchange(p, 1000, 700);
+  shutdown(p.c, SHUT_WR);
+  read_eof(p.s);
+  shutdown(p.s, SHUT_WR);
+  read_eof(p.c);
+  tcp_info ci = wait_closed(p.c), si = wait_closed(p.s);
+  return {"fin client first", family, p.port, p.cport, 1000, 700, 700, 1000, ci, si};
+}
+
+close_path_truth fin_server_first(int family) {
+  tcp_pair p(family);
+  write_all(p.c, 300);
+  read_exactly(p.s, 300);
+  shutdown(p.s, SHUT_WR);
+  read_eof(p.c);
+  shutdown(p.c, SHUT_WR);
+  read_eof(p.s);
+  tcp_info si = wait_closed(p.s), ci = wait_closed(p.c);
+  return {"fin server first", family, p.port, p.cport, 300, 0, 0, 300, ci, si};
+}
+
+close_path_truth half_close_then_data_back(int family) {
+  tcp_pair p(family);
+  write_all(p.c, 4096);
+  shutdown(p.c, SHUT_WR);
+  read_exactly(p.s, 4096);
+  read_eof(p.s);
+  write_all(p.s, 9000);
+  read_exactly(p.c, 9000);
+  shutdown(p.s, SHUT_WR);
+  read_eof(p.c);
+  tcp_info ci = wait_closed(p.c), si = wait_closed(p.s);
+  return {"half-close then data back", family, p.port, p.cport, 4096, 9000, 9000, 4096, ci, si};
+}
+
+// SO_LINGER 0: close() takes the socket to TCP_CLOSE (its record), then sends the reset, then
+// the kernel frees it. Its TCP_INFO can only be read before: with everything acknowledged
+// both ways nothing crosses in between, and the reset goes out after the record was taken.
+close_path_truth abortive_close(int family) {
+  tcp_pair p(family);
+  exchange(p, 2000, 100);
+  tcp_info ci = tcp_info_of(p.c);
+  linger_zero(p.c);
+  close(p.c);
+  p.c = -1;
+  tcp_info si = wait_closed(p.s); // the reset arrived
+  return {"abortive close", family, p.port, p.cport, 2000, 100, 100, 2000, ci, si};
+}
+
+close_path_truth no_data(int family) {
+  tcp_pair p(family);
+  shutdown(p.c, SHUT_WR);
+  read_eof(p.s);
+  shutdown(p.s, SHUT_WR);
+  read_eof(p.c);
+  tcp_info ci = wait_closed(p.c), si = wait_closed(p.s);
+  return {"no data", family, p.port, p.cport, 0, 0, 0, 0, ci, si};
+}
+
+// The server resets (SO_LINGER 0) while the client still holds the connection: the client
+// reads ECONNRESET. The server's socket is freed by its close: TCP_INFO from just before.
+close_path_truth reset_from_peer(int family) {
+  tcp_pair p(family);
+  exchange(p, 1500, 800);
+  tcp_info si = tcp_info_of(p.s);
+  linger_zero(p.s);
+  close(p.s);
+  p.s = -1;
+  tcp_info ci = wait_closed(p.c);
+  char b;
+  errno = 0;
+  CHECK(read(p.c, &b, 1) == -1);
+  CHECK(errno == ECONNRESET);
+  return {"reset from peer", family, p.port, p.cport, 1500, 800, 800, 1500, ci, si};
+}
+
+// The server closes with the client's data unread in its receive queue: the kernel throws the
+// data away and sends a reset instead of a FIN. The counters are TCP's, not the applications':
+// the client sent what its kernel had acknowledged (all it wrote, waited for below), the
+// server received what its kernel took in, read by the application or not
+// (tcpi_bytes_received just before the close; the application read only part of it).
+close_path_truth close_with_unread_data(int family) {
+  tcp_pair p(family);
+  write_all(p.s, 600);
+  read_exactly(p.c, 600);
+  write_all(p.c, 5000);
+  wait_acked(p.c); // the server's kernel holds all of it
+  read_exactly(p.s, 1000);
+  wait_acked(p.s);
+  tcp_info si = tcp_info_of(p.s);
+  CHECK(si.tcpi_bytes_received == 5000);
+  close(p.s); // unread data: a reset, and the socket is freed
+  p.s = -1;
+  tcp_info ci = wait_closed(p.c);
+  uint64_t received = si.tcpi_bytes_received;
+  return {"close with unread data", family, p.port, p.cport, 5000, 600, 600, received, ci, si};
+}
+
+// A Fast Open connect: the data goes out with the SYN when the client holds a cookie for the
+// server. Returns the socket; bytes the SYN did not take are written after it.
+int fastopen_connect(int family, uint16_t port, size_t n) {
+  int c = socket(family, SOCK_STREAM, 0);
+  REQUIRE(c >= 0);
+  sockaddr_storage ss;
+  socklen_t len = make_address(family, loopback_of(family), port, ss);
+  std::vector<char> buf(n, 'f');
+  ssize_t w = sendto(c, buf.data(), n, MSG_FASTOPEN, reinterpret_cast<sockaddr*>(&ss), len);
+  REQUIRE(w >= 0);
+  if (static_cast<size_t>(w) < n)
+    write_all(c, n - static_cast<size_t>(w));
+  return c;
+}
+
+// TCP Fast Open (net.ipv4.tcp_fastopen = 3, set by the test): the first connection gets a
+// cookie, the second carries its 900 bytes in the SYN, which the server takes in before its
+// connection is established.
+close_path_truth fast_open(int family) {
+  unique_fd l(listen_on(family, loopback_of(family)));
+  int qlen = 16;
+  REQUIRE(setsockopt(l.get(), IPPROTO_TCP, TCP_FASTOPEN, &qlen, sizeof(qlen)) == 0);
+  uint16_t port = local_port(l.get());
+  for (int round = 0;; ++round) {
+    unique_fd c(fastopen_connect(family, port, 900));
+    unique_fd s(accept(l.get(), nullptr, nullptr));
+    REQUIRE(s);
+    read_exactly(s.get(), 900);
+    write_all(s.get(), 1300);
+    read_exactly(c.get(), 1300);
+    shutdown(c.get(), SHUT_WR);
+    read_eof(s.get());
+    shutdown(s.get(), SHUT_WR);
+    read_eof(c.get());
+    tcp_info ci = wait_closed(c.get()), si = wait_closed(s.get());
+    if (round == 0)
+      continue;
+    // Fast Open happened: the SYN's data was acknowledged by the SYN-ACK, and taken in.
+    REQUIRE((ci.tcpi_options & TCPI_OPT_SYN_DATA) != 0);
+    REQUIRE((si.tcpi_options & TCPI_OPT_SYN_DATA) != 0);
+    uint16_t cport = local_port(c.get());
+    return {"fast open, data in the SYN", family, port, cport, 900, 1300, 1300, 900, ci, si};
+  }
+}
+
+// Before the tracer is loaded: data both ways, all of it read and acknowledged.
+void talk_before_load(tcp_pair& p) {
+  exchange(p, 3000, 2000);
+}
+
+// A connection the tracer first sees mid-life (talk_before_load ran before it was loaded): it
+// counts from each socket's first send or receive on. Nothing reaches a socket between the
+// load and its first event here (no event shows such bytes: they would not be counted), so
+// that is exactly what was moved after the load:
+// - the client's first event is a write of 30 segments (the listener advertised an MSS of
+//   1000): the server acknowledges every second one, so most of the write is acknowledged
+//   before its send event fires, and still counts;
+// - the server's first event is a read of all that arrived, once all of it has (the client
+//   has nothing unacknowledged).
+// Segments are the socket's own counters, which have no starting point: a record of a
+// preexisting connection carries the socket's lifetime segments, as TCP_INFO does.
+close_path_truth first_seen_mid_life(tcp_pair& p, int family) {
+  const size_t up = 30000, down = 2222;
+  write_all(p.c, up);
+  wait_acked(p.c);
+  read_exactly(p.s, up);
+  write_all(p.s, down);
+  read_exactly(p.c, down);
+  shutdown(p.c, SHUT_WR);
+  read_eof(p.s);
+  shutdown(p.s, SHUT_WR);
+  read_eof(p.c);
+  tcp_info ci = wait_closed(p.c), si = wait_closed(p.s);
+  return {"first seen mid-life", family, p.port, p.cport, up, down, down, up, ci, si, true};
+}
+
 } // namespace
 
-// Issue 20: bytes sent and received equal what crossed the connection on every way it ends.
+// Issue 20: bytes sent and received equal what crossed the connection on every way it ends,
+// and segments equal what TCP_INFO counted, on IPv4 and IPv6.
 TEST_CASE("kernel: TCP bytes are exact on every close path", "[kernel][close_paths]") {
-  tracer_under_test t(false);
-  struct outcome {
-    std::string path;
-    uint16_t port, cport;
-    uint64_t c_sent, c_recv, s_sent, s_recv;
-  };
-  std::vector<outcome> want;
+  // Fast Open for client and server (bits 1 and 2); the old value is back after the test.
+  scoped_sysctl fastopen("/proc/sys/net/ipv4/tcp_fastopen", "3");
+  tcp_pair early_v4(AF_INET, 1000), early_v6(AF_INET6, 1000);
+  talk_before_load(early_v4);
+  talk_before_load(early_v6);
 
-  { // FIN from the client first, then the server
-    tcp_pair p;
-    write_all(p.c, 1000);
-    read_exactly(p.s, 1000);
-    write_all(p.s, 700);
-    read_exactly(p.c, 700);
-    shutdown(p.c, SHUT_WR);
-    read_eof(p.s);
-    shutdown(p.s, SHUT_WR);
-    read_eof(p.c);
-    wait_closed(p.c);
-    want.push_back({"fin client first", p.port, p.cport, 1000, 700, 700, 1000});
+  tracer_under_test t(false);
+  std::vector<close_path_truth> want;
+  for (int family : {AF_INET, AF_INET6}) {
+    want.push_back(fin_client_first(family));
+    want.push_back(fin_server_first(family));
+    want.push_back(half_close_then_data_back(family));
+    want.push_back(abortive_close(family));
+    want.push_back(no_data(family));
+    want.push_back(reset_from_peer(family));
+    want.push_back(close_with_unread_data(family));
+    want.push_back(fast_open(family));
+    want.push_back(first_seen_mid_life(family == AF_INET ? early_v4 : early_v6, family));
   }
-  { // FIN from the server first
-    tcp_pair p;
-    write_all(p.c, 300);
-    read_exactly(p.s, 300);
-    shutdown(p.s, SHUT_WR);
-    read_eof(p.c);
-    shutdown(p.c, SHUT_WR);
-    read_eof(p.s);
-    wait_closed(p.s);
-    want.push_back({"fin server first", p.port, p.cport, 300, 0, 0, 300});
-  }
-  { // half-close, then data the other way
-    tcp_pair p;
-    write_all(p.c, 4096);
-    shutdown(p.c, SHUT_WR);
-    read_exactly(p.s, 4096);
-    read_eof(p.s);
-    write_all(p.s, 9000);
-    read_exactly(p.c, 9000);
-    shutdown(p.s, SHUT_WR);
-    read_eof(p.c);
-    wait_closed(p.c);
-    want.push_back({"half-close then data back", p.port, p.cport, 4096, 9000, 9000, 4096});
-  }
-  { // abortive close (SO_LINGER 0) by the client, everything acknowledged
-    tcp_pair p;
-    write_all(p.c, 2000);
-    read_exactly(p.s, 2000);
-    write_all(p.s, 100);
-    read_exactly(p.c, 100);
-    usleep(20000); // the last ACKs are in
-    linger_zero(p.c);
-    close(p.c);
-    p.c = -1;
-    wait_closed(p.s); // the reset arrived
-    want.push_back({"abortive close", p.port, p.cport, 2000, 100, 100, 2000});
-  }
-  { // a connection that never carried data
-    tcp_pair p;
-    shutdown(p.c, SHUT_WR);
-    read_eof(p.s);
-    shutdown(p.s, SHUT_WR);
-    read_eof(p.c);
-    wait_closed(p.c);
-    want.push_back({"no data", p.port, p.cport, 0, 0, 0, 0});
-  }
-  // (Close with unread data is e2e territory: the application saw less than crossed.)
 
   auto records = t.finish();
   for (const auto& w : want) {
-    INFO("close path: " << w.path);
-    auto [client, server] = pair_records(records, w.port, w.cport);
-    REQUIRE(client);
-    REQUIRE(server);
+    INFO("close path: " << w.path << ", " << (w.family == AF_INET ? "IPv4" : "IPv6"));
+    auto [client, server] = pair_records(records, w.family, w.port, w.cport);
+    CHECK(client);
+    CHECK(server);
+    if (!client || !server)
+      continue;
     CHECK(client->bytes_sent == w.c_sent);
     CHECK(client->bytes_recv == w.c_recv);
     CHECK(server->bytes_sent == w.s_sent);
     CHECK(server->bytes_recv == w.s_recv);
+    CHECK(client->packets_sent == w.c_info.tcpi_segs_out);
+    CHECK(client->packets_recv == w.c_info.tcpi_segs_in);
+    CHECK(server->packets_sent == w.s_info.tcpi_segs_out);
+    CHECK(server->packets_recv == w.s_info.tcpi_segs_in);
+    CHECK(((client->flags & NL_FLAG_PREEXISTING) != 0) == w.preexisting);
+    CHECK(((server->flags & NL_FLAG_PREEXISTING) != 0) == w.preexisting);
   }
 }
