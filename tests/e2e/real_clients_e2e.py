@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Real clients nobody here wrote, in a network namespace the test creates, and the agent's
+numbers against what they say themselves:
+- kdig (Knot's dig) against a DNS server that answers every client from one unconnected UDP
+  socket: one flow per client on the server's socket, each with the client's own port; the
+  server's bytes per client are its own counts, each kdig's received bytes what kdig printed;
+- curl against a local HTTP server: bytes sent equal curl's size_request + size_upload, bytes
+  received size_header + size_download.
+
+usage: real_clients_e2e.py path/to/netlens
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from e2e_support import check, failures, start_agent, stop_agent, wait_for, write_config
+
+NETLENS = os.path.abspath(sys.argv[1])
+WORK = tempfile.mkdtemp(prefix="netlens-real-")
+CFG, API = write_config(WORK)
+NS = "nlreal%d" % os.getpid()
+QUERIES = 6
+HTTP_GETS = 3
+
+# One socket, recvfrom/sendto: what every small DNS server does. Answers QUERIES A queries with
+# 10.1.2.3, then writes what it received from and sent to each peer (its own counts) and exits.
+DNS_SERVER = r'''
+import json, socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+open(sys.argv[2], "w").write("ready")
+peers = {}
+for _ in range(int(sys.argv[1])):
+    q, peer = s.recvfrom(4096)
+    end = 12
+    while q[end] != 0:
+        end += 1 + q[end]
+    question = q[12:end + 5]
+    answer = (q[:2] + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0) + question +
+              struct.pack(">HHHIH", 0xC00C, 1, 1, 60, 4) + bytes([10, 1, 2, 3]))
+    sent = s.sendto(answer, peer)
+    p = peers.setdefault(str(peer[1]), {"recv": 0, "sent": 0, "datagrams": 0})
+    p["recv"] += len(q)
+    p["sent"] += sent
+    p["datagrams"] += 1
+s.close()
+json.dump({"pid": __import__("os").getpid(), "peers": peers}, open(sys.argv[3], "w"))
+'''
+
+
+def ns_run(*cmd, **kw):
+    return subprocess.run(["ip", "netns", "exec", NS, *cmd], **kw)
+
+
+def netns_inode():
+    return os.stat("/run/netns/" + NS).st_ino
+
+
+class flows:
+    """What one API client was handed, summed per flow (answers carry deltas)."""
+
+    def __init__(self):
+        self.by_key = {}
+        subprocess.run([NETLENS, "connections", "--socket", API, "--client", "real", "--json"],
+                       capture_output=True, check=True)
+
+    def poll(self):
+        r = subprocess.run([NETLENS, "connections", "--socket", API, "--client", "real",
+                            "--json"], capture_output=True, text=True)
+        if r.returncode != 0:
+            return
+        ino = netns_inode()
+        for c in json.loads(r.stdout)["connections"]:
+            if c["netns"] != ino:
+                continue
+            key = (c["type"], c["sport"], c["dport"])
+            f = self.by_key.setdefault(key, {"bytes_sent": 0, "bytes_recv": 0,
+                                             "packets_sent": 0, "packets_recv": 0,
+                                             "closed": 0})
+            for k in ("bytes_sent", "bytes_recv", "packets_sent", "packets_recv"):
+                f[k] += c[k]
+            f["closed"] += 1 if c["closed"] else 0
+            f["pid"], f["direction"], f["comm"] = c["pid"], c["direction"], c["comm"]
+
+    def closed(self, keys):
+        self.poll()
+        return all(self.by_key.get(k, {}).get("closed") for k in keys)
+
+
+def dns(seen):
+    stats = os.path.join(WORK, "dns.json")
+    ready = os.path.join(WORK, "dns.ready")
+    server = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", DNS_SERVER,
+                               str(QUERIES), ready, stats])
+    try:
+        check(wait_for(lambda: os.path.exists(ready), 10), "the DNS server is up")
+        received = []
+        for i in range(QUERIES):
+            r = ns_run("kdig", "@127.0.0.1", "-p", "53", "+notcp", "+retry=0", "+time=3",
+                       "q%d.netlens.test" % i, "A", capture_output=True, text=True)
+            m = re.search(r";; Received (\d+) B", r.stdout)
+            check(r.returncode == 0 and m and "10.1.2.3" in r.stdout,
+                  "kdig %d got its answer" % i, r.stdout + r.stderr)
+            received.append(int(m.group(1)) if m else -1)
+        server.wait(timeout=10)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    truth = json.load(open(stats))
+    peers = truth["peers"]
+    check(len(peers) == QUERIES, "each kdig came from a port of its own", peers)
+    keys = [("udp", 53, int(p)) for p in peers] + [("udp", int(p), 53) for p in peers]
+    wait_for(lambda: seen.closed(keys), 15, 0.3)
+    for i, (port, p) in enumerate(sorted(peers.items(), key=lambda kv: int(kv[0]))):
+        srv = seen.by_key.get(("udp", 53, int(port)))
+        check(srv is not None and srv["closed"] == 1 and srv["bytes_recv"] == p["recv"] and
+              srv["bytes_sent"] == p["sent"] and srv["packets_recv"] == p["datagrams"] and
+              srv["packets_sent"] == p["datagrams"] and srv["direction"] == "incoming" and
+              srv["pid"] == truth["pid"],
+              "the server's flow with client port %s: its own counts %s" % (port, p), srv)
+        cli = seen.by_key.get(("udp", int(port), 53))
+        check(cli is not None and cli["closed"] == 1 and cli["bytes_sent"] == p["recv"] and
+              cli["bytes_recv"] == p["sent"] and cli["direction"] == "outgoing" and
+              cli["comm"] == "kdig",
+              "kdig's flow from port %s: sent what the server got, received what it answered"
+              % port, cli)
+    check(sorted(received) == sorted(p["sent"] for p in peers.values()),
+          "the bytes kdig says it received are the server's answers", (received, peers))
+    check(("udp", 53, 0) not in seen.by_key, "no flow of the server's socket without a peer",
+          seen.by_key.get(("udp", 53, 0)))
+
+
+def http(seen):
+    root = os.path.join(WORK, "www")
+    os.makedirs(root)
+    with open(os.path.join(root, "blob"), "wb") as f:
+        f.write(os.urandom(123457))
+    server = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-m", "http.server",
+                               "--bind", "127.0.0.1", "--directory", root, "8080"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        up = wait_for(lambda: ns_run("curl", "-sf", "-o", "/dev/null",
+                                     "http://127.0.0.1:8080/").returncode == 0, 10, 0.2)
+        check(up, "the HTTP server is up")
+        seen.poll()  # the probe above is not one of the connections checked
+        gets = []
+        for i in range(HTTP_GETS):
+            r = ns_run("curl", "-s", "-o", "/dev/null", "-H", "X-Run: %d" % i, "-w",
+                       "%{size_request} %{size_upload} %{size_header} %{size_download} "
+                       "%{local_port}", "http://127.0.0.1:8080/blob",
+                       capture_output=True, text=True)
+            check(r.returncode == 0, "curl %d" % i, r.stderr)
+            gets.append([int(x) for x in r.stdout.split()])
+        keys = [("tcp", g[4], 8080) for g in gets]
+        wait_for(lambda: seen.closed(keys), 15, 0.3)
+        for req, upload, header, download, port in gets:
+            f = seen.by_key.get(("tcp", port, 8080))
+            check(f is not None and f["closed"] == 1 and
+                  f["bytes_sent"] == req + upload and f["bytes_recv"] == header + download and
+                  f["comm"] == "curl" and f["direction"] == "outgoing",
+                  "curl from port %d: sent %d + %d, received %d + %d" %
+                  (port, req, upload, header, download), f)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main():
+    log = os.path.join(WORK, "agent.log")
+    agent = None
+    try:
+        subprocess.run(["ip", "netns", "add", NS], check=True)
+        ns_run("ip", "link", "set", "lo", "up", check=True)
+        agent = start_agent(NETLENS, CFG, log)
+        seen = flows()
+        dns(seen)
+        http(seen)
+        code = stop_agent(agent)
+        agent = None
+        check(code == 0, "the agent stops in order", code)
+    finally:
+        if agent is not None:
+            stop_agent(agent)
+        subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
+        if failures and os.path.exists(log):
+            print(open(log).read()[-3000:])
+        shutil.rmtree(WORK, ignore_errors=True)
+    print("%d failure(s)" % len(failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
