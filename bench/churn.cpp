@@ -15,6 +15,7 @@
 //
 // UDP (--udp): one server thread echoes datagrams; client threads loop
 //   socket -> connect -> (send, recv) x --datagrams -> close
+// (--sendto: no connect, (sendto, recvfrom) x --datagrams: every datagram names its peer)
 // which exercises the send/recv programs and the UDP release program.
 //
 //   bench_churn [--duration S] [--clients N] [--servers N] [--payload BYTES] [--sources N]
@@ -57,6 +58,7 @@ struct options {
   uint32_t sources = 1024;
   uint32_t source_base = 0x7f0a0000u; // 127.10.0.0; sources are base+1 .. base+sources
   bool udp = false;
+  bool sendto = false; // UDP clients do not connect: sendto/recvfrom, as the server does
   int datagrams = 8;
   double rate = 0; // connections a second over all clients; 0: as fast as they go
 };
@@ -64,7 +66,7 @@ struct options {
 [[noreturn]] void usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s [--duration S] [--clients N] [--servers N] [--payload BYTES]\n"
-               "          [--sources N] [--udp] [--datagrams N] [--rate PER_S]\n",
+               "          [--sources N] [--udp [--sendto]] [--datagrams N] [--rate PER_S]\n",
                argv0);
   std::exit(2);
 }
@@ -90,6 +92,8 @@ options parse(int argc, char** argv) {
       o.sources = static_cast<uint32_t>(std::atol(value()));
     else if (a == "--udp")
       o.udp = true;
+    else if (a == "--sendto")
+      o.sendto = true;
     else if (a == "--datagrams")
       o.datagrams = std::atoi(value());
     else if (a == "--rate")
@@ -323,10 +327,21 @@ void udp_client(const options& o, int index, uint16_t port, thread_count* count)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
     sockaddr_in src = v4(o.source_base + 1 + (static_cast<uint32_t>(index) + k++) % o.sources, 0);
     bool ok = bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof(src)) == 0 &&
-              connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof(dst)) == 0;
-    for (int d = 0; ok && d < o.datagrams; ++d)
-      ok = send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size()) &&
-           recv(fd, buf.data(), buf.size(), 0) == static_cast<ssize_t>(request.size());
+              (o.sendto || connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof(dst)) == 0);
+    for (int d = 0; ok && d < o.datagrams; ++d) {
+      if (o.sendto) {
+        sockaddr_in from{};
+        socklen_t len = sizeof(from);
+        ok =
+            ::sendto(fd, request.data(), request.size(), 0, reinterpret_cast<const sockaddr*>(&dst),
+                     sizeof(dst)) == static_cast<ssize_t>(request.size()) &&
+            recvfrom(fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from), &len) ==
+                static_cast<ssize_t>(request.size());
+      } else {
+        ok = send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size()) &&
+             recv(fd, buf.data(), buf.size(), 0) == static_cast<ssize_t>(request.size());
+      }
+    }
     close(fd);
     if (ok)
       ++count->done;

@@ -117,3 +117,16 @@ int BPF_PROG(fl_recv, struct sock *sk, int ret, int flags) { return on_io(sk, re
 
 SEC("cgroup/sock_release")
 int fl_release(struct bpf_sock *sk) { return 1; }
+
+/* The UDP peer hooks (sendto, recvfrom on unconnected sockets): here they return at once. */
+SEC("cgroup/sendmsg4")
+int fl_sendmsg4(struct bpf_sock_addr *ctx) { return 1; }
+
+SEC("cgroup/recvmsg4")
+int fl_recvmsg4(struct bpf_sock_addr *ctx) { return 1; }
+
+SEC("cgroup/sendmsg6")
+int fl_sendmsg6(struct bpf_sock_addr *ctx) { return 1; }
+
+SEC("cgroup/recvmsg6")
+int fl_recvmsg6(struct bpf_sock_addr *ctx) { return 1; }

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -89,17 +90,28 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_tracer_floor: %s: %s\n", cgroup.c_str(), std::strerror(errno));
     rc = 3;
   } else {
-    bpf_link* release = bpf_program__attach_cgroup(skel->progs.fl_release, cg);
-    if (!release) {
-      std::fprintf(stderr, "bench_tracer_floor: attach sock_release: %s\n", std::strerror(errno));
-      rc = 3;
-    } else {
+    bpf_program* progs[] = {skel->progs.fl_release, skel->progs.fl_sendmsg4,
+                            skel->progs.fl_recvmsg4, skel->progs.fl_sendmsg6,
+                            skel->progs.fl_recvmsg6};
+    std::vector<bpf_link*> links;
+    for (bpf_program* p : progs) {
+      bpf_link* l = bpf_program__attach_cgroup(p, cg);
+      if (!l) {
+        std::fprintf(stderr, "bench_tracer_floor: attach %s: %s\n", bpf_program__name(p),
+                     std::strerror(errno));
+        rc = 3;
+        break;
+      }
+      links.push_back(l);
+    }
+    if (rc == 0) {
       std::printf("ready level=%d\n", level);
       std::fflush(stdout);
       int sig = 0;
       sigwait(&stop, &sig);
-      bpf_link__destroy(release);
     }
+    for (bpf_link* l : links)
+      bpf_link__destroy(l);
   }
   if (cg >= 0)
     close(cg);
