@@ -38,6 +38,10 @@ enum nl_conn_flags {
    * entry counts only the rest, datagrams whose peer the kernel did not say. With nothing of
    * its own it is no flow, and user space does not show it. */
   NL_FLAG_UDP_PEERS = 1 << 5,
+  /* pid and comm name a process that held the socket's file when the map was read (CO-RE
+   * refresh of a socket nobody had sent or received on yet), not one that did I/O: the first
+   * send or receive names its own process instead (a forked server's child). */
+  NL_FLAG_OWNER_HELD = 1 << 6,
 };
 
 /* One connection (a socket), keyed in the active map by sock_id. Addresses are in network

@@ -721,8 +721,11 @@ static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_se
     c = insert_conn(key, &fresh);
     if (!c)
       return 0; /* in, complete */
-  } else if (c->pid == 0) {
+  } else if (c->pid == 0 || (c->flags & NL_FLAG_OWNER_HELD)) {
+    /* The first process to send or receive owns it (a forked server's child, not the parent
+     * that accepted and held it). */
     set_owner(c);
+    c->flags &= ~NL_FLAG_OWNER_HELD;
     refresh_cookie(c, sk);
   }
 
@@ -890,6 +893,8 @@ int nl_refresh_tcp(struct bpf_iter__task_file *ctx) {
   if (c->pid == 0 && task) {
     c->pid = BPF_CORE_READ(task, tgid);
     bpf_probe_read_kernel_str(c->comm, sizeof(c->comm), task->comm);
+    /* Until it talks: a server that forks may hand it to a child, which then owns it. */
+    c->flags |= NL_FLAG_OWNER_HELD;
   }
   c->last_ns = s.mstamp ? s.mstamp * 1000 : c->last_ns;
   __u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);

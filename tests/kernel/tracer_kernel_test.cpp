@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 
@@ -769,6 +770,63 @@ TEST_CASE("kernel: an accepted socket that has not talked yet is the holding pro
     // The raw_tp builds name the owner at its first send or receive, in process context.
     CHECK(v.server.pid == 0);
   }
+}
+
+// Issue 20: an inetd-style or forking server accepts, forks, and the child does the I/O. The
+// connection is the child's, also when the map was read (CO-RE: the refresh names a holder)
+// while the parent still held the socket too.
+TEST_CASE("kernel: an accepted socket handed to a forked child is the child's", "[kernel][fork]") {
+  tracer_under_test t(false);
+  tcp_pair p;
+  int go[2];
+  REQUIRE(pipe(go) == 0);
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // No Catch here: only plain calls, and _exit.
+    char b;
+    bool ok = read(go[0], &b, 1) == 1;
+    std::vector<char> buf(1000, 'k');
+    size_t done = 0;
+    while (ok && done < 1000) {
+      ssize_t w = write(p.s, buf.data() + done, 1000 - done);
+      ok = w > 0;
+      done += ok ? static_cast<size_t>(w) : 0;
+    }
+    done = 0;
+    while (ok && done < 500) {
+      ssize_t r = read(p.s, buf.data(), 500 - done);
+      ok = r > 0;
+      done += ok ? static_cast<size_t>(r) : 0;
+    }
+    _exit(ok && close(p.s) == 0 ? 0 : 1);
+  }
+  close(go[0]);
+  std::vector<nl_conn> active;
+  t.bpf->read_active(active); // both hold the socket now; neither has talked
+  REQUIRE(write(go[1], "g", 1) == 1);
+  close(go[1]);
+  read_exactly(p.c, 1000);
+  write_all(p.c, 500);
+  close(p.s); // the parent's copy
+  p.s = -1;
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  read_eof(p.c);
+  shutdown(p.c, SHUT_WR);
+  wait_closed(p.c);
+  auto records = t.finish();
+  const nl_conn* server = nullptr;
+  for (const auto& r : records)
+    if (r.protocol == IPPROTO_TCP && r.sport == p.port && r.dport == p.cport)
+      server = &r;
+  REQUIRE(server);
+  CHECK(server->pid == static_cast<uint32_t>(child));
+  CHECK_FALSE((server->flags & NL_FLAG_OWNER_HELD));
+  CHECK(server->bytes_sent == 1000);
+  CHECK(server->bytes_recv == 500);
 }
 
 TEST_CASE("kernel: the loaded object leaves nothing behind when destroyed", "[kernel]") {
