@@ -6,9 +6,14 @@
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <thread>
+
+#include "flow/unique_fd.hpp"
 
 namespace netlens {
 namespace {
@@ -52,30 +57,50 @@ std::string dump_family(int fd, uint8_t family, std::unordered_set<uint64_t>& ou
   }
 }
 
-} // namespace
-
-std::variant<std::unordered_set<uint64_t>, std::string> live_tcp_cookies() {
-  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (fd < 0)
-    return std::string("sock_diag socket: ") + std::strerror(errno);
+std::variant<std::unordered_set<uint64_t>, std::string> dump_cookies(unique_fd fd) {
   std::unordered_set<uint64_t> cookies;
-  std::string err = dump_family(fd, AF_INET, cookies);
+  std::string err = dump_family(fd.get(), AF_INET, cookies);
   if (err.empty())
-    err = dump_family(fd, AF_INET6, cookies);
-  close(fd);
+    err = dump_family(fd.get(), AF_INET6, cookies);
   if (!err.empty())
     return err;
   return cookies;
 }
 
+} // namespace
+
+std::variant<std::unordered_set<uint64_t>, std::string> live_tcp_cookies() {
+  unique_fd fd(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+  if (!fd)
+    return std::string("sock_diag socket: ") + std::strerror(errno);
+  return dump_cookies(std::move(fd));
+}
+
+std::variant<std::unordered_set<uint64_t>, std::string> live_tcp_cookies_in(int netns_fd) {
+  int made = -1, err = 0;
+  std::thread inside([&] {
+    if (setns(netns_fd, CLONE_NEWNET) != 0) {
+      err = errno;
+      return;
+    }
+    made = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (made < 0)
+      err = errno;
+  });
+  inside.join();
+  unique_fd fd(made);
+  if (!fd)
+    return std::string("sock_diag socket in another network namespace: ") + std::strerror(err);
+  return dump_cookies(std::move(fd));
+}
+
 std::vector<const nl_conn*> closing_entries_to_verify(const std::vector<nl_conn>& active,
-                                                      uint64_t now_ns, uint64_t min_idle_ns,
-                                                      uint32_t netns) {
+                                                      uint64_t now_ns, uint64_t min_idle_ns) {
   std::vector<const nl_conn*> out;
   for (const nl_conn& c : active) {
     bool closing = c.tcp_state == k_fin_wait1 || c.tcp_state == k_fin_wait2 ||
                    c.tcp_state == k_closing || c.tcp_state == k_last_ack;
-    if (c.protocol == IPPROTO_TCP && closing && c.netns == netns && now_ns > c.last_ns &&
+    if (c.protocol == IPPROTO_TCP && closing && now_ns > c.last_ns &&
         now_ns - c.last_ns >= min_idle_ns)
       out.push_back(&c);
   }

@@ -13,6 +13,7 @@
 #include "actors/common/lifecycle.hpp"
 #include "actors/tracer/idle_expiry.hpp"
 #include "actors/tracer/tracer_loader.hpp"
+#include "flow/netns_handle.hpp"
 #include "flow/record_decoder.hpp"
 #include "flow/socket_table.hpp"
 
@@ -151,6 +152,7 @@ counter_list telemetry_of(const tracer_state& st) {
   out.emplace_back("netns_resolve_errors", st.netns_errors);
   out.emplace_back("flush_errors", st.flush_errors);
   out.emplace_back("tcp_reconciled", st.tcp_reconciled);
+  out.emplace_back("tcp_reconcile_failures", st.tcp_reconcile_failures);
   if (st.bpf) {
     auto k = st.bpf->read_counters();
     out.emplace_back("kernel_closed_emitted", k.closed_emitted);
@@ -168,28 +170,54 @@ counter_list telemetry_of(const tracer_state& st) {
 // kernel's socket table: its close may have been missed.
 constexpr uint64_t k_verify_closing_after_ns = 30ull * 1000000000ull;
 
-// Entries whose socket the kernel no longer has: reported closed (flagged), and removed.
+// The live TCP cookies of namespace netns: the tracer's own, or another one reached through a
+// process of an entry there (/proc/<pid>/ns/net, its inode checked). A string says why not.
+std::variant<std::unordered_set<uint64_t>, std::string>
+live_cookies_of(const tracer_state& st, uint32_t netns, const std::vector<const nl_conn*>& in_ns) {
+  if (netns == st.own_netns)
+    return live_tcp_cookies();
+  std::string why = "no process of its entries is in it any more";
+  for (const nl_conn* c : in_ns) {
+    if (c->pid == 0)
+      continue;
+    auto handle = netns_handle::open_for_pid(static_cast<pid_t>(c->pid), netns);
+    if (auto* h = std::get_if<netns_handle>(&handle))
+      return live_tcp_cookies_in(h->fd());
+    why = std::get<netns_error>(handle).message;
+  }
+  return why;
+}
+
+// Entries whose socket the kernel no longer has, in whichever namespace: reported closed
+// (flagged), and removed.
 void reconcile_tcp(tracer_state& st, const std::vector<nl_conn>& candidates,
                    std::vector<nl_conn>& ended) {
   if (candidates.empty())
     return;
-  auto live = live_tcp_cookies();
-  if (auto* err = std::get_if<std::string>(&live)) {
-    spdlog::warn("tracer: cannot check {} stalled TCP entries against the kernel: {}",
-                 candidates.size(), *err);
-    return;
-  }
-  const auto& cookies = std::get<std::unordered_set<uint64_t>>(live);
+  std::unordered_map<uint32_t, std::vector<const nl_conn*>> by_netns;
+  for (const nl_conn& c : candidates)
+    by_netns[c.netns].push_back(&c);
   size_t before = ended.size();
-  for (const nl_conn& c : candidates) {
-    // A raw_tp tracer knows a cookie only once the kernel assigned one (the socket table
-    // dump assigns them), so an entry without one is checked again next time.
-    if (c.cookie == 0 || cookies.count(c.cookie) || !st.bpf->remove_active(c.sock_id))
+  for (const auto& [netns, entries] : by_netns) {
+    auto live = live_cookies_of(st, netns, entries);
+    if (auto* err = std::get_if<std::string>(&live)) {
+      ++st.tcp_reconcile_failures;
+      spdlog::warn("tracer: cannot check {} stalled TCP entries of network namespace {} against "
+                   "the kernel: {}",
+                   entries.size(), netns, *err);
       continue;
-    nl_conn done = c;
-    done.flags |= NL_FLAG_RECONCILED;
-    normalize_family(done);
-    ended.push_back(done);
+    }
+    const auto& cookies = std::get<std::unordered_set<uint64_t>>(live);
+    for (const nl_conn* c : entries) {
+      // A raw_tp tracer knows a cookie only once the kernel assigned one (the socket table
+      // dump assigns them), so an entry without one is checked again next time.
+      if (c->cookie == 0 || cookies.count(c->cookie) || !st.bpf->remove_active(c->sock_id))
+        continue;
+      nl_conn done = *c;
+      done.flags |= NL_FLAG_RECONCILED;
+      normalize_family(done);
+      ended.push_back(done);
+    }
   }
   st.tcp_reconciled += ended.size() - before;
   if (ended.size() > before)
@@ -673,7 +701,7 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
               ++st.idle_expired; // an empty socket entry is no flow
           }
           for (const nl_conn* c :
-               closing_entries_to_verify(st.active, now, k_verify_closing_after_ns, st.own_netns))
+               closing_entries_to_verify(st.active, now, k_verify_closing_after_ns))
             closing.push_back(*c);
         }
         st.udp_closes.swept();

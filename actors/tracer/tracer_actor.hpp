@@ -35,13 +35,14 @@ struct tracer_state {
   uint64_t idle_expired = 0;
   // UDP per peer: sockets closed whose peers' flows the next read of the map ends.
   udp_socket_closes udp_closes;
-  uint64_t udp_peer_flows_ended = 0; // peers' flows ended with their socket
-  uint64_t tcp_reconciled = 0;       // entries whose close was missed, found gone in sock_diag
-  uint64_t nat_closed = 0;           // closed connections that carried a translation
-  uint64_t nat_errors = 0;           // lookups conntrack did not answer in time
-  uint64_t netns_errors = 0;         // attributions the netns actor did not answer in time
-  uint64_t flush_errors = 0;         // the consumer did not hand over closed records in time
-  perf_consumer_actor consumer;      // who reads the closed buffer (asked to flush before answers)
+  uint64_t udp_peer_flows_ended = 0;   // peers' flows ended with their socket
+  uint64_t tcp_reconciled = 0;         // entries whose close was missed, found gone in sock_diag
+  uint64_t tcp_reconcile_failures = 0; // namespaces whose socket table could not be read
+  uint64_t nat_closed = 0;             // closed connections that carried a translation
+  uint64_t nat_errors = 0;             // lookups conntrack did not answer in time
+  uint64_t netns_errors = 0;           // attributions the netns actor did not answer in time
+  uint64_t flush_errors = 0;           // the consumer did not hand over closed records in time
+  perf_consumer_actor consumer; // who reads the closed buffer (asked to flush before answers)
   uint32_t own_netns = 0;
   std::string state = "starting";
   // How the programs were loaded: the build in use and why the ones before it were skipped.

@@ -6,7 +6,7 @@
 using namespace netlens;
 using netlens::testing::make_conn;
 
-TEST_CASE("only TCP entries stalled in a closing state of our netns are verified", "[tracer]") {
+TEST_CASE("only TCP entries stalled in a closing state are verified, in every netns", "[tracer]") {
   const uint64_t s = 1000000000ull;
   std::vector<nl_conn> active;
   auto add = [&](uint8_t proto, uint8_t state, uint64_t last_s, uint32_t netns) {
@@ -23,10 +23,11 @@ TEST_CASE("only TCP entries stalled in a closing state of our netns are verified
   add(6, 1, 0, 7);  // ESTABLISHED: idle is normal
   add(6, 8, 0, 7);  // CLOSE_WAIT: the application's business
   add(6, 4, 90, 7); // FIN_WAIT1 but recent
-  add(6, 4, 0, 8);  // another namespace
+  add(6, 4, 0, 8);  // another namespace (a container's): verify there
   add(17, 4, 0, 7); // UDP never
-  auto got = closing_entries_to_verify(active, 100 * s, 30 * s, 7);
-  REQUIRE(got.size() == 4);
+  auto got = closing_entries_to_verify(active, 100 * s, 30 * s);
+  REQUIRE(got.size() == 5);
   CHECK(got[0]->cookie == 1);
   CHECK(got[3]->cookie == 4);
+  CHECK(got[4]->cookie == 8);
 }
