@@ -6,7 +6,15 @@ connect HOST PORT [SRC]     one TCP connection: send, shut down, read to EOF; pr
 udp HOST PORT               one UDP exchange on a connected socket; prints local port
 hold HOST PORT              connect, print local port; send a byte per stdin line; close at EOF
 flood HOST PORT SECONDS RATE  short UDP flows (a new socket each) at about RATE/s; prints count
+setup NETNS_PATH LISTEN N   run on the host: enters the namespace without an exec there (as a
+                            CNI plugin does), loads the nftables rules read from stdin through
+                            libnftables, serves TCP on LISTEN (host:port) and prints "ready";
+                            after N connections have come and gone, prints their source ports
+                            as one JSON list
 """
+import ctypes
+import json
+import os
 import socket
 import sys
 import threading
@@ -103,6 +111,51 @@ def flood(host, port, seconds, rate):
     print(n, flush=True)
 
 
+def setup(netns_path, listen, n):
+    # Nothing is exec'd inside the namespace: the agent first hears of it when the test's
+    # client is, as with a container whose network a CNI plugin set up.
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(netns_path, os.O_RDONLY)
+    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+        sys.exit("setns: " + os.strerror(ctypes.get_errno()))
+    os.close(fd)
+    nft = ctypes.CDLL("libnftables.so.1")
+    nft.nft_ctx_new.restype = ctypes.c_void_p
+    nft.nft_ctx_new.argtypes = [ctypes.c_uint32]
+    nft.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    nft.nft_ctx_free.argtypes = [ctypes.c_void_p]
+    ctx = nft.nft_ctx_new(0)
+    rc = nft.nft_run_cmd_from_buffer(ctx, sys.stdin.read().encode())
+    nft.nft_ctx_free(ctx)
+    if rc != 0:
+        sys.exit("loading the nftables rules failed")
+    host, port = listen.rsplit(":", 1)
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((host, int(port)))
+    ls.listen(512)
+    print("ready", flush=True)
+    ports, threads = [], []
+
+    def drain(s):
+        try:
+            while s.recv(65536):
+                pass
+        finally:
+            s.close()
+
+    ls.settimeout(30)
+    for _ in range(n):
+        s, peer = ls.accept()
+        ports.append(peer[1])
+        t = threading.Thread(target=drain, args=(s,))
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join()
+    print(json.dumps(ports), flush=True)
+
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "serve":
@@ -115,6 +168,8 @@ def main():
         hold(args[0], int(args[1]))
     elif mode == "flood":
         flood(args[0], int(args[1]), float(args[2]), float(args[3]))
+    elif mode == "setup":
+        setup(args[0], args[1], int(args[2]))
     else:
         sys.exit("unknown mode " + mode)
 
