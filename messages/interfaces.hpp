@@ -54,7 +54,9 @@ using compact_ticker_actor =
 
 // Owns the NAT translation cache and one netlink consumer per network namespace.
 //   lookup: translations of active connections (the cache entry stays);
-//   claim:  translations of closed connections, which then leave the cache;
+//   claim:  translations of closed connections, which then leave the cache; one for a
+//           namespace whose first dump is not in yet waits for it (1 s at most);
+//   lookup of nothing: answered once every claim sent before it is;
 //   compact: drop orphans past their TTL.
 using conntrack_actor = lifecycle_actor::extend<
     caf::replies_to<lookup_atom, nat_lookup_request>::with<nat_lookup_reply>,
@@ -98,7 +100,8 @@ using console_actor =
 //   sync_cache, pid: find pid's namespace and save a handle for it (the reference agent's
 //     SyncCache); answers the inode, 0 when the process is gone or moved meanwhile;
 //   resolve: container ids and device counts for connections, plus the device-only flows;
-//   netns_list: a netns_joined for every namespace held now (a restarted conntrack asks).
+//   netns_list: a netns_joined for every namespace held now, the agent's own included (a
+//   restarted conntrack asks).
 using netns_actor = lifecycle_actor::extend<
     caf::replies_to<sync_cache_atom, int32_t>::with<uint32_t>,
     caf::replies_to<resolve_atom, netns_resolve_request>::with<netns_resolve_reply>,

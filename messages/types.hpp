@@ -116,6 +116,7 @@ struct netns_resolve_reply {
 };
 
 // A namespace the netns actor holds a handle for, netns -> conntrack: run a consumer in it.
+// The agent's own namespace comes too: it tells conntrack that namespaces are handed over.
 // handle is a duplicate of the netns actor's own; it closes when the last copy goes, so a
 // message that is never handled leaks nothing.
 struct netns_joined {

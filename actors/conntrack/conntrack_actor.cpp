@@ -46,6 +46,33 @@ conntrack_consumer::sink_fn make_sink(self_ptr self) {
   };
 }
 
+// Claims and markers whose wait is over get their answers.
+void answer(self_ptr self, std::vector<claim_answer> answers) {
+  auto& st = self->state;
+  for (auto& a : answers) {
+    auto it = st.waiting.find(a.ticket);
+    if (it == st.waiting.end())
+      continue;
+    it->second.deliver(nat_lookup_reply{std::move(a.hits)});
+    st.waiting.erase(it);
+  }
+}
+
+// One tick at the earliest deadline of a waiting claim, while any waits.
+void arm_wait_tick(self_ptr self) {
+  auto& st = self->state;
+  if (st.wait_tick_armed || !st.waits)
+    return;
+  auto next = st.waits->next_deadline_ns();
+  if (!next)
+    return;
+  uint64_t now = monotonic_now_ns();
+  auto in = std::chrono::nanoseconds(*next > now ? *next - now : 0) + std::chrono::milliseconds(1);
+  st.wait_tick_armed = true;
+  self->delayed_send(self, std::chrono::duration_cast<std::chrono::milliseconds>(in),
+                     tick_atom::value);
+}
+
 // Why conntrack cannot serve; an error when it is required, the degraded state otherwise.
 caf::result<caf::ok_atom> cannot_serve(self_ptr self, const std::string& why) {
   auto& st = self->state;
@@ -75,6 +102,10 @@ std::string open_own_namespace(self_ptr self) {
 // starts and stays there: the handle is needed only until start() returns.
 void join_namespace(self_ptr self, const netns_joined& j) {
   auto& st = self->state;
+  // The netns actor hands its namespaces over (its own first): from now on a claim for one
+  // not met yet waits for it.
+  if (j.inode == st.own_netns && st.waits)
+    st.waits->follow_namespaces();
   if (!st.cfg.enabled || !st.cache || !j.handle || !j.handle->valid() || j.inode == st.own_netns ||
       st.consumers.count(j.inode) || st.state == "stopped" || st.state == "purged" ||
       st.state == "failed")
@@ -86,8 +117,12 @@ void join_namespace(self_ptr self, const netns_joined& j) {
   if (auto* err = std::get_if<std::string>(&started)) {
     ++st.namespace_errors;
     spdlog::warn("conntrack: cannot follow NAT in network namespace {}: {}", j.inode, *err);
+    if (st.waits)
+      answer(self, st.waits->abandoned(*st.cache, j.inode, false));
     return;
   }
+  if (st.waits)
+    st.waits->joined(j.inode);
   st.consumers[j.inode] = std::move(std::get<0>(started));
   ++st.namespaces_joined;
   spdlog::debug("conntrack: following NAT in network namespace {}", j.inode);
@@ -107,6 +142,8 @@ void leave_namespace(self_ptr self, uint32_t inode) {
     // An empty mark and sweep: every entry of that namespace goes.
     st.cache->begin_resync(inode);
     st.resync_swept += st.cache->end_resync(inode);
+    if (st.waits)
+      answer(self, st.waits->abandoned(*st.cache, inode, true));
   }
   ++st.namespaces_left;
 }
@@ -195,6 +232,12 @@ counter_list counters_of(const conntrack_state& st) {
     out.emplace_back("resync_swept", c.swept);
     out.emplace_back("dump_only_entries", st.cache->dump_only_entries());
   }
+  if (st.waits) {
+    auto w = st.waits->stats();
+    out.emplace_back("claims_waited", w.waited);
+    out.emplace_back("claims_wait_timeouts", w.timed_out);
+    out.emplace_back("claims_pending", w.pending);
+  }
   uint64_t events = 0, kept = 0, sampled_out = 0, enobufs = 0, resyncs = 0, malformed = 0,
            unknown = 0, dumps_failed = 0, rate = 0, limit = 0;
   double percent = 100;
@@ -261,10 +304,14 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
           spdlog::info("conntrack: disabled by configuration (conntrack.enabled = false)");
           return caf::ok_atom::value;
         }
-        if (!st.cache)
+        if (!st.cache) {
           st.cache = std::make_unique<conntrack_cache>(
               st.cfg.max_entries, uint64_t{st.cfg.orphan_ttl_s} * 1000000000ull,
               [] { return monotonic_now_ns(); });
+          st.waits = std::make_unique<claim_waitlist>(
+              st.own_netns,
+              std::chrono::duration_cast<std::chrono::nanoseconds>(k_first_dump_wait).count());
+        }
         if (!st.consumers.count(st.own_netns)) {
           if (auto err = open_own_namespace(self); !err.empty()) {
             publish(self);
@@ -293,6 +340,9 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
           return;
         ++st.batches;
         apply(*st.cache, batch, st);
+        // A namespace's dump is in: claims that waited for it get their translations.
+        if (batch.dump_ends && st.waits)
+          answer(self, st.waits->dumped(*st.cache, batch.netns));
         // Batches the sink had to drop (backlog) lost events: a new dump puts that right,
         // as after ENOBUFS.
         uint64_t dropped = st.batches_dropped->load(std::memory_order_relaxed);
@@ -309,13 +359,41 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
           spdlog::info("conntrack: conntrack dump completed; no longer degraded");
         }
       },
-      [=](lookup_atom, const nat_lookup_request& req) {
-        ++self->state.handled;
-        return look_up(self->state.cache.get(), req, false);
+      [=](lookup_atom, const nat_lookup_request& req) -> caf::result<nat_lookup_reply> {
+        auto& st = self->state;
+        ++st.handled;
+        // An empty lookup is the tracer's marker: claims sent before it are answered by the
+        // time it is, waiting ones included.
+        if (req.tuples.empty() && st.waits)
+          if (auto ticket = st.waits->marker()) {
+            auto rp = self->make_response_promise<nat_lookup_reply>();
+            st.waiting.emplace(*ticket, rp);
+            return rp;
+          }
+        return look_up(st.cache.get(), req, false);
       },
-      [=](claim_atom, const nat_lookup_request& req) {
-        ++self->state.handled;
-        return look_up(self->state.cache.get(), req, true);
+      [=](claim_atom, const nat_lookup_request& req) -> caf::result<nat_lookup_reply> {
+        auto& st = self->state;
+        ++st.handled;
+        if (!st.cache || !st.waits)
+          return look_up(st.cache.get(), req, true);
+        // Tuples of a namespace whose first dump is not in the cache yet wait for it.
+        auto claimed = st.waits->claim(*st.cache, req.tuples, monotonic_now_ns());
+        if (!claimed.ticket)
+          return nat_lookup_reply{std::move(claimed.hits)};
+        auto rp = self->make_response_promise<nat_lookup_reply>();
+        st.waiting.emplace(*claimed.ticket, rp);
+        arm_wait_tick(self);
+        return rp;
+      },
+      [=](tick_atom) {
+        auto& st = self->state;
+        ++st.handled;
+        st.wait_tick_armed = false;
+        if (!st.waits || !st.cache)
+          return;
+        answer(self, st.waits->expire(*st.cache, monotonic_now_ns()));
+        arm_wait_tick(self);
       },
       [=](compact_atom) {
         auto& st = self->state;
@@ -349,6 +427,10 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
         ++st.handled;
         for (auto& [netns, consumer] : st.consumers)
           consumer->stop(); // joins the thread; what it read is already in the mailbox
+        // Nothing more will be dumped: claims still waiting get what the cache holds, and
+        // none waits from now on.
+        if (st.waits)
+          answer(self, st.waits->close(st.cache.get()));
         if (st.state != "disabled")
           st.state = "stopped";
         return caf::ok_atom::value;
@@ -367,6 +449,8 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
         ++st.handled;
         for (auto& [netns, consumer] : st.consumers)
           consumer->close();
+        if (st.waits)
+          answer(self, st.waits->close(st.cache.get()));
         if (st.cache)
           st.cache->purge();
         unpublish(*sys, me);

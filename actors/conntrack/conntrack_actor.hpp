@@ -4,11 +4,13 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <unordered_map>
 
+#include "actors/conntrack/claim_waitlist.hpp"
 #include "actors/conntrack/conntrack_cache.hpp"
 #include "actors/conntrack/conntrack_consumer.hpp"
 #include "config/config.hpp"
@@ -18,17 +20,27 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::ct_event_batch)
 
 namespace netlens {
 
-// The actor's own interface: its public one plus the batches its consumer threads send in.
-using conntrack_self_actor = conntrack_actor::extend<caf::reacts_to<ct_event_batch>>;
+// The actor's own interface: its public one plus the batches its consumer threads send in and
+// the tick that ends claims' waits.
+using conntrack_self_actor =
+    conntrack_actor::extend<caf::reacts_to<ct_event_batch>, caf::reacts_to<tick_atom>>;
 
 // Batches handed to the actor and not yet applied; past this many, a consumer drops what it
 // read (counted) instead of growing the mailbox without bound.
 constexpr int k_max_batches_in_flight = 256;
 
+// Longest a closed connection's claim waits for the first dump of a namespace whose consumer
+// is not ready (claim_waitlist). Below the tracer's 2 s for an answer's lookups, so that one
+// asked meanwhile still gets these records.
+constexpr auto k_first_dump_wait = std::chrono::milliseconds(1000);
+
 struct conntrack_state {
   static inline const char* name = "conntrack";
   conntrack_config cfg;
   std::unique_ptr<conntrack_cache> cache;
+  std::unique_ptr<claim_waitlist> waits; // with the cache
+  std::unordered_map<uint64_t, caf::typed_response_promise<nat_lookup_reply>> waiting;
+  bool wait_tick_armed = false;
   std::unordered_map<uint32_t, std::unique_ptr<conntrack_consumer>> consumers; // by netns inode
   std::shared_ptr<std::atomic<int>> in_flight = std::make_shared<std::atomic<int>>(0);
   std::shared_ptr<std::atomic<uint64_t>> batches_dropped =

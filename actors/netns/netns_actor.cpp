@@ -145,11 +145,11 @@ void namespace_found(self_ptr self, uint32_t inode, std::vector<netns_device> de
   }
   for (const auto& d : dequeued)
     attach_device(self, inode, d);
-  if (inode != st.own_netns) {
-    if (auto ct = find_conntrack(self->system()))
-      if (auto h = shared_handle(fd, inode))
-        self->send(ct, netns_joined{inode, std::move(h)});
-  }
+  // The agent's own namespace too: conntrack follows it already, and learns from it that
+  // namespaces are handed over, so a connection of one not handed over yet waits for it.
+  if (auto ct = find_conntrack(self->system()))
+    if (auto h = shared_handle(fd, inode))
+      self->send(ct, netns_joined{inode, std::move(h)});
 }
 
 // The reference agent's SyncCache(pid): the namespace of pid, with a handle saved for it.
@@ -588,7 +588,7 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
           return out;
         for (uint32_t inode : st.cache->inodes()) {
           int fd = st.cache->fd_of(inode);
-          if (inode == st.own_netns || fd < 0)
+          if (fd < 0) // the agent's own is listed too: see namespace_found
             continue;
           if (auto h = shared_handle(fd, inode))
             out.push_back({inode, std::move(h)});

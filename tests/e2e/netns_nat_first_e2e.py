@@ -220,6 +220,8 @@ def main():
     ct = st["actors"]["conntrack"]["counters"]
     print("conntrack counters: %s" % json.dumps(ct, sort_keys=True), flush=True)
     check(ct.get("namespaces_joined", 0) >= ROUNDS, "conntrack joined every new namespace", ct)
+    check(ct.get("claims_wait_timeouts", -1) == 0 and ct.get("claims_pending", -1) == 0,
+          "no claim waited in vain for a namespace's first dump, none is left waiting", ct)
     check(stop_agent(agent) == 0, "agent exits 0 on SIGTERM")
 
 
