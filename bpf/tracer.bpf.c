@@ -400,6 +400,16 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
   struct nl_conn *c;
 
   if (newstate == TCP_SYN_SENT) {
+    /* A socket entering SYN_SENT is new to the map: an entry under its key belongs to a socket
+     * whose close was missed (a raw_tp build keys by address, which a new socket may reuse). It
+     * is reported closed, reconciled, and this connection starts with its own owner, start and
+     * counters instead of inheriting them. */
+    c = bpf_map_lookup_elem(&nl_active, &key);
+    if (c) {
+      c->flags |= NL_FLAG_RECONCILED;
+      emit_closed(ctx, c);
+      bpf_map_delete_elem(&nl_active, &key);
+    }
     /* connect() runs in the caller's context: the one moment the owner is known for sure. */
     struct nl_conn fresh = {};
     init_conn(&fresh, key, sk, IPPROTO_TCP, NL_DIR_OUTGOING, true);
@@ -438,6 +448,15 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
 
   if (newstate == TCP_ESTABLISHED) {
     c = bpf_map_lookup_elem(&nl_active, &key);
+    /* An accepted socket has no entry before this: one with other ports belongs to a socket
+     * whose close was missed, at the address (raw_tp key) this one reuses. */
+    if (c && oldstate == TCP_SYN_RECV &&
+        (c->sport != nl_sk_num(sk) || c->dport != bpf_ntohs(nl_sk_dport_be(sk)))) {
+      c->flags |= NL_FLAG_RECONCILED;
+      emit_closed(ctx, c);
+      bpf_map_delete_elem(&nl_active, &key);
+      c = 0;
+    }
     if (c && c->tcp_state == TCP_ESTABLISHED && (c->flags & NL_FLAG_TCP_BASE_KNOWN))
       return 0; /* the twin after the primary: already done */
     bool at_open = oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV;

@@ -294,6 +294,9 @@ int tracer_object::closed_ring_fd() const {
 int tracer_object::closed_perf_fd() const {
   return bpf_map__fd(perf_);
 }
+int tracer_object::active_fd() const {
+  return bpf_map__fd(active_);
+}
 int tracer_object::closed_batches_fd() const {
   return bpf_map__fd(batches_);
 }

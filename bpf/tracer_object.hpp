@@ -94,6 +94,8 @@ public:
   // Removes one active connection by its sock_id; false if it was not there (closed
   // meanwhile).
   bool remove_active(uint64_t sock_id);
+  // The active map's fd, still owned here: for tests that plant what a missed close leaves.
+  int active_fd() const;
   // Kernel ids of the loaded programs, for tests and for leak checks.
   std::vector<uint32_t> program_ids() const;
   // Runs the kernel skipped because the program was already running on that CPU.
