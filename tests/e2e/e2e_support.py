@@ -2,6 +2,7 @@
 agent started from a config file and stopped in order, a free port. (The older scripts still carry their
 own copies; new ones import this.)"""
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -91,3 +92,13 @@ def add_veth_namespace(ns, host_dev, host_addr, ns_dev, ns_addr):
 def remove_veth_namespace(ns, host_dev):
     subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     subprocess.run(["ip", "link", "del", host_dev], capture_output=True)
+
+
+def conclude(log, work):
+    """A test's last step: the agent's log tail when something failed, the work folder
+    removed, the count printed; returns the exit code."""
+    if failures and log and os.path.exists(log):
+        print(open(log).read()[-3000:])
+    shutil.rmtree(work, ignore_errors=True)
+    print("%d failure(s)" % len(failures))
+    return 1 if failures else 0

@@ -10,14 +10,13 @@ import errno
 import json
 import os
 import select
-import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from e2e_support import (add_veth_namespace, check, failures, free_tcp_port,
+from e2e_support import (add_veth_namespace, check, conclude, free_tcp_port,
                          remove_veth_namespace, start_agent, stop_agent, wait_for, write_config)
 
 NETLENS = os.path.abspath(sys.argv[1])
@@ -144,11 +143,7 @@ def main():
         if agent is not None:
             stop_agent(agent)
         remove_veth_namespace(NS, HOST_VETH)
-        if failures and os.path.exists(log):
-            print(open(log).read()[-3000:])
-        shutil.rmtree(WORK, ignore_errors=True)
-    print("%d failure(s)" % len(failures))
-    return 1 if failures else 0
+    return conclude(log, WORK)
 
 
 if __name__ == "__main__":

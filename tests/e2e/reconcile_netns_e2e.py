@@ -11,7 +11,6 @@ usage: reconcile_netns_e2e.py path/to/netlens
 """
 import json
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -19,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from e2e_support import check, failures, start_agent, stop_agent, wait_for, write_config
+from e2e_support import check, conclude, start_agent, stop_agent, wait_for, write_config
 
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-reconcile-")
@@ -137,11 +136,7 @@ def main():
             holder.kill()
             holder.wait()
         subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
-        if failures and os.path.exists(log):
-            print(open(log).read()[-3000:])
-        shutil.rmtree(WORK, ignore_errors=True)
-    print("%d failure(s)" % len(failures))
-    return 1 if failures else 0
+    return conclude(log, WORK)
 
 
 if __name__ == "__main__":

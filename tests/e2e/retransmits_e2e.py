@@ -8,12 +8,11 @@ usage: retransmits_e2e.py path/to/netlens
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 
-from e2e_support import check, failures, start_agent, stop_agent, wait_for, write_config
+from e2e_support import check, conclude, start_agent, stop_agent, wait_for, write_config
 
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-rtx-")
@@ -127,11 +126,7 @@ def main():
         if agent is not None:
             stop_agent(agent)
         subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
-        if failures and os.path.exists(log):
-            print(open(log).read()[-3000:])
-        shutil.rmtree(WORK, ignore_errors=True)
-    print("%d failure(s)" % len(failures))
-    return 1 if failures else 0
+    return conclude(log, WORK)
 
 
 if __name__ == "__main__":
