@@ -16,7 +16,7 @@ namespace netlens {
 
 // What the supervisor asks of every child: become ready, stop (no new work, drain, join
 // threads), purge (release kernel objects and caches), report statistics. Exit is CAF's own
-// exit message. fault: in a test build (NETLENS_FAULT_INJECTION) the actor throws from its
+// exit message. fault: in a test build (actors/common/fault_switch.hpp) the actor throws from its
 // handler as a bug would; a release build ignores it.
 using lifecycle_actor =
     caf::typed_actor<caf::replies_to<init_atom>::with<caf::ok_atom>,

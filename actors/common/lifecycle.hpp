@@ -7,6 +7,7 @@
 
 #include <caf/actor_system.hpp>
 
+#include "actors/common/fault_switch.hpp"
 #include "messages/interfaces.hpp"
 
 namespace netlens {
@@ -35,14 +36,13 @@ template <class Self> int64_t mailbox_size(Self self) {
   return queued;
 }
 
-// The fault switch of test builds (NETLENS_FAULT_INJECTION, never the release binary): the
+// The fault switch of test builds (fault_switch.hpp, never on in the release binary): the
 // actor throws from a handler, as a bug would, and CAF takes it down with that error.
 template <class Self> auto fault_handler(Self self) {
   return [=](fault_atom) {
     ++self->state.handled;
-#ifdef NETLENS_FAULT_INJECTION
-    throw std::runtime_error("injected fault (throw)");
-#endif
+    if (fault_injection::enabled())
+      throw std::runtime_error("injected fault (throw)");
   };
 }
 

@@ -543,7 +543,9 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
       [=](fault_atom, const std::string& name, const std::string& how) -> caf::result<std::string> {
         auto& s = self->state;
         ++s.handled;
-#ifdef NETLENS_FAULT_INJECTION
+        if (!fault_injection::enabled())
+          return caf::make_error(caf::sec::runtime_error,
+                                 "fault injection is not built into this binary");
         auto* c = find_child(self, name);
         if (!c || !c->handle || s.phase != supervisor_phase::running)
           return caf::make_error(caf::sec::runtime_error, "no running child named " + name);
@@ -558,12 +560,6 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
         }
         spdlog::warn("supervisor: injected fault '{}' into {}", how, name);
         return "injected " + how + " into " + name;
-#else
-        (void)name;
-        (void)how;
-        return caf::make_error(caf::sec::runtime_error,
-                               "fault injection is not built into this binary");
-#endif
       },
       [=](health_atom) -> std::string {
         auto& s = self->state;

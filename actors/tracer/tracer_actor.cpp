@@ -588,15 +588,15 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
         runtime_build_options rt;
         rt.cache_dir = st.cfg.cache_dir;
         auto loader = std::make_shared<tracer_loader>(st.cfg.mode, opts, rt);
-#ifdef NETLENS_FAULT_INJECTION
         // Test builds: NETLENS_FAULT_TRACER_BUILDS=core,runtime makes those builds fail, as on
         // a host without BTF or clang, so the fallback chain can be tested on this one.
-        if (const char* off = std::getenv("NETLENS_FAULT_TRACER_BUILDS")) {
+        const char* off =
+            fault_injection::enabled() ? std::getenv("NETLENS_FAULT_TRACER_BUILDS") : nullptr;
+        if (off) {
           for (tracer_build b : {tracer_build::core, tracer_build::runtime, tracer_build::prebuilt})
             if (std::strstr(off, tracer_build_name(b)))
               loader->disable(b, "disabled by NETLENS_FAULT_TRACER_BUILDS");
         }
-#endif
         if (auto loaded = loader->try_without_offsets()) {
           loaded_with(self, std::move(loaded), *loader);
           return caf::ok_atom::value;

@@ -20,7 +20,7 @@ public:
   tracer_loader(tracer_mode mode, tracer_load_options base, runtime_build_options runtime);
 
   // Marks a build unusable before trying anything: a test build uses it to make a mode fail
-  // as it would on a host without BTF or clang (NETLENS_FAULT_INJECTION only).
+  // as it would on a host without BTF or clang (build/netlens-fault only).
   void disable(tracer_build build, std::string why);
 
   // Tries, in order, the builds that need no offsets (core, runtime) that the mode allows.

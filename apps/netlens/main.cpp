@@ -27,6 +27,7 @@
 
 #include "actors/api/connection_json.hpp"
 #include "actors/api/http_server.hpp"
+#include "actors/common/fault_switch.hpp"
 #include "apps/netlens/agent.hpp"
 #include "apps/netlens/cli.hpp"
 #include "apps/netlens/connections_table.hpp"
@@ -252,6 +253,9 @@ int show_connections(const connections_cli& o) {
 } // namespace
 
 int main(int argc, char** argv) {
+#ifdef NETLENS_FAULT_INJECTION
+  fault_injection::enable(); // build/netlens-fault only: before any actor exists
+#endif
   CLI::App app;
   cli_values v;
   const cli_commands cmd = define_cli(app, v);
