@@ -7,8 +7,12 @@ namespace {
 std::atomic<bool> on{false};
 } // namespace
 
-void enable() { on.store(true, std::memory_order_relaxed); }
+void enable() {
+  on.store(true, std::memory_order_relaxed);
+}
 
-bool enabled() { return on.load(std::memory_order_relaxed); }
+bool enabled() {
+  return on.load(std::memory_order_relaxed);
+}
 
 } // namespace netlens::fault_injection
