@@ -20,6 +20,9 @@ CFG, API = write_config(WORK)
 NS = "nlrtx%d" % os.getpid()
 CONNS = 20
 BYTES = 96 * 1024
+# What a failure shows of each answer's view of a connection.
+SEEN = ("direction", "bytes_sent", "bytes_recv", "packets_sent", "packets_recv", "retransmits",
+        "tcp_state", "closed", "preexisting", "close_reconciled", "start_time_ns")
 
 # Each connection: the client sends BYTES, the server answers BYTES, both close.
 TRAFFIC = r'''
@@ -104,8 +107,11 @@ def main():
             for c in json.loads(out.stdout)["connections"]:
                 if c["netns"] != ino:
                     continue
-                f = flows.setdefault((c["sport"], c["dport"]), {"retransmits": 0, "closed": 0,
-                                                                "bytes_sent": 0})
+                # By socket (cookie), not by ports: on loopback a new connection may reuse
+                # the port pair of one in TIME_WAIT (tcp_tw_reuse).
+                f = flows.setdefault((c["sport"], c["dport"], c["cookie"]),
+                                     {"retransmits": 0, "closed": 0, "bytes_sent": 0, "seen": []})
+                f["seen"].append({k: c[k] for k in SEEN})
                 f["retransmits"] += c["retransmits"]
                 f["bytes_sent"] += c["bytes_sent"]
                 f["closed"] += 1 if c["closed"] else 0
@@ -118,7 +124,7 @@ def main():
               "delta (%d reported, %d by nstat)" % (total, delta), flows)
         check(all(f["bytes_sent"] == BYTES for f in flows.values()),
               "every end sent exactly %d bytes, retransmissions not counted twice" % BYTES,
-              [f for f in flows.values() if f["bytes_sent"] != BYTES])
+              [(k, f) for k, f in flows.items() if f["bytes_sent"] != BYTES])
         code = stop_agent(agent)
         agent = None
         check(code == 0, "the agent stops in order", code)
