@@ -112,9 +112,12 @@ def main():
                 f = flows.setdefault((c["sport"], c["dport"], c["cookie"]),
                                      {"retransmits": 0, "closed": 0, "bytes_sent": 0, "seen": []})
                 f["seen"].append({k: c[k] for k in SEEN})
-                f["retransmits"] += c["retransmits"]
-                f["bytes_sent"] += c["bytes_sent"]
-                f["closed"] += 1 if c["closed"] else 0
+                # The counters are a connection's totals: its closed record has the final
+                # ones (an active view before it would add them twice).
+                if c["closed"]:
+                    f["retransmits"] += c["retransmits"]
+                    f["bytes_sent"] += c["bytes_sent"]
+                    f["closed"] += 1
             return len(flows) == 2 * CONNS and all(f["closed"] for f in flows.values())
         check(wait_for(all_closed, 20, 0.3), "every connection of the namespace closed, both ends",
               flows)
