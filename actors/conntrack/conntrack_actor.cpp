@@ -33,7 +33,7 @@ conntrack_consumer::sink_fn make_sink(self_ptr self) {
   auto in_flight = self->state.in_flight;
   auto dropped = self->state.batches_dropped;
   return [addr, in_flight, dropped](ct_event_batch&& b) {
-    bool marker = b.dump_begins || b.dump_ends;
+    bool marker = b.dump_begins || b.dump_ends || b.sync != 0; // claims may wait on a sync
     if (!marker && in_flight->load(std::memory_order_relaxed) >= k_max_batches_in_flight) {
       dropped->fetch_add(1, std::memory_order_relaxed);
       return;
@@ -235,6 +235,7 @@ counter_list counters_of(const conntrack_state& st) {
   if (st.waits) {
     auto w = st.waits->stats();
     out.emplace_back("claims_waited", w.waited);
+    out.emplace_back("claims_synced", w.synced);
     out.emplace_back("claims_wait_timeouts", w.timed_out);
     out.emplace_back("claims_pending", w.pending);
   }
@@ -308,9 +309,15 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
           st.cache = std::make_unique<conntrack_cache>(
               st.cfg.max_entries, uint64_t{st.cfg.orphan_ttl_s} * 1000000000ull,
               [] { return monotonic_now_ns(); });
+          // A claim that misses asks the namespace's consumer for a sync (claim_waitlist).
+          auto* consumers = &st.consumers;
           st.waits = std::make_unique<claim_waitlist>(
               st.own_netns,
-              std::chrono::duration_cast<std::chrono::nanoseconds>(k_first_dump_wait).count());
+              std::chrono::duration_cast<std::chrono::nanoseconds>(k_first_dump_wait).count(),
+              k_max_waiting_claims, [consumers](uint32_t netns) -> uint64_t {
+                auto it = consumers->find(netns);
+                return it == consumers->end() ? 0 : it->second->request_sync();
+              });
         }
         if (!st.consumers.count(st.own_netns)) {
           if (auto err = open_own_namespace(self); !err.empty()) {
@@ -341,8 +348,14 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
         ++st.batches;
         apply(*st.cache, batch, st);
         // A namespace's dump is in: claims that waited for it get their translations.
-        if (batch.dump_ends && st.waits)
+        if (batch.dump_ends && st.waits) {
           answer(self, st.waits->dumped(*st.cache, batch.netns));
+          arm_wait_tick(self);
+        }
+        // Everything this consumer read before the sync was asked for is applied: claims that
+        // missed a tuple of its namespace look again.
+        if (batch.sync && st.waits)
+          answer(self, st.waits->synced(*st.cache, batch.netns, batch.sync));
         // Batches the sink had to drop (backlog) lost events: a new dump puts that right,
         // as after ENOBUFS.
         uint64_t dropped = st.batches_dropped->load(std::memory_order_relaxed);

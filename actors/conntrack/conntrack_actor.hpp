@@ -30,9 +30,12 @@ using conntrack_self_actor =
 constexpr int k_max_batches_in_flight = 256;
 
 // Longest a closed connection's claim waits for the first dump of a namespace whose consumer
-// is not ready (claim_waitlist). Below the tracer's 2 s for an answer's lookups, so that one
-// asked meanwhile still gets these records.
+// is not ready, or for a consumer's sync when the cache does not hold a tuple (claim_waitlist).
+// Below the tracer's 2 s for an answer's lookups, so that one asked meanwhile still gets these
+// records.
 constexpr auto k_first_dump_wait = std::chrono::milliseconds(1000);
+// Claims waiting at once at most; past it a claim is answered with what the cache holds.
+constexpr size_t k_max_waiting_claims = 4096;
 
 struct conntrack_state {
   static inline const char* name = "conntrack";

@@ -459,6 +459,10 @@ struct conntrack_cache::impl {
     return (ref & 1) == 0 ? entries_[r].reply : entries_[r].orig;
   }
 
+  bool holds(const ct_tuple& t) const {
+    return size_ != 0 && find(hash_of(t), t.netns, t.family, t.protocol, t.ends) != k_nil;
+  }
+
   bool remove(const ct_tuple& t) {
     const uint32_t pos = find(hash_of(t), t.netns, t.family, t.protocol, t.ends);
     if (pos == k_nil)
@@ -588,6 +592,9 @@ void conntrack_cache::insert(const ct_entry& e, bool from_events) {
 }
 std::optional<ct_endpoints> conntrack_cache::lookup(const ct_tuple& t) {
   return impl_->lookup(t);
+}
+bool conntrack_cache::holds(const ct_tuple& t) const {
+  return impl_->holds(t);
 }
 bool conntrack_cache::remove(const ct_tuple& t) {
   return impl_->remove(t);

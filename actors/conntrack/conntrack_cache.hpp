@@ -47,6 +47,8 @@ public:
   // The translation for a traced connection: for its original tuple the reply direction, for
   // its reply tuple the original direction. A hit claims an orphan and refreshes the LRU.
   std::optional<ct_endpoints> lookup(const ct_tuple& t);
+  // Whether t has an entry; claims, counts and refreshes nothing.
+  bool holds(const ct_tuple& t) const;
 
   // Removes the entry one of whose tuples is t (both keys go). False when absent.
   bool remove(const ct_tuple& t);

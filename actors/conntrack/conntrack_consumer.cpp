@@ -83,6 +83,8 @@ struct conntrack_consumer::impl {
   std::atomic<bool> stopping{false};
   std::atomic<bool> resync_asked{false};
   std::atomic<bool> limit_asked{false};
+  std::atomic<uint64_t> sync_asked{0};     // the highest sync number handed out
+  std::atomic<bool> accepting_syncs{true}; // false once the thread will not answer any more
   std::atomic<int64_t> asked_limit{-1};
   std::thread thread;
   std::atomic<int> tid{0};
@@ -130,6 +132,7 @@ struct conntrack_consumer::impl {
   uint64_t dump_deadline = 0;
   uint64_t retry_at = 0; // 0: no retry scheduled
   uint64_t dump_errors_seen = 0;
+  uint64_t sync_sent = 0; // the highest sync number answered
   uint32_t seq = 0;
 
   impl(const conntrack_consumer_options& o, sink_fn s)
@@ -270,6 +273,7 @@ struct conntrack_consumer::impl {
     } catch (const std::exception& e) { // a sink that threw, or memory: end the thread, say why
       degrade(std::string("the conntrack consumer thread ended: ") + e.what());
     }
+    accepting_syncs = false; // a sync asked for from now on would wait in vain
     sampler.advance();
     publish();
     {
@@ -288,6 +292,8 @@ struct conntrack_consumer::impl {
         int ms = t > now ? static_cast<int>((t - now + 999'999) / 1'000'000) : 0;
         timeout_ms = std::min(timeout_ms, ms);
       };
+      if (sync_asked.load(std::memory_order_acquire) > sync_sent)
+        timeout_ms = 0; // a sync is owed: read the socket (renewed, perhaps) dry at once
       if (dumping)
         until(dump_deadline);
       else if (retry_at)
@@ -319,8 +325,14 @@ struct conntrack_consumer::impl {
       // reach the sink in that order.
       if (nfds == 3 && fds[2].revents)
         read_dump();
-      if (ready > 0 && fds[1].revents)
-        read_events();
+      // The sync number is taken before the socket is read: whatever was queued when it was
+      // asked for is read by the time the socket is found empty.
+      const uint64_t want = sync_asked.load(std::memory_order_acquire);
+      bool dry = false;
+      if ((ready > 0 && fds[1].revents) || want > sync_sent)
+        dry = read_events();
+      if (want > sync_sent && dry)
+        send_sync(want);
 
       const uint64_t later = now_ns();
       dump_overdue(later);
@@ -331,7 +343,11 @@ struct conntrack_consumer::impl {
     }
   }
 
-  void read_events() {
+  // True when the socket was found empty (or cannot be read any more): everything queued
+  // before the call has been handed to the batch, and the batch over to the sink.
+  bool read_events() {
+    if (!event_sock)
+      return true;
     for (unsigned round = 0; round < k_reads_per_wakeup; ++round) {
       for (unsigned i = 0; i < k_event_slots; ++i) {
         iovs[i] = {event_buf.data() + i * k_event_slot_bytes, k_event_slot_bytes};
@@ -355,12 +371,12 @@ struct conntrack_consumer::impl {
             degrade("renewing the event socket after ENOBUFS failed (" + err +
                     "); events older than the resync may keep stale entries");
           request_resync();
-          return;
+          return false; // the new socket is read next
         }
         if (errno != EAGAIN && errno != EWOULDBLOCK)
           degrade("reading conntrack events failed: " + errno_text(errno));
         flush();
-        return;
+        return true;
       }
       for (int i = 0; i < n; ++i) {
         if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
@@ -372,9 +388,22 @@ struct conntrack_consumer::impl {
       }
       if (n < static_cast<int>(k_event_slots)) {
         flush(); // nothing more to read
-        return;
+        return true;
       }
     }
+    return false; // more may be queued: the next wakeup reads on
+  }
+
+  // Everything read before sync number want was asked for has gone to the sink: say so.
+  void send_sync(uint64_t want) {
+    flush();
+    ct_event_batch b;
+    b.netns = opts.netns_inode;
+    b.sync = want;
+    sync_sent = want;
+    ++local.batches;
+    ++local.syncs;
+    sink(std::move(b));
   }
 
   void take_events(const uint8_t* data, size_t len) {
@@ -632,6 +661,17 @@ void conntrack_consumer::request_resync() {
   uint64_t one = 1;
   while (write(impl_->stop_fd.get(), &one, sizeof one) < 0 && errno == EINTR) {
   }
+}
+
+uint64_t conntrack_consumer::request_sync() {
+  if (!impl_ || !impl_->thread.joinable() || impl_->stopping.load() ||
+      !impl_->accepting_syncs.load())
+    return 0;
+  uint64_t seq = impl_->sync_asked.fetch_add(1, std::memory_order_acq_rel) + 1;
+  uint64_t one = 1;
+  while (write(impl_->stop_fd.get(), &one, sizeof one) < 0 && errno == EINTR) {
+  }
+  return seq;
 }
 
 void conntrack_consumer::stop() {

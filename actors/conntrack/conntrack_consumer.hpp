@@ -21,12 +21,15 @@ namespace netlens {
 // did not list (see conntrack_cache::begin_resync). An empty table still gives one (empty)
 // batch with both flags. A dump that fails (timed out, refused) never sends dump_ends: nothing
 // may be swept then, and the next dump's dump_begins starts the mark again. A batch holds
-// either dumped entries or events, in the order they were read, never both.
+// either dumped entries or events, in the order they were read, never both. A batch with sync
+// set holds no events: everything read from the event socket before request_sync() returned
+// that number (or a lower one) is in an earlier batch.
 struct ct_event_batch {
   uint32_t netns = 0;
   std::vector<ct_event> events;
   bool dump_begins = false;
   bool dump_ends = false;
+  uint64_t sync = 0;
 };
 
 struct conntrack_consumer_options {
@@ -59,6 +62,7 @@ struct conntrack_consumer_stats {
   uint64_t malformed = 0; // from the decoder
   uint64_t unknown = 0;
   uint64_t batches = 0;
+  uint64_t syncs = 0; // sync batches handed over (each answers one or more request_sync)
   uint32_t receive_buffer_bytes = 0; // of the event socket, as the kernel granted it
 };
 
@@ -81,6 +85,10 @@ public:
   // Asks the thread for a new dump (mark and sweep), as after ENOBUFS. Returns at once; a
   // dump already running is followed by another.
   void request_resync();
+  // Asks the thread to read the event socket dry and then hand over a batch whose sync is the
+  // number returned (or a higher one): an event queued before this call is in the cache once
+  // that batch is applied. 0 when the thread has ended or is stopping (no batch will come).
+  uint64_t request_sync();
   // A new rate limit (configuration reload): the thread takes it at its next wakeup.
   void set_rate_limit(int64_t limit_per_s);
 

@@ -243,3 +243,151 @@ TEST_CASE("waiting is bounded in number and ends at stop", "[claim_waitlist]") {
   CHECK_FALSE(waits.claim(cache, {client_of(dnat(k_new, 40002))}, now).ticket);
   CHECK_FALSE(waits.marker());
 }
+
+namespace {
+
+// The consumers, as the actor's sync_fn sees them: each request gets the next number; a
+// namespace without a consumer gets 0.
+struct fake_syncs {
+  std::vector<std::pair<uint32_t, uint64_t>> asked;
+  uint64_t next = 0;
+  uint32_t without = 0; // a namespace with no consumer
+  claim_waitlist::sync_fn fn() {
+    return [this](uint32_t netns) -> uint64_t {
+      if (netns == without)
+        return 0;
+      asked.emplace_back(netns, ++next);
+      return next;
+    };
+  }
+};
+
+struct sync_fixture {
+  uint64_t now = 5000 * k_ms;
+  conntrack_cache cache{1024, 120'000 * k_ms, [this] { return now; }};
+  fake_syncs syncs;
+  claim_waitlist waits{k_own, k_wait, 4096, syncs.fn()};
+};
+
+} // namespace
+
+TEST_CASE("a claim that misses waits for its consumer's sync and gets the entry its events "
+          "bring",
+          "[claim_waitlist]") {
+  sync_fixture f;
+  const ct_entry found = dnat(k_own, 40000);
+  const ct_entry late = dnat(k_own, 40001); // its NEW event is still unread
+  f.cache.insert(found, true);
+  auto r = f.waits.claim(f.cache, {client_of(found), client_of(late)}, f.now);
+  REQUIRE(r.ticket);
+  CHECK(r.hits.empty());
+  REQUIRE(f.syncs.asked.size() == 1);
+  CHECK(f.syncs.asked[0] == std::make_pair(k_own, uint64_t{1}));
+  CHECK(f.waits.stats().synced == 1);
+  CHECK(f.waits.stats().waited == 0);
+  CHECK_FALSE(f.cache.lookup(client_of(found))); // claimed at once all the same
+  auto marker = f.waits.marker();
+  REQUIRE(marker);
+
+  // A sync asked for earlier, or another namespace's, answers nothing.
+  CHECK(f.waits.synced(f.cache, k_own, 0).empty());
+  CHECK(f.waits.synced(f.cache, k_new, 1).empty());
+  // The event is read and applied, then the sync batch arrives.
+  f.cache.insert(late, true);
+  auto answers = f.waits.synced(f.cache, k_own, 1);
+  REQUIRE(answers.size() == 2);
+  CHECK(answers[0].ticket == *r.ticket);
+  REQUIRE(answers[0].hits.size() == 2);
+  CHECK(answers[0].hits[0].first == 0);
+  CHECK(answers[0].hits[0].second == found.reply);
+  CHECK(answers[0].hits[1].first == 1);
+  CHECK(answers[0].hits[1].second == late.reply);
+  CHECK(answers[1].ticket == *marker);
+  CHECK(f.waits.stats().pending == 0);
+  CHECK(f.waits.stats().timed_out == 0);
+  CHECK_FALSE(f.cache.lookup(client_of(late))); // handed out once
+}
+
+TEST_CASE("a tuple that is not translated stays a miss after the sync, and a later sync answers "
+          "earlier claims",
+          "[claim_waitlist]") {
+  sync_fixture f;
+  const ct_entry plain = dnat(k_own, 40000); // never inserted: no NAT on it
+  auto a = f.waits.claim(f.cache, {client_of(plain)}, f.now);
+  auto b = f.waits.claim(f.cache, {server_of(plain)}, f.now);
+  REQUIRE(a.ticket);
+  REQUIRE(b.ticket);
+  REQUIRE(f.syncs.asked.size() == 2);
+  // The consumer answers the later request only (it read dry once for both).
+  auto answers = f.waits.synced(f.cache, k_own, 2);
+  REQUIRE(answers.size() == 2);
+  CHECK(answers[0].hits.empty());
+  CHECK(answers[1].hits.empty());
+  CHECK(f.waits.stats().synced == 2);
+}
+
+TEST_CASE("a namespace without a consumer answers a miss at once", "[claim_waitlist]") {
+  sync_fixture f;
+  f.syncs.without = k_own;
+  auto r = f.waits.claim(f.cache, {client_of(dnat(k_own, 40000))}, f.now);
+  CHECK_FALSE(r.ticket);
+  CHECK(r.hits.empty());
+  CHECK(f.waits.stats().synced == 0);
+  CHECK(f.waits.stats().pending == 0);
+}
+
+TEST_CASE("a first dump without a claim's entry is followed by a sync that brings it",
+          "[claim_waitlist]") {
+  sync_fixture f;
+  f.waits.follow_namespaces();
+  f.waits.joined(k_new);
+  const ct_entry dumped = dnat(k_new, 40001); // listed by the dump
+  const ct_entry after = dnat(k_new, 40002);  // made after the dump passed it: events only
+  auto a = f.waits.claim(f.cache, {client_of(dumped)}, f.now);
+  auto b = f.waits.claim(f.cache, {client_of(after)}, f.now);
+  REQUIRE(a.ticket);
+  REQUIRE(b.ticket);
+  CHECK(f.syncs.asked.empty()); // waiting for the dump, not a sync
+  CHECK(f.waits.stats().waited == 2);
+
+  f.cache.insert(dumped, false);
+  auto answers = f.waits.dumped(f.cache, k_new);
+  // The first has its entry; the second waits for one sync, asked for after the dump is in.
+  REQUIRE(answers.size() == 1);
+  CHECK(answers[0].ticket == *a.ticket);
+  CHECK(answers[0].hits.size() == 1);
+  REQUIRE(f.syncs.asked.size() == 1);
+  CHECK(f.syncs.asked[0].first == k_new);
+  CHECK(f.waits.stats().synced == 1);
+
+  f.cache.insert(after, true);
+  answers = f.waits.synced(f.cache, k_new, f.syncs.asked[0].second);
+  REQUIRE(answers.size() == 1);
+  CHECK(answers[0].ticket == *b.ticket);
+  REQUIRE(answers[0].hits.size() == 1);
+  CHECK(answers[0].hits[0].second == after.reply);
+  CHECK(f.waits.stats().timed_out == 0);
+}
+
+TEST_CASE("a sync that never comes is answered at the bound, and the namespace stays ready",
+          "[claim_waitlist]") {
+  sync_fixture f;
+  f.waits.follow_namespaces();
+  f.waits.joined(k_new);
+  CHECK(f.waits.dumped(f.cache, k_new).empty());
+  const ct_entry e = dnat(k_new, 40001);
+  auto r = f.waits.claim(f.cache, {client_of(e)}, f.now);
+  REQUIRE(r.ticket);
+  CHECK(f.waits.next_deadline_ns() == f.now + k_wait);
+  f.cache.insert(e, true);
+  auto answers = f.waits.expire(f.cache, f.now + k_wait);
+  REQUIRE(answers.size() == 1);
+  CHECK(answers[0].hits.size() == 1); // what the cache holds by then
+  CHECK(f.waits.stats().timed_out == 1);
+  // Still ready (not late): the next miss asks for a sync again.
+  CHECK(f.waits.claim(f.cache, {client_of(dnat(k_new, 40002))}, f.now + k_wait).ticket);
+  CHECK(f.syncs.asked.size() == 2);
+  // Its consumer goes (the namespace left): what waits on it is answered now.
+  answers = f.waits.abandoned(f.cache, k_new, true);
+  CHECK(answers.size() == 1);
+}
