@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* The floor under the tracer's cost (bench/tracer_floor): programs on the tracer's own attach
  * points (inet_sock_set_state twice, as the tracer has its nested twin; sock_send_length;
- * sock_recv_length; cgroup sock_release) that do as little as a tracer can.
+ * sock_recv_length; tcp_destroy_sock; cgroup sock_release) that do as little as a tracer can.
  *   level 0: every program returns at once: what the kernel charges to run a program there.
  *   level 1: one small entry per TCP socket in a hash map keyed by the cookie: inserted when
  *            the connection opens, looked up on every event, deleted at close; nothing leaves
@@ -114,6 +114,11 @@ int BPF_PROG(fl_send, struct sock *sk, int ret, int flags) { return on_io(sk, re
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(fl_recv, struct sock *sk, int ret, int flags) { return on_io(sk, ret); }
+
+/* The tracer looks its entry up when a TCP socket is destroyed (a close it missed): here it
+ * returns at once. */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(fl_destroy, struct sock *sk) { return 0; }
 
 SEC("cgroup/sock_release")
 int fl_release(struct bpf_sock *sk) { return 1; }

@@ -124,6 +124,12 @@ struct nl_tracer_counters {
   /* UDP per peer: two peers of one socket whose keys hashed alike; the second one's datagrams
    * were counted in the socket's own entry instead (never seen in practice: 63-bit keys). */
   __u64 peer_key_clashes;
+  /* TCP: entries whose close reached tcp_destroy_sock without the state change to CLOSE (under
+   * packet loss some inet_sock_set_state events never fire; docs/kernel-notes.md) */
+  __u64 closes_at_destroy;
+  /* TCP: connects whose SYN_SENT -> ESTABLISHED was never seen, completed at their first send,
+   * receive or close instead */
+  __u64 opens_completed_late;
 };
 
 #endif

@@ -244,6 +244,25 @@ static __always_inline void set_tcp_base_at_open(struct nl_conn *c, nl_tcp_sock 
   c->flags |= NL_FLAG_TCP_BASE_KNOWN;
 }
 
+/* An entry made at connect (SYN_SENT) whose SYN_SENT -> ESTABLISHED never came: under packet
+ * loss the kernel sometimes fires no inet_sock_set_state for a handshake completed by a
+ * retransmitted SYN (docs/kernel-notes.md). The socket has moved on, so the connection did open:
+ * its base is the constant one of an active open, and its tuple is bound by now (a close has
+ * released skc_num, so the port comes from inet_sport). */
+static __always_inline void complete_missed_open(struct nl_conn *c, const struct sock *sk,
+                                                 nl_tcp_sock *tp) {
+  if ((c->flags & NL_FLAG_TCP_BASE_KNOWN) || c->tcp_state != TCP_SYN_SENT)
+    return;
+  read_tuple(c, sk);
+  if (c->sport == 0)
+    c->sport = tp_inet_sport(tp);
+  refresh_cookie(c, sk);
+  set_tcp_base_at_open(c, tp);
+  struct nl_tracer_counters *k = counters();
+  if (k)
+    __sync_fetch_and_add(&k->opens_completed_late, 1);
+}
+
 /* What is read from a TCP socket: the fields of tcp_sock the counters come from. */
 struct nl_tcp_snap {
   __u64 acked;
@@ -431,6 +450,11 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
     c = bpf_map_lookup_elem(&nl_active, &key);
     if (!c)
       return 0;
+    if (c->tcp_state == TCP_SYN_SENT && !(c->flags & NL_FLAG_TCP_BASE_KNOWN)) {
+      nl_tcp_sock *tp = nl_sk_tcp(sk);
+      if (tp)
+        complete_missed_open(c, sk, tp);
+    }
     c->tcp_state = newstate;
     /* These two come from the owner's own shutdown() or close(), which sends a FIN: an
      * accepted socket that never sent or received learns its process here. */
@@ -495,6 +519,8 @@ static __always_inline int on_tcp_state(void *ctx, const struct sock *sk, int ol
   c = bpf_map_lookup_elem(&nl_active, &key);
   if (!c)
     return 0;
+  if (oldstate != TCP_SYN_SENT)
+    complete_missed_open(c, sk, tp); /* it opened, unseen, and closes now */
   if (oldstate == TCP_SYN_SENT) {
     /* A connect that failed (or was given up). connect() enters SYN_SENT before it picks the
      * source port, and the close releases the port (skc_num = 0) before this tracepoint: only
@@ -759,6 +785,10 @@ static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_se
   }
   nl_tcp_sock *tp = nl_sk_tcp(sk);
   if (tp) {
+    /* Its open was missed: the data moving says it happened (not a Fast Open send, which
+     * moves data in SYN_SENT and whose ESTABLISHED comes after). */
+    if (c->tcp_state == TCP_SYN_SENT && tcp_state_has_peer(nl_sk_state(sk)))
+      complete_missed_open(c, sk, tp);
     read_tcp(c, sk, tp);
     c->last_ns = tcp_time_ns(tp);
   }
@@ -785,6 +815,44 @@ int BPF_PROG(nl_tcp_retransmit, const struct sock *sk, const struct sk_buff *skb
   struct nl_conn *c = bpf_map_lookup_elem(&nl_active, &key);
   if (c)
     __sync_fetch_and_add(&c->retransmits, 1);
+  return 0;
+}
+
+/* A TCP socket is destroyed after its state became CLOSE (inet_csk_destroy_sock): an entry
+ * still here missed that state change (under packet loss some never fire: docs/kernel-notes.md,
+ * seen with the FIN_WAIT1 and LAST_ACK ends of a close). It ends here with its final counters,
+ * not 30 s later by reconciliation without them. Normally the entry is gone: one lookup per
+ * TCP socket. */
+SEC(NL_TP("tcp_destroy_sock"))
+int BPF_PROG(nl_tcp_destroy, const struct sock *sk) {
+  if (!is_inet(nl_sk_family(sk)))
+    return 0;
+  __u64 key = nl_sk_key(sk);
+  struct nl_conn *c = bpf_map_lookup_elem(&nl_active, &key);
+  if (!c || c->protocol != IPPROTO_TCP)
+    return 0;
+  nl_tcp_sock *tp = nl_sk_tcp(sk);
+  if (tp) {
+    if (c->tcp_state == TCP_SYN_SENT && !(c->flags & NL_FLAG_TCP_BASE_KNOWN)) {
+      if (tp_bytes_acked(tp) > 0) { /* the SYN was acknowledged: it opened */
+        complete_missed_open(c, sk, tp);
+      } else { /* a connect that failed, as at its CLOSE */
+        if (c->sport == 0)
+          c->sport = tp_inet_sport(tp);
+        int err = nl_sk_err(sk);
+        c->sk_err = err < 0 ? NL_SK_ERR_UNKNOWN : err > 254 ? 254 : err;
+      }
+    }
+    read_tcp(c, sk, tp);
+    c->last_ns = tcp_time_ns(tp);
+  }
+  c->tcp_state = TCP_CLOSE;
+  refresh_cookie(c, sk);
+  emit_closed(ctx, c);
+  bpf_map_delete_elem(&nl_active, &key);
+  struct nl_tracer_counters *k = counters();
+  if (k)
+    __sync_fetch_and_add(&k->closes_at_destroy, 1);
   return 0;
 }
 

@@ -222,6 +222,7 @@ tracer_object::load_attempt(const tracer_load_options& opts, bool fast_tcp) {
       {"nl_sock_send", "sock_send_length"},
       {"nl_sock_recv", "sock_recv_length"},
       {"nl_tcp_retransmit", "tcp_retransmit_skb"},
+      {"nl_tcp_destroy", "tcp_destroy_sock"},
   };
   for (auto& tp : tracepoints) {
     bpf_program* prog = bpf_object__find_program_by_name(obj, tp.prog);
@@ -320,6 +321,8 @@ nl_tracer_counters tracer_object::read_counters() const {
     sum.events += c.events;
     sum.wakeups += c.wakeups;
     sum.peer_key_clashes += c.peer_key_clashes;
+    sum.closes_at_destroy += c.closes_at_destroy;
+    sum.opens_completed_late += c.opens_completed_late;
   }
   return sum;
 }

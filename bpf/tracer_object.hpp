@@ -96,6 +96,8 @@ public:
   bool remove_active(uint64_t sock_id);
   // The active map's fd, still owned here: for tests that plant what a missed close leaves.
   int active_fd() const;
+  // The map key of a sock_id: the same on CO-RE (the cookie), the scramble undone on raw_tp.
+  uint64_t key_of(uint64_t sock_id) const;
   // Kernel ids of the loaded programs, for tests and for leak checks.
   std::vector<uint32_t> program_ids() const;
   // Runs the kernel skipped because the program was already running on that CPU.
@@ -110,8 +112,6 @@ private:
   tracer_object() = default;
   static std::variant<std::unique_ptr<tracer_object>, load_error>
   load_attempt(const tracer_load_options& opts, bool fast_tcp);
-  // The map key of a sock_id: the same on CO-RE (the cookie), the scramble undone on raw_tp.
-  uint64_t key_of(uint64_t sock_id) const;
 
   tracer_build build_ = tracer_build::core;
   bpf_object* obj_ = nullptr;

@@ -160,6 +160,8 @@ counter_list telemetry_of(const tracer_state& st) {
     out.emplace_back("kernel_closed_lost", k.closed_lost);
     out.emplace_back("failed_inserts", k.failed_inserts);
     out.emplace_back("udp_peer_key_clashes", k.peer_key_clashes);
+    out.emplace_back("tcp_closes_at_destroy", k.closes_at_destroy);
+    out.emplace_back("tcp_opens_completed_late", k.opens_completed_late);
     out.emplace_back("map_capacity", st.bpf->max_entries());
     out.emplace_back("bpf_recursion_misses", st.bpf->recursion_misses());
   }
