@@ -47,6 +47,8 @@ NS_A, NS_B = "nltest-exp-a-" + TAG, "nltest-exp-b-" + TAG
 VETH_A, VETH_B = "nlxa" + T6, "nlxb" + T6
 A4, B4, A6, B6 = "10.232.0.1", "10.232.0.2", "fd00:232::1", "fd00:232::2"
 SRV_TCP, SRV_DNAT, SRV_UDP, VPORT = 19190, 19191, 19192, 18190
+# UDP clients bind UDP_CLIENT_PORT_BASE + their op id (ids stay below 1000).
+UDP_CLIENT_PORT_BASE = 40000
 # Inside A only: no other collector can be on these.
 NFCAPD_PORT, NFACCTD_PORT, TCP_COLLECTOR_PORT = 29995, 29996, 29997
 DOMAIN = 7
@@ -1025,6 +1027,11 @@ def one_op(op):
     if op["kind"] == "udp":
         s = socket.socket(fam, socket.SOCK_DGRAM)
         s.settimeout(5)
+        # A port of its own for the whole run: a closed UDP socket's ephemeral port may be
+        # handed to a later one (seen in CI: two sockets 57138 -> B4:19192), and two sockets
+        # with one 4-tuple cannot be told apart in the records. TCP clients close first, so
+        # TIME_WAIT keeps their 4-tuples from being reused within the run.
+        s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", UDP_CLIENT_PORT_BASE + op["id"]))
         s.connect((op["host"], op["port"]))
         names = s.getsockname()[:2] + s.getpeername()[:2]
         time.sleep(0.05)  # a flow that lives a moment (see nat_peer.py)
