@@ -54,8 +54,9 @@ using compact_ticker_actor =
 
 // Owns the NAT translation cache and one netlink consumer per network namespace.
 //   lookup: translations of active connections (the cache entry stays);
-//   claim:  translations of closed connections, which then leave the cache; one for a
-//           namespace whose first dump is not in yet waits for it (1 s at most);
+//   claim:  translations of closed connections, which then leave the cache;
+//   either waits (1 s at most) for a namespace's first dump when it is not in yet, and for its
+//   consumer to read its events dry when a tuple is not in the cache (claim_waitlist);
 //   lookup of nothing: answered once every claim sent before it is;
 //   compact: drop orphans past their TTL.
 using conntrack_actor = lifecycle_actor::extend<

@@ -186,7 +186,8 @@ const std::map<std::string_view, std::string_view>& figure_help() {
       {"conntrack.claims_waited",
        "Closed connections' claims that waited for a new namespace's first dump"},
       {"conntrack.claims_synced",
-       "Claims that missed a tuple and waited for its consumer to read its events dry"},
+       "Claims and lookups that missed a tuple and waited for its consumer to read its events "
+       "dry"},
       {"conntrack.claims_wait_timeouts",
        "Claims answered at the bound without their namespace's first dump or sync"},
       {"conntrack.claims_pending", "Claims waiting for a first dump or a sync now"},

@@ -125,7 +125,8 @@ void claim_waitlist::claim_into(conntrack_cache* cache, waiting& w) {
       if (!hit)
         continue;
       w.hits.emplace_back(w.indexes[i], *hit);
-      cache->release(w.tuples[i]);
+      if (w.release)
+        cache->release(w.tuples[i]);
     }
   }
   w.tuples.clear();
@@ -134,8 +135,9 @@ void claim_waitlist::claim_into(conntrack_cache* cache, waiting& w) {
 
 claim_waitlist::claim_result claim_waitlist::claim(conntrack_cache& cache,
                                                    const std::vector<ct_tuple>& tuples,
-                                                   uint64_t now_ns) {
+                                                   uint64_t now_ns, bool release) {
   waiting w;
+  w.release = release;
   std::vector<uint32_t> dumps;  // namespaces not dumped yet
   std::vector<uint32_t> misses; // ready namespaces with a tuple the cache does not hold
   for (size_t i = 0; i < tuples.size(); ++i) {
@@ -150,7 +152,8 @@ claim_waitlist::claim_result claim_waitlist::claim(conntrack_cache& cache,
     // Claimed now: a destroy event meanwhile must not take a ready namespace's entry from it.
     if (auto hit = cache.lookup(t)) {
       w.hits.emplace_back(static_cast<uint32_t>(i), *hit);
-      cache.release(t);
+      if (release)
+        cache.release(t);
       continue;
     }
     if (closed_ || !sync_)

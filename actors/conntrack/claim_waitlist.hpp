@@ -71,11 +71,14 @@ public:
   // A closed connections' claim: the translations of the tuples whose namespace is ready are
   // claimed now. Without a ticket the answer is complete; with one, the hits are kept and the
   // rest is claimed when the ticket is answered.
+  // release false: a lookup of active connections, which waits the same way but takes no key
+  // from the cache (their closes claim later).
   struct claim_result {
     std::optional<uint64_t> ticket;
     nat_hits hits;
   };
-  claim_result claim(conntrack_cache& cache, const std::vector<ct_tuple>& tuples, uint64_t now_ns);
+  claim_result claim(conntrack_cache& cache, const std::vector<ct_tuple>& tuples, uint64_t now_ns,
+                     bool release = true);
 
   // A marker (an empty lookup: "what I claimed before is answered"): a ticket, answered once
   // every claim that waited before it is, or nothing to wait for.
@@ -100,6 +103,7 @@ private:
   };
   struct waiting {
     bool marker = false;
+    bool release = true;
     uint64_t deadline_ns = 0;
     std::vector<ns_wait> namespaces; // not dumped or synced yet
     std::vector<ct_tuple> tuples;    // still to claim ...

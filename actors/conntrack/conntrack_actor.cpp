@@ -383,7 +383,17 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
             st.waiting.emplace(*ticket, rp);
             return rp;
           }
-        return look_up(st.cache.get(), req, false);
+        if (!st.cache || !st.waits || req.tuples.empty())
+          return look_up(st.cache.get(), req, false);
+        // Active connections: one made a moment ago may have its NEW event unread still, so a
+        // miss waits for a sync as a claim's does; nothing is taken from the cache.
+        auto found = st.waits->claim(*st.cache, req.tuples, monotonic_now_ns(), false);
+        if (!found.ticket)
+          return nat_lookup_reply{std::move(found.hits)};
+        auto rp = self->make_response_promise<nat_lookup_reply>();
+        st.waiting.emplace(*found.ticket, rp);
+        arm_wait_tick(self);
+        return rp;
       },
       [=](claim_atom, const nat_lookup_request& req) -> caf::result<nat_lookup_reply> {
         auto& st = self->state;

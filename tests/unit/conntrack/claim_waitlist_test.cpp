@@ -391,3 +391,23 @@ TEST_CASE("a sync that never comes is answered at the bound, and the namespace s
   answers = f.waits.abandoned(f.cache, k_new, true);
   CHECK(answers.size() == 1);
 }
+
+TEST_CASE("a lookup of an active connection that misses waits for the sync and takes nothing",
+          "[claim_waitlist]") {
+  sync_fixture f;
+  const ct_entry e = dnat(k_own, 40000); // made a moment ago: its NEW event is unread
+  auto r = f.waits.claim(f.cache, {client_of(e)}, f.now, false);
+  REQUIRE(r.ticket);
+  REQUIRE(f.syncs.asked.size() == 1);
+  f.cache.insert(e, true);
+  auto answers = f.waits.synced(f.cache, k_own, f.syncs.asked[0].second);
+  REQUIRE(answers.size() == 1);
+  REQUIRE(answers[0].hits.size() == 1);
+  CHECK(answers[0].hits[0].second == e.reply);
+  // Still there for the next answer and for the claim at its close.
+  CHECK(f.cache.holds(client_of(e)));
+  r = f.waits.claim(f.cache, {client_of(e)}, f.now, false);
+  CHECK_FALSE(r.ticket);
+  CHECK(r.hits.size() == 1);
+  CHECK(f.cache.holds(client_of(e)));
+}
