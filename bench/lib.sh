@@ -193,8 +193,9 @@ nl_result() {
 }
 
 # nl_verdict VALUE OP LIMIT -> PASS/FAIL (OP is >= or <=)
-nl_verdict() {
+nl_verdict() { # a value that was not measured ("-", "nan") has no verdict
   awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
+    if (v == "-" || v == "nan" || v == "") { print "-"; exit }
     ok = (op == ">=") ? (v >= l) : (v <= l); print ok ? "PASS" : "FAIL" }'
 }
 
