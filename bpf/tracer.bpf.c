@@ -204,29 +204,31 @@ static __always_inline void set_tcp_base(struct nl_conn *c, nl_tcp_sock *tp) {
 }
 
 /* The base of a TCP connection first seen mid-life (established before netlens started) at
- * a send or receive of ret bytes: counting begins where that send or receive began. The
- * peer's ACKs are processed while sendmsg runs (the backlog is flushed as it goes, and a
- * large write waits for them), so when a send's tracepoint fires part of that very send may
- * be acknowledged already: the base is bytes_acked less what of this send is acknowledged
- * (snd_una beyond the send's first sequence number, write_seq - ret). Taking bytes_acked as it
- * was lost that part (measured on loopback: 16,796 of a first write of 30,000 in 1,000-byte
- * segments; all of a first write of 1,000,000). Bytes written before and still unacknowledged
- * count when acknowledged, as before. A receive's ret bytes arrived before it returned: they
- * are taken out of bytes_received. What arrived before and is still queued behind them is
- * not counted: nothing says when it arrived. */
+ * a send or receive of ret bytes. Nothing says when bytes moved before that, so it counts what
+ * the applications move from then on, each direction at the application's own position in
+ * the stream:
+ * - Sent: from the first byte of this send (write_seq - ret; a receive: write_seq). The peer's
+ *   ACKs are processed while sendmsg runs (a large write waits for them), so part of this very
+ *   send may be acknowledged when its tracepoint fires: it counts (measured on loopback: 16,796
+ *   of a first write of 30,000 in 1,000-byte segments). Bytes written before and still
+ *   unacknowledged do not: bytes_acked will count them, so the base is raised by them.
+ * - Received: from the application's read position before this receive (copied_seq - ret; a
+ *   send: copied_seq). What arrived before and is still queued behind this read is read by the
+ *   application later and counts (the prebuilt build cannot read that position: there it does
+ *   not count). */
 static __always_inline void set_tcp_base_mid_life(struct nl_conn *c, nl_tcp_sock *tp, int ret,
                                                   bool is_send) {
   set_tcp_base(c, tp);
-  if (!is_send) {
-    if (c->base_received >= (__u64)ret)
-      c->base_received -= ret;
-    return;
-  }
-  __s32 acked_of_send = (__s32)(tp_snd_una(tp) - (tp_write_seq(tp) - (__u32)ret));
-  if (acked_of_send > ret)
-    acked_of_send = ret;
-  if (acked_of_send > 0 && c->base_acked >= (__u64)acked_of_send)
-    c->base_acked -= acked_of_send;
+  __u64 behind = tp_unread(tp) + (is_send ? 0 : (__u32)ret);
+  c->base_received = c->base_received >= behind ? c->base_received - behind : 0;
+  __u32 first = tp_write_seq(tp) - (is_send ? (__u32)ret : 0);
+  __s32 acked_beyond = (__s32)(tp_snd_una(tp) - first); /* < 0: older bytes unacknowledged */
+  if (acked_beyond > ret && is_send)
+    acked_beyond = ret;
+  if (acked_beyond >= 0)
+    c->base_acked = c->base_acked >= (__u64)acked_beyond ? c->base_acked - acked_beyond : 0;
+  else
+    c->base_acked += (__u64)(-(__s64)acked_beyond);
 }
 
 /* The base of a connection seen from its opening (at ESTABLISHED, from SYN_SENT or SYN_RECV):

@@ -159,10 +159,19 @@ static __always_inline __u64 tp_mstamp(nl_tcp_sock *tp) {
 /* A failed connect's error and its source port (inet_sport, which stays set when the port is
  * released at close; skc_num does not). Their offsets are not guessed: the prebuilt build does
  * without (NL_SK_ERR_UNKNOWN, port 0). */
+/* Bytes received that the application has not read yet (rcv_nxt - copied_seq, a FIN received
+ * counting one): not guessed either, the prebuilt build says 0. */
 #ifdef NL_MODE_PREBUILT
 static __always_inline int nl_sk_err(const struct sock *sk) { return -1; }
 static __always_inline __u16 tp_inet_sport(nl_tcp_sock *tp) { return 0; }
+static __always_inline __u32 tp_unread(nl_tcp_sock *tp) { return 0; }
 #else
+static __always_inline __u32 tp_unread(nl_tcp_sock *tp) {
+  __u32 rcv_nxt = NL_READ_AT(__u32, tp, __builtin_offsetof(struct tcp_sock, rcv_nxt));
+  __u32 copied = NL_READ_AT(__u32, tp, __builtin_offsetof(struct tcp_sock, copied_seq));
+  __s32 d = (__s32)(rcv_nxt - copied);
+  return d > 0 ? (__u32)d : 0;
+}
 static __always_inline int nl_sk_err(const struct sock *sk) {
   return NL_READ_AT(int, sk, __builtin_offsetof(struct sock, sk_err));
 }
@@ -226,6 +235,10 @@ static __always_inline __u64 tp_mstamp(nl_tcp_sock *tp) { return tp->tcp_mstamp;
 static __always_inline int nl_sk_err(const struct sock *sk) { return sk->sk_err; }
 static __always_inline __u16 tp_inet_sport(nl_tcp_sock *tp) {
   return bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+}
+static __always_inline __u32 tp_unread(nl_tcp_sock *tp) {
+  __s32 d = (__s32)(tp->rcv_nxt - tp->copied_seq);
+  return d > 0 ? (__u32)d : 0;
 }
 #define NL_SOCK_DONE_BIT bpf_core_enum_value(enum sock_flags, SOCK_DONE)
 
