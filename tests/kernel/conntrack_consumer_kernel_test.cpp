@@ -347,16 +347,17 @@ TEST_CASE("kernel: a sync batch comes after every event queued before it was ask
   ct_netns ns;
   nat_traffic traffic(ns.fd);
   collector col;
-  auto consumer = start_or_fail(options_for(ns), col);
-  REQUIRE(consumer->wait_initial_dump(5s) == initial_dump_result::done);
-
-  // The thread lags behind (each batch takes it 20 ms): the NEW events of a burst of
-  // connections are still queued on its socket when the sync is asked for.
-  std::atomic<bool> slow{true};
+  // The thread lags behind (each batch takes it 20 ms) once slow is set: the NEW events of a
+  // burst of connections are still queued on its socket when the sync is asked for. The hook
+  // is in place before the thread starts; only the atomic changes while it runs.
+  std::atomic<bool> slow{false};
   col.on_batch = [&] {
     if (slow.load())
       std::this_thread::sleep_for(20ms);
   };
+  auto consumer = start_or_fail(options_for(ns), col);
+  REQUIRE(consumer->wait_initial_dump(5s) == initial_dump_result::done);
+  slow = true;
   std::vector<uint16_t> ports;
   for (int round = 0; round < 10; ++round)
     for (uint16_t p : traffic.connect_n(20, false))
