@@ -25,6 +25,32 @@ conn_counters counters_of(const nl_conn& c) {
   return {c.bytes_sent, c.bytes_recv, c.packets_sent, c.packets_recv, c.retransmits};
 }
 
+static_assert(offsetof(nl_conn, base_received) == offsetof(nl_conn, base_acked) + sizeof(uint64_t),
+              "the two byte bases are adjacent: a closed_entry packs what is around them");
+
+void client_registry::closed_entry::pack(const nl_conn& c) {
+  const auto* bytes = reinterpret_cast<const unsigned char*>(&c);
+  std::memcpy(head, bytes, k_head);
+  std::memcpy(tail, bytes + k_tail_at, k_tail);
+}
+
+nl_conn client_registry::closed_entry::unpack() const {
+  nl_conn c{};
+  auto* bytes = reinterpret_cast<unsigned char*>(&c);
+  std::memcpy(bytes, head, k_head);
+  std::memcpy(bytes + k_tail_at, tail, k_tail);
+  return c;
+}
+
+void client_registry::pop_closed(size_t n) {
+  if (!nat_.empty())
+    for (size_t i = 0; i < n && i < closed_.size(); ++i)
+      if (closed_[i].has_nat)
+        nat_.erase(closed_base_seq_ + i);
+  closed_.pop_front(n);
+  closed_base_seq_ += n;
+}
+
 uint64_t client_registry::add_closed(const nl_conn* records, size_t n, bool nat_pending) {
   stats_.closed_received += n;
   for (size_t i = 0; i < n; ++i)
@@ -38,15 +64,14 @@ uint64_t client_registry::add_closed(const nl_conn* records, size_t n, bool nat_
   const size_t kept = n - skip;
   if (closed_.size() + kept > max) {
     size_t excess = closed_.size() + kept - max;
-    closed_.pop_front(excess);
-    closed_base_seq_ += excess;
+    pop_closed(excess);
     stats_.closed_dropped += excess;
   }
   closed_base_seq_ += skip;
   stats_.closed_dropped += skip;
   for (size_t i = skip; i < n; ++i) {
     closed_entry e;
-    e.conn = records[i];
+    e.pack(records[i]);
     e.nat_pending = nat_pending;
     closed_.push_back(e);
   }
@@ -68,7 +93,7 @@ void client_registry::resolve_nat(uint64_t first_seq, size_t n,
     if (index >= n)
       continue;
     if (auto* e = entry(first_seq + index)) {
-      e->nat = nat;
+      nat_[first_seq + index] = nat;
       e->has_nat = true;
     }
   }
@@ -138,11 +163,15 @@ bool client_registry::closed_page(uint64_t id, uint64_t now_ns, size_t max,
   l.next_seq = std::max(l.next_seq, closed_base_seq_);
   for (size_t taken = 0; taken < max && l.next_seq < l.end_seq; ++taken, ++l.next_seq) {
     const closed_entry& e = closed_[static_cast<size_t>(l.next_seq - closed_base_seq_)];
-    const nl_conn& c = e.conn;
+    const nl_conn c = e.unpack();
     conn_counters d = delta_for(st, c, l.round);
     st.last.erase(c.sock_id); // closed: the client will not see it again
     l.closed_ids.insert(c.sock_id);
-    out.push_back({c, true, d, e.has_nat, e.nat, {}, false, {}});
+    ct_endpoints nat{};
+    if (e.has_nat)
+      if (auto it = nat_.find(l.next_seq); it != nat_.end())
+        nat = it->second;
+    out.push_back({c, true, d, e.has_nat, nat, {}, false, {}});
   }
   bool left = l.next_seq < l.end_seq;
   if (!left)
@@ -220,8 +249,7 @@ void client_registry::trim() {
   if (closed_base_seq_ < min_cursor) {
     size_t n =
         static_cast<size_t>(std::min<uint64_t>(min_cursor - closed_base_seq_, closed_.size()));
-    closed_.pop_front(n);
-    closed_base_seq_ += n;
+    pop_closed(n);
   }
 }
 
@@ -248,6 +276,7 @@ client_registry_stats client_registry::stats() const {
   client_registry_stats s = stats_;
   s.clients = clients_.size();
   s.closed_buffered = closed_.size();
+  s.closed_translations = nat_.size();
   return s;
 }
 

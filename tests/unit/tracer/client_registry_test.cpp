@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cstring>
 
 #include "actors/tracer/client_registry.hpp"
 #include "actors/tracer/idle_expiry.hpp"
@@ -368,4 +369,50 @@ TEST_CASE("closed TCP connections that were never established are counted by why
   for (uint64_t n : f)
     total += n;
   CHECK(total == 4);
+}
+
+TEST_CASE("a buffered closed record comes back whole, and its translation goes with it",
+          "[registry]") {
+  client_registry reg({2, 1000000000ull});
+  std::vector<connection_view> out;
+  reg.collect("x", {}, 1, out);
+  nl_conn a = make_conn(1, "10.0.0.1", 1000, "10.0.0.2", 80);
+  a.bytes_sent = 1234;
+  a.bytes_recv = 5678;
+  a.packets_sent = 9;
+  a.packets_recv = 11;
+  a.retransmits = 3;
+  a.srtt_us = 250;
+  a.pid = 4242;
+  a.netns = 4026531840u;
+  a.flags = NL_FLAG_TCP_BASE_KNOWN | NL_FLAG_FIN_SENT;
+  a.sk_err = 111;
+  a.parent_sock_id = 77;
+  a.base_acked = 1; // the kernel's own: nothing reads them after the close
+  a.base_received = 2;
+  std::strncpy(a.comm, "closer", sizeof(a.comm));
+  uint64_t first = reg.add_closed({a}, true);
+  ct_endpoints nat;
+  nat.sport = 8080;
+  reg.resolve_nat(first, 1, {{0, nat}});
+  CHECK(reg.stats().closed_translations == 1);
+  reg.collect("x", {}, 2, out);
+  REQUIRE(out.size() == 1);
+  nl_conn want = a;
+  want.base_acked = want.base_received = 0;
+  CHECK(std::memcmp(&out[0].conn, &want, sizeof(nl_conn)) == 0);
+  CHECK(out[0].has_nat);
+  CHECK(out[0].nat.sport == 8080);
+  // Handed out to its only client: the record leaves the buffer, and its translation with it.
+  CHECK(reg.stats().closed_buffered == 0);
+  CHECK(reg.stats().closed_translations == 0);
+
+  // Pushed out of the full buffer unread: the same.
+  first = reg.add_closed({make_conn(2, "10.0.0.1", 1, "10.0.0.2", 2)}, true);
+  reg.resolve_nat(first, 1, {{0, nat}});
+  CHECK(reg.stats().closed_translations == 1);
+  reg.add_closed(
+      {make_conn(3, "10.0.0.1", 3, "10.0.0.2", 4), make_conn(4, "10.0.0.1", 5, "10.0.0.2", 6)});
+  CHECK(reg.stats().closed_dropped == 1);
+  CHECK(reg.stats().closed_translations == 0);
 }
