@@ -214,6 +214,23 @@ nat_lookup_reply look_up(conntrack_cache* cache, const nat_lookup_request& req, 
   return reply;
 }
 
+// A claim (release: the keys leave the cache) or a lookup of active connections: answered now,
+// or, when a tuple's namespace is not dumped yet or a tuple misses, once it has waited for that
+// (claim_waitlist).
+caf::result<nat_lookup_reply> claim_or_wait(self_ptr self, const nat_lookup_request& req,
+                                            bool release) {
+  auto& st = self->state;
+  if (!st.cache || !st.waits)
+    return look_up(st.cache.get(), req, release);
+  auto found = st.waits->claim(*st.cache, req.tuples, monotonic_now_ns(), release);
+  if (!found.ticket)
+    return nat_lookup_reply{std::move(found.hits)};
+  auto rp = self->make_response_promise<nat_lookup_reply>();
+  st.waiting.emplace(*found.ticket, rp);
+  arm_wait_tick(self);
+  return rp;
+}
+
 counter_list counters_of(const conntrack_state& st) {
   counter_list out;
   if (st.cache) {
@@ -383,31 +400,13 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
             st.waiting.emplace(*ticket, rp);
             return rp;
           }
-        if (!st.cache || !st.waits || req.tuples.empty())
-          return look_up(st.cache.get(), req, false);
         // Active connections: one made a moment ago may have its NEW event unread still, so a
         // miss waits for a sync as a claim's does; nothing is taken from the cache.
-        auto found = st.waits->claim(*st.cache, req.tuples, monotonic_now_ns(), false);
-        if (!found.ticket)
-          return nat_lookup_reply{std::move(found.hits)};
-        auto rp = self->make_response_promise<nat_lookup_reply>();
-        st.waiting.emplace(*found.ticket, rp);
-        arm_wait_tick(self);
-        return rp;
+        return claim_or_wait(self, req, false);
       },
       [=](claim_atom, const nat_lookup_request& req) -> caf::result<nat_lookup_reply> {
-        auto& st = self->state;
-        ++st.handled;
-        if (!st.cache || !st.waits)
-          return look_up(st.cache.get(), req, true);
-        // Tuples of a namespace whose first dump is not in the cache yet wait for it.
-        auto claimed = st.waits->claim(*st.cache, req.tuples, monotonic_now_ns());
-        if (!claimed.ticket)
-          return nat_lookup_reply{std::move(claimed.hits)};
-        auto rp = self->make_response_promise<nat_lookup_reply>();
-        st.waiting.emplace(*claimed.ticket, rp);
-        arm_wait_tick(self);
-        return rp;
+        ++self->state.handled;
+        return claim_or_wait(self, req, true);
       },
       [=](tick_atom) {
         auto& st = self->state;

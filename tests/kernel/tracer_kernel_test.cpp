@@ -1449,6 +1449,21 @@ nl_conn as_if_open_missed(nl_conn c) {
   return c;
 }
 
+// Puts p's client entry back to what SYN_SENT left, as if its ESTABLISHED never fired.
+void plant_missed_open(tracer_under_test& t, const tcp_pair& p) {
+  auto entry = active_entry(t, p.cport, p.port);
+  REQUIRE(entry);
+  plant(t, as_if_open_missed(*entry), BPF_EXIST);
+}
+
+// The client shuts first, the server reads to the end and shuts too: FIN both ways.
+void shut_both(tcp_pair& p) {
+  shutdown(p.c, SHUT_WR);
+  read_eof(p.s);
+  shutdown(p.s, SHUT_WR);
+  read_eof(p.c);
+}
+
 std::vector<nl_conn> records_of(const std::vector<nl_conn>& records, uint16_t sport,
                                 uint16_t dport) {
   std::vector<nl_conn> out;
@@ -1464,14 +1479,9 @@ TEST_CASE("kernel: a connect whose handshake the state tracepoint never reported
   tracer_under_test t(false);
   const uint64_t late_before = t.bpf->read_counters().opens_completed_late;
   tcp_pair p(AF_INET);
-  auto entry = active_entry(t, p.cport, p.port);
-  REQUIRE(entry);
-  plant(t, as_if_open_missed(*entry), BPF_EXIST);
+  plant_missed_open(t, p);
   exchange(p, 2000, 1300);
-  shutdown(p.c, SHUT_WR);
-  read_eof(p.s);
-  shutdown(p.s, SHUT_WR);
-  read_eof(p.c);
+  shut_both(p);
   tcp_info ci = wait_closed(p.c);
   p.close_all();
   auto records = t.finish();
@@ -1492,13 +1502,8 @@ TEST_CASE("kernel: a connect whose handshake was never reported and that closes 
   tracer_under_test t(false);
   const uint64_t late_before = t.bpf->read_counters().opens_completed_late;
   tcp_pair p(AF_INET);
-  auto entry = active_entry(t, p.cport, p.port);
-  REQUIRE(entry);
-  plant(t, as_if_open_missed(*entry), BPF_EXIST);
-  shutdown(p.c, SHUT_WR); // FIN_WAIT1: the first state change the tracer sees
-  read_eof(p.s);
-  shutdown(p.s, SHUT_WR);
-  read_eof(p.c);
+  plant_missed_open(t, p);
+  shut_both(p); // the client's FIN_WAIT1 is the first state change the tracer sees
   wait_closed(p.c);
   p.close_all();
   auto records = t.finish();
