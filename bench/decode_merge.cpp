@@ -17,8 +17,8 @@
 
 #include <benchmark/benchmark.h>
 
-#include "actors/tracer/client_registry.hpp"
 #include "bpf/netlens_records.h"
+#include "flow/client_registry.hpp"
 #include "flow/record_decoder.hpp"
 
 namespace {

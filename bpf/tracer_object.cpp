@@ -328,18 +328,8 @@ nl_tracer_counters tracer_object::read_counters() const {
 }
 
 void tracer_object::read_active(std::vector<nl_conn>& out, uint32_t batch_size) const {
-  out.clear();
-  // Values land in `out` itself, whose capacity the caller keeps between reads. The first batch
-  // is small and each full one doubles the next, up to batch_size: a few entries cost a few
-  // kilobytes, 65,536 cost ~20 calls.
-  uint32_t batch = std::min<uint32_t>(256, batch_size);
-  active_cursor cursor;
-  while (!cursor.done) {
-    size_t had = out.size();
-    read_active_page(cursor, out, batch);
-    if (out.size() - had >= batch && batch < batch_size)
-      batch *= 2;
-  }
+  // Values land in `out` itself, whose capacity the caller keeps between reads.
+  read_whole_table(*this, out, batch_size);
 }
 
 bool tracer_object::refresh_live(std::string* why) const {

@@ -11,6 +11,7 @@
 
 #include "bpf/netlens_offsets.h"
 #include "bpf/netlens_records.h"
+#include "flow/active_table.hpp"
 
 struct bpf_object;
 struct bpf_map;
@@ -45,7 +46,7 @@ struct tracer_load_options {
                                                  // per sample (perf)
 };
 
-class tracer_object {
+class tracer_object : public active_table {
 public:
   static std::variant<std::unique_ptr<tracer_object>, load_error>
   load(const tracer_load_options& opts);
@@ -67,20 +68,9 @@ public:
   nl_tracer_counters read_counters() const;
   // Replaces out with every active connection, read from the map in batches.
   void read_active(std::vector<nl_conn>& out, uint32_t batch_size = 4096) const;
-  // A read of the active map in pages, for callers that must not hold all of it at once. The
-  // token is the kernel's (a hash bucket): entries deleted meanwhile do not upset it, entries
-  // added to buckets already read are not seen (as with any read that is not atomic).
-  struct active_cursor {
-    uint64_t token = 0;
-    bool started = false;
-    bool done = false;
-    // Bring the live TCP counters into the map before the first page (refresh_live). Off for
-    // reads that only count entries.
-    bool refresh = true;
-  };
-  // Appends the entries of the next buckets to out, up to max (more only when one bucket holds
-  // more); cursor.done once the map's end is reached (that read may still append entries).
-  void read_active_page(active_cursor& cursor, std::vector<nl_conn>& out, uint32_t max) const;
+  // A read of the active map in pages, for callers that must not hold all of it at once.
+  void read_active_page(active_cursor& cursor, std::vector<nl_conn>& out,
+                        uint32_t max) const override;
   // CO-RE build: copies every counted TCP socket's live counters into its map entry (the send
   // and receive programs do not: they return at once on a socket already counted). read_active
   // and read_active_page do it first; the raw_tp builds count on every event and need nothing.
@@ -93,7 +83,7 @@ public:
   size_t count_active() const;
   // Removes one active connection by its sock_id; false if it was not there (closed
   // meanwhile).
-  bool remove_active(uint64_t sock_id);
+  bool remove_active(uint64_t sock_id) override;
   // The active map's fd, still owned here: for tests that plant what a missed close leaves.
   int active_fd() const;
   // The map key of a sock_id: the same on CO-RE (the cookie), the scramble undone on raw_tp.

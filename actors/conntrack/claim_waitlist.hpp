@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "actors/conntrack/conntrack_cache.hpp"
-#include "messages/ct_types.hpp"
+#include "flow/flow_key.hpp"
 
 namespace netlens {
 

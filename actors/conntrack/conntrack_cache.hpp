@@ -12,7 +12,7 @@
 #include <optional>
 #include <vector>
 
-#include "messages/ct_types.hpp"
+#include "flow/flow_key.hpp"
 
 namespace netlens {
 

@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "messages/ct_types.hpp"
+#include "flow/flow_key.hpp"
 
 namespace netlens {
 

@@ -5,17 +5,12 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <unordered_map>
 
 #include <spdlog/spdlog.h>
 
 #include "actors/common/clock.hpp"
 #include "actors/common/lifecycle.hpp"
-#include "actors/tracer/idle_expiry.hpp"
 #include "actors/tracer/tracer_loader.hpp"
-#include "flow/netns_handle.hpp"
-#include "flow/record_decoder.hpp"
-#include "flow/socket_table.hpp"
 
 namespace netlens {
 namespace {
@@ -26,24 +21,6 @@ using self_ptr = tracer_actor::stateful_pointer<tracer_state>;
 constexpr auto k_nat_timeout = std::chrono::seconds(2);
 // Longest a connections answer waits for the consumer to hand over what has closed.
 constexpr auto k_flush_timeout = std::chrono::seconds(1);
-// A page of a paged answer holds at most this many connections (~1.3 MB of views).
-constexpr uint32_t k_page_size = 4096;
-// Paged answers open at once; past this the oldest is ended (a reader that went away).
-constexpr size_t k_max_listings = 16;
-// A paged answer whose reader asks for no page this long is ended by the expiry tick.
-constexpr uint64_t k_listing_idle_ns = 30ull * 1000000000ull;
-
-ct_tuple tuple_of(const nl_conn& c) {
-  ct_tuple t;
-  t.netns = c.netns;
-  t.family = static_cast<uint8_t>(c.family);
-  t.protocol = c.protocol;
-  std::memcpy(t.ends.saddr, c.saddr, 16);
-  std::memcpy(t.ends.daddr, c.daddr, 16);
-  t.ends.sport = c.sport;
-  t.ends.dport = c.dport;
-  return t;
-}
 
 nat_lookup_request nat_request_for(const std::vector<nl_conn>& conns) {
   nat_lookup_request req;
@@ -53,106 +30,60 @@ nat_lookup_request nat_request_for(const std::vector<nl_conn>& conns) {
   return req;
 }
 
-// A full map read is ~10 MB at 65,536 connections; keeping it between requests would hold
-// that much RSS on the host for nothing.
-void release_scratch(tracer_state& st) {
-  if (st.active.capacity() * sizeof(nl_conn) > (1u << 20))
-    std::vector<nl_conn>().swap(st.active);
-  else
-    st.active.clear();
-}
-
 // Closed connections enter the client buffer at once, in order; with conntrack running they
 // wait there (unseen by clients) until their translation is claimed, so none is handed out
 // without it. Conntrack answers in order, so a connections request sent later finds them
 // resolved.
-void add_closed(self_ptr self, std::vector<nl_conn> records);
-
-// Closes of UDP sockets with peers' flows held before those flows are ended at once, not at
-// the next tick: each is a few bytes, but a client that makes a socket per query closes many.
-constexpr size_t k_udp_closes_held = 4096;
-
-// Ends the flows of the peers of every UDP socket closed since the last sweep (the kernel
-// cannot find them from the socket's close), with one read of the map.
-void end_peer_flows(self_ptr self) {
-  auto& st = self->state;
-  if (!st.bpf || st.udp_closes.pending() == 0)
-    return;
-  std::vector<nl_conn> ended;
-  tracer_object::active_cursor cursor;
-  cursor.refresh = false; // UDP only
-  while (!cursor.done) {
-    st.active.clear();
-    st.bpf->read_active_page(cursor, st.active, k_page_size);
-    for (const nl_conn& c : st.active)
-      if (st.udp_closes.ends(c) && st.bpf->remove_active(c.sock_id)) {
-        ended.push_back(c);
-        normalize_family(ended.back());
-      }
-  }
-  st.udp_closes.swept();
-  st.udp_peer_flows_ended += ended.size();
-  release_scratch(st);
-  add_closed(self, std::move(ended));
-}
-
 void add_closed(self_ptr self, std::vector<nl_conn> records) {
   auto& st = self->state;
-  // An unconnected UDP socket's own entry that counted nothing itself is no flow; its close
-  // ends its peers' flows.
-  records.erase(std::remove_if(records.begin(), records.end(),
-                               [&](const nl_conn& c) { return !st.udp_closes.closed(c); }),
-                records.end());
-  if (st.udp_closes.pending() >= k_udp_closes_held)
-    end_peer_flows(self);
+  records = st.flows->admit_closed(std::move(records));
   if (records.empty())
     return;
   auto ct = find_conntrack(self->system());
   if (!ct) {
-    st.clients->add_closed(records);
+    st.flows->buffer_closed(records, false);
     return;
   }
-  uint64_t first = st.clients->add_closed(records, true);
+  uint64_t first = st.flows->buffer_closed(records, true);
   size_t n = records.size();
   // No timeout: a timeout is an entry in CAF's clock thread per request, a context switch at
   // every closed batch. If conntrack goes down, the request bounces with an error at once.
   self->request(ct, caf::infinite, claim_atom::value, nat_request_for(records))
       .then(
           [=](const nat_lookup_reply& r) {
-            self->state.clients->resolve_nat(first, n, r.hits);
+            self->state.flows->resolve_nat(first, n, r.hits);
             self->state.nat_closed += r.hits.size();
           },
           [=](caf::error&) {
-            self->state.clients->resolve_nat(first, n, {});
+            self->state.flows->resolve_nat(first, n, {});
             ++self->state.nat_errors;
           });
 }
 
 counter_list telemetry_of(const tracer_state& st) {
   counter_list out;
-  if (st.clients) {
-    auto s = st.clients->stats();
-    out.emplace_back("closed_received", s.closed_received);
-    out.emplace_back("closed_dropped", s.closed_dropped);
-    out.emplace_back("closed_buffered", s.closed_buffered);
-    out.emplace_back("clients", s.clients);
-    out.emplace_back("clients_expired", s.clients_expired);
-    for (size_t i = 0; i < k_connect_failure_kinds; ++i)
-      out.emplace_back("connect_failures_" +
-                           std::string(connect_failure_name(static_cast<connect_failure>(i))),
-                       s.connect_failures[i]);
-  }
-  out.emplace_back("udp_idle_expired", st.idle_expired);
-  out.emplace_back("udp_peer_flows_ended", st.udp_peer_flows_ended);
-  out.emplace_back("answer_pages", st.pages_served);
+  auto s = st.flows->client_stats();
+  out.emplace_back("closed_received", s.closed_received);
+  out.emplace_back("closed_dropped", s.closed_dropped);
+  out.emplace_back("closed_buffered", s.closed_buffered);
+  out.emplace_back("clients", s.clients);
+  out.emplace_back("clients_expired", s.clients_expired);
+  for (size_t i = 0; i < k_connect_failure_kinds; ++i)
+    out.emplace_back("connect_failures_" +
+                         std::string(connect_failure_name(static_cast<connect_failure>(i))),
+                     s.connect_failures[i]);
+  const assembler_stats& a = st.flows->stats();
+  out.emplace_back("udp_idle_expired", a.idle_expired);
+  out.emplace_back("udp_peer_flows_ended", a.udp_peer_flows_ended);
+  out.emplace_back("answer_pages", a.pages_served);
   if (st.bpf)
     out.emplace_back("tcp_refresh_failures", st.bpf->refresh_failures());
   out.emplace_back("nat_closed", st.nat_closed);
   out.emplace_back("nat_lookup_errors", st.nat_errors);
   out.emplace_back("netns_resolve_errors", st.netns_errors);
   out.emplace_back("flush_errors", st.flush_errors);
-  out.emplace_back("tcp_reconciled", st.tcp_reconciled);
-  out.emplace_back("tcp_reconcile_failures", st.tcp_reconcile_failures);
+  out.emplace_back("tcp_reconciled", a.tcp_reconciled);
+  out.emplace_back("tcp_reconcile_failures", a.tcp_reconcile_failures);
   if (st.bpf) {
     auto k = st.bpf->read_counters();
     out.emplace_back("kernel_closed_emitted", k.closed_emitted);
@@ -168,106 +99,8 @@ counter_list telemetry_of(const tracer_state& st) {
   return out;
 }
 
-// A TCP entry in a closing state that has not moved for this long is checked against the
-// kernel's socket table: its close may have been missed.
-constexpr uint64_t k_verify_closing_after_ns = 30ull * 1000000000ull;
-
-// The live TCP cookies of namespace netns: the tracer's own, or another one reached through a
-// process of an entry there (/proc/<pid>/ns/net, its inode checked). A string says why not.
-std::variant<std::unordered_set<uint64_t>, std::string>
-live_cookies_of(const tracer_state& st, uint32_t netns, const std::vector<const nl_conn*>& in_ns) {
-  if (netns == st.own_netns)
-    return live_tcp_cookies();
-  std::string why = "no process of its entries is in it any more";
-  for (const nl_conn* c : in_ns) {
-    if (c->pid == 0)
-      continue;
-    auto handle = netns_handle::open_for_pid(static_cast<pid_t>(c->pid), netns);
-    if (auto* h = std::get_if<netns_handle>(&handle))
-      return live_tcp_cookies_in(h->fd());
-    why = std::get<netns_error>(handle).message;
-  }
-  return why;
-}
-
-// Entries whose socket the kernel no longer has, in whichever namespace: reported closed
-// (flagged), and removed.
-void reconcile_tcp(tracer_state& st, const std::vector<nl_conn>& candidates,
-                   std::vector<nl_conn>& ended) {
-  if (candidates.empty())
-    return;
-  std::unordered_map<uint32_t, std::vector<const nl_conn*>> by_netns;
-  for (const nl_conn& c : candidates)
-    by_netns[c.netns].push_back(&c);
-  size_t before = ended.size();
-  for (const auto& [netns, entries] : by_netns) {
-    auto live = live_cookies_of(st, netns, entries);
-    if (auto* err = std::get_if<std::string>(&live)) {
-      ++st.tcp_reconcile_failures;
-      spdlog::warn("tracer: cannot check {} stalled TCP entries of network namespace {} against "
-                   "the kernel: {}",
-                   entries.size(), netns, *err);
-      continue;
-    }
-    const auto& cookies = std::get<std::unordered_set<uint64_t>>(live);
-    for (const nl_conn* c : entries) {
-      // A raw_tp tracer knows a cookie only once the kernel assigned one (the socket table
-      // dump assigns them), so an entry without one is checked again next time.
-      if (c->cookie == 0 || cookies.count(c->cookie) || !st.bpf->remove_active(c->sock_id))
-        continue;
-      nl_conn done = *c;
-      done.flags |= NL_FLAG_RECONCILED;
-      normalize_family(done);
-      ended.push_back(done);
-    }
-  }
-  st.tcp_reconciled += ended.size() - before;
-  if (ended.size() > before)
-    spdlog::warn("tracer: {} TCP connections had closed without their close being seen; "
-                 "reported closed now",
-                 ended.size() - before);
-}
-
 caf::error not_loaded(const tracer_state& st) {
   return caf::make_error(caf::sec::runtime_error, "tracer is " + st.state);
-}
-
-// The translations conntrack found for active (hits by index into it) set on the views of
-// those connections among views[from...].
-void apply_nat(std::vector<connection_view>& views, size_t from, const std::vector<nl_conn>& active,
-               const nat_lookup_reply& nat) {
-  if (nat.hits.empty())
-    return;
-  std::unordered_map<uint64_t, const ct_endpoints*> by_id;
-  by_id.reserve(nat.hits.size());
-  for (const auto& [index, ends] : nat.hits)
-    if (index < active.size())
-      by_id.emplace(active[index].sock_id, &ends);
-  for (size_t i = from; i < views.size(); ++i) {
-    connection_view& v = views[i];
-    if (v.closed)
-      continue;
-    auto it = by_id.find(v.conn.sock_id);
-    if (it == by_id.end())
-      continue;
-    v.has_nat = true;
-    v.nat = *it->second;
-  }
-}
-
-// One client's answer from the active connections read at request time and the
-// translations conntrack found for them (by index into active), if any.
-connections_reply assemble(self_ptr self, const std::string& client, size_t max_closed,
-                           const std::vector<nl_conn>& active, const nat_lookup_reply* nat) {
-  auto& st = self->state;
-  connections_reply reply;
-  reply.more_closed =
-      st.clients->collect(client, active, monotonic_now_ns(), reply.connections, max_closed);
-  if (nat)
-    apply_nat(reply.connections, 0, active, *nat);
-  reply.telemetry = telemetry_of(st);
-  reply.telemetry.emplace_back("map_entries", active.size());
-  return reply;
 }
 
 // Has the netns actor attribute the answer (container ids, what the devices counted, the flows
@@ -326,28 +159,27 @@ void answer_connections(self_ptr self, const std::string& client, size_t max_clo
     rp.deliver(not_loaded(st));
     return;
   }
-  st.bpf->read_active(st.active);
-  drop_empty_socket_entries(st.active);
-  for (auto& c : st.active)
-    normalize_family(c);
+  auto active = std::make_shared<std::vector<nl_conn>>(st.flows->read_active());
+  auto deliver = [self, client, max_closed, active, rp](const nat_hits* nat) mutable {
+    auto& st = self->state;
+    connections_reply reply =
+        st.flows->answer(client, max_closed, *active, nat, monotonic_now_ns());
+    reply.telemetry = telemetry_of(st);
+    reply.telemetry.emplace_back("map_entries", active->size());
+    active.reset();
+    attribute_and_deliver(self, std::move(reply), rp);
+  };
   auto ct = find_conntrack(self->system());
   if (!ct) {
-    attribute_and_deliver(self, assemble(self, client, max_closed, st.active, nullptr), rp);
-    release_scratch(st);
+    deliver(nullptr);
     return;
   }
-  // The read is kept aside for the answer; the scratch starts empty for the next use.
-  auto active = std::make_shared<std::vector<nl_conn>>(std::move(st.active));
-  st.active = std::vector<nl_conn>();
   self->request(ct, k_nat_timeout, lookup_atom::value, nat_request_for(*active))
-      .then(
-          [=](const nat_lookup_reply& r) mutable {
-            attribute_and_deliver(self, assemble(self, client, max_closed, *active, &r), rp);
-          },
-          [=](caf::error&) mutable {
-            ++self->state.nat_errors;
-            attribute_and_deliver(self, assemble(self, client, max_closed, *active, nullptr), rp);
-          });
+      .then([=](const nat_lookup_reply& r) mutable { deliver(&r.hits); },
+            [=](caf::error&) mutable {
+              ++self->state.nat_errors;
+              deliver(nullptr);
+            });
 }
 
 caf::error unknown_listing(uint64_t id) {
@@ -361,79 +193,39 @@ caf::error unknown_listing(uint64_t id) {
 // carries more_closed, the telemetry and the flows seen only at a device.
 void serve_page(self_ptr self, uint64_t id, caf::typed_response_promise<connections_reply> rp) {
   auto& st = self->state;
-  auto it = st.pages.find(id);
-  if (!st.bpf || it == st.pages.end() || !st.clients->has_listing(it->second.listing)) {
-    if (it != st.pages.end())
-      st.pages.erase(it);
+  auto page = std::make_shared<page_read>();
+  if (!st.bpf || !st.flows->read_page(id, monotonic_now_ns(), *page)) {
     rp.deliver(unknown_listing(id));
     return;
   }
-  tracer_state::paged& p = it->second;
-  auto held = std::make_shared<connections_reply>();
-  bool closed_left =
-      st.clients->closed_page(p.listing, monotonic_now_ns(), k_page_size, held->connections);
-  auto active = std::make_shared<std::vector<nl_conn>>();
-  if (!closed_left && held->connections.size() < k_page_size) {
-    active->reserve(k_page_size - held->connections.size());
-    st.bpf->read_active_page(p.cursor, *active,
-                             k_page_size - static_cast<uint32_t>(held->connections.size()));
-    drop_empty_socket_entries(*active);
-    for (auto& c : *active)
-      normalize_family(c);
-    p.entries += active->size();
-  }
-  const bool last = !closed_left && p.cursor.done;
-  auto finish = [self, id, last, held, active, rp](const nat_lookup_reply* nat) mutable {
+  auto finish = [self, id, page, rp](const nat_hits* nat) mutable {
     auto& st = self->state;
-    auto it = st.pages.find(id);
-    if (it == st.pages.end() || !st.clients->has_listing(it->second.listing)) {
+    if (!st.flows->finish_page(id, monotonic_now_ns(), *page, nat)) {
       rp.deliver(unknown_listing(id));
       return;
     }
-    size_t from = held->connections.size();
-    st.clients->active_page(it->second.listing, monotonic_now_ns(), active->data(), active->size(),
-                            held->connections);
-    if (nat)
-      apply_nat(held->connections, from, *active, *nat);
-    held->listing = id;
-    held->last = last;
-    if (last) {
-      held->more_closed = st.clients->end_listing(it->second.listing);
-      held->telemetry = telemetry_of(st);
-      held->telemetry.emplace_back("map_entries", it->second.entries);
-      st.pages.erase(it);
+    if (page->last) {
+      // map_entries, the page's own figure, goes after the tracer's telemetry.
+      counter_list telemetry = telemetry_of(st);
+      telemetry.insert(telemetry.end(), page->reply.telemetry.begin(), page->reply.telemetry.end());
+      page->reply.telemetry = std::move(telemetry);
     }
-    ++st.pages_served;
-    active.reset();
-    attribute_and_deliver(self, std::move(*held), rp, id, last);
+    bool last = page->last;
+    connections_reply reply = std::move(page->reply);
+    page.reset();
+    attribute_and_deliver(self, std::move(reply), rp, id, last);
   };
   auto ct = find_conntrack(self->system());
-  if (!ct || active->empty()) {
+  if (!ct || page->active.empty()) {
     finish(nullptr);
     return;
   }
-  self->request(ct, k_nat_timeout, lookup_atom::value, nat_request_for(*active))
-      .then([=](const nat_lookup_reply& r) mutable { finish(&r); },
+  self->request(ct, k_nat_timeout, lookup_atom::value, nat_request_for(page->active))
+      .then([=](const nat_lookup_reply& r) mutable { finish(&r.hits); },
             [=](caf::error&) mutable {
               ++self->state.nat_errors;
               finish(nullptr);
             });
-}
-
-// Ends the paged answers whose reader went away (no page for k_listing_idle_ns), or the oldest
-// ones past k_max_listings.
-void end_idle_listings(tracer_state& st, uint64_t now, size_t room_for = 0) {
-  st.clients->expire_listings(now, k_listing_idle_ns);
-  while (st.pages.size() + room_for > k_max_listings) {
-    auto oldest =
-        std::min_element(st.pages.begin(), st.pages.end(), [](const auto& a, const auto& b) {
-          return a.second.listing < b.second.listing;
-        });
-    st.clients->end_listing(oldest->second.listing);
-    st.pages.erase(oldest);
-  }
-  for (auto it = st.pages.begin(); it != st.pages.end();)
-    it = st.clients->has_listing(it->second.listing) ? std::next(it) : st.pages.erase(it);
 }
 
 // conns_page: listing 0 begins a paged answer for client (after everything closed so far has
@@ -455,13 +247,7 @@ caf::result<connections_reply> get_page(self_ptr self, const std::string& client
       rp.deliver(not_loaded(st));
       return;
     }
-    end_idle_listings(st, monotonic_now_ns(), 1);
-    uint64_t local = st.clients->begin_listing(client, monotonic_now_ns(), max_closed);
-    // Unique across restarts of the tracer, so that the netns actor never takes a new listing
-    // for one it still holds from an instance before.
-    uint64_t id = (uint64_t{self->id()} << 32) | (local & 0xffffffffu);
-    st.pages[id] = tracer_state::paged{local, {}, 0};
-    serve_page(self, id, rp);
+    serve_page(self, st.flows->open_listing(client, monotonic_now_ns(), max_closed), rp);
   };
   // The closed connections the flush handed over wait for their translations (add_closed);
   // conntrack answers in order, so once an empty lookup sent now comes back they are resolved
@@ -481,7 +267,7 @@ caf::result<connections_reply> get_page(self_ptr self, const std::string& client
   };
   // The peers' flows of sockets that closed are closed in this answer, not active.
   auto swept_begin = [self, begin]() mutable {
-    end_peer_flows(self);
+    add_closed(self, self->state.flows->end_peer_flows());
     begin();
   };
   if (!st.consumer) {
@@ -573,9 +359,15 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
                                       offset_guesser_actor guesser,
                                       std::chrono::milliseconds guess_timeout) {
   self->state.cfg = cfg;
-  self->state.own_netns = own_netns_inode();
-  self->state.clients = std::make_unique<client_registry>(client_registry_limits{
-      cfg.max_closed_connections_buffered, uint64_t{cfg.client_expiry_s} * 1000000000ull});
+  assembler_settings flows;
+  flows.clients = client_registry_limits{cfg.max_closed_connections_buffered,
+                                         uint64_t{cfg.client_expiry_s} * 1000000000ull};
+  flows.udp_idle_ns = uint64_t{cfg.udp_idle_timeout_s} * 1000000000ull;
+  // Listing ids unique across restarts of the tracer, so that the netns actor never takes a
+  // new listing for one it still holds from an instance before.
+  flows.listing_id_prefix = uint64_t{self->id()} << 32;
+  self->state.flows =
+      std::make_unique<connection_assembler>(self->state.table, self->state.sockets, flows);
   return {
       [=](init_atom) -> caf::result<caf::ok_atom> {
         auto& st = self->state;
@@ -656,7 +448,7 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
       [=](closed_batch& batch) {
         auto& st = self->state;
         ++st.handled;
-        add_closed(self, batch.records);
+        add_closed(self, std::move(batch.records));
       },
       [=](get_conns_atom, const std::string& client) -> caf::result<connections_reply> {
         return get_connections(self, client, SIZE_MAX);
@@ -670,46 +462,14 @@ tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
       [=](expire_atom) {
         auto& st = self->state;
         ++st.handled;
-        uint64_t now = monotonic_now_ns();
-        st.clients->expire_clients(now);
-        end_idle_listings(st, now);
-        if (!st.bpf)
-          return;
-        // The map is read a page at a time: this runs every tick, and a whole read of 65,536
-        // connections would be ~10 MB on the host each time.
-        std::vector<nl_conn> ended, closing;
-        tracer_object::active_cursor cursor;
-        // Idle UDP flows and closing TCP entries need no live TCP counters: the tick does not
-        // pay for a refresh (a walk of every open file) each time.
-        cursor.refresh = false;
-        while (!cursor.done) {
-          st.active.clear();
-          st.bpf->read_active_page(cursor, st.active, k_page_size);
-          for (const nl_conn& c : st.active)
-            if (st.udp_closes.ends(c) && st.bpf->remove_active(c.sock_id)) {
-              ended.push_back(c); // its socket closed: ended with it, not idle
-              normalize_family(ended.back());
-              ++st.udp_peer_flows_ended;
-            }
-          for (const nl_conn* c : idle_udp_flows(
-                   st.active, now, uint64_t{st.cfg.udp_idle_timeout_s} * 1000000000ull)) {
-            if (!st.bpf->remove_active(c->sock_id))
-              continue; // closed meanwhile: its record is on the way
-            nl_conn done = *c;
-            done.flags |= NL_FLAG_IDLE_EXPIRED;
-            normalize_family(done);
-            ended.push_back(done);
-            if (!is_empty_socket_entry(done))
-              ++st.idle_expired; // an empty socket entry is no flow
-          }
-          for (const nl_conn* c :
-               closing_entries_to_verify(st.active, now, k_verify_closing_after_ns))
-            closing.push_back(*c);
-        }
-        st.udp_closes.swept();
-        reconcile_tcp(st, closing, ended);
-        add_closed(self, ended);
-        release_scratch(st);
+        tick_result r = st.flows->tick(monotonic_now_ns());
+        for (const std::string& why : r.reconcile_failures)
+          spdlog::warn("tracer: cannot check {} against the kernel", why);
+        if (r.reconciled)
+          spdlog::warn("tracer: {} TCP connections had closed without their close being seen; "
+                       "reported closed now",
+                       r.reconciled);
+        add_closed(self, std::move(r.ended));
       },
       [=](stop_atom) {
         ++self->state.handled;

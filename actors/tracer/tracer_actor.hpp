@@ -1,5 +1,6 @@
-// The tracer actor: owns the loaded BPF object (programs, links, maps) and the per-client
-// state; answers get_connections and takes closed batches from the perf consumer.
+// The tracer actor: owns the loaded BPF object (programs, links, maps) and the connection
+// assembler around it (flow/connection_assembler: per-client state, the join, the tick), and
+// asks conntrack and the netns actor what the answers need. A shell of messages and timers.
 #pragma once
 
 #include <chrono>
@@ -8,42 +9,45 @@
 #include <unordered_map>
 #include <vector>
 
-#include "actors/tracer/client_registry.hpp"
 #include "bpf/tracer_object.hpp"
 #include "config/config.hpp"
-#include "flow/udp_peer_flows.hpp"
+#include "flow/connection_assembler.hpp"
 #include "messages/interfaces.hpp"
 
 namespace netlens {
+
+// The loaded tracer's map as the assembler reads it; empty while nothing is loaded (before the
+// load, after a purge).
+class loaded_table : public active_table {
+public:
+  explicit loaded_table(const std::unique_ptr<tracer_object>& bpf) : bpf_(bpf) {}
+  void read_active_page(active_cursor& cursor, std::vector<nl_conn>& out,
+                        uint32_t max) const override {
+    if (bpf_)
+      bpf_->read_active_page(cursor, out, max);
+    else
+      cursor.done = true;
+  }
+  bool remove_active(uint64_t sock_id) override { return bpf_ && bpf_->remove_active(sock_id); }
+
+private:
+  const std::unique_ptr<tracer_object>& bpf_;
+};
 
 struct tracer_state {
   static inline const char* name = "tracer";
   tracer_config cfg;
   std::unique_ptr<tracer_object> bpf;
-  std::unique_ptr<client_registry> clients;
-  std::vector<nl_conn> active; // scratch, reused across requests
-  // Paged answers being read, by listing id: the client registry's listing and where the read
-  // of the active map stands.
-  struct paged {
-    uint64_t listing = 0; // the registry's
-    tracer_object::active_cursor cursor;
-    uint64_t entries = 0; // active connections read so far
-  };
-  std::unordered_map<uint64_t, paged> pages;
-  uint64_t pages_served = 0;
+  loaded_table table{bpf};
+  kernel_live_sockets sockets;
+  // The core: the join of active, closed, NAT; idle expiry and reconciliation.
+  std::unique_ptr<connection_assembler> flows;
   uint64_t handled = 0;
-  uint64_t idle_expired = 0;
-  // UDP per peer: sockets closed whose peers' flows the next read of the map ends.
-  udp_socket_closes udp_closes;
-  uint64_t udp_peer_flows_ended = 0;   // peers' flows ended with their socket
-  uint64_t tcp_reconciled = 0;         // entries whose close was missed, found gone in sock_diag
-  uint64_t tcp_reconcile_failures = 0; // namespaces whose socket table could not be read
-  uint64_t nat_closed = 0;             // closed connections that carried a translation
-  uint64_t nat_errors = 0;             // lookups conntrack did not answer in time
-  uint64_t netns_errors = 0;           // attributions the netns actor did not answer in time
-  uint64_t flush_errors = 0;           // the consumer did not hand over closed records in time
+  uint64_t nat_closed = 0;      // closed connections that carried a translation
+  uint64_t nat_errors = 0;      // lookups conntrack did not answer in time
+  uint64_t netns_errors = 0;    // attributions the netns actor did not answer in time
+  uint64_t flush_errors = 0;    // the consumer did not hand over closed records in time
   perf_consumer_actor consumer; // who reads the closed buffer (asked to flush before answers)
-  uint32_t own_netns = 0;
   std::string state = "starting";
   // How the programs were loaded: the build in use and why the ones before it were skipped.
   std::vector<std::pair<std::string, std::string>> load_info;

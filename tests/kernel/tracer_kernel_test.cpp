@@ -702,7 +702,7 @@ TEST_CASE("kernel: a connection that keeps talking has exact live counters at ev
     // The CO-RE tracer's sends and receives on this connection no longer count: the map
     // holds what the last refresh put there until the next one.
     std::vector<nl_conn> raw;
-    tracer_object::active_cursor cursor;
+    active_cursor cursor;
     cursor.refresh = false;
     while (!cursor.done)
       t.bpf->read_active_page(cursor, raw, 4096);

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "actors/tracer/closed_ring.hpp"
+#include "flow/closed_ring.hpp"
 
 using netlens::closed_ring;
 

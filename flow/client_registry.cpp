@@ -1,4 +1,4 @@
-#include "actors/tracer/client_registry.hpp"
+#include "flow/client_registry.hpp"
 
 #include <algorithm>
 #include <limits>

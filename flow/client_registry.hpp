@@ -11,9 +11,9 @@
 #include <unordered_set>
 #include <vector>
 
-#include "actors/tracer/closed_ring.hpp"
+#include "flow/closed_ring.hpp"
 #include "flow/connect_failure.hpp"
-#include "messages/types.hpp"
+#include "flow/connection.hpp"
 
 namespace netlens {
 

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "actors/tracer/client_registry.hpp"
-#include "actors/tracer/idle_expiry.hpp"
+#include "flow/client_registry.hpp"
+#include "flow/idle_expiry.hpp"
 #include "tests/support/conn_builder.hpp"
 
 using namespace netlens;
