@@ -16,13 +16,11 @@ namespace netlens {
 
 // What the supervisor asks of every child: become ready, stop (no new work, drain, join
 // threads), purge (release kernel objects and caches), report statistics. Exit is CAF's own
-// exit message. fault: in a test build (actors/common/fault_switch.hpp) the actor throws from its
-// handler as a bug would; a release build ignores it.
-using lifecycle_actor =
-    caf::typed_actor<caf::replies_to<init_atom>::with<caf::ok_atom>,
-                     caf::replies_to<stop_atom>::with<caf::ok_atom>,
-                     caf::replies_to<purge_atom>::with<caf::ok_atom>,
-                     caf::replies_to<stats_atom>::with<actor_stats>, caf::reacts_to<fault_atom>>;
+// exit message. (The fault switch of test builds is no part of it: actors/common/self_interface.)
+using lifecycle_actor = caf::typed_actor<caf::replies_to<init_atom>::with<caf::ok_atom>,
+                                         caf::replies_to<stop_atom>::with<caf::ok_atom>,
+                                         caf::replies_to<purge_atom>::with<caf::ok_atom>,
+                                         caf::replies_to<stats_atom>::with<actor_stats>>;
 
 // Owns the BPF object and links, the active map, the closed buffer and per-client state.
 using tracer_actor = lifecycle_actor::extend<
@@ -49,8 +47,7 @@ using perf_consumer_actor =
 // reload, interval_ms, compact_interval_ms: a configuration reload's intervals, used from the
 // next tick of each (a tick already waiting keeps the old one).
 using compact_ticker_actor =
-    lifecycle_actor::extend<caf::reacts_to<tick_atom>, caf::reacts_to<compact_atom>,
-                            caf::reacts_to<reload_atom, uint32_t, uint32_t>>;
+    lifecycle_actor::extend<caf::reacts_to<reload_atom, uint32_t, uint32_t>>;
 
 // Owns the NAT translation cache and one netlink consumer per network namespace.
 //   lookup: translations of active connections (the cache entry stays);

@@ -260,9 +260,9 @@ http_response serve_api_request(caf::actor_system& sys, const supervisor_actor& 
   return out;
 }
 
-api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
-                                std::string socket_path, uint32_t allowed_uid,
-                                metrics_config metrics, supervisor_actor supervisor) {
+api_self_actor::behavior_type api_fn(api_self_actor::stateful_pointer<api_state> self,
+                                     std::string socket_path, uint32_t allowed_uid,
+                                     metrics_config metrics, supervisor_actor supervisor) {
   self->state.socket_path = std::move(socket_path);
   self->state.allowed_uid = allowed_uid;
   self->state.metrics = std::move(metrics);

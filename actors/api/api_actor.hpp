@@ -7,10 +7,14 @@
 #include <string>
 
 #include "actors/api/http_server.hpp"
+#include "actors/common/self_interface.hpp"
 #include "config/config.hpp"
 #include "messages/interfaces.hpp"
 
 namespace netlens {
+
+// Its public interface and the fault switch.
+using api_self_actor = self_interface<api_actor>;
 
 struct api_state {
   static inline const char* name = "api";
@@ -31,9 +35,9 @@ struct api_state {
   std::string state = "starting";
 };
 
-api_actor::behavior_type api_fn(api_actor::stateful_pointer<api_state> self,
-                                std::string socket_path, uint32_t allowed_uid,
-                                metrics_config metrics, supervisor_actor supervisor);
+api_self_actor::behavior_type api_fn(api_self_actor::stateful_pointer<api_state> self,
+                                     std::string socket_path, uint32_t allowed_uid,
+                                     metrics_config metrics, supervisor_actor supervisor);
 
 // The request handler, usable without the actor (tests, benchmarks).
 http_response serve_api_request(caf::actor_system& sys, const supervisor_actor& supervisor,

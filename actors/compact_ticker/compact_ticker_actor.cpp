@@ -8,8 +8,8 @@
 
 namespace netlens {
 
-compact_ticker_actor::behavior_type
-compact_ticker_fn(compact_ticker_actor::stateful_pointer<compact_ticker_state> self,
+compact_ticker_self_actor::behavior_type
+compact_ticker_fn(compact_ticker_self_actor::stateful_pointer<compact_ticker_state> self,
                   tracer_actor tracer, std::chrono::milliseconds interval,
                   std::chrono::milliseconds compact_interval) {
   self->state.tracer = tracer;

@@ -6,9 +6,14 @@
 #include <chrono>
 #include <string>
 
+#include "actors/common/self_interface.hpp"
 #include "messages/interfaces.hpp"
 
 namespace netlens {
+
+// Its public interface and the fault switch and its two timers.
+using compact_ticker_self_actor =
+    self_interface<compact_ticker_actor, caf::reacts_to<tick_atom>, caf::reacts_to<compact_atom>>;
 
 struct compact_ticker_state {
   static inline const char* name = "compact_ticker";
@@ -21,8 +26,8 @@ struct compact_ticker_state {
   uint64_t compactions = 0; // compact requests sent to a running conntrack actor
 };
 
-compact_ticker_actor::behavior_type
-compact_ticker_fn(compact_ticker_actor::stateful_pointer<compact_ticker_state> self,
+compact_ticker_self_actor::behavior_type
+compact_ticker_fn(compact_ticker_self_actor::stateful_pointer<compact_ticker_state> self,
                   tracer_actor tracer, std::chrono::milliseconds interval,
                   std::chrono::milliseconds compact_interval);
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "actors/common/self_interface.hpp"
 #include "actors/conntrack/claim_waitlist.hpp"
 #include "actors/conntrack/conntrack_cache.hpp"
 #include "actors/conntrack/conntrack_consumer.hpp"
@@ -23,7 +24,7 @@ namespace netlens {
 // The actor's own interface: its public one plus the batches its consumer threads send in and
 // the tick that ends claims' waits.
 using conntrack_self_actor =
-    conntrack_actor::extend<caf::reacts_to<ct_event_batch>, caf::reacts_to<tick_atom>>;
+    self_interface<conntrack_actor, caf::reacts_to<ct_event_batch>, caf::reacts_to<tick_atom>>;
 
 // Batches handed to the actor and not yet applied; past this many, a consumer drops what it
 // read (counted) instead of growing the mailbox without bound.

@@ -233,9 +233,9 @@ private:
 
 } // namespace
 
-console_actor::behavior_type console_fn(console_actor::stateful_pointer<console_state> self,
-                                        console_config cfg, std::string config_text,
-                                        supervisor_actor supervisor) {
+console_self_actor::behavior_type
+console_fn(console_self_actor::stateful_pointer<console_state> self, console_config cfg,
+           std::string config_text, supervisor_actor supervisor) {
   self->state.cfg = std::move(cfg);
   self->state.config_text = std::move(config_text);
   self->state.supervisor = std::move(supervisor);

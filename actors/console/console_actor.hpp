@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/common/self_interface.hpp"
 #include "actors/console/console_server.hpp"
 #include "config/config.hpp"
 #include "messages/interfaces.hpp"
@@ -23,6 +24,9 @@ struct console_session_settings {
   console_config cfg;
   std::shared_ptr<const std::string> config_text;
 };
+
+// Its public interface and the fault switch.
+using console_self_actor = self_interface<console_actor>;
 
 struct console_state {
   static inline const char* name = "console";
@@ -39,8 +43,8 @@ struct console_state {
   std::string error;              // why the socket could not be bound
 };
 
-console_actor::behavior_type console_fn(console_actor::stateful_pointer<console_state> self,
-                                        console_config cfg, std::string config_text,
-                                        supervisor_actor supervisor);
+console_self_actor::behavior_type
+console_fn(console_self_actor::stateful_pointer<console_state> self, console_config cfg,
+           std::string config_text, supervisor_actor supervisor);
 
 } // namespace netlens

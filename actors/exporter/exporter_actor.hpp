@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/common/self_interface.hpp"
 #include "actors/exporter/collector_link.hpp"
 #include "actors/exporter/flow_ledger.hpp"
 #include "actors/exporter/ipfix_encoder.hpp"
@@ -22,7 +23,7 @@ namespace netlens {
 
 // Private: the timer the exporter sets for itself.
 using export_tick_atom = caf::atom_constant<caf::atom("exptick")>;
-using exporter_self_actor = exporter_actor::extend<caf::reacts_to<export_tick_atom>>;
+using exporter_self_actor = self_interface<exporter_actor, caf::reacts_to<export_tick_atom>>;
 
 // The client id the exporter polls the tracer under.
 constexpr const char* k_exporter_client = "exporter";

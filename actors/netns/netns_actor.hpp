@@ -17,6 +17,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "actors/common/self_interface.hpp"
 #include "actors/netns/flow_join.hpp"
 #include "actors/netns/link_watcher.hpp"
 #include "actors/netns/netns_cache.hpp"
@@ -42,8 +43,8 @@ namespace netlens {
 
 // Its public interface plus what its own threads and timer send it.
 using netns_self_actor =
-    netns_actor::extend<caf::reacts_to<link_batch>, caf::reacts_to<proc_event_batch>,
-                        caf::reacts_to<tick_atom>>;
+    self_interface<netns_actor, caf::reacts_to<link_batch>, caf::reacts_to<proc_event_batch>,
+                   caf::reacts_to<tick_atom>>;
 
 struct netns_state {
   static inline const char* name = "netns";

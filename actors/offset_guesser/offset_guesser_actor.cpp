@@ -30,8 +30,8 @@ guess_settings guess_settings_of(const config& cfg) {
   return s;
 }
 
-offset_guesser_actor::behavior_type
-offset_guesser_fn(offset_guesser_actor::stateful_pointer<offset_guesser_state> self,
+offset_guesser_self_actor::behavior_type
+offset_guesser_fn(offset_guesser_self_actor::stateful_pointer<offset_guesser_state> self,
                   guess_settings settings) {
   self->state.settings = std::move(settings);
   return {

@@ -7,11 +7,15 @@
 #include <optional>
 #include <string>
 
+#include "actors/common/self_interface.hpp"
 #include "actors/offset_guesser/guess_offsets.hpp"
 #include "config/config.hpp"
 #include "messages/interfaces.hpp"
 
 namespace netlens {
+
+// Its public interface and the fault switch.
+using offset_guesser_self_actor = self_interface<offset_guesser_actor>;
 
 struct offset_guesser_state {
   static inline const char* name = "offset_guesser";
@@ -27,8 +31,8 @@ struct offset_guesser_state {
   bool last_from_cache = false;
 };
 
-offset_guesser_actor::behavior_type
-offset_guesser_fn(offset_guesser_actor::stateful_pointer<offset_guesser_state> self,
+offset_guesser_self_actor::behavior_type
+offset_guesser_fn(offset_guesser_self_actor::stateful_pointer<offset_guesser_state> self,
                   guess_settings settings);
 
 // The guesser's settings from the agent's configuration (cache in tracer.cache_dir).

@@ -10,8 +10,8 @@
 
 namespace netlens {
 
-perf_consumer_actor::behavior_type
-perf_consumer_fn(perf_consumer_actor::stateful_pointer<perf_consumer_state> self,
+perf_consumer_self_actor::behavior_type
+perf_consumer_fn(perf_consumer_self_actor::stateful_pointer<perf_consumer_state> self,
                  tracer_actor tracer) {
   self->state.tracer = tracer;
   // The reader lives as long as the actor's state; its destructor joins the thread on any exit.

@@ -4,10 +4,14 @@
 #include <memory>
 #include <string>
 
+#include "actors/common/self_interface.hpp"
 #include "actors/perf_consumer/closed_reader.hpp"
 #include "messages/interfaces.hpp"
 
 namespace netlens {
+
+// Its public interface and the fault switch.
+using perf_consumer_self_actor = self_interface<perf_consumer_actor>;
 
 struct perf_consumer_state {
   static inline const char* name = "perf_consumer";
@@ -19,8 +23,8 @@ struct perf_consumer_state {
   std::string state = "starting";
 };
 
-perf_consumer_actor::behavior_type
-perf_consumer_fn(perf_consumer_actor::stateful_pointer<perf_consumer_state> self,
+perf_consumer_self_actor::behavior_type
+perf_consumer_fn(perf_consumer_self_actor::stateful_pointer<perf_consumer_state> self,
                  tracer_actor tracer);
 
 } // namespace netlens

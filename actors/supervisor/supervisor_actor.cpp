@@ -550,7 +550,8 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
         if (!c || !c->handle || s.phase != supervisor_phase::running)
           return caf::make_error(caf::sec::runtime_error, "no running child named " + name);
         if (how == "throw") {
-          self->send(caf::actor_cast<lifecycle_actor>(c->handle), fault_atom::value);
+          // Untyped: the switch is in each child's own interface, not in lifecycle_actor.
+          caf::anon_send(c->handle, fault_atom::value);
         } else if (how == "exit") {
           self->send_exit(c->handle,
                           caf::make_error(caf::sec::runtime_error, "injected fault (exit)"));

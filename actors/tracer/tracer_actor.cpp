@@ -15,7 +15,7 @@
 namespace netlens {
 namespace {
 
-using self_ptr = tracer_actor::stateful_pointer<tracer_state>;
+using self_ptr = tracer_self_actor::stateful_pointer<tracer_state>;
 
 // Longest a connections answer or a closed record waits for its NAT translation.
 constexpr auto k_nat_timeout = std::chrono::seconds(2);
@@ -355,9 +355,9 @@ caf::result<connections_reply> get_connections(self_ptr self, const std::string&
 
 } // namespace
 
-tracer_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
-                                      offset_guesser_actor guesser,
-                                      std::chrono::milliseconds guess_timeout) {
+tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
+                                           offset_guesser_actor guesser,
+                                           std::chrono::milliseconds guess_timeout) {
   self->state.cfg = cfg;
   assembler_settings flows;
   flows.clients = client_registry_limits{cfg.max_closed_connections_buffered,

@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "actors/common/self_interface.hpp"
 #include "bpf/tracer_object.hpp"
 #include "config/config.hpp"
 #include "flow/connection_assembler.hpp"
@@ -34,6 +35,9 @@ private:
   const std::unique_ptr<tracer_object>& bpf_;
 };
 
+// Its public interface and the fault switch.
+using tracer_self_actor = self_interface<tracer_actor>;
+
 struct tracer_state {
   static inline const char* name = "tracer";
   tracer_config cfg;
@@ -55,8 +59,8 @@ struct tracer_state {
 
 // guesser: asked for struct offsets when tracer.mode lets it fall back to the prebuilt build
 // (null when it does not); guess_timeout bounds that wait.
-tracer_actor::behavior_type tracer_fn(tracer_actor::stateful_pointer<tracer_state> self,
-                                      tracer_config cfg, offset_guesser_actor guesser,
-                                      std::chrono::milliseconds guess_timeout);
+tracer_self_actor::behavior_type tracer_fn(tracer_self_actor::stateful_pointer<tracer_state> self,
+                                           tracer_config cfg, offset_guesser_actor guesser,
+                                           std::chrono::milliseconds guess_timeout);
 
 } // namespace netlens

@@ -11,6 +11,7 @@
 #include <caf/scheduler/test_coordinator.hpp>
 #include <caf/scoped_actor.hpp>
 
+#include "actors/common/self_interface.hpp"
 #include "actors/supervisor/supervisor_actor.hpp"
 
 using namespace netlens;
@@ -31,8 +32,9 @@ struct fake_state {
   static inline const char* name = "fake";
 };
 
-lifecycle_actor::behavior_type fake_child(lifecycle_actor::stateful_pointer<fake_state> self,
-                                          std::string name, std::shared_ptr<journal> j) {
+self_interface<lifecycle_actor>::behavior_type
+fake_child(self_interface<lifecycle_actor>::stateful_pointer<fake_state> self, std::string name,
+           std::shared_ptr<journal> j) {
   self->attach_functor([=](const caf::error&) { j->lines.push_back("down:" + name); });
   return {
       [=](init_atom) -> caf::result<caf::ok_atom> {
