@@ -36,11 +36,15 @@ using tracer_actor = lifecycle_actor::extend<
     caf::replies_to<buffer_atom>::with<closed_buffer_info>, caf::reacts_to<closed_batch>,
     caf::reacts_to<expire_atom>>;
 
-// Owns the ring / perf buffer reader and its poll thread; sends closed_batch to the tracer.
-// flush: read everything closed so far and send it to the tracer, then answer (the tracer
-// asks before each connections answer, so no closed connection waits for its batch).
-using perf_consumer_actor =
-    lifecycle_actor::extend<caf::replies_to<flush_atom>::with<caf::ok_atom>>;
+// Owns the ring / perf buffer reader and its poll thread; sends closed_batch to the tracer, and
+// nothing else: it only pushes.
+//   flush, ticket: read everything closed so far and push it with closed_batch::flushed =
+//   ticket (the tracer asks before each connections answer, so no closed connection waits for
+//   its batch). Never answered, never waited for in a handler.
+using perf_consumer_actor = lifecycle_actor::extend<caf::reacts_to<flush_atom, uint64_t>>;
+
+// Registry name of the perf consumer running now: the tracer asks it to flush.
+constexpr caf::atom_value k_perf_consumer_registry_name = caf::atom("consumer");
 
 // One timer: each interval sends expire to the tracer; each compact interval sends compact
 // to conntrack.

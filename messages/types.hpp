@@ -18,9 +18,13 @@
 
 namespace netlens {
 
-// Decoded closed connections, perf_consumer -> tracer.
+// Decoded closed connections, perf_consumer -> tracer. flushed: 0, or the highest flush
+// ticket (tracer -> perf_consumer, flush) this batch completes: every connection closed before
+// that flush was asked is in this batch or an earlier one. A batch that completes one may hold
+// no records.
 struct closed_batch {
   std::vector<nl_conn> records;
+  uint64_t flushed = 0;
 };
 
 // Where the closed-connection records come from, tracer -> perf_consumer. The fd is the

@@ -9,6 +9,7 @@
 
 #include "actors/common/fault_switch.hpp"
 #include "messages/interfaces.hpp"
+#include "messages/registry.hpp"
 
 namespace netlens {
 
@@ -66,20 +67,6 @@ auto degradable_stats_handler(Self self, const char* name, Counters counters) {
   return degradable_stats_handler(self, name, counters, [](const auto&) {
     return std::vector<std::pair<std::string, std::string>>{};
   });
-}
-
-// The registry entry through which the others reach an actor that may be restarted (conntrack,
-// netns) without restarting with it.
-template <class Self> void publish_as(Self self, caf::atom_value name) {
-  self->system().registry().put(name, self);
-}
-
-// Leaves the registry only if it still names this instance: a restarted one may be there.
-inline void unpublish_if(caf::actor_system& sys, caf::atom_value name,
-                         const caf::actor_addr& addr) {
-  auto current = sys.registry().template get<caf::strong_actor_ptr>(name);
-  if (current && current->address() == addr)
-    sys.registry().erase(name);
 }
 
 // The purge handler of an actor that owns nothing the purge phase releases.

@@ -128,12 +128,21 @@ void closed_reader::stop() {
 }
 
 void closed_reader::drain() {
+  uint64_t flushed = drain_to_complete();
   if (ring_)
     ring_buffer__consume(ring_);
   if (perf_)
     perf_buffer__consume(perf_);
   read_pending();
-  hand_out();
+  hand_out(flushed);
+}
+
+uint64_t closed_reader::drain_to_complete() {
+  uint64_t asked = drain_asked_.load();
+  if (asked <= drain_done_)
+    return 0;
+  drain_done_ = asked;
+  return asked;
 }
 
 void closed_reader::read_pending() {
@@ -192,14 +201,13 @@ void closed_reader::on_batch(const void* data, size_t size) {
   duplicates_skipped_.store(tracker_.stats().duplicates_skipped, std::memory_order_relaxed);
 }
 
-bool closed_reader::drain_now(std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lock(drain_mutex_);
-  if (!running_.load())
-    return false;
-  uint64_t ticket = ++drains_asked_;
+void closed_reader::ask_drain(uint64_t ticket) {
+  uint64_t had = drain_asked_.load();
+  while (had < ticket && !drain_asked_.compare_exchange_weak(had, ticket)) {
+  }
+  // Stored before the wake-up: the poll thread reads the eventfd, then the ticket.
   uint64_t one = 1;
   (void)!write(wake_fd_, &one, sizeof(one));
-  return drained_cv_.wait_for(lock, timeout, [&] { return drains_done_ >= ticket; });
 }
 
 void closed_reader::poll_loop() {
@@ -218,8 +226,8 @@ void closed_reader::poll_loop() {
         break; // stop: it drains on its own thread after the join
       uint64_t value;
       (void)!read(wake_fd_, &value, sizeof(value));
-      std::lock_guard<std::mutex> lock(drain_mutex_);
-      asked = drains_asked_;
+      // Every ticket asked before that wake-up is complete once this read is handed out.
+      asked = drain_to_complete();
     }
     if (fds[0].revents)
       wakeups_.fetch_add(1, std::memory_order_relaxed);
@@ -233,12 +241,9 @@ void closed_reader::poll_loop() {
       read_pending();
       last_pending_ns_ = now;
     }
-    hand_out(); // sent before the drain is acknowledged, so it is ahead in the tracer's mailbox
+    hand_out(asked); // the records and the ticket they complete, in one batch
     if (asked) {
       drains_.fetch_add(1, std::memory_order_relaxed);
-      std::lock_guard<std::mutex> lock(drain_mutex_);
-      drains_done_ = asked;
-      drained_cv_.notify_all();
     } else if (fds[0].revents) {
       // After a read the kernel woke us for, a short quiet spell: the batches completing in
       // it wait in the buffer instead of waking this thread (and the actors) each time. A
@@ -247,22 +252,20 @@ void closed_reader::poll_loop() {
       (void)poll(&quiet, 1, std::min(flush_interval_ms_, k_quiet_ms));
     }
   }
-  // Whoever still waits is released; the stop path drains on its own.
-  std::lock_guard<std::mutex> lock(drain_mutex_);
-  drains_done_ = drains_asked_;
-  drained_cv_.notify_all();
+  // Tickets asked from here on are completed by the stop path's drain.
 }
 
-void closed_reader::hand_out() {
-  if (batch_.empty())
+void closed_reader::hand_out(uint64_t flushed) {
+  if (batch_.empty() && flushed == 0)
     return;
-  ++batches_;
+  if (!batch_.empty())
+    ++batches_;
   std::vector<nl_conn> out;
   out.swap(batch_);
   // The next batch starts at the usual size, not at this one's: after a mass close each
   // message queued for the tracer would otherwise hold the largest batch's capacity.
   batch_.reserve(k_batch_reserve);
-  sink_(std::move(out));
+  sink_(std::move(out), flushed);
 }
 
 void closed_reader::on_record(const void* data, size_t size) {

@@ -4,10 +4,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <variant>
@@ -34,7 +32,10 @@ struct closed_reader_stats {
 
 class closed_reader {
 public:
-  using sink = std::function<void(std::vector<nl_conn>&&)>;
+  // Takes each batch of decoded records on the poll thread (or on the caller's, in stop and
+  // drain). flushed: 0, or the highest drain ticket this batch completes (see ask_drain); a
+  // batch that completes one may be empty.
+  using sink = std::function<void(std::vector<nl_conn>&& records, uint64_t flushed)>;
 
   static std::variant<std::unique_ptr<closed_reader>, std::string>
   open(const closed_buffer_info& info, sink out);
@@ -45,12 +46,15 @@ public:
   void start();
   // Stops the poll thread, joins it, then drains what is left and hands it out. Idempotent.
   void stop();
-  // Reads what is available now, on the caller's thread (only while the thread is stopped).
+  // Reads what is available now, on the caller's thread (only while the thread is stopped), and
+  // completes the drain tickets asked so far.
   void drain();
-  // Has the running poll thread read everything in the buffer now and hand it out, and waits
-  // until it has (or timeout passed: false). What was closed before this call is handed out
-  // before it returns true.
-  bool drain_now(std::chrono::milliseconds timeout);
+  // Asks for everything in the buffer now, without waiting: the poll thread reads it and hands
+  // it out with flushed = ticket (an empty batch when nothing was there), so every record
+  // closed before this call is in that batch or an earlier one. Tickets only grow; a batch
+  // completes every ticket up to its own. Asked while the thread is not running, the next
+  // stop() or drain() completes it.
+  void ask_drain(uint64_t ticket);
 
   closed_reader_stats stats() const;
 
@@ -61,7 +65,9 @@ public:
 private:
   closed_reader() = default;
   void poll_loop();
-  void hand_out();
+  void hand_out(uint64_t flushed = 0);
+  // The ticket a read that starts now completes (0: none asked since the last one).
+  uint64_t drain_to_complete();
   void on_batch(const void* data, size_t size);
   // Perf mode: takes what the per-CPU batches still filling hold and this reader has not
   // taken yet. Only on the poll thread (or while it is stopped).
@@ -85,11 +91,10 @@ private:
   std::vector<uint8_t> pending_a_, pending_b_;
   batch_tracker tracker_;
   uint64_t last_pending_ns_ = 0;
-  // drain_now requests, and how many the poll thread has served.
-  std::mutex drain_mutex_;
-  std::condition_variable drained_cv_;
-  uint64_t drains_asked_ = 0;
-  uint64_t drains_done_ = 0;
+  // The highest drain ticket asked, and the highest completed (by whoever reads: the poll
+  // thread, or the caller of stop and drain while it is not running).
+  std::atomic<uint64_t> drain_asked_{0};
+  uint64_t drain_done_ = 0;
 };
 
 } // namespace netlens

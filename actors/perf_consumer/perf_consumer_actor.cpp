@@ -6,6 +6,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/common/lifecycle.hpp"
+#include "messages/registry.hpp"
 #include <spdlog/spdlog.h>
 
 namespace netlens {
@@ -14,6 +15,11 @@ perf_consumer_self_actor::behavior_type
 perf_consumer_fn(perf_consumer_self_actor::stateful_pointer<perf_consumer_state> self,
                  tracer_actor tracer) {
   self->state.tracer = tracer;
+  // The tracer finds whichever instance runs now to ask for flushes.
+  auto* sys = &self->system();
+  caf::actor_addr me = self->address();
+  self->attach_functor(
+      [sys, me](const caf::error&) { unpublish_if(*sys, k_perf_consumer_registry_name, me); });
   // The reader lives as long as the actor's state; its destructor joins the thread on any exit.
   return {
       [=](init_atom) -> caf::result<caf::ok_atom> {
@@ -24,9 +30,10 @@ perf_consumer_fn(perf_consumer_self_actor::stateful_pointer<perf_consumer_state>
                 [=](const closed_buffer_info& info) mutable {
                   auto target = self->state.tracer;
                   // Runs on the poll thread: it only sends, it never touches actor state.
-                  auto opened = closed_reader::open(info, [target](std::vector<nl_conn>&& recs) {
-                    caf::anon_send(target, closed_batch{std::move(recs)});
-                  });
+                  auto opened = closed_reader::open(
+                      info, [target](std::vector<nl_conn>&& recs, uint64_t flushed) {
+                        caf::anon_send(target, closed_batch{std::move(recs), flushed});
+                      });
                   if (auto* err = std::get_if<std::string>(&opened)) {
                     self->state.state = "failed";
                     rp.deliver(caf::make_error(caf::sec::runtime_error, *err));
@@ -35,22 +42,22 @@ perf_consumer_fn(perf_consumer_self_actor::stateful_pointer<perf_consumer_state>
                   self->state.reader = std::move(std::get<0>(opened));
                   self->state.reader->start();
                   self->state.state = "running";
+                  publish_as(self, k_perf_consumer_registry_name);
                   rp.deliver(caf::ok_atom::value);
                 },
                 [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
         return rp;
       },
-      [=](flush_atom) -> caf::result<caf::ok_atom> {
+      [=](flush_atom, uint64_t ticket) {
         auto& st = self->state;
         ++st.handled;
-        if (!st.reader)
-          return caf::ok_atom::value; // stopped: everything was handed over already
-        if (!st.reader->drain_now(std::chrono::milliseconds(500))) {
-          ++st.flush_timeouts;
-          return caf::make_error(caf::sec::request_timeout,
-                                 "the closed-connection reader did not drain in time");
+        ++st.flushes_asked;
+        if (st.reader) {
+          st.reader->ask_drain(ticket); // the poll thread pushes the batch that completes it
+          return;
         }
-        return caf::ok_atom::value;
+        // Stopped: everything was handed over already.
+        self->send(st.tracer, closed_batch{{}, ticket});
       },
       [=](stop_atom) {
         auto& st = self->state;
@@ -80,7 +87,7 @@ perf_consumer_fn(perf_consumer_self_actor::stateful_pointer<perf_consumer_state>
                               {"flushes", r.drains},
                               {"pending_taken", r.pending_taken},
                               {"duplicates_skipped", r.duplicates_skipped},
-                              {"flush_timeouts", st.flush_timeouts}});
+                              {"flushes_asked", st.flushes_asked}});
         s.mailbox_size = mailbox_size(self);
         return s;
       },

@@ -19,7 +19,7 @@ struct perf_consumer_state {
   std::unique_ptr<closed_reader> reader;
   closed_reader_stats final_stats; // kept after the reader is gone
   uint64_t handled = 0;
-  uint64_t flush_timeouts = 0;
+  uint64_t flushes_asked = 0; // flush requests from the tracer (each completed by a batch)
   std::string state = "starting";
 };
 

@@ -99,6 +99,32 @@ counter_list telemetry_of(const tracer_state& st) {
   return out;
 }
 
+// Runs then once the perf consumer has pushed everything closed so far (its batches are
+// applied first: they come before the one that completes the ticket), or after k_flush_timeout
+// without it. Without a consumer running, at once.
+void after_flush(self_ptr self, std::function<void()> then) {
+  auto consumer = find_perf_consumer(self->system());
+  if (!consumer) {
+    then();
+    return;
+  }
+  auto& st = self->state;
+  uint64_t ticket = ++st.flush_ticket;
+  st.flush_waiters.emplace(ticket, std::move(then));
+  self->send(consumer, flush_atom::value, ticket);
+  self->delayed_send(self, k_flush_timeout, flush_timeout_atom::value, ticket);
+}
+
+// The waiters whose ticket a closed batch completed, oldest first.
+void flushed_to(self_ptr self, uint64_t ticket) {
+  auto& waiters = self->state.flush_waiters;
+  while (!waiters.empty() && waiters.begin()->first <= ticket) {
+    auto then = std::move(waiters.begin()->second);
+    waiters.erase(waiters.begin());
+    then();
+  }
+}
+
 caf::error not_loaded(const tracer_state& st) {
   return caf::make_error(caf::sec::runtime_error, "tracer is " + st.state);
 }
@@ -270,16 +296,7 @@ caf::result<connections_reply> get_page(self_ptr self, const std::string& client
     add_closed(self, self->state.flows->end_peer_flows());
     begin();
   };
-  if (!st.consumer) {
-    swept_begin();
-    return rp;
-  }
-  self->request(st.consumer, k_flush_timeout, flush_atom::value)
-      .then([=](caf::ok_atom) mutable { swept_begin(); },
-            [=](caf::error&) mutable {
-              ++self->state.flush_errors;
-              swept_begin();
-            });
+  after_flush(self, swept_begin);
   return rp;
 }
 
@@ -338,18 +355,9 @@ caf::result<connections_reply> get_connections(self_ptr self, const std::string&
   if (!st.bpf)
     return not_loaded(st);
   auto rp = self->make_response_promise<connections_reply>();
-  if (!st.consumer) {
-    answer_connections(self, client, max_closed, rp);
-    return rp;
-  }
-  // First everything closed so far: the consumer sends it before it answers, so it is
-  // ahead of the answer in this mailbox and in this reply.
-  self->request(st.consumer, k_flush_timeout, flush_atom::value)
-      .then([=](caf::ok_atom) mutable { answer_connections(self, client, max_closed, rp); },
-            [=](caf::error&) mutable {
-              ++self->state.flush_errors;
-              answer_connections(self, client, max_closed, rp);
-            });
+  // First everything closed so far: it comes in the batches up to the one that completes the
+  // flush, so it is in the buffer before this answer.
+  after_flush(self, [=]() mutable { answer_connections(self, client, max_closed, rp); });
   return rp;
 }
 
@@ -433,9 +441,6 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
         ++st.handled;
         if (!st.bpf)
           return not_loaded(st);
-        // The one who reads the buffer: asked to flush before each connections answer. A
-        // restarted consumer asks again and replaces it.
-        st.consumer = caf::actor_cast<perf_consumer_actor>(self->current_sender());
         closed_buffer_info info;
         info.perf = st.bpf->uses_perf();
         info.map_fd = info.perf ? st.bpf->closed_perf_fd() : st.bpf->closed_ring_fd();
@@ -449,6 +454,19 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
         auto& st = self->state;
         ++st.handled;
         add_closed(self, std::move(batch.records));
+        if (batch.flushed)
+          flushed_to(self, batch.flushed);
+      },
+      [=](flush_timeout_atom, uint64_t ticket) {
+        auto& st = self->state;
+        ++st.handled;
+        auto it = st.flush_waiters.find(ticket);
+        if (it == st.flush_waiters.end())
+          return; // flushed in time
+        ++st.flush_errors;
+        auto then = std::move(it->second);
+        st.flush_waiters.erase(it);
+        then();
       },
       [=](get_conns_atom, const std::string& client) -> caf::result<connections_reply> {
         return get_connections(self, client, SIZE_MAX);

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -35,8 +37,12 @@ private:
   const std::unique_ptr<tracer_object>& bpf_;
 };
 
-// Its public interface and the fault switch.
-using tracer_self_actor = self_interface<tracer_actor>;
+// Private: the bound on a flush the tracer set for itself (flush_timeout, ticket).
+using flush_timeout_atom = caf::atom_constant<caf::atom("flushtmo")>;
+
+// Its public interface, the fault switch, and its flush timer.
+using tracer_self_actor =
+    self_interface<tracer_actor, caf::reacts_to<flush_timeout_atom, uint64_t>>;
 
 struct tracer_state {
   static inline const char* name = "tracer";
@@ -47,11 +53,14 @@ struct tracer_state {
   // The core: the join of active, closed, NAT; idle expiry and reconciliation.
   std::unique_ptr<connection_assembler> flows;
   uint64_t handled = 0;
-  uint64_t nat_closed = 0;      // closed connections that carried a translation
-  uint64_t nat_errors = 0;      // lookups conntrack did not answer in time
-  uint64_t netns_errors = 0;    // attributions the netns actor did not answer in time
-  uint64_t flush_errors = 0;    // the consumer did not hand over closed records in time
-  perf_consumer_actor consumer; // who reads the closed buffer (asked to flush before answers)
+  uint64_t nat_closed = 0;   // closed connections that carried a translation
+  uint64_t nat_errors = 0;   // lookups conntrack did not answer in time
+  uint64_t netns_errors = 0; // attributions the netns actor did not answer in time
+  uint64_t flush_errors = 0; // the consumer did not hand over closed records in time
+  // Answers waiting for the consumer's flush, by ticket: each runs once a closed batch
+  // completes its ticket (every connection closed before it was asked is in), or at its bound.
+  uint64_t flush_ticket = 0;
+  std::map<uint64_t, std::function<void()>> flush_waiters;
   std::string state = "starting";
   // How the programs were loaded: the build in use and why the ones before it were skipped.
   std::vector<std::pair<std::string, std::string>> load_info;

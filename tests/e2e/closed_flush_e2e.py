@@ -104,8 +104,10 @@ def run(closed_buffer, k_per_cpu):
                                         "http://netlens/stats"], capture_output=True,
                                        text=True, check=True).stdout)
         pc = st["actors"]["perf_consumer"]["counters"]
-        check(pc["flushes"] >= 5 and pc["flush_timeouts"] == 0,
-              "%s: each answer flushed the consumer first" % closed_buffer, pc)
+        tr = st["actors"]["tracer"]["counters"]
+        check(pc["flushes"] >= 5 and pc["flushes_asked"] >= 5 and tr["flush_errors"] == 0,
+              "%s: each answer flushed the consumer first" % closed_buffer,
+              (pc, tr["flush_errors"]))
         if closed_buffer == "perf":
             check(pc["pending_taken"] > 0,
                   "perf: records were taken from batches still filling", pc)

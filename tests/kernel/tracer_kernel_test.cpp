@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <arpa/inet.h>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
@@ -52,7 +53,10 @@ struct expected_socket {
 struct tracer_under_test {
   // Declared before the reader: its destructor drains into them, so they must outlive it.
   std::mutex mu;
+  std::condition_variable cv;
   std::vector<nl_conn> closed;
+  uint64_t flushed = 0; // the last drain ticket a batch completed
+  uint64_t asked = 0;
   std::unique_ptr<tracer_object> bpf;
   std::unique_ptr<closed_reader> reader;
 
@@ -65,14 +69,27 @@ struct tracer_under_test {
     info.map_fd = perf ? bpf->closed_perf_fd() : bpf->closed_ring_fd();
     info.batches_fd = perf ? bpf->closed_batches_fd() : -1;
     info.perf_pages = 256;
-    auto opened = closed_reader::open(info, [this](std::vector<nl_conn>&& recs) {
+    auto opened = closed_reader::open(info, [this](std::vector<nl_conn>&& recs, uint64_t done) {
       std::lock_guard<std::mutex> lock(mu);
       closed.insert(closed.end(), recs.begin(), recs.end());
+      if (done) {
+        flushed = done;
+        cv.notify_all();
+      }
     });
     if (auto* err = std::get_if<std::string>(&opened))
       FAIL("opening the closed buffer: " << *err);
     reader = std::move(std::get<0>(opened));
     reader->start();
+  }
+
+  // Asks the reader for everything closed so far, as the tracer does before an answer, and
+  // waits until the batch that completes the ask came (false: not within timeout).
+  bool drain(std::chrono::milliseconds timeout) {
+    uint64_t ticket = ++asked;
+    reader->ask_drain(ticket);
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, timeout, [&] { return flushed >= ticket; });
   }
 
   // Every closed record, as the tracer actor reports them: an unconnected UDP socket's empty
@@ -1028,7 +1045,7 @@ TEST_CASE("kernel: perf buffer: records of a batch still filling are read once, 
     ours.push_back(cookie);
     close(fd);
   }
-  REQUIRE(t.reader->drain_now(std::chrono::seconds(2)));
+  REQUIRE(t.drain(std::chrono::seconds(2)));
   auto seen = times_seen(t, ours);
   CHECK(seen.size() == 7);
   for (auto& [cookie, n] : seen)
@@ -1042,7 +1059,7 @@ TEST_CASE("kernel: perf buffer: records of a batch still filling are read once, 
     ours.push_back(cookie);
     close(fd);
   }
-  REQUIRE(t.reader->drain_now(std::chrono::seconds(2)));
+  REQUIRE(t.drain(std::chrono::seconds(2)));
   auto all = t.finish();
   seen = times_seen(t, ours);
   CHECK(seen.size() == 12);
