@@ -88,9 +88,61 @@ struct netns_left {
   uint32_t inode = 0;
 };
 
+// An actor's life-cycle state, as /stats, /metrics and the console show it (by name).
+enum class actor_state : uint8_t {
+  starting,
+  running,
+  degraded,    // running without part of what it owns (the log and last_error say which)
+  disabled,    // turned off by the configuration
+  unavailable, // running, but its socket could not be bound (the console)
+  idle,        // nothing asked of it yet (the offset guesser)
+  guessed,     // its one job done (the offset guesser)
+  stopping,
+  stopped,
+  purged,
+  failed,
+  shutting_down, // the supervisor itself, once the shutdown began
+  unresponsive,  // no stats answer in time (filled in by the supervisor)
+  down,          // not running (filled in by the supervisor)
+};
+
+inline const char* actor_state_name(actor_state s) {
+  switch (s) {
+  case actor_state::starting:
+    return "starting";
+  case actor_state::running:
+    return "running";
+  case actor_state::degraded:
+    return "degraded";
+  case actor_state::disabled:
+    return "disabled";
+  case actor_state::unavailable:
+    return "unavailable";
+  case actor_state::idle:
+    return "idle";
+  case actor_state::guessed:
+    return "guessed";
+  case actor_state::stopping:
+    return "stopping";
+  case actor_state::stopped:
+    return "stopped";
+  case actor_state::purged:
+    return "purged";
+  case actor_state::failed:
+    return "failed";
+  case actor_state::shutting_down:
+    return "shutting down";
+  case actor_state::unresponsive:
+    return "unresponsive";
+  case actor_state::down:
+    return "down";
+  }
+  return "unknown";
+}
+
 struct actor_stats {
   std::string name;
-  std::string state; // running | stopped | purged | starting | down
+  actor_state state = actor_state::starting;
   uint64_t messages_handled = 0;
   uint32_t restarts = 0; // filled in by the supervisor
   std::string last_error;

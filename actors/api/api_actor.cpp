@@ -275,7 +275,7 @@ api_self_actor::behavior_type api_fn(api_self_actor::stateful_pointer<api_state>
           return caf::ok_atom::value;
         auto bound = bind_servers(&self->system(), st);
         if (auto* err = std::get_if<std::string>(&bound)) {
-          st.state = "failed";
+          st.state = actor_state::failed;
           return caf::make_error(caf::sec::runtime_error, *err);
         }
         auto& servers = std::get<bound_servers>(bound);
@@ -287,7 +287,7 @@ api_self_actor::behavior_type api_fn(api_self_actor::stateful_pointer<api_state>
           st.metrics_server->start();
           announce_metrics(st);
         }
-        st.state = "running";
+        st.state = actor_state::running;
         return caf::ok_atom::value;
       },
       [=](stop_atom) {
@@ -302,7 +302,7 @@ api_self_actor::behavior_type api_fn(api_self_actor::stateful_pointer<api_state>
           st.server.reset();
         }
         retire_metrics_server(st);
-        st.state = "stopped";
+        st.state = actor_state::stopped;
         return caf::ok_atom::value;
       },
       nothing_to_purge(self),

@@ -32,7 +32,7 @@ struct api_state {
   uint64_t timed_out_before = 0;      // both servers: cut at a head or write deadline
   uint64_t metrics_moves = 0;         // reloads that moved the metrics listener
   uint64_t metrics_move_failures = 0; // reloads whose new address or port could not be bound
-  std::string state = "starting";
+  actor_state state = actor_state::starting;
 };
 
 api_self_actor::behavior_type api_fn(api_self_actor::stateful_pointer<api_state> self,

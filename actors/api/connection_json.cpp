@@ -281,10 +281,11 @@ std::string render_stats(const agent_stats& stats) {
         if (k == "mode")
           top["tracer_mode"] = v;
     if (a.name == "conntrack")
-      top["conntrack"] = {{"state", a.state},
-                          {"degraded", a.state == "degraded" || a.state == "failed"},
-                          {"reason", a.last_error}};
-    actors[a.name] = {{"state", a.state},
+      top["conntrack"] = {
+          {"state", actor_state_name(a.state)},
+          {"degraded", a.state == actor_state::degraded || a.state == actor_state::failed},
+          {"reason", a.last_error}};
+    actors[a.name] = {{"state", actor_state_name(a.state)},
                       {"messages_handled", a.messages_handled},
                       {"restarts", a.restarts},
                       {"last_error", a.last_error},

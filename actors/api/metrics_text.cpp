@@ -344,7 +344,7 @@ private:
 // An actor that answered its stats request; the supervisor fills in the others, from what it
 // last knew of them.
 bool answered(const actor_stats& a) {
-  return a.answered && a.state != "unresponsive" && a.state != "down";
+  return a.answered && a.state != actor_state::unresponsive && a.state != actor_state::down;
 }
 
 // A double as Prometheus reads it back: shortest text that round-trips.
@@ -392,7 +392,7 @@ std::string render_metrics(const agent_stats& stats) {
            answered(a) ? "1" : "0");
     ex.add("netlens_actor_state", metric_kind::gauge,
            "The actor's life-cycle state, as the label state (value always 1)",
-           {{"actor", a.name}, {"state", a.state}}, "1");
+           {{"actor", a.name}, {"state", actor_state_name(a.state)}}, "1");
     ex.add("netlens_actor_messages_handled_total", metric_kind::counter,
            "Messages the actor has handled since it (re)started", who,
            std::to_string(a.messages_handled));

@@ -13,11 +13,11 @@
 
 namespace netlens {
 
-inline actor_stats make_actor_stats(std::string name, std::string state, uint64_t handled,
+inline actor_stats make_actor_stats(std::string name, actor_state state, uint64_t handled,
                                     counter_list counters) {
   actor_stats s;
   s.name = std::move(name);
-  s.state = std::move(state);
+  s.state = state;
   s.messages_handled = handled;
   s.counters = std::move(counters);
   return s;

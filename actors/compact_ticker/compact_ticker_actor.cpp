@@ -59,7 +59,7 @@ compact_ticker_fn(compact_ticker_self_actor::stateful_pointer<compact_ticker_sta
         auto& st = self->state;
         ++st.handled;
         actor_stats s = make_actor_stats(
-            "compact_ticker", st.stopped ? "stopped" : "running", st.handled,
+            "compact_ticker", st.stopped ? actor_state::stopped : actor_state::running, st.handled,
             {{"ticks", st.ticks},
              {"interval_ms", static_cast<uint64_t>(st.interval.count())},
              {"compactions", st.compactions},

@@ -77,11 +77,11 @@ void arm_wait_tick(self_ptr self) {
 caf::result<caf::ok_atom> cannot_serve(self_ptr self, const std::string& why) {
   auto& st = self->state;
   if (st.cfg.required) {
-    st.state = "failed";
+    st.state = actor_state::failed;
     return caf::make_error(caf::sec::runtime_error,
                            "conntrack is required (conntrack.required = true) but " + why);
   }
-  st.state = "degraded";
+  st.state = actor_state::degraded;
   st.degraded_reason = why;
   spdlog::warn("conntrack: degraded, connections carry no NAT translation: {}", why);
   return caf::ok_atom::value;
@@ -107,8 +107,8 @@ void join_namespace(self_ptr self, const netns_joined& j) {
   if (j.inode == st.own_netns && st.waits)
     st.waits->follow_namespaces();
   if (!st.cfg.enabled || !st.cache || !j.handle || !j.handle->valid() || j.inode == st.own_netns ||
-      st.consumers.count(j.inode) || st.state == "stopped" || st.state == "purged" ||
-      st.state == "failed")
+      st.consumers.count(j.inode) || st.state == actor_state::stopped ||
+      st.state == actor_state::purged || st.state == actor_state::failed)
     return;
   auto o = consumer_options(st);
   o.netns_fd = j.handle->fd();
@@ -293,7 +293,7 @@ counter_list counters_of(const conntrack_state& st) {
   out.emplace_back("periodic_resyncs", st.periodic_resyncs);
   out.emplace_back("batches_applied", st.batches);
   out.emplace_back("batches_dropped", st.batches_dropped->load());
-  out.emplace_back("degraded", st.state == "degraded" ? 1 : 0);
+  out.emplace_back("degraded", st.state == actor_state::degraded ? 1 : 0);
   return out;
 }
 
@@ -318,7 +318,7 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
         auto& st = self->state;
         ++st.handled;
         if (!st.cfg.enabled) {
-          st.state = "disabled";
+          st.state = actor_state::disabled;
           spdlog::info("conntrack: disabled by configuration (conntrack.enabled = false)");
           return caf::ok_atom::value;
         }
@@ -349,7 +349,7 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
         ask_for_namespaces(self);
         if (auto why = dump_outcome(outcome, st.cfg.dump_timeout_ms); !why.empty())
           return cannot_serve(self, why + "; it is retried in the background");
-        st.state = "running";
+        st.state = actor_state::running;
         st.last_resync_ns = monotonic_now_ns();
         spdlog::info("conntrack: following NAT in network namespace {} ({} translated entries "
                      "from the initial dump)",
@@ -383,8 +383,8 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
             consumer->request_resync();
         }
         // A degraded start whose dump has since completed is healthy again.
-        if (batch.dump_ends && batch.netns == st.own_netns && st.state == "degraded") {
-          st.state = "running";
+        if (batch.dump_ends && batch.netns == st.own_netns && st.state == actor_state::degraded) {
+          st.state = actor_state::running;
           st.degraded_reason.clear();
           spdlog::info("conntrack: conntrack dump completed; no longer degraded");
         }
@@ -436,9 +436,9 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
             consumer->request_resync();
         }
         // A start without conntrack (module not loaded yet, say) is retried here.
-        if (st.state == "degraded" && !st.consumers.count(st.own_netns)) {
+        if (st.state == actor_state::degraded && !st.consumers.count(st.own_netns)) {
           if (auto err = open_own_namespace(self); err.empty()) {
-            st.state = "running";
+            st.state = actor_state::running;
             st.degraded_reason.clear();
             spdlog::info("conntrack: netlink consumer started; no longer degraded");
           }
@@ -453,8 +453,8 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
         // none waits from now on.
         if (st.waits)
           answer(self, st.waits->close(st.cache.get()));
-        if (st.state != "disabled")
-          st.state = "stopped";
+        if (st.state != actor_state::disabled)
+          st.state = actor_state::stopped;
         return caf::ok_atom::value;
       },
       fault_handler(self),
@@ -476,8 +476,8 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
         if (st.cache)
           st.cache->purge();
         unpublish(*sys, me);
-        if (st.state != "disabled")
-          st.state = "purged";
+        if (st.state != actor_state::disabled)
+          st.state = actor_state::purged;
         spdlog::info("conntrack: cache purged, orphan list re-initialised, netlink sockets "
                      "closed");
         return caf::ok_atom::value;

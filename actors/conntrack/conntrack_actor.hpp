@@ -49,7 +49,8 @@ struct conntrack_state {
   std::shared_ptr<std::atomic<int>> in_flight = std::make_shared<std::atomic<int>>(0);
   std::shared_ptr<std::atomic<uint64_t>> batches_dropped =
       std::make_shared<std::atomic<uint64_t>>(0);
-  std::string state = "starting"; // running | degraded | disabled | stopped | purged | failed
+  actor_state state =
+      actor_state::starting; // running | degraded | disabled | stopped | purged | failed
   std::string degraded_reason;
   uint64_t handled = 0;
   uint64_t batches = 0;

@@ -270,14 +270,14 @@ console_fn(console_self_actor::stateful_pointer<console_state> self, console_con
           // The console is a window on the agent, not part of its work: without it the agent
           // still traces and serves its API (a second agent on a host, say, finds the default
           // socket taken), so this is a warning and a state, not a failed start.
-          st.state = "unavailable";
+          st.state = actor_state::unavailable;
           st.error = *err;
           spdlog::warn("console: not available, the agent runs without it: {}", *err);
           return caf::ok_atom::value;
         }
         st.server = std::move(std::get<0>(bound));
         st.server->start();
-        st.state = "running";
+        st.state = actor_state::running;
         spdlog::info("console: serving on {}", st.cfg.socket);
         return caf::ok_atom::value;
       },
@@ -295,7 +295,7 @@ console_fn(console_self_actor::stateful_pointer<console_state> self, console_con
           st.before.sessions_timed_out += c.sessions_timed_out;
           st.server.reset();
         }
-        st.state = "stopped";
+        st.state = actor_state::stopped;
         return caf::ok_atom::value;
       },
       nothing_to_purge(self),

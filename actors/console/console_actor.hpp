@@ -39,8 +39,8 @@ struct console_state {
   std::vector<caf::actor> phase_listeners; // sessions waiting for the shutdown's phases
   bool shutdown_asked = false;
   uint64_t handled = 0;
-  std::string state = "starting"; // running | unavailable (socket not bound) | stopped
-  std::string error;              // why the socket could not be bound
+  actor_state state = actor_state::starting; // running | unavailable (socket not bound) | stopped
+  std::string error;                         // why the socket could not be bound
 };
 
 console_self_actor::behavior_type

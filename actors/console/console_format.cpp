@@ -18,7 +18,7 @@ template <class... Ts> std::string fmt(const char* f, Ts... args) {
 }
 
 std::string display_state(const actor_stats& a) {
-  return a.answered ? a.state : "not answering";
+  return a.answered ? actor_state_name(a.state) : "not answering";
 }
 
 std::string mailbox_text(const actor_stats& a) {

@@ -186,7 +186,7 @@ void poll_while_running(self_ptr self) {
       next();
       return;
     }
-    if (st.state == "running" && st.last_more_closed) {
+    if (st.state == actor_state::running && st.last_more_closed) {
       st.next_poll = steady::now() + poll_interval(st);
       poll_while_running(self);
     }
@@ -369,13 +369,13 @@ exporter_fn(exporter_self_actor::stateful_pointer<exporter_state> self, export_c
       [=](init_atom) -> caf::result<caf::ok_atom> {
         auto& st = self->state;
         ++st.handled;
-        if (st.state != "starting")
+        if (st.state != actor_state::starting)
           return caf::ok_atom::value;
         if (auto err = init_exporter(st); !err.empty()) {
-          st.state = "failed";
+          st.state = actor_state::failed;
           return caf::make_error(caf::sec::runtime_error, err);
         }
-        st.state = "running";
+        st.state = actor_state::running;
         st.next_poll = steady::now() + poll_interval(st);
         publish_as(self, k_exporter_registry_name);
         self->send(self, export_tick_atom::value);
@@ -388,7 +388,7 @@ exporter_fn(exporter_self_actor::stateful_pointer<exporter_state> self, export_c
       [=](export_tick_atom) {
         auto& st = self->state;
         ++st.handled;
-        if (st.state != "running")
+        if (st.state != actor_state::running)
           return;
         auto now = steady::now();
         for (size_t i = 0; i < st.links.size(); ++i) {
@@ -407,7 +407,7 @@ exporter_fn(exporter_self_actor::stateful_pointer<exporter_state> self, export_c
       [=](reload_atom, const export_config& next) {
         auto& st = self->state;
         ++st.handled;
-        if (st.state == "running")
+        if (st.state == actor_state::running)
           reload_exporter(st, next);
       },
       [=](traffic_atom) -> std::string {
@@ -423,9 +423,9 @@ exporter_fn(exporter_self_actor::stateful_pointer<exporter_state> self, export_c
       [=](stop_atom) -> caf::result<caf::ok_atom> {
         auto& st = self->state;
         ++st.handled;
-        if (st.state != "running")
+        if (st.state != actor_state::running)
           return caf::ok_atom::value;
-        st.state = "stopping";
+        st.state = actor_state::stopping;
         auto rp = self->make_response_promise<caf::ok_atom>();
         auto finish = [=]() mutable {
           auto& s = self->state;
@@ -434,7 +434,7 @@ exporter_fn(exporter_self_actor::stateful_pointer<exporter_state> self, export_c
             flush(s);
             close_links(s);
           }
-          s.state = "stopped";
+          s.state = actor_state::stopped;
           spdlog::info("exporter: stopped; {} records encoded, {} dropped from the queue",
                        s.records_encoded, s.queue_dropped);
           rp.deliver(caf::ok_atom::value);

@@ -33,7 +33,7 @@ struct exporter_state {
 
   export_config cfg;
   tracer_actor tracer;
-  std::string state = "starting";
+  actor_state state = actor_state::starting;
   uint64_t handled = 0;
   std::string last_error;
 

@@ -309,7 +309,7 @@ void on_links(self_ptr self, const link_batch& b) {
 
 void on_tick(self_ptr self) {
   auto& st = self->state;
-  if (!st.cache || st.state == "stopped" || st.state == "purged")
+  if (!st.cache || st.state == actor_state::stopped || st.state == actor_state::purged)
     return;
   uint64_t now = monotonic_now_ns();
   st.last_tick_ns = now;
@@ -520,7 +520,7 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
           return caf::make_error(caf::sec::runtime_error, "netns: " + *err);
         st.scanner = std::make_unique<proc_scanner>(std::move(std::get<proc_scanner>(scanner)));
         if (!st.cfg.enabled) {
-          st.state = "disabled";
+          st.state = actor_state::disabled;
           publish(self);
           spdlog::info("netns: only the agent's own network namespace is served "
                        "(netns.enabled = false)");
@@ -531,7 +531,7 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
         sync_pid(self, getpid(), st.own_netns);
         scan_proc(self, false);
         publish(self);
-        st.state = st.degraded_reason.empty() ? "running" : "degraded";
+        st.state = st.degraded_reason.empty() ? actor_state::running : actor_state::degraded;
         self->delayed_send(self, k_tick, tick_atom::value);
         spdlog::info("netns: {} processes in {} network namespaces scanned in {} ms; {} devices "
                      "with TC classifiers",
@@ -543,7 +543,8 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
         auto& st = self->state;
         ++st.handled;
         ++st.sync_requests;
-        if (!st.cache || !st.cfg.enabled || st.state == "stopped" || st.state == "purged")
+        if (!st.cache || !st.cfg.enabled || st.state == actor_state::stopped ||
+            st.state == actor_state::purged)
           return 0;
         return sync_pid(self, pid, 0);
       },
@@ -552,7 +553,8 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
         ++st.handled;
         ++st.resolves;
         netns_resolve_reply out;
-        const bool serving = st.cache && st.state != "stopped" && st.state != "purged";
+        const bool serving =
+            st.cache && st.state != actor_state::stopped && st.state != actor_state::purged;
         // A namespace not met before is looked up once per request, through the first of its
         // connections whose process still lives there.
         std::unordered_set<uint32_t> tried;
@@ -584,7 +586,7 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
         auto& st = self->state;
         ++st.handled;
         std::vector<netns_joined> out;
-        if (!st.cache || st.state == "purged")
+        if (!st.cache || st.state == actor_state::purged)
           return out;
         for (uint32_t inode : st.cache->inodes()) {
           int fd = st.cache->fd_of(inode);
@@ -603,7 +605,7 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
         auto& st = self->state;
         ++st.handled;
         st.proc_in_flight->fetch_sub(1, std::memory_order_relaxed);
-        if (!st.cache || st.state == "stopped" || st.state == "purged")
+        if (!st.cache || st.state == actor_state::stopped || st.state == actor_state::purged)
           return;
         uint64_t now = monotonic_now_ns();
         for (const auto& ev : b.events) {
@@ -617,7 +619,7 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
         ++self->state.handled;
         on_tick(self);
         auto& st = self->state;
-        if (st.state != "stopped" && st.state != "purged")
+        if (st.state != actor_state::stopped && st.state != actor_state::purged)
           self->delayed_send(self, k_tick, tick_atom::value);
       },
       [=](stop_atom) {
@@ -628,8 +630,8 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
           st.procs->stop();
         if (st.links)
           st.links->stop();
-        if (st.state != "disabled")
-          st.state = "stopped";
+        if (st.state != actor_state::disabled)
+          st.state = actor_state::stopped;
         return caf::ok_atom::value;
       },
       fault_handler(self),
@@ -652,8 +654,8 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
         st.device_names.clear();
         st.dump_seen.clear();
         unpublish(*sys, me);
-        if (st.state != "disabled")
-          st.state = "purged";
+        if (st.state != actor_state::disabled)
+          st.state = actor_state::purged;
         spdlog::info("netns: TC classifiers detached from {} devices, {} network namespaces "
                      "purged, handles closed",
                      classifiers, namespaces);

@@ -76,7 +76,7 @@ struct netns_state {
     uint64_t touched_ns = 0;
   };
   std::unordered_map<uint64_t, joined_listing> listings;
-  std::string state = "starting"; // running | degraded | disabled | stopped | purged
+  actor_state state = actor_state::starting; // running | degraded | disabled | stopped | purged
   std::string degraded_reason;
   uint32_t own_netns = 0;
   uint64_t handled = 0;

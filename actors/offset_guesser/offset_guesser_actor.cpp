@@ -56,12 +56,12 @@ offset_guesser_fn(offset_guesser_self_actor::stateful_pointer<offset_guesser_sta
           spdlog::warn("offset guesser: {}", r.cache_note);
         if (!r.ok) {
           ++st.failures;
-          st.state = "failed";
+          st.state = actor_state::failed;
           st.last_error = r.error;
           spdlog::warn("offset guesser: {}", r.error);
           return reply_of(r);
         }
-        st.state = "guessed";
+        st.state = actor_state::guessed;
         st.last_error.clear();
         spdlog::info("offset guesser: struct offsets {} in {} us ({} tries)",
                      r.from_cache ? "read from the cache" : "guessed", r.duration_us, r.tries);
@@ -70,14 +70,14 @@ offset_guesser_fn(offset_guesser_self_actor::stateful_pointer<offset_guesser_sta
       },
       [=](stop_atom) {
         ++self->state.handled;
-        self->state.state = "stopped";
+        self->state.state = actor_state::stopped;
         return caf::ok_atom::value;
       },
       // The guessing object and sockets live only inside a guess; what is left is the answer.
       [=](purge_atom) {
         ++self->state.handled;
         self->state.answer.reset();
-        self->state.state = "purged";
+        self->state.state = actor_state::purged;
         return caf::ok_atom::value;
       },
       fault_handler(self),

@@ -21,7 +21,7 @@ struct offset_guesser_state {
   static inline const char* name = "offset_guesser";
   guess_settings settings;
   std::optional<guessed_offsets> answer; // the first successful guess
-  std::string state = "idle";            // idle | guessed | failed | stopped | purged
+  actor_state state = actor_state::idle; // idle | guessed | failed | stopped | purged
   std::string last_error;
   uint64_t handled = 0;
   uint64_t guesses = 0;  // guess_offsets runs (cache reads included)

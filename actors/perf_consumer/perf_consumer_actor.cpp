@@ -35,13 +35,13 @@ perf_consumer_fn(perf_consumer_self_actor::stateful_pointer<perf_consumer_state>
                         caf::anon_send(target, closed_batch{std::move(recs), flushed});
                       });
                   if (auto* err = std::get_if<std::string>(&opened)) {
-                    self->state.state = "failed";
+                    self->state.state = actor_state::failed;
                     rp.deliver(caf::make_error(caf::sec::runtime_error, *err));
                     return;
                   }
                   self->state.reader = std::move(std::get<0>(opened));
                   self->state.reader->start();
-                  self->state.state = "running";
+                  self->state.state = actor_state::running;
                   publish_as(self, k_perf_consumer_registry_name);
                   rp.deliver(caf::ok_atom::value);
                 },
@@ -67,7 +67,7 @@ perf_consumer_fn(perf_consumer_self_actor::stateful_pointer<perf_consumer_state>
           st.final_stats = st.reader->stats();
           st.reader.reset();
         }
-        st.state = "stopped";
+        st.state = actor_state::stopped;
         return caf::ok_atom::value;
       },
       nothing_to_purge(self),

@@ -20,7 +20,7 @@ struct perf_consumer_state {
   closed_reader_stats final_stats; // kept after the reader is gone
   uint64_t handled = 0;
   uint64_t flushes_asked = 0; // flush requests from the tracer (each completed by a batch)
-  std::string state = "starting";
+  actor_state state = actor_state::starting;
 };
 
 perf_consumer_self_actor::behavior_type

@@ -369,7 +369,8 @@ caf::result<agent_stats> collect_stats(self_ptr self, millis deadline) {
   auto pending = std::make_shared<size_t>(0);
   actor_stats mine;
   mine.name = "supervisor";
-  mine.state = s.phase == supervisor_phase::running ? "running" : "shutting down";
+  mine.state =
+      s.phase == supervisor_phase::running ? actor_state::running : actor_state::shutting_down;
   mine.messages_handled = s.handled;
   mine.id = self->id();
   mine.mailbox_size = mailbox_size(self);
@@ -388,7 +389,7 @@ caf::result<agent_stats> collect_stats(self_ptr self, millis deadline) {
   for (auto& c : s.children) {
     actor_stats placeholder;
     placeholder.name = c.spec.name;
-    placeholder.state = c.handle ? "unresponsive" : "down";
+    placeholder.state = c.handle ? actor_state::unresponsive : actor_state::down;
     placeholder.answered = !c.handle; // a child that is down has nothing to answer
     placeholder.restarts = c.budget->total();
     placeholder.last_error = c.last_error;

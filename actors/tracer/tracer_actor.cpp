@@ -126,7 +126,8 @@ void flushed_to(self_ptr self, uint64_t ticket) {
 }
 
 caf::error not_loaded(const tracer_state& st) {
-  return caf::make_error(caf::sec::runtime_error, "tracer is " + st.state);
+  return caf::make_error(caf::sec::runtime_error,
+                         std::string("tracer is ") + actor_state_name(st.state));
 }
 
 // Has the netns actor attribute the answer (container ids, what the devices counted, the flows
@@ -337,7 +338,7 @@ void loaded_with(self_ptr self, std::unique_ptr<tracer_object> loaded,
                    st.bpf->fast_tcp_off_reason());
     }
   }
-  st.state = "running";
+  st.state = actor_state::running;
   std::string ids;
   for (uint32_t id : st.bpf->program_ids())
     ids += (ids.empty() ? "" : ",") + std::to_string(id);
@@ -404,7 +405,7 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
           return caf::ok_atom::value;
         }
         if (!loader->wants_offsets() || !guesser) {
-          st.state = "failed";
+          st.state = actor_state::failed;
           return caf::make_error(caf::sec::runtime_error, loader->failure());
         }
         for (const auto& why : loader->skipped())
@@ -425,13 +426,13 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
                     rp.deliver(caf::ok_atom::value);
                     return;
                   }
-                  self->state.state = "failed";
+                  self->state.state = actor_state::failed;
                   rp.deliver(caf::make_error(caf::sec::runtime_error, loader->failure()));
                 },
                 [=](caf::error& e) mutable {
                   loader->try_prebuilt(std::string("the offset guesser did not answer: ") +
                                        self->system().render(e));
-                  self->state.state = "failed";
+                  self->state.state = actor_state::failed;
                   rp.deliver(caf::make_error(caf::sec::runtime_error, loader->failure()));
                 });
         return rp;
@@ -498,7 +499,7 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
         auto& st = self->state;
         ++st.handled;
         st.bpf.reset(); // detaches every link, frees every map and program
-        st.state = "purged";
+        st.state = actor_state::purged;
         spdlog::info("tracer: BPF links detached, programs and maps released");
         return caf::ok_atom::value;
       },

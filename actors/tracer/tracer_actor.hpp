@@ -61,7 +61,7 @@ struct tracer_state {
   // completes its ticket (every connection closed before it was asked is in), or at its bound.
   uint64_t flush_ticket = 0;
   std::map<uint64_t, std::function<void()>> flush_waiters;
-  std::string state = "starting";
+  actor_state state = actor_state::starting;
   // How the programs were loaded: the build in use and why the ones before it were skipped.
   std::vector<std::pair<std::string, std::string>> load_info;
 };

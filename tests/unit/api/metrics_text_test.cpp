@@ -68,10 +68,10 @@ parsed_page parse(const std::string& page) {
   return p;
 }
 
-actor_stats actor(std::string name, std::string state, counter_list counters) {
+actor_stats actor(std::string name, actor_state state, counter_list counters) {
   actor_stats a;
   a.name = std::move(name);
-  a.state = std::move(state);
+  a.state = state;
   a.messages_handled = 42;
   a.restarts = 1;
   a.counters = std::move(counters);
@@ -149,17 +149,18 @@ TEST_CASE("label values and help text are escaped", "[api][metrics]") {
 TEST_CASE("every figure of every actor is on the page, once, with HELP and TYPE",
           "[api][metrics]") {
   agent_stats stats;
-  stats.actors.push_back(actor("supervisor", "running", {}));
-  stats.actors.push_back(actor("tracer", "running",
+  stats.actors.push_back(actor("supervisor", actor_state::running, {}));
+  stats.actors.push_back(actor("tracer", actor_state::running,
                                {{"map_entries", 17},
                                 {"kernel_closed_lost", 0},
                                 {"closed_received", 18446744073709551615ull}}));
+  stats.actors.push_back(actor("compact_ticker", actor_state::running,
+                               {{"ticks", 9}, {"interval_ms", 1500}, {"wait_us", 7}}));
   stats.actors.push_back(
-      actor("compact_ticker", "running", {{"ticks", 9}, {"interval_ms", 1500}, {"wait_us", 7}}));
-  stats.actors.push_back(actor("conntrack", "degraded", {{"degraded", 1}, {"entries", 0}}));
+      actor("conntrack", actor_state::degraded, {{"degraded", 1}, {"entries", 0}}));
   stats.actors.back().last_error = "no CAP_NET_ADMIN";
   stats.actors[1].info = {{"mode", "core"}, {"skipped_runtime", "clang: \"not found\"\n"}};
-  auto gone = actor("api", "unresponsive", {});
+  auto gone = actor("api", actor_state::unresponsive, {});
   gone.answered = false;
   gone.mailbox_size = -1;
   stats.actors.push_back(gone);
@@ -228,7 +229,7 @@ TEST_CASE("every figure of every actor is on the page, once, with HELP and TYPE"
 TEST_CASE("odd actor names and colliding figures still give a valid page", "[api][metrics]") {
   agent_stats stats;
   stats.actors.push_back(
-      actor("we\"ird\\one\n", "running", {{"a.b", 1}, {"a_b", 2}, {"x", 3}, {"x", 4}}));
+      actor("we\"ird\\one\n", actor_state::running, {{"a.b", 1}, {"a_b", 2}, {"x", 3}, {"x", 4}}));
   const std::string page = render_metrics(stats);
   INFO(page);
   auto p = parse(page);
@@ -248,7 +249,7 @@ TEST_CASE("a figure that lands on a per-actor family is not emitted twice", "[ap
   agent_stats stats;
   // The figure "up" of an actor named "actor" is named netlens_actor_up{actor="actor"}, the
   // sample the per-actor family already has: the family's own sample stays.
-  stats.actors.push_back(actor("actor", "running", {{"up", 5}}));
+  stats.actors.push_back(actor("actor", actor_state::running, {{"up", 5}}));
   const std::string page = render_metrics(stats);
   auto p = parse(page);
   CHECK(p.errors.empty());

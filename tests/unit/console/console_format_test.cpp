@@ -15,7 +15,7 @@ namespace {
 actor_stats actor(const std::string& name, uint64_t id, uint64_t handled) {
   actor_stats a;
   a.name = name;
-  a.state = "running";
+  a.state = actor_state::running;
   a.id = id;
   a.messages_handled = handled;
   a.mailbox_size = 3;
@@ -52,13 +52,13 @@ TEST_CASE("the actors table has every column and marks an actor that did not ans
   s.actors.push_back(actor("supervisor", 1, 100));
   actor_stats slow = actor("tracer", 7, 0);
   slow.answered = false;
-  slow.state = "unresponsive";
+  slow.state = actor_state::unresponsive;
   slow.restarts = 2;
   slow.last_error = "boom";
   s.actors.push_back(slow);
   actor_stats down;
   down.name = "api";
-  down.state = "down";
+  down.state = actor_state::down;
   s.actors.push_back(down);
   std::string t = format_actors_table(s);
   CHECK(count_lines(t) == 4);

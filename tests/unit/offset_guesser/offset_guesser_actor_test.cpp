@@ -88,7 +88,7 @@ TEST_CASE("the guesser actor answers from the cache, keeps the answer, forgets i
   CHECK(std::memcmp(&second.offsets, &written, sizeof(written)) == 0);
   auto s = stats();
   CHECK(s.name == "offset_guesser");
-  CHECK(s.state == "guessed");
+  CHECK(s.state == actor_state::guessed);
   CHECK(counter(s, "guesses") == 1);
   CHECK(counter(s, "have_answer") == 1);
   CHECK(counter(s, "last_from_cache") == 1);
@@ -96,7 +96,7 @@ TEST_CASE("the guesser actor answers from the cache, keeps the answer, forgets i
   self->request(guesser, std::chrono::seconds(10), purge_atom::value)
       .receive([](caf::ok_atom) {}, [&](caf::error& e) { FAIL(sys.render(e)); });
   s = stats();
-  CHECK(s.state == "purged");
+  CHECK(s.state == actor_state::purged);
   CHECK(counter(s, "have_answer") == 0);
   self->send_exit(guesser, caf::exit_reason::user_shutdown);
 }

@@ -40,7 +40,7 @@ caf::behavior child(caf::event_based_actor* self, std::string name, std::shared_
           return self->make_response_promise<actor_stats>(); // never delivered
         actor_stats s;
         s.name = name;
-        s.state = "running";
+        s.state = actor_state::running;
         s.messages_handled = 10;
         return s;
       },

@@ -56,7 +56,7 @@ fake_child(self_interface<lifecycle_actor>::stateful_pointer<fake_state> self, s
       [=](stats_atom) {
         actor_stats s;
         s.name = name;
-        s.state = "running";
+        s.state = actor_state::running;
         return s;
       },
       [=](fault_atom) { j->lines.push_back("fault:" + name); },
