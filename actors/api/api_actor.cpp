@@ -260,7 +260,7 @@ http_response serve_api_request(caf::actor_system& sys, const supervisor_actor& 
   return out;
 }
 
-api_self_actor::behavior_type api_fn(api_self_actor::stateful_pointer<api_state> self,
+api_self_actor::behavior_type api_fn(counted_self<api_self_actor, api_state> self,
                                      std::string socket_path, uint32_t allowed_uid,
                                      metrics_config metrics, supervisor_actor supervisor) {
   self->state.socket_path = std::move(socket_path);
@@ -270,7 +270,6 @@ api_self_actor::behavior_type api_fn(api_self_actor::stateful_pointer<api_state>
   return {
       [=](init_atom) -> caf::result<caf::ok_atom> {
         auto& st = self->state;
-        ++st.handled;
         if (st.server)
           return caf::ok_atom::value;
         auto bound = bind_servers(&self->system(), st);
@@ -292,7 +291,6 @@ api_self_actor::behavior_type api_fn(api_self_actor::stateful_pointer<api_state>
       },
       [=](stop_atom) {
         auto& st = self->state;
-        ++st.handled;
         if (st.server) {
           st.server->stop();
           st.served_before += st.server->requests();
@@ -308,12 +306,10 @@ api_self_actor::behavior_type api_fn(api_self_actor::stateful_pointer<api_state>
       nothing_to_purge(self),
       fault_handler(self),
       [=](reload_atom, const std::string& address, uint32_t port) {
-        ++self->state.handled;
         move_metrics(&self->system(), self->state, metrics_config{port, address});
       },
       [=](stats_atom) {
         auto& st = self->state;
-        ++st.handled;
         uint64_t served = st.served_before + (st.server ? st.server->requests() : uint64_t{0});
         uint64_t refused = st.refused_before + (st.server ? st.server->refused() : uint64_t{0});
         uint64_t metrics_served =

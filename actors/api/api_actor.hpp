@@ -35,7 +35,7 @@ struct api_state {
   actor_state state = actor_state::starting;
 };
 
-api_self_actor::behavior_type api_fn(api_self_actor::stateful_pointer<api_state> self,
+api_self_actor::behavior_type api_fn(counted_self<api_self_actor, api_state> self,
                                      std::string socket_path, uint32_t allowed_uid,
                                      metrics_config metrics, supervisor_actor supervisor);
 

@@ -41,7 +41,6 @@ template <class Self> int64_t mailbox_size(Self self) {
 // actor throws from a handler, as a bug would, and CAF takes it down with that error.
 template <class Self> auto fault_handler(Self self) {
   return [=](fault_atom) {
-    ++self->state.handled;
     if (fault_injection::enabled())
       throw std::runtime_error("injected fault (throw)");
   };
@@ -53,7 +52,6 @@ template <class Self, class Counters, class Info>
 auto degradable_stats_handler(Self self, const char* name, Counters counters, Info info) {
   return [=](stats_atom) {
     auto& st = self->state;
-    ++st.handled;
     actor_stats s = make_actor_stats(name, st.state, st.handled, counters(st));
     s.last_error = st.degraded_reason;
     s.info = info(st);
@@ -71,10 +69,7 @@ auto degradable_stats_handler(Self self, const char* name, Counters counters) {
 
 // The purge handler of an actor that owns nothing the purge phase releases.
 template <class Self> auto nothing_to_purge(Self self) {
-  return [=](purge_atom) {
-    ++self->state.handled;
-    return caf::ok_atom::value;
-  };
+  return [=](purge_atom) { return caf::ok_atom::value; };
 }
 
 } // namespace netlens

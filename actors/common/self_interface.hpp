@@ -7,6 +7,7 @@
 
 #include <caf/replies_to.hpp>
 
+#include "actors/common/counted_actor.hpp"
 #include "messages/interfaces.hpp"
 
 namespace netlens {

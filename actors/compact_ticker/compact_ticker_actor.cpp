@@ -9,7 +9,7 @@
 namespace netlens {
 
 compact_ticker_self_actor::behavior_type
-compact_ticker_fn(compact_ticker_self_actor::stateful_pointer<compact_ticker_state> self,
+compact_ticker_fn(counted_self<compact_ticker_self_actor, compact_ticker_state> self,
                   tracer_actor tracer, std::chrono::milliseconds interval,
                   std::chrono::milliseconds compact_interval) {
   self->state.tracer = tracer;
@@ -17,14 +17,12 @@ compact_ticker_fn(compact_ticker_self_actor::stateful_pointer<compact_ticker_sta
   self->state.compact_interval = compact_interval;
   return {
       [=](init_atom) {
-        ++self->state.handled;
         self->delayed_send(self, self->state.interval, tick_atom::value);
         self->delayed_send(self, self->state.compact_interval, compact_atom::value);
         return caf::ok_atom::value;
       },
       [=](tick_atom) {
         auto& st = self->state;
-        ++st.handled;
         if (st.stopped)
           return; // a tick already in flight when stop came: swallowed, not re-armed
         ++st.ticks;
@@ -33,7 +31,6 @@ compact_ticker_fn(compact_ticker_self_actor::stateful_pointer<compact_ticker_sta
       },
       [=](compact_atom) {
         auto& st = self->state;
-        ++st.handled;
         if (st.stopped)
           return;
         if (auto ct = find_conntrack(self->system())) {
@@ -43,13 +40,11 @@ compact_ticker_fn(compact_ticker_self_actor::stateful_pointer<compact_ticker_sta
         self->delayed_send(self, st.compact_interval, compact_atom::value);
       },
       [=](stop_atom) {
-        ++self->state.handled;
         self->state.stopped = true;
         return caf::ok_atom::value;
       },
       [=](reload_atom, uint32_t interval_ms, uint32_t compact_interval_ms) {
         auto& st = self->state;
-        ++st.handled;
         st.interval = std::chrono::milliseconds(interval_ms);
         st.compact_interval = std::chrono::milliseconds(compact_interval_ms);
       },
@@ -57,7 +52,6 @@ compact_ticker_fn(compact_ticker_self_actor::stateful_pointer<compact_ticker_sta
       fault_handler(self),
       [=](stats_atom) {
         auto& st = self->state;
-        ++st.handled;
         actor_stats s = make_actor_stats(
             "compact_ticker", st.stopped ? actor_state::stopped : actor_state::running, st.handled,
             {{"ticks", st.ticks},

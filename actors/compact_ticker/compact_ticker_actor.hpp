@@ -27,7 +27,7 @@ struct compact_ticker_state {
 };
 
 compact_ticker_self_actor::behavior_type
-compact_ticker_fn(compact_ticker_self_actor::stateful_pointer<compact_ticker_state> self,
+compact_ticker_fn(counted_self<compact_ticker_self_actor, compact_ticker_state> self,
                   tracer_actor tracer, std::chrono::milliseconds interval,
                   std::chrono::milliseconds compact_interval);
 

@@ -13,7 +13,7 @@
 namespace netlens {
 namespace {
 
-using self_ptr = conntrack_self_actor::stateful_pointer<conntrack_state>;
+using self_ptr = counted_self<conntrack_self_actor, conntrack_state>;
 
 conntrack_consumer_options consumer_options(const conntrack_state& st) {
   conntrack_consumer_options o;
@@ -316,7 +316,6 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
   return {
       [=](init_atom) -> caf::result<caf::ok_atom> {
         auto& st = self->state;
-        ++st.handled;
         if (!st.cfg.enabled) {
           st.state = actor_state::disabled;
           spdlog::info("conntrack: disabled by configuration (conntrack.enabled = false)");
@@ -358,7 +357,6 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
       },
       [=](ct_event_batch& batch) {
         auto& st = self->state;
-        ++st.handled;
         st.in_flight->fetch_sub(1, std::memory_order_relaxed);
         if (!st.cache)
           return;
@@ -391,7 +389,6 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
       },
       [=](lookup_atom, const nat_lookup_request& req) -> caf::result<nat_lookup_reply> {
         auto& st = self->state;
-        ++st.handled;
         // An empty lookup is the tracer's marker: claims sent before it are answered by the
         // time it is, waiting ones included.
         if (req.tuples.empty() && st.waits)
@@ -405,12 +402,10 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
         return claim_or_wait(self, req, false);
       },
       [=](claim_atom, const nat_lookup_request& req) -> caf::result<nat_lookup_reply> {
-        ++self->state.handled;
         return claim_or_wait(self, req, true);
       },
       [=](tick_atom) {
         auto& st = self->state;
-        ++st.handled;
         st.wait_tick_armed = false;
         if (!st.waits || !st.cache)
           return;
@@ -419,7 +414,6 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
       },
       [=](compact_atom) {
         auto& st = self->state;
-        ++st.handled;
         if (!st.cache)
           return;
         size_t dropped = st.cache->compact();
@@ -446,7 +440,6 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
       },
       [=](stop_atom) {
         auto& st = self->state;
-        ++st.handled;
         for (auto& [netns, consumer] : st.consumers)
           consumer->stop(); // joins the thread; what it read is already in the mailbox
         // Nothing more will be dumped: claims still waiting get what the cache holds, and
@@ -460,7 +453,6 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
       fault_handler(self),
       [=](reload_atom, int64_t rate_limit) {
         auto& st = self->state;
-        ++st.handled;
         // Consumers started from now on (a new namespace) read it from the configuration.
         st.cfg.rate_limit = rate_limit;
         for (auto& [netns, consumer] : st.consumers)
@@ -468,7 +460,6 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
       },
       [=](purge_atom) {
         auto& st = self->state;
-        ++st.handled;
         for (auto& [netns, consumer] : st.consumers)
           consumer->close();
         if (st.waits)
@@ -482,17 +473,10 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
                      "closed");
         return caf::ok_atom::value;
       },
-      [=](const netns_joined& j) {
-        ++self->state.handled;
-        join_namespace(self, j);
-      },
-      [=](const netns_left& l) {
-        ++self->state.handled;
-        leave_namespace(self, l.inode);
-      },
+      [=](const netns_joined& j) { join_namespace(self, j); },
+      [=](const netns_left& l) { leave_namespace(self, l.inode); },
       [=](cache_atom, uint32_t n) {
         auto& st = self->state;
-        ++st.handled;
         conntrack_listing out;
         if (st.cache) {
           out.total = st.cache->size();

@@ -67,6 +67,6 @@ struct conntrack_state {
 };
 
 conntrack_self_actor::behavior_type
-conntrack_fn(conntrack_self_actor::stateful_pointer<conntrack_state> self, conntrack_config cfg);
+conntrack_fn(counted_self<conntrack_self_actor, conntrack_state> self, conntrack_config cfg);
 
 } // namespace netlens

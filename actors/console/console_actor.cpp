@@ -233,16 +233,15 @@ private:
 
 } // namespace
 
-console_self_actor::behavior_type
-console_fn(console_self_actor::stateful_pointer<console_state> self, console_config cfg,
-           std::string config_text, supervisor_actor supervisor) {
+console_self_actor::behavior_type console_fn(counted_self<console_self_actor, console_state> self,
+                                             console_config cfg, std::string config_text,
+                                             supervisor_actor supervisor) {
   self->state.cfg = std::move(cfg);
   self->state.config_text = std::move(config_text);
   self->state.supervisor = std::move(supervisor);
   return {
       [=](init_atom) -> caf::result<caf::ok_atom> {
         auto& st = self->state;
-        ++st.handled;
         if (st.server)
           return caf::ok_atom::value;
         console_server_options opts;
@@ -283,7 +282,6 @@ console_fn(console_self_actor::stateful_pointer<console_state> self, console_con
       },
       [=](stop_atom) {
         auto& st = self->state;
-        ++st.handled;
         if (st.server) {
           st.server->stop();
           auto c = st.server->counters();
@@ -302,7 +300,6 @@ console_fn(console_self_actor::stateful_pointer<console_state> self, console_con
       fault_handler(self),
       [=](stats_atom) {
         auto& st = self->state;
-        ++st.handled;
         console_server_counters c = st.server ? st.server->counters() : console_server_counters{};
         actor_stats s = make_actor_stats(
             "console", st.state, st.handled,
@@ -319,7 +316,6 @@ console_fn(console_self_actor::stateful_pointer<console_state> self, console_con
       },
       [=](shutdown_atom, caf::actor& listener) {
         auto& st = self->state;
-        ++st.handled;
         st.phase_listeners.push_back(std::move(listener));
         if (st.shutdown_asked)
           return;
@@ -331,7 +327,6 @@ console_fn(console_self_actor::stateful_pointer<console_state> self, console_con
       // (the reload names them as needing a restart); sessions already open keep their limits.
       [=](reload_atom, const console_config& next, const std::string& config_text) {
         auto& st = self->state;
-        ++st.handled;
         st.cfg.max_sessions = next.max_sessions;
         st.cfg.max_line_bytes = next.max_line_bytes;
         st.cfg.max_commands_per_s = next.max_commands_per_s;
@@ -349,7 +344,6 @@ console_fn(console_self_actor::stateful_pointer<console_state> self, console_con
       },
       [=](const shutdown_phase_report& report) {
         auto& st = self->state;
-        ++st.handled;
         for (auto& l : st.phase_listeners)
           caf::anon_send(l, report);
       },

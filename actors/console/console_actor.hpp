@@ -43,8 +43,8 @@ struct console_state {
   std::string error;                         // why the socket could not be bound
 };
 
-console_self_actor::behavior_type
-console_fn(console_self_actor::stateful_pointer<console_state> self, console_config cfg,
-           std::string config_text, supervisor_actor supervisor);
+console_self_actor::behavior_type console_fn(counted_self<console_self_actor, console_state> self,
+                                             console_config cfg, std::string config_text,
+                                             supervisor_actor supervisor);
 
 } // namespace netlens

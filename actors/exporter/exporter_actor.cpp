@@ -10,7 +10,7 @@
 namespace netlens {
 namespace {
 
-using self_ptr = exporter_self_actor::stateful_pointer<exporter_state>;
+using self_ptr = counted_self<exporter_self_actor, exporter_state>;
 using steady = std::chrono::steady_clock;
 using millis = std::chrono::milliseconds;
 
@@ -357,7 +357,7 @@ bool exporter_wanted(const export_config& cfg) {
 }
 
 exporter_self_actor::behavior_type
-exporter_fn(exporter_self_actor::stateful_pointer<exporter_state> self, export_config cfg,
+exporter_fn(counted_self<exporter_self_actor, exporter_state> self, export_config cfg,
             tracer_actor tracer) {
   self->state.cfg = std::move(cfg);
   self->state.tracer = std::move(tracer);
@@ -368,7 +368,6 @@ exporter_fn(exporter_self_actor::stateful_pointer<exporter_state> self, export_c
   return {
       [=](init_atom) -> caf::result<caf::ok_atom> {
         auto& st = self->state;
-        ++st.handled;
         if (st.state != actor_state::starting)
           return caf::ok_atom::value;
         if (auto err = init_exporter(st); !err.empty()) {
@@ -387,7 +386,6 @@ exporter_fn(exporter_self_actor::stateful_pointer<exporter_state> self, export_c
       },
       [=](export_tick_atom) {
         auto& st = self->state;
-        ++st.handled;
         if (st.state != actor_state::running)
           return;
         auto now = steady::now();
@@ -406,13 +404,11 @@ exporter_fn(exporter_self_actor::stateful_pointer<exporter_state> self, export_c
       },
       [=](reload_atom, const export_config& next) {
         auto& st = self->state;
-        ++st.handled;
         if (st.state == actor_state::running)
           reload_exporter(st, next);
       },
       [=](traffic_atom) -> std::string {
         auto& st = self->state;
-        ++st.handled;
         std::string out;
         if (st.metrics)
           st.metrics->render(out);
@@ -422,7 +418,6 @@ exporter_fn(exporter_self_actor::stateful_pointer<exporter_state> self, export_c
       // answers our poll), then forced ends for those still open, sent before the links close.
       [=](stop_atom) -> caf::result<caf::ok_atom> {
         auto& st = self->state;
-        ++st.handled;
         if (st.state != actor_state::running)
           return caf::ok_atom::value;
         st.state = actor_state::stopping;
@@ -466,7 +461,6 @@ exporter_fn(exporter_self_actor::stateful_pointer<exporter_state> self, export_c
       fault_handler(self),
       [=](stats_atom) {
         auto& st = self->state;
-        ++st.handled;
         actor_stats s = make_actor_stats("exporter", st.state, st.handled, counters_of(st));
         s.info = info_of(st);
         s.last_error = st.last_error;

@@ -64,7 +64,7 @@ struct exporter_state {
 bool exporter_wanted(const export_config& cfg);
 
 exporter_self_actor::behavior_type
-exporter_fn(exporter_self_actor::stateful_pointer<exporter_state> self, export_config cfg,
+exporter_fn(counted_self<exporter_self_actor, exporter_state> self, export_config cfg,
             tracer_actor tracer);
 
 } // namespace netlens

@@ -24,7 +24,7 @@
 namespace netlens {
 namespace {
 
-using self_ptr = netns_self_actor::stateful_pointer<netns_state>;
+using self_ptr = counted_self<netns_self_actor, netns_state>;
 
 // Housekeeping period: idle namespaces, idle TC flows, exited processes' containers.
 constexpr auto k_tick = std::chrono::seconds(2);
@@ -509,7 +509,6 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
   return {
       [=](init_atom) -> caf::result<caf::ok_atom> {
         auto& st = self->state;
-        ++st.handled;
         if (st.cache)
           return caf::ok_atom::value;
         st.own_netns = own_netns_inode();
@@ -541,7 +540,6 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
       },
       [=](sync_cache_atom, int32_t pid) -> uint32_t {
         auto& st = self->state;
-        ++st.handled;
         ++st.sync_requests;
         if (!st.cache || !st.cfg.enabled || st.state == actor_state::stopped ||
             st.state == actor_state::purged)
@@ -550,7 +548,6 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
       },
       [=](resolve_atom, const netns_resolve_request& req) -> netns_resolve_reply {
         auto& st = self->state;
-        ++st.handled;
         ++st.resolves;
         netns_resolve_reply out;
         const bool serving =
@@ -584,7 +581,6 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
       },
       [=](netns_list_atom) {
         auto& st = self->state;
-        ++st.handled;
         std::vector<netns_joined> out;
         if (!st.cache || st.state == actor_state::purged)
           return out;
@@ -597,13 +593,9 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
         }
         return out;
       },
-      [=](link_batch& b) {
-        ++self->state.handled;
-        on_links(self, b);
-      },
+      [=](link_batch& b) { on_links(self, b); },
       [=](proc_event_batch& b) {
         auto& st = self->state;
-        ++st.handled;
         st.proc_in_flight->fetch_sub(1, std::memory_order_relaxed);
         if (!st.cache || st.state == actor_state::stopped || st.state == actor_state::purged)
           return;
@@ -616,7 +608,6 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
         }
       },
       [=](tick_atom) {
-        ++self->state.handled;
         on_tick(self);
         auto& st = self->state;
         if (st.state != actor_state::stopped && st.state != actor_state::purged)
@@ -624,7 +615,6 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
       },
       [=](stop_atom) {
         auto& st = self->state;
-        ++st.handled;
         // Joins the threads; what they read is already in the mailbox.
         if (st.procs)
           st.procs->stop();
@@ -637,7 +627,6 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
       fault_handler(self),
       [=](purge_atom) {
         auto& st = self->state;
-        ++st.handled;
         size_t classifiers = st.tc ? st.tc->attached_devices() : 0;
         size_t namespaces = st.cache ? st.cache->size() : 0;
         if (st.tc) {

@@ -108,7 +108,7 @@ struct netns_state {
   uint64_t proc_losses_answered = 0; // lost events and dropped batches a rescan made good
 };
 
-netns_self_actor::behavior_type netns_fn(netns_self_actor::stateful_pointer<netns_state> self,
+netns_self_actor::behavior_type netns_fn(counted_self<netns_self_actor, netns_state> self,
                                          netns_config cfg);
 
 // Spawned detached: the start-up scan and the TC netlink calls block.

@@ -31,17 +31,13 @@ guess_settings guess_settings_of(const config& cfg) {
 }
 
 offset_guesser_self_actor::behavior_type
-offset_guesser_fn(offset_guesser_self_actor::stateful_pointer<offset_guesser_state> self,
+offset_guesser_fn(counted_self<offset_guesser_self_actor, offset_guesser_state> self,
                   guess_settings settings) {
   self->state.settings = std::move(settings);
   return {
-      [=](init_atom) {
-        ++self->state.handled;
-        return caf::ok_atom::value;
-      },
+      [=](init_atom) { return caf::ok_atom::value; },
       [=](guess_atom) {
         auto& st = self->state;
-        ++st.handled;
         if (st.answer) {
           guessed_offsets again = *st.answer;
           again.from_cache = true;
@@ -69,13 +65,11 @@ offset_guesser_fn(offset_guesser_self_actor::stateful_pointer<offset_guesser_sta
         return *st.answer;
       },
       [=](stop_atom) {
-        ++self->state.handled;
         self->state.state = actor_state::stopped;
         return caf::ok_atom::value;
       },
       // The guessing object and sockets live only inside a guess; what is left is the answer.
       [=](purge_atom) {
-        ++self->state.handled;
         self->state.answer.reset();
         self->state.state = actor_state::purged;
         return caf::ok_atom::value;
@@ -83,7 +77,6 @@ offset_guesser_fn(offset_guesser_self_actor::stateful_pointer<offset_guesser_sta
       fault_handler(self),
       [=](stats_atom) {
         auto& st = self->state;
-        ++st.handled;
         actor_stats s = make_actor_stats("offset_guesser", st.state, st.handled,
                                          {{"guesses", st.guesses},
                                           {"failures", st.failures},

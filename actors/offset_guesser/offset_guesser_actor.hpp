@@ -32,7 +32,7 @@ struct offset_guesser_state {
 };
 
 offset_guesser_self_actor::behavior_type
-offset_guesser_fn(offset_guesser_self_actor::stateful_pointer<offset_guesser_state> self,
+offset_guesser_fn(counted_self<offset_guesser_self_actor, offset_guesser_state> self,
                   guess_settings settings);
 
 // The guesser's settings from the agent's configuration (cache in tracer.cache_dir).

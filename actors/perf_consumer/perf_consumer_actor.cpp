@@ -12,7 +12,7 @@
 namespace netlens {
 
 perf_consumer_self_actor::behavior_type
-perf_consumer_fn(perf_consumer_self_actor::stateful_pointer<perf_consumer_state> self,
+perf_consumer_fn(counted_self<perf_consumer_self_actor, perf_consumer_state> self,
                  tracer_actor tracer) {
   self->state.tracer = tracer;
   // The tracer finds whichever instance runs now to ask for flushes.
@@ -23,7 +23,6 @@ perf_consumer_fn(perf_consumer_self_actor::stateful_pointer<perf_consumer_state>
   // The reader lives as long as the actor's state; its destructor joins the thread on any exit.
   return {
       [=](init_atom) -> caf::result<caf::ok_atom> {
-        ++self->state.handled;
         auto rp = self->make_response_promise<caf::ok_atom>();
         self->request(self->state.tracer, std::chrono::seconds(5), buffer_atom::value)
             .then(
@@ -50,7 +49,6 @@ perf_consumer_fn(perf_consumer_self_actor::stateful_pointer<perf_consumer_state>
       },
       [=](flush_atom, uint64_t ticket) {
         auto& st = self->state;
-        ++st.handled;
         ++st.flushes_asked;
         if (st.reader) {
           st.reader->ask_drain(ticket); // the poll thread pushes the batch that completes it
@@ -61,7 +59,6 @@ perf_consumer_fn(perf_consumer_self_actor::stateful_pointer<perf_consumer_state>
       },
       [=](stop_atom) {
         auto& st = self->state;
-        ++st.handled;
         if (st.reader) {
           st.reader->stop(); // joins the thread, then hands the tracer what was left
           st.final_stats = st.reader->stats();
@@ -74,7 +71,6 @@ perf_consumer_fn(perf_consumer_self_actor::stateful_pointer<perf_consumer_state>
       fault_handler(self),
       [=](stats_atom) {
         auto& st = self->state;
-        ++st.handled;
         closed_reader_stats r = st.reader ? st.reader->stats() : st.final_stats;
         actor_stats s =
             make_actor_stats("perf_consumer", st.state, st.handled,

@@ -24,7 +24,7 @@ struct perf_consumer_state {
 };
 
 perf_consumer_self_actor::behavior_type
-perf_consumer_fn(perf_consumer_self_actor::stateful_pointer<perf_consumer_state> self,
+perf_consumer_fn(counted_self<perf_consumer_self_actor, perf_consumer_state> self,
                  tracer_actor tracer);
 
 } // namespace netlens

@@ -13,7 +13,7 @@
 namespace netlens {
 namespace {
 
-using self_ptr = supervisor_self_actor::stateful_pointer<supervisor_state>;
+using self_ptr = counted_self<supervisor_self_actor, supervisor_state>;
 using millis = std::chrono::milliseconds;
 constexpr auto k_init_timeout = std::chrono::seconds(30);
 constexpr auto k_stats_timeout = millis(500); // stats without a deadline (the API's /stats)
@@ -440,7 +440,7 @@ caf::result<agent_stats> collect_stats(self_ptr self, millis deadline) {
 } // namespace
 
 supervisor_self_actor::behavior_type
-supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, supervisor_config cfg,
+supervisor_fn(counted_self<supervisor_self_actor, supervisor_state> self, supervisor_config cfg,
               std::vector<child_spec> specs, supervisor_hooks hooks) {
   auto& st = self->state;
   st.cfg = cfg;
@@ -493,27 +493,21 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
   });
   start_next(self);
   return {
-      [=](shutdown_atom) {
-        ++self->state.handled;
-        begin_shutdown(self, k_exit_ok, "");
-      },
+      [=](shutdown_atom) { begin_shutdown(self, k_exit_ok, ""); },
       [=](shutdown_atom, caf::actor& listener) {
         auto& s = self->state;
-        ++s.handled;
         if (listener)
           s.phase_listeners.push_back(std::move(listener));
         begin_shutdown(self, k_exit_ok, "");
       },
       [=](restart_atom, const std::string& name) {
         auto& s = self->state;
-        ++s.handled;
         if (s.phase != supervisor_phase::running)
           return;
         restart_from(self, restart_set(self, name), 0, name);
       },
       [=](deadline_atom, const std::string& phase) {
         auto& s = self->state;
-        ++s.handled;
         if (s.phase != supervisor_phase::exiting || !s.current || phase != s.current->phase())
           return;
         bool first_wave = phase == "exit";
@@ -526,7 +520,6 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
           finish(self);
       },
       [=](get_conns_atom, const std::string& client) -> caf::result<connections_reply> {
-        ++self->state.handled;
         auto tracer = tracer_for_answer(self);
         if (auto* err = std::get_if<caf::error>(&tracer))
           return std::move(*err);
@@ -534,7 +527,6 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
       },
       [=](conns_page_atom, const std::string& client,
           uint64_t listing) -> caf::result<connections_reply> {
-        ++self->state.handled;
         auto tracer = tracer_for_answer(self);
         if (auto* err = std::get_if<caf::error>(&tracer))
           return std::move(*err);
@@ -543,7 +535,6 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
       },
       [=](fault_atom, const std::string& name, const std::string& how) -> caf::result<std::string> {
         auto& s = self->state;
-        ++s.handled;
         if (!fault_injection::enabled())
           return caf::make_error(caf::sec::runtime_error,
                                  "fault injection is not built into this binary");
@@ -565,7 +556,6 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
       },
       [=](health_atom) -> std::string {
         auto& s = self->state;
-        ++s.handled;
         switch (s.phase) {
         case supervisor_phase::starting:
           return "starting";
@@ -578,13 +568,9 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
           return "shutting down";
         }
       },
-      [=](stats_atom) -> caf::result<agent_stats> {
-        ++self->state.handled;
-        return collect_stats(self, k_stats_timeout);
-      },
+      [=](stats_atom) -> caf::result<agent_stats> { return collect_stats(self, k_stats_timeout); },
       [=](reload_atom, const config& running, reload_report& report) {
         auto& s = self->state;
-        ++s.handled;
         if (!report.ok) {
           ++s.reload_failures;
           s.last_reload.ok = false;
@@ -598,7 +584,6 @@ supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, su
             c.spec.reload(c.handle, running);
       },
       [=](stats_atom, uint32_t deadline_ms) -> caf::result<agent_stats> {
-        ++self->state.handled;
         return collect_stats(self, millis(std::max<uint32_t>(deadline_ms, 1)));
       },
   };

@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "actors/common/counted_actor.hpp"
 #include "actors/supervisor/message_rate.hpp"
 #include "actors/supervisor/phase_tracker.hpp"
 #include "actors/supervisor/restart_budget.hpp"
@@ -97,7 +98,7 @@ struct supervisor_state {
 };
 
 supervisor_self_actor::behavior_type
-supervisor_fn(supervisor_self_actor::stateful_pointer<supervisor_state> self, supervisor_config cfg,
+supervisor_fn(counted_self<supervisor_self_actor, supervisor_state> self, supervisor_config cfg,
               std::vector<child_spec> specs, supervisor_hooks hooks);
 
 } // namespace netlens

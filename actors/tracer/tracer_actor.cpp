@@ -15,7 +15,7 @@
 namespace netlens {
 namespace {
 
-using self_ptr = tracer_self_actor::stateful_pointer<tracer_state>;
+using self_ptr = counted_self<tracer_self_actor, tracer_state>;
 
 // Longest a connections answer or a closed record waits for its NAT translation.
 constexpr auto k_nat_timeout = std::chrono::seconds(2);
@@ -260,7 +260,6 @@ void serve_page(self_ptr self, uint64_t id, caf::typed_response_promise<connecti
 caf::result<connections_reply> get_page(self_ptr self, const std::string& client, uint64_t listing,
                                         size_t max_closed = SIZE_MAX) {
   auto& st = self->state;
-  ++st.handled;
   if (!st.bpf)
     return not_loaded(st);
   auto rp = self->make_response_promise<connections_reply>();
@@ -352,7 +351,6 @@ void loaded_with(self_ptr self, std::unique_ptr<tracer_object> loaded,
 caf::result<connections_reply> get_connections(self_ptr self, const std::string& client,
                                                size_t max_closed) {
   auto& st = self->state;
-  ++st.handled;
   if (!st.bpf)
     return not_loaded(st);
   auto rp = self->make_response_promise<connections_reply>();
@@ -380,7 +378,6 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
   return {
       [=](init_atom) -> caf::result<caf::ok_atom> {
         auto& st = self->state;
-        ++st.handled;
         if (st.bpf)
           return caf::ok_atom::value;
         tracer_load_options opts;
@@ -439,7 +436,6 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
       },
       [=](buffer_atom) -> caf::result<closed_buffer_info> {
         auto& st = self->state;
-        ++st.handled;
         if (!st.bpf)
           return not_loaded(st);
         closed_buffer_info info;
@@ -452,15 +448,12 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
         return info;
       },
       [=](closed_batch& batch) {
-        auto& st = self->state;
-        ++st.handled;
         add_closed(self, std::move(batch.records));
         if (batch.flushed)
           flushed_to(self, batch.flushed);
       },
       [=](flush_timeout_atom, uint64_t ticket) {
         auto& st = self->state;
-        ++st.handled;
         auto it = st.flush_waiters.find(ticket);
         if (it == st.flush_waiters.end())
           return; // flushed in time
@@ -480,7 +473,6 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
           -> caf::result<connections_reply> { return get_page(self, client, listing, max_closed); },
       [=](expire_atom) {
         auto& st = self->state;
-        ++st.handled;
         tick_result r = st.flows->tick(monotonic_now_ns());
         for (const std::string& why : r.reconcile_failures)
           spdlog::warn("tracer: cannot check {} against the kernel", why);
@@ -490,14 +482,10 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
                        r.reconciled);
         add_closed(self, std::move(r.ended));
       },
-      [=](stop_atom) {
-        ++self->state.handled;
-        return caf::ok_atom::value;
-      },
+      [=](stop_atom) { return caf::ok_atom::value; },
       fault_handler(self),
       [=](purge_atom) {
         auto& st = self->state;
-        ++st.handled;
         st.bpf.reset(); // detaches every link, frees every map and program
         st.state = actor_state::purged;
         spdlog::info("tracer: BPF links detached, programs and maps released");
@@ -505,7 +493,6 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
       },
       [=](stats_atom) {
         auto& st = self->state;
-        ++st.handled;
         actor_stats s = make_actor_stats("tracer", st.state, st.handled, telemetry_of(st));
         s.info = st.load_info;
         s.mailbox_size = mailbox_size(self);

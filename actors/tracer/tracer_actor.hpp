@@ -68,7 +68,7 @@ struct tracer_state {
 
 // guesser: asked for struct offsets when tracer.mode lets it fall back to the prebuilt build
 // (null when it does not); guess_timeout bounds that wait.
-tracer_self_actor::behavior_type tracer_fn(tracer_self_actor::stateful_pointer<tracer_state> self,
+tracer_self_actor::behavior_type tracer_fn(counted_self<tracer_self_actor, tracer_state> self,
                                            tracer_config cfg, offset_guesser_actor guesser,
                                            std::chrono::milliseconds guess_timeout);
 
