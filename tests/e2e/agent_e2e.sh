@@ -6,35 +6,15 @@ set -uo pipefail
 NETLENS=${1:?usage: agent_e2e.sh path/to/netlens}
 WORK=$(mktemp -d /tmp/netlens-e2e.XXXXXX)
 SOCK="$WORK/run/netlens.sock"
-AGENT_PID=""
-failures=0
-
-cleanup() {
-  [[ -n "$AGENT_PID" ]] && kill -TERM "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { echo "ok: $*"; }
+# shellcheck source=e2e_support.sh
+source "$(dirname "${BASH_SOURCE[0]}")/e2e_support.sh"
+trap e2e_cleanup EXIT
 
 cat > "$WORK/netlens.toml" <<TOML
 [agent]
 api_socket = "$SOCK"
 log_level = "info"
 TOML
-
-start_agent() { # $1 = log file, rest = extra args
-  local log=$1; shift
-  "$NETLENS" run -c "$WORK/netlens.toml" "$@" > "$log" 2>&1 &
-  AGENT_PID=$!
-  for _ in $(seq 1 100); do
-    grep -q "netlens ready" "$log" && return 0
-    kill -0 "$AGENT_PID" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
 
 loaded_ids() { # the program ids the agent says it loaded (other agents may run on this host)
   grep -oE "program ids [0-9,]+" "$1" | tail -1 | awk '{print $3}' | tr ',' ' '
@@ -48,24 +28,12 @@ still_loaded() { # those of the given program ids still in the kernel, with thei
 }
 
 # --- 1. start, trace real traffic, query it --------------------------------------------------
-if ! start_agent "$WORK/agent.log"; then
+if ! start_agent 5 "$WORK/agent.log" "$NETLENS" run -c "$WORK/netlens.toml"; then
   fail "agent did not become ready"; cat "$WORK/agent.log"; exit 1
 fi
 pass "agent ready: $(grep -o 'ready in .*' "$WORK/agent.log")"
 
-python3 - "$WORK/expect.json" <<'PY'
-import json, socket, sys
-ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen()
-port = ls.getsockname()[1]
-c = socket.create_connection(("127.0.0.1", port)); s, _ = ls.accept()
-c.sendall(b"a" * 4000); got = 0
-while got < 4000: got += len(s.recv(65536))
-s.sendall(b"b" * 777); got = 0
-while got < 777: got += len(c.recv(65536))
-c.shutdown(socket.SHUT_WR); s.recv(1); s.shutdown(socket.SHUT_WR); c.recv(1)
-json.dump({"cport": c.getsockname()[1], "sport": port}, open(sys.argv[1], "w"))
-c.close(); s.close()
-PY
+loopback_connection 4000 777 "$WORK/expect.json"
 sleep 0.3
 "$NETLENS" connections --json --socket "$SOCK" --client e2e > "$WORK/conns.json" ||
   fail "netlens connections --json failed"
@@ -108,7 +76,7 @@ map_ids=$(for id in $(loaded_ids "$WORK/agent.log"); do
     python3 -c 'import json,sys; print(" ".join(str(m) for m in json.load(sys.stdin).get("map_ids", [])))'
 done | tr ' ' '\n' | sort -u | tr '\n' ' ')
 [[ -n "$map_ids" ]] || fail "could not read the agent's map ids"
-kill -TERM "$AGENT_PID"; wait "$AGENT_PID"; rc=$?; AGENT_PID=""
+stop_agent; rc=$?
 [[ $rc -eq 0 ]] && pass "exit code 0" || fail "exit code $rc after SIGTERM"
 order=$(grep -oE "shutdown phase (stop|purge|exit)" "$WORK/agent.log" | awk '{print $3}' | tr '\n' ' ')
 [[ "$order" == "stop purge exit " ]] && pass "shutdown phases in order: $order" ||
@@ -142,16 +110,15 @@ printf '[tracer]\nmax_tracked_connections = "lots"\n' > "$WORK/bad.toml"
 # Conntrack unusable (no CAP_NET_ADMIN): degraded by default, visible in /stats; a start-up
 # failure naming the cause when conntrack.required = true.
 if command -v setpriv > /dev/null; then
-  setpriv --bounding-set=-net_admin "$NETLENS" run -c "$WORK/netlens.toml" > "$WORK/nocap.log" 2>&1 &
-  AGENT_PID=$!
-  for _ in $(seq 1 300); do grep -q "netlens ready" "$WORK/nocap.log" && break; sleep 0.05; done
+  start_agent 15 "$WORK/nocap.log" \
+    setpriv --bounding-set=-net_admin "$NETLENS" run -c "$WORK/netlens.toml"
   curl -sf --unix-socket "$SOCK" http://netlens/stats | python3 -c '
 import json,sys; c=json.load(sys.stdin)["conntrack"]
 assert c["degraded"] and c["state"] == "degraded" and "CAP_NET_ADMIN" in c["reason"], c
 ' && pass "no CAP_NET_ADMIN: conntrack degraded, reason in /stats" ||
     fail "degraded conntrack not reported: $(cat "$WORK/nocap.log")"
   grep -q "conntrack: degraded" "$WORK/nocap.log" || fail "degraded conntrack not logged"
-  kill -TERM "$AGENT_PID"; wait "$AGENT_PID"; rc=$?; AGENT_PID=""
+  stop_agent; rc=$?
   [[ $rc -eq 0 ]] || fail "degraded agent exit code $rc"
   printf '[agent]\napi_socket = "%s"\n[conntrack]\nrequired = true\n' "$SOCK" > "$WORK/required.toml"
   setpriv --bounding-set=-net_admin "$NETLENS" run -c "$WORK/required.toml" > "$WORK/required.log" 2>&1
@@ -177,9 +144,7 @@ fi
 if command -v setpriv > /dev/null; then
   printf '[agent]\napi_socket = "%s"\napi_allowed_uid = 65534\n' "$WORK/acl/netlens.sock" > "$WORK/acl.toml"
   chmod 755 "$WORK"
-  "$NETLENS" run -c "$WORK/acl.toml" > "$WORK/acl.log" 2>&1 &
-  AGENT_PID=$!
-  for _ in $(seq 1 300); do grep -q "netlens ready" "$WORK/acl.log" && break; sleep 0.05; done
+  start_agent 15 "$WORK/acl.log" "$NETLENS" run -c "$WORK/acl.toml"
   as_user() { setpriv --reuid="$1" --regid="$1" --clear-groups --inh-caps=-all "${@:2}"; }
   as_user 65534 "$NETLENS" connections --json --socket "$WORK/acl/netlens.sock" --client acl > "$WORK/acl.json" 2>&1 &&
     python3 -c 'import json,sys; json.load(open(sys.argv[1]))["connections"]' "$WORK/acl.json" &&
@@ -199,7 +164,7 @@ if command -v setpriv > /dev/null; then
   curl -sf --unix-socket "$WORK/acl/netlens.sock" http://netlens/stats |
     python3 -c 'import json,sys; assert json.load(sys.stdin)["actors"]["api"]["counters"]["peers_refused"] >= 1' &&
     pass "root is served; the refusal is counted" || fail "root refused or refusal not counted"
-  kill -TERM "$AGENT_PID"; wait "$AGENT_PID"; AGENT_PID=""
+  stop_agent
 fi
 
 echo "e2e: $failures failure(s)"

@@ -7,9 +7,8 @@ timer is 10 s and a batch is 64 records. K connections (K not a multiple of
 any batch size) close on every CPU, each thread pinned to its own, and the client asks at
 once. Traffic stays on loopback.
 """
-import json
+import functools
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,40 +16,26 @@ import tempfile
 import threading
 import time
 
+import e2e_support
+from e2e_support import api_json, failures, query_connections, start_agent, stop_agent
+
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-flush-")
 SOCK = os.path.join(WORK, "run", "netlens.sock")
-failures = []
+check = functools.partial(e2e_support.check, sep=" ", keep=None)
 
 
-def check(ok, what, detail=""):
-    print(("ok: " if ok else "FAIL: ") + what + ("" if ok else " " + str(detail)), flush=True)
-    if not ok:
-        failures.append(what)
-
-
-def start_agent(closed_buffer):
+def start(closed_buffer):
     cfg = os.path.join(WORK, closed_buffer + ".toml")
     with open(cfg, "w") as f:
         f.write('[agent]\napi_socket = "%s"\n\n[tracer]\nclosed_buffer = "%s"\n'
                 'closed_batch_size = 64\nclosed_flush_interval_ms = 10000\n'
                 % (SOCK, closed_buffer))
-    log_path = os.path.join(WORK, closed_buffer + ".log")
-    log = open(log_path, "w")
-    p = subprocess.Popen([NETLENS, "run", "-c", cfg], stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(200):
-        if "netlens ready" in open(log_path).read():
-            return p
-        if p.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise RuntimeError("agent did not start:\n" + open(log_path).read())
+    return start_agent(NETLENS, cfg, os.path.join(WORK, closed_buffer + ".log"), timeout=10)
 
 
 def connections(client):
-    out = subprocess.run([NETLENS, "connections", "--json", "--socket", SOCK, "--client", client],
-                         capture_output=True, text=True, check=True).stdout
-    return json.loads(out)["connections"]
+    return query_connections(NETLENS, SOCK, client)["connections"]
 
 
 def close_on_cpu(cpu, listener, count, ports):
@@ -66,7 +51,7 @@ def close_on_cpu(cpu, listener, count, ports):
 
 
 def run(closed_buffer, k_per_cpu):
-    agent = start_agent(closed_buffer)
+    agent = start(closed_buffer)
     try:
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
@@ -100,9 +85,7 @@ def run(closed_buffer, k_per_cpu):
                            if c["closed"] and c["dport"] == lport]
         check(not seen_again, "%s: none again in the following answers" % closed_buffer,
               seen_again)
-        st = json.loads(subprocess.run(["curl", "-sf", "--unix-socket", SOCK,
-                                        "http://netlens/stats"], capture_output=True,
-                                       text=True, check=True).stdout)
+        st = api_json(SOCK, "/stats")
         pc = st["actors"]["perf_consumer"]["counters"]
         tr = st["actors"]["tracer"]["counters"]
         check(pc["flushes"] >= 5 and pc["flushes_asked"] >= 5 and tr["flush_errors"] == 0,
@@ -112,8 +95,7 @@ def run(closed_buffer, k_per_cpu):
             check(pc["pending_taken"] > 0,
                   "perf: records were taken from batches still filling", pc)
     finally:
-        agent.send_signal(signal.SIGTERM)
-        check(agent.wait(timeout=20) == 0, "%s: agent exits 0" % closed_buffer)
+        check(stop_agent(agent, timeout=20) == 0, "%s: agent exits 0" % closed_buffer)
 
 
 def main():

@@ -15,13 +15,17 @@ before the agent started (found through the dump), `conntrack -F` mid-run, a flo
 times the rate limit (sampling reported, memory bounded), and the ordered shutdown. Only the
 namespaces and addresses made here carry traffic; everything is removed at the end.
 """
-import json
+import functools
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
+
+import e2e_support
+from e2e_support import (add_namespace, api_json, conntrack_entries, end_started, failures, in_ns,
+                         query_connections, remove_namespace, sh, start, start_agent, stop_agent,
+                         wait_for)
 
 NETLENS = os.path.abspath(sys.argv[1])
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nat_peer.py")
@@ -30,44 +34,17 @@ NS_A, NS_B = "nltest-nat-a-" + TAG, "nltest-nat-b-" + TAG
 VETH_A, VETH_B = "nlnata" + TAG[-6:], "nlnatb" + TAG[-6:]
 WORK = tempfile.mkdtemp(prefix="netlens-nat-")
 SOCK = os.path.join(WORK, "run", "netlens.sock")
-failures = []
-procs = []
-
-
-def sh(*cmd, check=True, input=None):
-    r = subprocess.run(cmd, capture_output=True, text=True, input=input)
-    if check and r.returncode != 0:
-        raise RuntimeError("%s failed: %s" % (" ".join(cmd), r.stderr.strip()))
-    return r.stdout
-
-
-def in_ns(ns, *cmd):
-    # nsenter changes only the network namespace; `ip netns exec` would also remount /sys,
-    # hiding the cgroup2 mount the tracer attaches to.
-    return ["nsenter", "--net=/run/netns/" + ns] + list(cmd)
-
-
-def start(ns, *cmd, stdout=subprocess.PIPE):
-    p = subprocess.Popen(in_ns(ns, *cmd), stdin=subprocess.PIPE, stdout=stdout,
-                         stderr=subprocess.STDOUT, text=True)
-    procs.append(p)
-    return p
+# Its failures print their detail whole, after a space, as they always have.
+check = functools.partial(e2e_support.check, sep=" ", keep=None)
 
 
 def peer(ns, *args):
     return int(sh(*in_ns(ns, "python3", PEER, *args)).split()[0])
 
 
-def check(ok, what, detail=""):
-    print(("ok: " if ok else "FAIL: ") + what + ("" if ok else " " + str(detail)), flush=True)
-    if not ok:
-        failures.append(what)
-
-
 def build_topology():
     for ns in (NS_A, NS_B):
-        sh("ip", "netns", "add", ns)
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        add_namespace(ns)
     sh("ip", "link", "add", VETH_A, "netns", NS_A, "type", "veth", "peer", "name", VETH_B,
        "netns", NS_B)
     for addr in ("10.231.0.1/24", "10.231.0.11/24", "10.231.0.12/24"):
@@ -96,12 +73,9 @@ table ip nltest {
 
 
 def teardown():
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    end_started()
     for ns in (NS_A, NS_B):
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        remove_namespace(ns)
     subprocess.run(["rm", "-rf", WORK])
 
 
@@ -113,32 +87,18 @@ def write_config(name, extra=""):
     return path
 
 
-def start_agent(config, log_name):
-    log = open(os.path.join(WORK, log_name), "w")
-    p = start(NS_A, NETLENS, "run", "-c", config, stdout=log)
+def start_agent_in_a(config, log_name):
+    """The agent in A; returns it and its log's path."""
     path = os.path.join(WORK, log_name)
-    for _ in range(200):
-        if "netlens ready" in open(path).read():
-            return p, path
-        if p.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise RuntimeError("agent did not become ready:\n" + open(path).read())
-
-
-def stop_agent(p):
-    p.send_signal(signal.SIGTERM)
-    return p.wait(timeout=20)
+    return start_agent(NETLENS, config, path, timeout=10, ns=NS_A), path
 
 
 def connections(client="nat-e2e"):
-    out = sh(NETLENS, "connections", "--json", "--socket", SOCK, "--client", client)
-    return json.loads(out)["connections"]
+    return query_connections(NETLENS, SOCK, client)["connections"]
 
 
 def stats():
-    out = sh("curl", "-sf", "--unix-socket", SOCK, "http://netlens/stats")
-    return json.loads(out)
+    return api_json(SOCK, "/stats")
 
 
 def find(conns, proto, sport=None, dport=None, saddr=None, closed=None):
@@ -155,33 +115,11 @@ def nat(saddr, sport, daddr, dport):
 def kernel_reply(proto, sport, dport):
     """The reply direction of the conntrack entry in A with this original sport/dport, as
     the conntrack tool reports it: the ground truth `nat` must equal."""
-    out = sh(*in_ns(NS_A, "conntrack", "-L", "-p", proto, "--sport", str(sport),
-                    "--dport", str(dport)), check=False)
-    for line in out.splitlines():
-        fields = dict()
-        groups = []
-        for tok in line.split():
-            if "=" in tok:
-                k, v = tok.split("=", 1)
-                if k in fields:
-                    groups.append(fields)
-                    fields = dict()
-                fields[k] = v
-        groups.append(fields)
-        if len(groups) >= 2 and "src" in groups[1]:
-            r = groups[1]
+    for _, r in conntrack_entries(NS_A, "-p", proto, "--sport", str(sport), "--dport",
+                                  str(dport)):
+        if "src" in r:
             return nat(r["src"], int(r["sport"]), r["dst"], int(r["dport"]))
     return None
-
-
-def wait_for(pred, seconds=3.0):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.1)
-    return pred()
 
 
 def main():
@@ -198,7 +136,7 @@ def main():
     held = start(NS_A, "python3", PEER, "hold", "127.0.0.1", "18081")
     held_port = int(held.stdout.readline())
 
-    agent, log = start_agent(write_config("netlens.toml"), "agent.log")
+    agent, log = start_agent_in_a(write_config("netlens.toml"), "agent.log")
     # The tracer learns of a connection older than itself at its first send or receive.
     held.stdin.write("x\n")
     held.stdin.flush()
@@ -238,7 +176,7 @@ def main():
 
     # The same client sees each closed connection exactly once; a second client collects
     # until all have arrived, the first then reads them in one answer.
-    wait_for(all_closed, 5)
+    wait_for(all_closed, 5, step=0.1)
     conns = connections()
     c = find(conns, "tcp", sport=dnat_port, dport=18081, closed=True)
     check(len(c) == 1 and c[0]["nat"] == nat("127.0.0.1", 19091, "127.0.0.1", dnat_port),
@@ -304,7 +242,8 @@ def main():
     # made before it subscribed sends no event (nf_conntrack_events = 2) and goes at the next
     # re-dump (resync_interval_s = 1 here). Nothing stale stays.
     sh(*in_ns(NS_A, "conntrack", "-F"), check=False)
-    flushed = wait_for(lambda: stats()["actors"]["conntrack"]["counters"]["entries"] == 0, 5)
+    flushed = wait_for(lambda: stats()["actors"]["conntrack"]["counters"]["entries"] == 0, 5,
+                       step=0.1)
     check(flushed, "conntrack -F leaves no stale entry",
           stats()["actors"]["conntrack"]["counters"])
     # Held open a moment: a connection that closes within a millisecond or two of its start
@@ -315,13 +254,13 @@ def main():
     after.stdin.close()
     after.wait()
     got = wait_for(lambda: find(connections("nat-e2e-flush"), "tcp", sport=after_port,
-                                dport=18081, closed=True), 3)
+                                dport=18081, closed=True), 3, step=0.1)
     check(bool(got) and got[0]["nat"] == nat("127.0.0.1", 19091, "127.0.0.1", after_port),
           "translations keep arriving after the flush", got)
 
     held.stdin.close()
     held_snat.stdin.close()
-    rc = stop_agent(agent)
+    rc = stop_agent(agent, timeout=20)
     text = open(log).read()
     check(rc == 0, "agent exits 0 on SIGTERM", rc)
     check("conntrack: cache purged" in text and
@@ -329,13 +268,13 @@ def main():
           "conntrack purges (and closes its sockets) in the purge phase", text[-2000:])
 
     # A flood of new NAT'd flows at many times the rate limit: sampled, bounded.
-    agent, log = start_agent(write_config("flood.toml", "rate_limit = 200\nmax_entries = 1024"),
-                             "flood.log")
+    flood = write_config("flood.toml", "rate_limit = 200\nmax_entries = 1024")
+    agent, log = start_agent_in_a(flood, "flood.log")
     flooders = [start(NS_A, "python3", PEER, "flood", "127.0.0.1", "18082", "4", "2000")
                 for _ in range(2)]
     time.sleep(2.5)  # read while the flood runs: the sampling figure is about the last window
     st = stats()["actors"]["conntrack"]["counters"]
-    rss_kb = int([l for l in open("/proc/%d/status" % agent_pid(agent)).read().splitlines()
+    rss_kb = int([l for l in open("/proc/%d/status" % agent.pid).read().splitlines()
                   if l.startswith("VmRSS")][0].split()[1])
     sent = sum(int(f.stdout.readline() or 0) for f in flooders)
     for f in flooders:
@@ -348,12 +287,7 @@ def main():
     # A sanitizer build's shadow memory and freed-block quarantine say nothing of ours.
     if not os.environ.get("NETLENS_SANITIZER"):
         check(rss_kb < 100 * 1024, "agent RSS bounded under the flood", rss_kb)
-    check(stop_agent(agent) == 0, "agent exits 0 after the flood")
-
-
-def agent_pid(p):
-    # p is nsenter, which execs the agent: same pid.
-    return p.pid
+    check(stop_agent(agent, timeout=20) == 0, "agent exits 0 after the flood")
 
 
 if __name__ == "__main__":

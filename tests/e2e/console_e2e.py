@@ -12,16 +12,19 @@ agent's descriptors back where they were.
 
 usage: console_e2e.py path/to/netlens [path/to/netlens-fault]
 """
+import functools
 import os
 import re
 import select
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+import e2e_support
+from e2e_support import api_get, failures, spawn_agent, start_agent, stop_agent, wait_for
 
 NETLENS = os.path.abspath(sys.argv[1])
 FAULT_BIN = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else None
@@ -33,16 +36,9 @@ CONSOLE = os.path.join(RUN, "console.sock")
 ALLOWED_UID = 4242  # no such user needed: root may setuid to any id
 NOBODY = 65534
 MAX_LINE = 128
-failures = []
 figures = []
-
-
-def check(ok, what, detail=""):
-    print(("ok: " if ok else "FAIL: ") + what + ("" if ok else " -- " + str(detail)[-2000:]),
-          flush=True)
-    if not ok:
-        failures.append(what)
-    return ok
+# Its failures print the last 2,000 characters of their detail, as they always have.
+check = functools.partial(e2e_support.check, keep=-2000)
 
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]|\r")
@@ -140,22 +136,14 @@ class raw_session:
         return self.answer()
 
 
-def start_agent(binary=None, name="netlens"):
+def start(binary=None, name="netlens"):
     cfg = os.path.join(WORK, name + ".toml")
     with open(cfg, "w") as f:
         f.write('[agent]\napi_socket = "%s"\nlog_level = "info"\n'
                 '[console]\nsocket = "%s"\nallowed_uid = %d\nmax_line_bytes = %d\n'
                 'max_sessions = 4\n' % (API, CONSOLE, ALLOWED_UID, MAX_LINE))
     log_path = os.path.join(WORK, name + ".log")
-    p = subprocess.Popen([binary or NETLENS, "run", "-c", cfg], stdout=open(log_path, "w"),
-                         stderr=subprocess.STDOUT)
-    for _ in range(300):
-        if "netlens ready" in open(log_path).read():
-            return p, log_path
-        if p.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise RuntimeError("agent did not start:\n" + open(log_path).read())
+    return start_agent(binary or NETLENS, cfg, log_path, timeout=15), log_path
 
 
 class loopback_load:
@@ -206,18 +194,16 @@ def fds(pid):
 
 def fault_checks():
     """The console actor crashed by the test build's fault switch comes back."""
-    agent, log_path = start_agent(FAULT_BIN, "fault")
+    agent, log_path = start(FAULT_BIN, "fault")
     try:
         raw_session().ask("actors")  # one session before, so lazily made things exist
         time.sleep(0.3)
         before = fds(agent.pid)
         for how in ("throw", "exit"):
             s = raw_session()
-            r = subprocess.run(["curl", "-s", "-m", "5", "--unix-socket", API,
-                                "http://netlens/fault?actor=console&how=" + how],
-                               capture_output=True, text=True)
-            check("injected %s into console" % how in r.stdout, "console: fault '%s' injected" % how,
-                  r.stdout + r.stderr)
+            _, _, body = api_get(API, "/fault?actor=console&how=" + how, timeout=5)
+            check("injected %s into console" % how in body, "console: fault '%s' injected" % how,
+                  body)
             status, _ = s.answer()
             check(status == "closed", "console (%s): its open session ends" % how, status)
             back = None
@@ -237,15 +223,14 @@ def fault_checks():
             check(now == before, "console (%s): open descriptors back to %d (now %d)"
                   % (how, before, now))
     finally:
-        agent.send_signal(signal.SIGTERM)
-        check(agent.wait(timeout=30) == 0, "the fault build exits 0 after the console faults",
-              open(log_path).read()[-1500:])
+        check(stop_agent(agent, timeout=30) == 0,
+              "the fault build exits 0 after the console faults", open(log_path).read()[-1500:])
 
 
 def main():
     if FAULT_BIN:
         fault_checks()
-    agent, log_path = start_agent()
+    agent, log_path = start()
     a = b = None
     try:
         st = os.stat(CONSOLE)
@@ -409,18 +394,13 @@ def main():
             f.write('[agent]\napi_socket = "%s"\n[console]\nsocket = "%s"\n'
                     % (os.path.join(RUN, "api2.sock"), CONSOLE))
         log2 = os.path.join(WORK, "second.log")
-        second = subprocess.Popen([NETLENS, "run", "-c", cfg2], stdout=open(log2, "w"),
-                                  stderr=subprocess.STDOUT)
-        for _ in range(200):
-            if "netlens ready" in open(log2).read() or second.poll() is not None:
-                break
-            time.sleep(0.05)
+        second = spawn_agent(NETLENS, cfg2, log2)
+        wait_for(lambda: "netlens ready" in open(log2).read() or second.poll() is not None, 10)
         text2 = open(log2).read()
         check("netlens ready" in text2 and "console: not available" in text2 and
               "already serving a console" in text2,
               "a second agent runs without a console when the socket is taken", text2)
-        second.send_signal(signal.SIGTERM)
-        check(second.wait(timeout=30) == 0, "that agent still exits 0", open(log2).read())
+        check(stop_agent(second, timeout=30) == 0, "that agent still exits 0", open(log2).read())
         status, lines = raw.ask("actors")
         check(status == "ok", "the first agent's console is unharmed", lines)
 
@@ -482,13 +462,7 @@ def main():
         for cl in (a, b):
             if cl:
                 cl.close()
-        if agent.poll() is None:
-            agent.send_signal(signal.SIGTERM)
-            try:
-                agent.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+        stop_agent(agent, timeout=20)
 
     for f in figures:
         print("figure: " + f)

@@ -23,11 +23,11 @@ removed at the end, also on failure.
 `export_e2e.py --peer MODE ...` runs one of the test's processes inside a namespace (see peer_*).
 """
 import collections
+import functools
 import json
 import os
 import random
 import re
-import signal
 import socket
 import struct
 import subprocess
@@ -38,7 +38,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import e2e_support  # noqa: E402
 import ipfix_probe as ipfix  # noqa: E402
+from e2e_support import (add_namespace, api_text, end_started, failures, in_ns,  # noqa: E402
+                         kill_group, ns_inode, remove_namespace, sh, start, start_agent,
+                         stop_agent, stop_process, wait_for)
 
 SELF = os.path.abspath(__file__)
 TAG = str(os.getpid())
@@ -55,61 +59,19 @@ DOMAIN = 7
 ACTIVE_TIMEOUT_S = 2
 WORKLOAD = lambda a: a.startswith("10.232.0.") or a.startswith("fd00:232::")  # noqa: E731
 
-failures = []
-procs = []      # killed at teardown if still running
-groups = []     # process groups (nfacctd forks its plugins) killed at teardown
 namespaces = []
 WORK = None
 SOCK = None
+# Its failures print the first 3,000 characters of their detail, as they always have.
+check = functools.partial(e2e_support.check, sep=" ", keep=3000)
 
 
-# ---- plumbing (as in the other e2e tests) --------------------------------------------------
-
-def sh(*cmd, check=True, input=None):
-    r = subprocess.run(cmd, capture_output=True, text=True, input=input)
-    if check and r.returncode != 0:
-        raise RuntimeError("%s failed: %s" % (" ".join(cmd), r.stderr.strip()))
-    return r.stdout
-
-
-def in_ns(ns, *cmd):
-    # nsenter changes only the network namespace; `ip netns exec` would also remount /sys,
-    # hiding the cgroup2 mount the tracer attaches to.
-    return ["nsenter", "--net=/run/netns/" + ns] + list(cmd)
-
-
-def start(ns, *cmd, stdout=subprocess.PIPE, group=False):
-    p = subprocess.Popen(in_ns(ns, *cmd), stdin=subprocess.PIPE, stdout=stdout,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=group)
-    procs.append(p)
-    if group:
-        groups.append(p.pid)
-    return p
-
-
-def check(ok, what, detail=""):
-    print(("ok: " if ok else "FAIL: ") + what + ("" if ok else " " + str(detail)[:3000]),
-          flush=True)
-    if not ok:
-        failures.append(what)
-    return ok
-
-
-def wait_for(pred, seconds=5.0, step=0.2):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        got = pred()
-        if got:
-            return got
-        time.sleep(step)
-    return pred()
-
+# ---- plumbing ------------------------------------------------------------------------------
 
 def build_topology():
     for ns in (NS_A, NS_B):
-        sh("ip", "netns", "add", ns)
+        add_namespace(ns)
         namespaces.append(ns)
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
     sh("ip", "link", "add", VETH_A, "netns", NS_A, "type", "veth", "peer", "name", VETH_B,
        "netns", NS_B)
     for ns, dev, a4, a6 in ((NS_A, VETH_A, A4, A6), (NS_B, VETH_B, B4, B6)):
@@ -126,33 +88,10 @@ table ip nltest {
 """ % (B4, VPORT, B4, SRV_DNAT))
 
 
-def stop(p, sig=signal.SIGTERM, timeout=10):
-    if p.poll() is None:
-        p.send_signal(sig)
-        try:
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    return p.returncode
-
-
-def kill_group(pgid):
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 def teardown():
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    for g in groups:
-        kill_group(g)
+    end_started()
     for ns in namespaces:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        remove_namespace(ns)
     if WORK and not os.environ.get("NETLENS_E2E_KEEP"):
         subprocess.run(["rm", "-rf", WORK])
     elif WORK:
@@ -173,7 +112,7 @@ class Nfcapd:
             raise RuntimeError("nfcapd did not start:\n" + open(self.log).read())
 
     def stop(self):
-        return stop(self.p)  # SIGTERM closes and renames the current file
+        return stop_process(self.p)  # SIGTERM closes and renames the current file
 
     def records(self):
         return nfdump_raw(self.flowdir)
@@ -247,7 +186,7 @@ class Capture:
             raise RuntimeError("dumpcap did not start: " + open(self.err).read())
 
     def stop(self):
-        return stop(self.p)
+        return stop_process(self.p)
 
     def decode_args(self):
         return ["-d", "udp.port==%d,cflow" % NFCAPD_PORT, "-d", "udp.port==%d,cflow" % NFACCTD_PORT]
@@ -362,17 +301,13 @@ labels = ["protocol", "direction"]
     return path
 
 
-def start_agent(config, log_name):
+def start_agent_in_a(config, log_name):
     path = os.path.join(WORK, log_name)
-    p = start(NS_A, NETLENS, "run", "-c", config, stdout=open(path, "w"))
-    if not wait_for(lambda: "netlens ready" in open(path).read() or p.poll() is not None, 20,
-                    0.05) or p.poll() is not None:
-        raise RuntimeError("agent did not become ready:\n" + open(path).read()[-3000:])
-    return p, path
+    return start_agent(NETLENS, config, path, timeout=20, ns=NS_A), path
 
 
 def api(path):
-    return sh("curl", "-sf", "--unix-socket", SOCK, "http://localhost" + path)
+    return api_text(SOCK, path)
 
 
 def exporter_counters():
@@ -532,7 +467,7 @@ def check_records(name, recs, truths, conns, window):
                     bad_time.append((t["local"], direction, s, e, t0, t1))
             # The enterprise elements: pid (client side, our process), netns, initiator, the
             # running payload total.
-            ns_ino = os.stat("/run/netns/" + t["ns"]).st_ino
+            ns_ino = ns_inode(t["ns"])
             want_init = 1 if t["side"] == "client" else 2
             for r in rs:
                 if (pen(r, ipfix.E_NETNS) != ns_ino or pen(r, ipfix.E_INITIATOR) != want_init or
@@ -687,9 +622,9 @@ def main():
     capture = Capture()
     nfcapd = Nfcapd(os.path.join(WORK, "nfcapd-1"))
     nfacctd = Nfacctd()
-    agent, agent_log = start_agent(write_config("udp.toml", ["127.0.0.1:%d" % NFCAPD_PORT,
-                                                             "127.0.0.1:%d" % NFACCTD_PORT],
-                                                "udp"), "agent-udp.log")
+    udp = write_config("udp.toml", ["127.0.0.1:%d" % NFCAPD_PORT, "127.0.0.1:%d" % NFACCTD_PORT],
+                       "udp")
+    agent, agent_log = start_agent_in_a(udp, "agent-udp.log")
     t_begin = int(time.time() * 1000)
     watch = ConnectionWatch()
 
@@ -781,7 +716,7 @@ def main():
     check(hold.stdout.readline().strip() == "sent", "held connection moved its data")
     watch.stop()
     hwm = vm_hwm_kb(agent.pid)
-    rc = stop(agent, timeout=30)
+    rc = stop_agent(agent, timeout=30)
     t_end = int(time.time() * 1000)
     check(rc == 0, "agent exits 0 on SIGTERM", rc)
     print("agent VmHWM: %d kB" % hwm)
@@ -874,8 +809,8 @@ def tcp_transport_phase(rng):
     reader = threading.Thread(target=lambda: lines.extend(iter(coll.stdout.readline, "")),
                               daemon=True)
     reader.start()
-    agent, _ = start_agent(write_config("tcp.toml", ["127.0.0.1:%d" % TCP_COLLECTOR_PORT], "tcp"),
-                           "agent-tcp.log")
+    tcp = write_config("tcp.toml", ["127.0.0.1:%d" % TCP_COLLECTOR_PORT], "tcp")
+    agent, _ = start_agent_in_a(tcp, "agent-tcp.log")
 
     def recs():
         out = []
@@ -906,7 +841,7 @@ def tcp_transport_phase(rng):
     t2 = socket_truths(ops2, res)
     check(bool(wait_for(lambda: have(t2), 30, 0.3)),
           "TCP transport: after the collector dropped the session, records arrive in a new one")
-    stop(agent, timeout=30)
+    stop_agent(agent, timeout=30)
     time.sleep(0.5)
     coll.stdin.close()
     coll.wait(timeout=10)

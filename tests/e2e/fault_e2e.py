@@ -8,10 +8,10 @@ budget the agent shuts down in order and exits 1 naming the actor. The release b
 refuses the switch. Loopback traffic only.
 """
 import collections
+import functools
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +19,9 @@ import tempfile
 import threading
 import time
 
-from e2e_support import wait_for
+import e2e_support
+from e2e_support import (api_get, end_started, failures, prog_ids, start_agent, stop_agent,
+                         wait_for)
 
 FAULT_BIN = os.path.abspath(sys.argv[1])
 RELEASE_BIN = os.path.abspath(sys.argv[2])
@@ -27,22 +29,14 @@ WORK = tempfile.mkdtemp(prefix="netlens-fault-")
 SOCK = os.path.join(WORK, "run", "netlens.sock")
 CONSOLE_SOCK = os.path.join(WORK, "run", "console.sock")
 CONSOLE_CFG = '[console]\nsocket = "%s"\n' % CONSOLE_SOCK
-failures = []
 figures = []
-
-
-def check(ok, what, detail=""):
-    print(("ok: " if ok else "FAIL: ") + what + ("" if ok else " " + str(detail)), flush=True)
-    if not ok:
-        failures.append(what)
+# Its failures print their detail whole, after a space, as they always have.
+check = functools.partial(e2e_support.check, sep=" ", keep=None)
 
 
 def http(path, timeout=5):
-    r = subprocess.run(["curl", "-s", "-m", str(timeout), "-o", "-", "-w", "\n%{http_code}",
-                        "--unix-socket", SOCK, "http://netlens" + path],
-                       capture_output=True, text=True)
-    body, _, code = r.stdout.rpartition("\n")
-    return int(code or 0), body
+    code, _, body = api_get(SOCK, path, timeout)
+    return code, body
 
 
 def start(binary, name, extra=""):
@@ -50,15 +44,7 @@ def start(binary, name, extra=""):
     with open(cfg, "w") as f:
         f.write('[agent]\napi_socket = "%s"\n%s' % (SOCK, extra))
     log_path = os.path.join(WORK, name + ".log")
-    p = subprocess.Popen([binary, "run", "-c", cfg], stdout=open(log_path, "w"),
-                         stderr=subprocess.STDOUT)
-    for _ in range(300):
-        if "netlens ready" in open(log_path).read():
-            return p, log_path
-        if p.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise RuntimeError("agent did not start:\n" + open(log_path).read())
+    return start_agent(binary, cfg, log_path, timeout=15), log_path
 
 
 def fd_kinds(pid):
@@ -155,19 +141,6 @@ def console_answers():
     return False
 
 
-def agent_prog_ids(pid):
-    """The BPF program ids the agent holds open, from its descriptors' fdinfo."""
-    ids = set()
-    for fd in os.listdir("/proc/%d/fdinfo" % pid):
-        try:
-            for line in open("/proc/%d/fdinfo/%s" % (pid, fd)):
-                if line.startswith("prog_id:"):
-                    ids.add(int(line.split()[1]))
-        except OSError:
-            pass
-    return ids
-
-
 class poller:
     """Asks /connections every 50 ms; counts answers and requests that got none."""
 
@@ -242,10 +215,10 @@ def main():
                 ["bpftool", "prog", "show", "--json"], capture_output=True, text=True).stdout
                 or "[]")
             ours = [p for p in tc_progs() if p.get("name", "").startswith("nl_tc_")
-                    and p["id"] in agent_prog_ids(pid)]
+                    and p["id"] in prog_ids(pid)]
             for _ in range(40):
                 stale = [p["id"] for p in tc_progs() if p.get("name", "").startswith("nl_tc_")
-                         and p["id"] not in agent_prog_ids(pid)]
+                         and p["id"] not in prog_ids(pid)]
                 if not stale:
                     break
                 time.sleep(0.05)
@@ -294,8 +267,7 @@ def main():
     check(code == 400 and "not built into this binary" in body,
           "the release binary refuses the fault switch", (code, body))
     check(actor("tracer")["restarts"] == 0, "and nothing restarted")
-    agent.send_signal(signal.SIGTERM)
-    check(agent.wait(timeout=20) == 0, "release agent exits 0")
+    check(stop_agent(agent, timeout=20) == 0, "release agent exits 0")
 
 
 if __name__ == "__main__":
@@ -305,7 +277,7 @@ if __name__ == "__main__":
         failures.append(str(e))
         print("FAIL: %s" % e, flush=True)
     finally:
-        subprocess.run(["pkill", "-TERM", "-f", WORK])
+        end_started(agent_timeout=20)
         subprocess.run(["rm", "-rf", WORK])
     print("restart times (crash to restarted, incl. backoff): " + "; ".join(figures))
     print("fault e2e: %d failure(s)" % len(failures))

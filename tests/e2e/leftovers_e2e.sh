@@ -10,15 +10,9 @@ set -uo pipefail
 NETLENS=${1:?usage: leftovers_e2e.sh path/to/netlens}
 WORK=$(mktemp -d /tmp/netlens-leftovers.XXXXXX)
 SOCK="$WORK/run/netlens.sock"
-PID=""
-failures=0
-cleanup() {
-  [[ -n "$PID" ]] && kill -KILL "$PID" 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { echo "ok: $*"; }
+# shellcheck source=e2e_support.sh
+source "$(dirname "${BASH_SOURCE[0]}")/e2e_support.sh"
+trap 'e2e_cleanup KILL' EXIT
 printf '[agent]\napi_socket = "%s"\n' "$SOCK" > "$WORK/netlens.toml"
 
 # What a running agent holds in the kernel, from its own descriptors: program ids, map ids,
@@ -81,31 +75,28 @@ pinned() { find /sys/fs/bpf -name '*nl*' 2>/dev/null | grep -i netlens; }
 # Starts an agent and keeps a copy of what it holds until signal $1 after $2 seconds.
 run_and_signal() {
   local sig=$1 delay=$2 snap="" rc
-  "$NETLENS" run -c "$WORK/netlens.toml" > "$WORK/agent.log" 2>&1 &
-  PID=$!
+  spawn_agent "$WORK/agent.log" "$NETLENS" run -c "$WORK/netlens.toml"
   local end=$((SECONDS + 10))
   # Snapshot what it holds as often as possible up to the signal.
   local t0
   t0=$(date +%s%N)
   while (( ($(date +%s%N) - t0) / 1000000 < ${delay%.*} )); do
     local now
-    now=$(held "$PID")
+    now=$(held "$AGENT_PID")
     [[ -n $now ]] && snap=$(printf '%s\n%s\n' "$snap" "$now" | sed '/^$/d' | sort -u)
-    kill -0 "$PID" 2>/dev/null || break
+    kill -0 "$AGENT_PID" 2>/dev/null || break
     (( SECONDS < end )) || break
   done
-  now=$(held "$PID")
+  now=$(held "$AGENT_PID")
   [[ -n $now ]] && snap=$(printf '%s\n%s\n' "$snap" "$now" | sed '/^$/d' | sort -u)
   # A SIGTERM before main blocks it (the loader, a sanitizer runtime starting up) ends the
   # process by the default action with nothing loaded yet; start-up proper begins after that.
   if [[ $sig == TERM ]]; then
-    while kill -0 "$PID" 2>/dev/null && ((SECONDS < end)) && ! term_blocked "$PID"; do
+    while kill -0 "$AGENT_PID" 2>/dev/null && ((SECONDS < end)) && ! term_blocked "$AGENT_PID"; do
       sleep 0.002
     done
   fi
-  kill -"$sig" "$PID" 2>/dev/null
-  wait "$PID" 2>/dev/null; rc=$?
-  PID=""
+  stop_agent "$sig"; rc=$?
   echo "$rc" > "$WORK/rc"
   printf '%s\n' "$snap" > "$WORK/snap"
 }
@@ -153,17 +144,14 @@ cp "$WORK/default.toml" "$WORK/netlens.toml"
 # delay is not enough under ASan on a loaded machine), counts the TC programs it holds into
 # $held, and SIGKILLs it.
 kill_once_attached() {
-  "$NETLENS" run -c "$WORK/netlens.toml" > "$WORK/agent.log" 2>&1 &
-  PID=$!
+  spawn_agent "$WORK/agent.log" "$NETLENS" run -c "$WORK/netlens.toml"
   for _ in $(seq 1 3000); do
     [[ -n $(tc_objects) ]] && grep -q "netlens ready" "$WORK/agent.log" && break
-    kill -0 "$PID" 2>/dev/null || break
+    kill -0 "$AGENT_PID" 2>/dev/null || break
     sleep 0.01
   done
   held=$(tc_objects | grep -c '^prog')
-  kill -KILL "$PID" 2>/dev/null
-  wait "$PID" 2>/dev/null
-  PID=""
+  stop_agent KILL
 }
 
 # With TCX (the default on this kernel) a SIGKILLed agent's classifiers go with it: its links

@@ -13,16 +13,20 @@ A crash of the api actor (test build's fault switch) ends with the port bound ag
 
 usage: metrics_e2e.py path/to/netlens path/to/docs/operations.md [path/to/netlens-fault]
 """
+import functools
 import ipaddress
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+import e2e_support
+from e2e_support import (add_namespace, api_get, curl, end_started, failures, free_tcp_port,
+                         in_ns, remove_namespace, start_agent, stop_agent)
 
 NETLENS = os.path.abspath(sys.argv[1])
 OPERATIONS_DOC = os.path.abspath(sys.argv[2])
@@ -31,21 +35,8 @@ FAULT_BIN = os.path.abspath(sys.argv[3]) if len(sys.argv) > 3 else None
 WORK = tempfile.mkdtemp(prefix="netlens-metrics-")
 NETNS = "nlmetrics%d" % os.getpid()
 CONTENT_TYPE = "text/plain; version=0.0.4"
-failures = []
-procs = []
-
-
-def check(ok, what, detail=""):
-    print(("ok: " if ok else "FAIL: ") + what + ("" if ok else " " + str(detail)), flush=True)
-    if not ok:
-        failures.append(what)
-    return ok
-
-
-def free_port(family=socket.AF_INET, host="127.0.0.1"):
-    with socket.socket(family) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+# Its failures print their detail whole, after a space, as they always have.
+check = functools.partial(e2e_support.check, sep=" ", keep=None)
 
 
 def write_config(name, port, address=None):
@@ -62,46 +53,16 @@ def write_config(name, port, address=None):
     return path, os.path.join(d, "run", "api.sock")
 
 
-def start(cfg, prefix=()):
+def start(cfg, ns=None, binary=None):
+    """The agent (NETLENS unless binary) with config cfg, in network namespace ns if given;
+    returns it and its log's path."""
     log_path = cfg + ".log"
-    p = subprocess.Popen(list(prefix) + [NETLENS, "run", "-c", cfg], stdout=open(log_path, "w"),
-                         stderr=subprocess.STDOUT)
-    procs.append(p)
-    for _ in range(600):
-        if "netlens ready" in open(log_path).read():
-            return p, log_path
-        if p.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise RuntimeError("agent did not start:\n" + open(log_path).read())
-
-
-def stop(p):
-    p.send_signal(signal.SIGTERM)
-    try:
-        return p.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        return p.wait()
-
-
-def curl(args, prefix=()):
-    """(status, content type, body) of one GET through curl."""
-    r = subprocess.run(list(prefix) + ["curl", "-s", "-m", "10", "-o", "-", "-w",
-                                       "\n%{http_code} %{content_type}"] + args,
-                       capture_output=True, text=True)
-    body, _, tail = r.stdout.rpartition("\n")
-    code, _, ctype = tail.partition(" ")
-    return int(code or 0), ctype, body
-
-
-def get_unix(sock, path):
-    return curl(["--unix-socket", sock, "http://netlens" + path])
+    return start_agent(binary or NETLENS, cfg, log_path, timeout=30, ns=ns), log_path
 
 
 def get_tcp(host, port, path, prefix=()):
     h = "[%s]" % host if ":" in host else host
-    return curl(["http://%s:%d%s" % (h, port, path)], prefix)
+    return curl(["http://%s:%d%s" % (h, port, path)], prefix=prefix)
 
 
 def promtool_clean(text, what):
@@ -182,11 +143,11 @@ def loopback_traffic(n):
 
 
 def scenario_loopback_port():
-    port = free_port()
+    port = free_tcp_port()
     cfg, sock = write_config("loopback", port)
     p, log = start(cfg)
     try:
-        code, ctype, unix_page = get_unix(sock, "/metrics")
+        code, ctype, unix_page = api_get(sock, "/metrics")
         check(code == 200 and ctype.startswith(CONTENT_TYPE),
               "GET /metrics on the API socket: 200 " + CONTENT_TYPE, (code, ctype))
         promtool_clean(unix_page, "API socket page")
@@ -203,7 +164,7 @@ def scenario_loopback_port():
               "the agent listens on TCP 127.0.0.1:%d only" % port, agent_listeners(p.pid))
 
         # Live figures: loopback connections move the closed-connection counters.
-        before = samples(get_unix(sock, "/metrics")[2])
+        before = samples(api_get(sock, "/metrics")[2])
         n = 25
         loopback_traffic(n)
         after = {}
@@ -221,8 +182,8 @@ def scenario_loopback_port():
         # The unix server counts a request before answering it: each scrape sees itself.
         key = 'netlens_api_requests_total{actor="api"}'
         for _ in range(3):
-            get_unix(sock, "/healthz")
-        again = samples(get_unix(sock, "/metrics")[2])
+            api_get(sock, "/healthz")
+        again = samples(api_get(sock, "/metrics")[2])
         check(again.get(key, 0) - before.get(key, 0) == 4,
               key + " counts the API socket requests (3 + this scrape)",
               (before.get(key), again.get(key)))
@@ -236,9 +197,9 @@ def scenario_loopback_port():
                   "actor %s has handled messages" % a)
 
         # Every figure of every actor in /stats has its sample on the page.
-        code, _, body = get_unix(sock, "/stats")
+        code, _, body = api_get(sock, "/stats")
         stats = json.loads(body)["actors"]
-        page = get_unix(sock, "/metrics")[2]
+        page = api_get(sock, "/metrics")[2]
         per_actor = {}
         for key in samples(page):
             m = re.search(r'\{actor="([^"]*)"\}$', key)
@@ -254,7 +215,7 @@ def scenario_loopback_port():
         missing = [n for n, _ in families(page) if "`%s`" % n not in doc]
         check(not missing, "docs/operations.md names every metric family", missing)
     finally:
-        rc = stop(p)
+        rc = stop_agent(p)
     check(rc == 0, "SIGTERM: exit 0", rc)
     with socket.socket() as s:
         check(s.connect_ex(("127.0.0.1", port)) != 0, "the metrics port is closed after exit")
@@ -266,11 +227,11 @@ def scenario_no_port():
     try:
         check(agent_listeners(p.pid) == [], "metrics.port = 0: the agent listens on no TCP port",
               agent_listeners(p.pid))
-        code, _, page = get_unix(sock, "/metrics")
+        code, _, page = api_get(sock, "/metrics")
         check(code == 200 and "netlens_actor_up" in page, "metrics.port = 0: /metrics on the socket")
         check("/metrics on TCP" not in open(log).read(), "metrics.port = 0: no TCP listener logged")
     finally:
-        check(stop(p) == 0, "metrics.port = 0: exit 0")
+        check(stop_agent(p) == 0, "metrics.port = 0: exit 0")
 
 
 def scenario_port_taken():
@@ -293,7 +254,7 @@ def scenario_port_taken():
 
 def scenario_ipv6_loopback():
     try:
-        port = free_port(socket.AF_INET6, "::1")
+        port = free_tcp_port("::1", socket.AF_INET6)
     except OSError as e:
         print("skip: no IPv6 loopback here (%s)" % e)
         return
@@ -305,44 +266,36 @@ def scenario_ipv6_loopback():
         code, _, page = get_tcp("::1", port, "/metrics")
         check(code == 200 and "netlens_actor_up" in page, "address ::1: /metrics answers")
     finally:
-        check(stop(p) == 0, "address ::1: exit 0")
+        check(stop_agent(p) == 0, "address ::1: exit 0")
 
 
 def scenario_configured_any_address():
     """0.0.0.0 only because the config says so, and in a namespace of our own with nothing but
     loopback in it, so the test never opens a port to the network."""
-    subprocess.run(["ip", "netns", "add", NETNS], check=True)
-    subprocess.run(["ip", "-n", NETNS, "link", "set", "lo", "up"], check=True)
-    # nsenter changes only the network namespace (ip netns exec would remount /sys).
-    in_ns = ["nsenter", "--net=/run/netns/" + NETNS]
+    add_namespace(NETNS)
     port = 19000 + os.getpid() % 1000  # a namespace of our own: no one else has ports here
     cfg, _ = write_config("any", port, "0.0.0.0")
-    p, log = start(cfg, in_ns)
+    p, log = start(cfg, ns=NETNS)
     try:
         check(agent_listeners(p.pid) == [("0.0.0.0", port)],
               "address 0.0.0.0 (configured): listens on 0.0.0.0", agent_listeners(p.pid))
         check("not loopback: reachable from the network" in open(log).read(),
               "address 0.0.0.0: the log warns it is reachable from the network")
-        code, _, page = get_tcp("127.0.0.1", port, "/metrics", in_ns)
+        code, _, page = get_tcp("127.0.0.1", port, "/metrics", in_ns(NETNS))
         check(code == 200 and "netlens_actor_up" in page, "address 0.0.0.0: /metrics answers")
     finally:
-        check(stop(p) == 0, "address 0.0.0.0: exit 0")
+        check(stop_agent(p) == 0, "address 0.0.0.0: exit 0")
 
 
 def scenario_api_restart(fault_bin):
     """The test build's fault switch crashes the api actor: the restarted actor binds the
     metrics port again (the old listener was closed with the old actor, not leaked)."""
-    port = free_port()
+    port = free_tcp_port()
     cfg, sock = write_config("restart", port)
-    global NETLENS
-    release, NETLENS = NETLENS, fault_bin
-    try:
-        p, log = start(cfg)
-    finally:
-        NETLENS = release
+    p, log = start(cfg, binary=fault_bin)
     try:
         for n, how in enumerate(("throw", "exit"), 1):
-            code, _, body = get_unix(sock, "/fault?actor=api&how=" + how)
+            code, _, body = api_get(sock, "/fault?actor=api&how=" + how)
             check(code == 200, "api fault (%s) injected" % how, (code, body))
             page = {}
             for _ in range(100):
@@ -357,7 +310,7 @@ def scenario_api_restart(fault_bin):
             check(agent_listeners(p.pid) == [("127.0.0.1", port)],
                   "after api %s: one metrics listener, no leftover" % how, agent_listeners(p.pid))
     finally:
-        check(stop(p) == 0, "api restarts: exit 0")
+        check(stop_agent(p) == 0, "api restarts: exit 0")
 
 
 def main():
@@ -373,11 +326,8 @@ def main():
         if FAULT_BIN:
             scenario_api_restart(FAULT_BIN)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+        end_started()
+        remove_namespace(NETNS)
         subprocess.run(["rm", "-rf", WORK])
     print("e2e metrics: %d failure(s)" % len(failures))
     return 1 if failures else 0

@@ -17,6 +17,7 @@ removed at the end. The classifiers are limited to this test's devices (tc_inclu
 classic TC filters (tc_tcx = false, tc_create_clsact = true): the kernel tests and e2e_start_stall
 cover TCX links.
 """
+import functools
 import hashlib
 import json
 import os
@@ -26,6 +27,11 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import e2e_support
+from e2e_support import (add_namespace, agents, api_json, conntrack_entries, end_started,
+                         failures, in_ns, ns_inode, prog_ids, query_connections, remove_namespace,
+                         sh, start, start_agent, stop_agent, wait_for)
 
 NETLENS = os.path.abspath(sys.argv[1])
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "netns_peer.py")
@@ -45,52 +51,10 @@ SRV_TCP, SRV_UDP = 19090, 19091
 CONTAINER_ID = hashlib.sha256(("nltest-" + TAG).encode()).hexdigest()
 WORK = tempfile.mkdtemp(prefix="netlens-netns-")
 SOCK = os.path.join(WORK, "run", "netlens.sock")
-failures = []
-procs = []
-agents = []
 cgroup_dirs = []
 namespaces = []
-
-
-def sh(*cmd, check=True, input=None):
-    r = subprocess.run(cmd, capture_output=True, text=True, input=input)
-    if check and r.returncode != 0:
-        raise RuntimeError("%s failed: %s" % (" ".join(cmd), r.stderr.strip()))
-    return r.stdout
-
-
-def in_ns(ns, *cmd):
-    # nsenter changes only the network namespace; `ip netns exec` would also remount /sys.
-    return ["nsenter", "--net=/run/netns/" + ns] + list(cmd)
-
-
-def start(ns, *cmd, stdout=subprocess.PIPE):
-    argv = in_ns(ns, *cmd) if ns else list(cmd)
-    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.STDOUT,
-                         text=True)
-    procs.append(p)
-    return p
-
-
-def check(ok, what, detail=""):
-    print(("ok: " if ok else "FAIL: ") + what + ("" if ok else " " + str(detail)), flush=True)
-    if not ok:
-        failures.append(what)
-    return ok
-
-
-def wait_for(pred, seconds=3.0, step=0.1):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        got = pred()
-        if got:
-            return got
-        time.sleep(step)
-    return pred()
-
-
-def ns_inode(ns):
-    return os.stat("/run/netns/" + ns).st_ino
+# Its failures print their detail whole, after a space, as they always have.
+check = functools.partial(e2e_support.check, sep=" ", keep=None)
 
 
 def cgroup2_mount():
@@ -104,9 +68,8 @@ def cgroup2_mount():
 # ---- topology ---------------------------------------------------------------------------
 
 def add_ns(ns):
-    sh("ip", "netns", "add", ns)
+    add_namespace(ns)
     namespaces.append(ns)
-    sh("ip", "-n", ns, "link", "set", "lo", "up")
 
 
 def add_link(ns_a, dev_a, ip_a, ns_r, dev_r, ip_r):
@@ -156,20 +119,9 @@ def make_container_cgroup():
 
 
 def teardown():
-    for p in agents:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    end_started(agent_timeout=15)
     for ns in namespaces:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        remove_namespace(ns)
     for d in cgroup_dirs:
         for _ in range(20):
             try:
@@ -198,24 +150,10 @@ def write_config(name):
     return path
 
 
-def start_agent(config, log_name):
+def launch_agent(config, log_name):
+    """The agent in the host's namespace; returns it and its log's path."""
     path = os.path.join(WORK, log_name)
-    log = open(path, "w")
-    p = subprocess.Popen([NETLENS, "run", "-c", config], stdin=subprocess.DEVNULL, stdout=log,
-                         stderr=subprocess.STDOUT)
-    agents.append(p)
-    for _ in range(400):
-        if "netlens ready" in open(path).read():
-            return p, path
-        if p.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise RuntimeError("agent did not become ready:\n" + open(path).read()[-3000:])
-
-
-def stop_agent(p):
-    p.send_signal(signal.SIGTERM)
-    return p.wait(timeout=20)
+    return start_agent(NETLENS, config, path, timeout=20, stdin=subprocess.DEVNULL), path
 
 
 _client_seq = [0]
@@ -225,13 +163,11 @@ def query():
     """The whole answer for a client never seen before: every closed connection still
     buffered and every active one, each with its full counters (not a delta)."""
     _client_seq[0] += 1
-    out = sh(NETLENS, "connections", "--json", "--socket", SOCK, "--client",
-             "netns-e2e-%d" % _client_seq[0])
-    return json.loads(out)
+    return query_connections(NETLENS, SOCK, "netns-e2e-%d" % _client_seq[0])
 
 
 def stats():
-    return json.loads(sh("curl", "-sf", "--unix-socket", SOCK, "http://netlens/stats"))
+    return api_json(SOCK, "/stats")
 
 
 def netns_counters():
@@ -252,20 +188,9 @@ def find(conns, proto, saddr=None, sport=None, daddr=None, dport=None, closed=No
 def kernel_reply(ns, proto, sport, dport):
     """The reply direction of the conntrack entry in ns with this original sport/dport, as
     the conntrack tool reports it: the ground truth `nat` must equal."""
-    out = sh(*in_ns(ns, "conntrack", "-L", "-p", proto, "--sport", str(sport),
-                    "--dport", str(dport)), check=False)
-    for line in out.splitlines():
-        fields, groups = dict(), []
-        for tok in line.split():
-            if "=" in tok:
-                k, v = tok.split("=", 1)
-                if k in fields:
-                    groups.append(fields)
-                    fields = dict()
-                fields[k] = v
-        groups.append(fields)
-        if len(groups) >= 2 and "src" in groups[1]:
-            r = groups[1]
+    for _, r in conntrack_entries(ns, "-p", proto, "--sport", str(sport), "--dport",
+                                  str(dport)):
+        if "src" in r:
             return {"saddr": r["src"], "sport": int(r["sport"]), "daddr": r["dst"],
                     "dport": int(r["dport"])}
     return None
@@ -302,19 +227,7 @@ def prog_ids_held(pids=None):
     """{pid: set of BPF program ids it holds an fd of}, for pids (default: every process)."""
     held = {}
     for pid in pids if pids is not None else [d for d in os.listdir("/proc") if d.isdigit()]:
-        ids = set()
-        try:
-            fds = os.listdir("/proc/%s/fdinfo" % pid)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                with open("/proc/%s/fdinfo/%s" % (pid, fd)) as f:
-                    for line in f:
-                        if line.startswith("prog_id:"):
-                            ids.add(int(line.split()[1]))
-            except OSError:
-                pass
+        ids = prog_ids(pid)
         if ids:
             held[int(pid)] = ids
     return held
@@ -361,7 +274,7 @@ def leftover_filters(foreign):
 
 def nothing_left(what, mine_ids):
     foreign = foreign_prog_ids()
-    left = wait_for(lambda: not leftover_filters(foreign), 2) or leftover_filters(foreign)
+    left = wait_for(lambda: not leftover_filters(foreign), 2, 0.1) or leftover_filters(foreign)
     check(left is True, "%s: no nl_tc_* filter on any test device (every namespace)" % what,
           left)
     held = set().union(*prog_ids_held().values())
@@ -370,7 +283,7 @@ def nothing_left(what, mine_ids):
         return [(p["id"], p["name"]) for p in bpftool_progs()
                 if p.get("name", "").startswith("nl_tc_") and
                 (p["id"] in mine_ids or p["id"] not in held)]
-    s = wait_for(lambda: not stray(), 2) or stray()
+    s = wait_for(lambda: not stray(), 2, 0.1) or stray()
     check(s is True, "%s: bpftool lists no nl_tc_* program (none of this agent's, no orphan)"
           % what, (s, "foreign (another live process's):", sorted(foreign)))
 
@@ -452,7 +365,7 @@ def check_containers(c1_ino, r_ino, scope):
                 and want[2][0]["device"])
         return a if done and ing and egr else None
 
-    answer = wait_for(everything, 5) or query()
+    answer = wait_for(everything, 5, 0.1) or query()
     cs = answer["connections"]
     plain = find(cs, "tcp", C1_IP, plain_port, C2_IP, SRV_TCP, closed=False)
     dnat = find(cs, "tcp", C1_IP, dnat_port, VIP, VPORT, closed=True)
@@ -548,7 +461,7 @@ def check_new_namespace(c2_ino):
     check(nc1["namespaces_found"] > nc0["namespaces_found"] and
           nc1["exec_events"] > nc0["exec_events"],
           "stats: namespaces_found and exec_events grew", (nc0, nc1))
-    ct1 = wait_for(lambda: ct_namespaces() > ct0 and ct_namespaces(), 2) or ct_namespaces()
+    ct1 = wait_for(lambda: ct_namespaces() > ct0 and ct_namespaces(), 2, 0.1) or ct_namespaces()
     check(ct1 > ct0, "stats: conntrack consumers (actors.conntrack.counters.namespaces) grew",
           (ct0, ct1))
     return client, c3_ino
@@ -559,7 +472,7 @@ def check_new_device(r_ino):
     t0 = time.monotonic()
     attached = wait_for(lambda: all(ours(ns, dev, hook) for ns, dev in
                                     ((NS_C2, L4[0]), (NS_R, L4[1]))
-                                    for hook in ("ingress", "egress")), 3)
+                                    for hook in ("ingress", "egress")), 3, 0.1)
     took = time.monotonic() - t0
     check(bool(attached), "device made after start (both ends of a new veth pair C2<->R): "
           "netlens's filter in both hooks within 3 s (%.1f s)" % took,
@@ -572,7 +485,7 @@ def check_new_device(r_ino):
     def seen():
         c = find(query()["connections"], "tcp", R_C2B_IP, port, C2B_IP, SRV_TCP, closed=False)
         return c if c and c[0]["device"] else None
-    c = wait_for(seen, 3)
+    c = wait_for(seen, 3, 0.1)
     check(bool(c) and c[0]["netns"] == r_ino and device_bounds(c[0], 40, 80),
           "traffic over the new device is counted (R's connection over it: device = payload "
           "+ 40..80 bytes per packet)", c or find(query()["connections"], "tcp", R_C2B_IP, port))
@@ -636,11 +549,11 @@ def main():
         assert idle.stdout.readline().strip() == "ready"
 
     config = write_config("netlens.toml")
-    agent, log = start_agent(config, "agent.log")
+    agent, log = launch_agent(config, "agent.log")
     query()  # a client that reads once and never again keeps every closed connection buffered
     initial = [(NS_C1, L1[0]), (NS_R, L1[1]), (NS_C2, L2[0]), (NS_R, L2[1])]
     attached = wait_for(lambda: all(ours(ns, d, h) for ns, d in initial
-                                    for h in ("ingress", "egress")), 5)
+                                    for h in ("ingress", "egress")), 5, 0.1)
     check(bool(attached), "at start: netlens's classifiers on every test device, both hooks",
           [(d, h, tc_filters(ns, d, h)) for ns, d in initial for h in ("ingress", "egress")])
 
@@ -654,7 +567,7 @@ def main():
         c.stdin.close()
         c.wait(timeout=5)
     mine = set().union(*prog_ids_held([agent.pid]).values())
-    rc = stop_agent(agent)
+    rc = stop_agent(agent, timeout=20)
     text = open(log).read()
     check(rc == 0, "agent exits 0 on SIGTERM", rc)
     pos = [text.find("shutdown phase %s:" % ph) for ph in ("stop", "purge", "exit")]
@@ -665,9 +578,9 @@ def main():
     # SIGKILL: the classifiers stay behind; the next start removes them and attaches its own.
     devices = [(NS_C1, L1[0]), (NS_R, L1[1]), (NS_C2, L2[0]), (NS_R, L2[1]), (NS_C2, L4[0]),
                (NS_R, L4[1])]
-    agent2, _ = start_agent(config, "agent2.log")
+    agent2, _ = launch_agent(config, "agent2.log")
     attached = wait_for(lambda: all(ours(ns, d, h) for ns, d in devices
-                                    for h in ("ingress", "egress")), 5)
+                                    for h in ("ingress", "egress")), 5, 0.1)
     check(bool(attached), "second agent: classifiers on every test device",
           [(d, h, tc_filters(ns, d, h)) for ns, d in devices for h in ("ingress", "egress")])
     ids2 = set().union(*prog_ids_held([agent2.pid]).values())
@@ -678,9 +591,9 @@ def main():
           "SIGKILL leaves the second agent's filters behind (%d of %d)" % (
               len(left), 2 * len(devices)), left)
 
-    agent3, log3 = start_agent(config, "agent3.log")
+    agent3, log3 = launch_agent(config, "agent3.log")
     removed = wait_for(lambda: netns_counters()["tc_leftovers_removed"] >= len(left) and
-                       netns_counters()["tc_leftovers_removed"], 3) or \
+                       netns_counters()["tc_leftovers_removed"], 3, 0.1) or \
         netns_counters()["tc_leftovers_removed"]
     check(removed >= len(left), "third agent: tc_leftovers_removed (%s) >= the %d left"
           % (removed, len(left)), netns_counters())
@@ -697,7 +610,7 @@ def main():
                         fs[0][1] not in names[hook]):
                     bad.append((dev, hook, fs))
         return bad
-    bad = wait_for(lambda: not only_third(), 3) or only_third()
+    bad = wait_for(lambda: not only_third(), 3, 0.1) or only_third()
     ids3 = set().union(*prog_ids_held([agent3.pid]).values())
     check(bad is True, "after the third start each test device carries only the third agent's "
           "programs (ids from its fds and bpftool prog show name nl_tc_*)",
@@ -705,7 +618,7 @@ def main():
     stale = [p["id"] for p in bpftool_progs() if p["id"] in ids2 and
              p.get("name", "").startswith("nl_tc_")]
     check(not stale, "the killed agent's nl_tc_* programs are gone from bpftool", stale)
-    rc = stop_agent(agent3)
+    rc = stop_agent(agent3, timeout=20)
     check(rc == 0, "third agent exits 0 on SIGTERM", rc)
     nothing_left("after the third agent's SIGTERM", ids3 | ids2)
 

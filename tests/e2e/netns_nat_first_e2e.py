@@ -30,7 +30,10 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_support import check, failures, start_agent, stop_agent, wait_for, write_config  # noqa
+import e2e_support  # noqa: E402
+from e2e_support import (add_namespace, api_json, check, conntrack_entries,  # noqa: E402
+                         end_started, failures, in_ns, ns_inode, query_connections, sh,
+                         start_agent, stop_agent, wait_for, write_config)
 
 NETLENS = os.path.abspath(sys.argv[1])
 # 20 rounds prove it in the plain suite; a sanitizer suite looks for memory and thread errors
@@ -51,20 +54,7 @@ HOLD_MS, FIRST_HOLD_MS = 20, 5
 WORK = tempfile.mkdtemp(prefix="netlens-natfirst-")
 CLIENT = "natfirst-e2e"
 namespaces = []
-agents = []
 helpers = []
-
-
-def sh(*cmd, check_rc=True, input=None):
-    r = subprocess.run(cmd, capture_output=True, text=True, input=input)
-    if check_rc and r.returncode != 0:
-        raise RuntimeError("%s failed: %s" % (" ".join(cmd), r.stderr.strip()))
-    return r.stdout
-
-
-def in_ns(ns, *cmd):
-    # nsenter changes only the network namespace (`ip netns exec` would remount /sys too).
-    return ["nsenter", "--net=/run/netns/" + ns] + list(cmd)
 
 
 RULES = """
@@ -87,9 +77,8 @@ CLIENT_SCRIPT = ("for i in {1..%d}; do h=%.3f; (( i %% 2 == 0 )) && h=0; (( i <=
 def make_namespace(ns):
     """The namespace with lo up, its DNAT rule and the listener, set up from the host as a
     CNI plugin does (nothing exec'd inside it); returns the listener's process."""
-    sh("ip", "netns", "add", ns)
+    add_namespace(ns)
     namespaces.append(ns)
-    sh("ip", "-n", ns, "link", "set", "lo", "up")
     helper = subprocess.Popen(["python3", PEER, "setup", "/run/netns/" + ns,
                                "127.0.0.1:%d" % TPORT, str(CONNECTIONS)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -102,28 +91,28 @@ def make_namespace(ns):
 
 
 def remove_namespace(ns):
-    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    e2e_support.remove_namespace(ns)
     if ns in namespaces:
         namespaces.remove(ns)
 
 
 def teardown():
-    for a in agents + helpers:
-        if a.poll() is None:
-            a.kill()
-            a.wait()
+    end_started()
+    for h in helpers:
+        if h.poll() is None:
+            h.kill()
+            h.wait()
     for ns in list(namespaces):
         remove_namespace(ns)
     subprocess.run(["rm", "-rf", WORK])
 
 
 def connections(sock, client=CLIENT):
-    out = sh(NETLENS, "connections", "--json", "--socket", sock, "--client", client)
-    return json.loads(out)["connections"]
+    return query_connections(NETLENS, sock, client)["connections"]
 
 
 def stats(sock):
-    return json.loads(sh("curl", "-sf", "--unix-socket", sock, "http://netlens/stats"))
+    return api_json(sock, "/stats")
 
 
 class poller:
@@ -162,22 +151,11 @@ class poller:
 
 def conntrack_replies(ns):
     """sport -> the reply tuple conntrack holds in ns for 127.0.0.1:sport -> :VPORT."""
-    out = sh(*in_ns(ns, "conntrack", "-L", "-p", "tcp", "--dport", str(VPORT)), check_rc=False)
     got = {}
-    for line in out.splitlines():
-        groups, fields = [], {}
-        for tok in line.split():
-            if "=" in tok:
-                k, v = tok.split("=", 1)
-                if k in fields:
-                    groups.append(fields)
-                    fields = {}
-                fields[k] = v
-        groups.append(fields)
-        if len(groups) >= 2 and "sport" in groups[0] and "src" in groups[1]:
-            r = groups[1]
-            got[int(groups[0]["sport"])] = {"saddr": r["src"], "sport": int(r["sport"]),
-                                            "daddr": r["dst"], "dport": int(r["dport"])}
+    for original, r in conntrack_entries(ns, "-p", "tcp", "--dport", str(VPORT)):
+        if "sport" in original and "src" in r:
+            got[int(original["sport"])] = {"saddr": r["src"], "sport": int(r["sport"]),
+                                           "daddr": r["dst"], "dport": int(r["dport"])}
     return got
 
 
@@ -185,7 +163,7 @@ def one_round(sock, r):
     ns = NS_PREFIX + str(r)
     t0 = time.monotonic()
     helper = make_namespace(ns)
-    inode = os.stat("/run/netns/" + ns).st_ino
+    inode = ns_inode(ns)
     # The first connections are made (and closed) while the agent is still finding the
     # namespace and starting its conntrack consumer.
     with poller(sock):
@@ -239,7 +217,6 @@ def main():
         WORK, "[netns]\nidle_flush_s = 2\n[compact_ticker]\ncompact_interval_ms = 500\n")
     log = os.path.join(WORK, "agent.log")
     agent = start_agent(NETLENS, config, log)
-    agents.append(agent)
     connections(sock)  # the client's cursor starts after what is buffered already
     t0 = time.monotonic()
     passed = sum(one_round(sock, r) for r in range(ROUNDS))

@@ -17,14 +17,13 @@ import sys
 import tempfile
 import time
 
-from e2e_support import check, failures, start_agent, stop_agent
+from e2e_support import (api_get, check, failures, ns_run, remove_namespace, sh, start_agent,
+                         stop_agent, write_config)
 
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-quiet-")
 NS_A, NS_B = "nlq_a%d" % os.getpid(), "nlq_b%d" % os.getpid()
 HOST_VETH = "nlqh%d" % (os.getpid() % 100000)
-def sh(*cmd):
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
 
 
 def build():
@@ -49,16 +48,13 @@ def build():
 
 def teardown():
     for ns in (NS_A, NS_B):
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        remove_namespace(ns)
     subprocess.run(["ip", "link", "del", HOST_VETH], capture_output=True)
 
 
 def main():
     log = os.path.join(WORK, "agent.log")
-    cfg = os.path.join(WORK, "netlens.toml")
-    with open(cfg, "w") as f:
-        f.write('[agent]\napi_socket = "%s/api.sock"\n[console]\nsocket = "%s/console.sock"\n'
-                % (WORK, WORK))
+    cfg, api = write_config(WORK)
     agent = None
     try:
         build()
@@ -70,19 +66,17 @@ def main():
                                    "s.bind(('10.231.2.2', 7100)); s.listen(1); "
                                    "c, _ = s.accept(); c.sendall(c.recv(100)); c.close()"])
         time.sleep(0.3)
-        subprocess.run(["ip", "netns", "exec", NS_A, "python3", "-c",
-                        "import socket; c = socket.create_connection(('10.231.2.2', 7100), 5); "
-                        "c.sendall(b'quiet'); c.recv(100); c.close()"], check=True, timeout=10)
+        ns_run(NS_A, "python3", "-c",
+               "import socket; c = socket.create_connection(('10.231.2.2', 7100), 5); "
+               "c.sendall(b'quiet'); c.recv(100); c.close()", check=True, timeout=10)
         server.wait(timeout=10)
-        conns = subprocess.run(["curl", "-sf", "--unix-socket", os.path.join(WORK, "api.sock"),
-                                "http://localhost/connections"], capture_output=True, text=True)
-        check(conns.returncode == 0 and "10.231.2.2" in conns.stdout,
-              "the connection between the namespaces is traced", conns.stdout[-1000:])
+        code, _, conns = api_get(api, "/connections")
+        check(code == 200 and "10.231.2.2" in conns,
+              "the connection between the namespaces is traced", conns[-1000:])
         tc = subprocess.run(["tc", "-n", NS_B, "filter", "show", "dev", "ba0", "ingress"],
                             capture_output=True, text=True).stdout
-        stats = subprocess.run(["curl", "-sf", "--unix-socket", os.path.join(WORK, "api.sock"),
-                                "http://localhost/stats"], capture_output=True, text=True)
-        netns = json.loads(stats.stdout)["actors"]["netns"] if stats.returncode == 0 else {}
+        code, _, stats = api_get(api, "/stats")
+        netns = json.loads(stats)["actors"]["netns"] if code == 200 else {}
         # TCX links (this kernel has TCX) do not show in `tc filter show`; the other tool's
         # filter stays where it was, and the classifiers are on all five devices.
         check("u32" in tc and netns.get("info", {}).get("tc_attach_mode") == "tcx" and

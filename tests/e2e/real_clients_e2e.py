@@ -16,7 +16,8 @@ import subprocess
 import sys
 import tempfile
 
-from e2e_support import check, conclude, start_agent, stop_agent, wait_for, write_config
+from e2e_support import (add_namespace, check, conclude, ns_inode, ns_run, query_connections,
+                         remove_namespace, start_agent, stop_agent, wait_for, write_config)
 
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-real-")
@@ -51,29 +52,20 @@ json.dump({"pid": __import__("os").getpid(), "peers": peers}, open(sys.argv[3], 
 '''
 
 
-def ns_run(*cmd, **kw):
-    return subprocess.run(["ip", "netns", "exec", NS, *cmd], **kw)
-
-
-def netns_inode():
-    return os.stat("/run/netns/" + NS).st_ino
-
-
 class flows:
     """What one API client was handed, summed per flow (answers carry deltas)."""
 
     def __init__(self):
         self.by_key = {}
-        subprocess.run([NETLENS, "connections", "--socket", API, "--client", "real", "--json"],
-                       capture_output=True, check=True)
+        query_connections(NETLENS, API, "real")
 
     def poll(self):
-        r = subprocess.run([NETLENS, "connections", "--socket", API, "--client", "real",
-                            "--json"], capture_output=True, text=True)
-        if r.returncode != 0:
+        try:
+            answer = query_connections(NETLENS, API, "real")
+        except RuntimeError:  # the command failed: nothing new this time
             return
-        ino = netns_inode()
-        for c in json.loads(r.stdout)["connections"]:
+        ino = ns_inode(NS)
+        for c in answer["connections"]:
             if c["netns"] != ino:
                 continue
             key = (c["type"], c["sport"], c["dport"])
@@ -99,7 +91,7 @@ def dns(seen):
         check(wait_for(lambda: os.path.exists(ready), 10), "the DNS server is up")
         received = []
         for i in range(QUERIES):
-            r = ns_run("kdig", "@127.0.0.1", "-p", "53", "+notcp", "+retry=0", "+time=3",
+            r = ns_run(NS, "kdig", "@127.0.0.1", "-p", "53", "+notcp", "+retry=0", "+time=3",
                        "q%d.netlens.test" % i, "A", capture_output=True, text=True)
             m = re.search(r";; Received (\d+) B", r.stdout)
             check(r.returncode == 0 and m and "10.1.2.3" in r.stdout,
@@ -143,13 +135,13 @@ def http(seen):
                                "--bind", "127.0.0.1", "--directory", root, "8080"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        up = wait_for(lambda: ns_run("curl", "-sf", "-o", "/dev/null",
+        up = wait_for(lambda: ns_run(NS, "curl", "-sf", "-o", "/dev/null",
                                      "http://127.0.0.1:8080/").returncode == 0, 10, 0.2)
         check(up, "the HTTP server is up")
         seen.poll()  # the probe above is not one of the connections checked
         gets = []
         for i in range(HTTP_GETS):
-            r = ns_run("curl", "-s", "-o", "/dev/null", "-H", "X-Run: %d" % i, "-w",
+            r = ns_run(NS, "curl", "-s", "-o", "/dev/null", "-H", "X-Run: %d" % i, "-w",
                        "%{size_request} %{size_upload} %{size_header} %{size_download} "
                        "%{local_port}", "http://127.0.0.1:8080/blob",
                        capture_output=True, text=True)
@@ -173,8 +165,7 @@ def main():
     log = os.path.join(WORK, "agent.log")
     agent = None
     try:
-        subprocess.run(["ip", "netns", "add", NS], check=True)
-        ns_run("ip", "link", "set", "lo", "up", check=True)
+        add_namespace(NS)
         agent = start_agent(NETLENS, CFG, log)
         seen = flows()
         dns(seen)
@@ -185,7 +176,7 @@ def main():
     finally:
         if agent is not None:
             stop_agent(agent)
-        subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
+        remove_namespace(NS)
     return conclude(log, WORK)
 
 

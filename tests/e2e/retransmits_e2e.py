@@ -12,7 +12,8 @@ import subprocess
 import sys
 import tempfile
 
-from e2e_support import check, conclude, start_agent, stop_agent, wait_for, write_config
+from e2e_support import (check, conclude, ns_inode, ns_run, remove_namespace, start_agent,
+                         stop_agent, wait_for, write_config)
 
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-rtx-")
@@ -57,12 +58,9 @@ l.close()
 '''
 
 
-def ns_run(*cmd, **kw):
-    return subprocess.run(["ip", "netns", "exec", NS, *cmd], **kw)
-
-
 def retrans_segs():
-    r = ns_run("nstat", "-az", "TcpRetransSegs", capture_output=True, text=True, check=True)
+    r = ns_run(NS, "nstat", "-az", "TcpRetransSegs", capture_output=True, text=True,
+               check=True)
     for line in r.stdout.splitlines():
         if line.startswith("TcpRetransSegs"):
             return int(line.split()[1])
@@ -71,7 +69,7 @@ def retrans_segs():
 
 def tcp_sockets_busy():
     """Sockets of the namespace still exchanging segments (anything but listen/time-wait)."""
-    r = ns_run("ss", "-tanH", "exclude", "time-wait", "exclude", "listening",
+    r = ns_run(NS, "ss", "-tanH", "exclude", "time-wait", "exclude", "listening",
                capture_output=True, text=True)
     return [l for l in r.stdout.splitlines() if l.strip()]
 
@@ -81,18 +79,18 @@ def main():
     agent = None
     try:
         subprocess.run(["ip", "netns", "add", NS], check=True)
-        ns_run("ip", "link", "set", "lo", "mtu", "1500", "up", check=True)
-        ns_run("nft", "-f", "-", check=True, text=True,
+        ns_run(NS, "ip", "link", "set", "lo", "mtu", "1500", "up", check=True)
+        ns_run(NS, "nft", "-f", "-", check=True, text=True,
                input="table inet nlrtx {\n chain out {\n  type filter hook output priority 0;\n"
                      "  meta l4proto tcp numgen random mod 100 < 8 drop\n }\n}\n")
         agent = start_agent(NETLENS, CFG, log)
-        ino = os.stat("/run/netns/" + NS).st_ino
+        ino = ns_inode(NS)
         ask = [NETLENS, "connections", "--socket", API, "--client", "rtx", "--json",
                "--proto", "tcp"]
         subprocess.run(ask, capture_output=True, check=True)
         before = retrans_segs()
-        r = ns_run(sys.executable, "-c", TRAFFIC, str(CONNS), str(BYTES), capture_output=True,
-                   text=True, timeout=120)
+        r = ns_run(NS, sys.executable, "-c", TRAFFIC, str(CONNS), str(BYTES),
+                   capture_output=True, text=True, timeout=120)
         check(r.returncode == 0, "the traffic ran", r.stderr)
         # Orphaned sockets may still be retransmitting their FIN after the script ended.
         check(wait_for(lambda: not tcp_sockets_busy(), 60, 0.2),
@@ -134,7 +132,7 @@ def main():
     finally:
         if agent is not None:
             stop_agent(agent)
-        subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
+        remove_namespace(NS)
     return conclude(log, WORK)
 
 

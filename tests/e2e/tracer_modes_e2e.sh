@@ -9,17 +9,9 @@ NETLENS=${1:?usage: tracer_modes_e2e.sh path/to/netlens path/to/netlens-fault}
 NETLENS_FAULT=${2:?usage: tracer_modes_e2e.sh path/to/netlens path/to/netlens-fault}
 WORK=$(mktemp -d /tmp/netlens-modes-e2e.XXXXXX)
 SOCK="$WORK/api.sock"
-AGENT_PID=""
-failures=0
-
-cleanup() {
-  [[ -n "$AGENT_PID" ]] && kill -TERM "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { echo "ok: $*"; }
+# shellcheck source=e2e_support.sh
+source "$(dirname "${BASH_SOURCE[0]}")/e2e_support.sh"
+trap e2e_cleanup EXIT
 
 write_config() { # $1 = tracer.mode
   cat > "$WORK/netlens.toml" <<TOML
@@ -33,23 +25,8 @@ socket = "$WORK/console.sock"
 TOML
 }
 
-start_agent() { # $1 = binary, $2 = log; env passes through
-  "$1" run -c "$WORK/netlens.toml" > "$2" 2>&1 &
-  AGENT_PID=$!
-  for _ in $(seq 1 200); do
-    grep -q "netlens ready" "$2" && return 0
-    kill -0 "$AGENT_PID" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
-
-stop_agent() { # exit code of the agent after SIGTERM
-  kill -TERM "$AGENT_PID" 2>/dev/null
-  wait "$AGENT_PID"
-  local rc=$?
-  AGENT_PID=""
-  return $rc
+start_from_config() { # $1 = binary, $2 = log: 0 once that agent is ready; env passes through
+  start_agent 10 "$2" "$1" run -c "$WORK/netlens.toml"
 }
 
 run_to_exit() { # $1 = binary, $2 = log: the agent's exit code when it does not start
@@ -63,19 +40,7 @@ stats_field() { # python expression over the /stats JSON `d`
 
 # One loopback TCP connection with known bytes, and the agent must report it exactly.
 check_traffic() { # $1 = label
-  python3 - "$WORK/expect.json" <<'PY'
-import json, socket, sys
-ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen()
-port = ls.getsockname()[1]
-c = socket.create_connection(("127.0.0.1", port)); s, _ = ls.accept()
-c.sendall(b"a" * 3000); got = 0
-while got < 3000: got += len(s.recv(65536))
-s.sendall(b"b" * 555); got = 0
-while got < 555: got += len(c.recv(65536))
-c.shutdown(socket.SHUT_WR); s.recv(1); s.shutdown(socket.SHUT_WR); c.recv(1)
-json.dump({"cport": c.getsockname()[1], "sport": port}, open(sys.argv[1], "w"))
-c.close(); s.close()
-PY
+  loopback_connection 3000 555 "$WORK/expect.json"
   "$NETLENS" connections --json --socket "$SOCK" --client modes > "$WORK/conns.json" || {
     fail "$1: netlens connections failed"; return; }
   python3 - "$WORK/conns.json" "$WORK/expect.json" <<'PY' && pass "$1: exact bytes" || fail "$1: connection missing or wrong"
@@ -91,7 +56,7 @@ PY
 
 # --- 1. auto falls back to prebuilt when core and runtime fail -----------------------------
 write_config auto
-if NETLENS_FAULT_TRACER_BUILDS=core,runtime start_agent "$NETLENS_FAULT" "$WORK/auto.log"; then
+if NETLENS_FAULT_TRACER_BUILDS=core,runtime start_from_config "$NETLENS_FAULT" "$WORK/auto.log"; then
   mode=$(stats_field 'd["tracer_mode"]')
   [[ $mode == prebuilt ]] && pass "auto fell back to prebuilt" || fail "auto used '$mode'"
   skipped=$(stats_field '",".join(sorted(k for k in d["actors"]["tracer"]["info"] if k.startswith("skipped_")))')
@@ -133,7 +98,7 @@ for round in cold cached corrupt; do
     obj=$(ls "$WORK"/cache/tracer-*.bpf.o | head -1)
     printf 'garbage' | dd of="$obj" bs=1 seek=200 conv=notrunc status=none
   fi
-  if start_agent "$NETLENS" "$WORK/rt-$round.log"; then
+  if start_from_config "$NETLENS" "$WORK/rt-$round.log"; then
     from_cache=$(stats_field 'd["actors"]["tracer"]["info"]["runtime_from_cache"]')
     mode=$(stats_field 'd["tracer_mode"]')
     case $round in
