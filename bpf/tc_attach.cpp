@@ -343,7 +343,7 @@ std::optional<tc_error> tc_attach::attach_classic(const attachment& a, const std
             return tc_error{"listing the qdiscs of " + at + ": " + errno_text(has)};
           if (has == 0) {
             tc_error skipped{"no clsact qdisc on " + at + ", and netns.tc_create_clsact is off"};
-            skipped.no_clsact = true;
+            skipped.code = tc_errc::no_clsact;
             return skipped;
           }
         }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bpf/netlens_tc.h"
+#include "flow/failure.hpp"
 
 struct bpf_object;
 struct bpf_map;
@@ -33,12 +34,14 @@ constexpr uint32_t k_tc_handle = 0x4e4c;
 constexpr const char* k_tc_ingress_program = "nl_tc_ingress";
 constexpr const char* k_tc_egress_program = "nl_tc_egress";
 
-struct tc_error {
-  std::string what; // names the step, the device and the namespace
+enum class tc_errc : uint8_t {
+  failed,
   // Classic TC only: the device has no clsact qdisc and the options do not allow creating one.
   // Nothing was attached; not a failure of the device.
-  bool no_clsact = false;
+  no_clsact,
 };
+// The message names the step, the device and the namespace.
+using tc_error = failure<tc_errc>;
 
 struct tc_load_options {
   uint32_t max_flows = 65536; // flows kept at most (the map's size); one more is counted as a

@@ -108,7 +108,7 @@ tracer_object::load(const tracer_load_options& opts) {
   // it the CO-RE tracer still loads, and counts TCP on every send and receive as before.
   auto slow = load_attempt(opts, false);
   if (auto* ok = std::get_if<std::unique_ptr<tracer_object>>(&slow))
-    (*ok)->fast_tcp_off_reason_ = std::get<load_error>(fast).what;
+    (*ok)->fast_tcp_off_reason_ = std::get<load_error>(fast).message;
   return slow;
 }
 

@@ -12,6 +12,7 @@
 #include "bpf/netlens_offsets.h"
 #include "bpf/netlens_records.h"
 #include "flow/active_table.hpp"
+#include "flow/failure.hpp"
 
 struct bpf_object;
 struct bpf_map;
@@ -19,9 +20,8 @@ struct bpf_link;
 
 namespace netlens {
 
-struct load_error {
-  std::string what; // names what is missing or refused
-};
+// Names what is missing or refused.
+using load_error = failure<>;
 
 // Which build of the tracer to load: how its programs reach kernel struct fields.
 enum class tracer_build {

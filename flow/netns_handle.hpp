@@ -7,23 +7,22 @@
 
 #include <cstdint>
 #include <string>
+
+#include "flow/failure.hpp"
 #include <variant>
 
 namespace netlens {
 
 enum class netns_errc {
+  system_error,      // anything else; sys_errno says what
   no_such_process,   // the pid is gone (or a zombie: it has no namespaces any more)
   permission_denied, // no ptrace access to the process (not root, or a stricter LSM)
   inode_changed,     // the process moved to another namespace (or died and its pid was reused)
-  system_error,      // anything else; sys_errno says what
 };
 const char* to_string(netns_errc c);
 
-struct netns_error {
-  netns_errc code = netns_errc::system_error;
-  int sys_errno = 0;
-  std::string message; // names the pid and the cause, for a log line as it is
-};
+// The message names the pid and the cause.
+using netns_error = failure<netns_errc>;
 
 class netns_handle {
 public:

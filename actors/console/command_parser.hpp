@@ -11,6 +11,8 @@
 #include <variant>
 #include <vector>
 
+#include "flow/failure.hpp"
+
 namespace netlens {
 
 enum class command_kind {
@@ -53,9 +55,7 @@ struct console_command {
   std::string text;                     // complete: the line being completed, as typed so far
 };
 
-struct parse_error {
-  std::string message;
-};
+using parse_error = failure<>;
 
 // Why a line is refused before it is parsed, or nothing. Printable ASCII and tabs only: a
 // control or non-ASCII byte is named with its column, so a stray paste is easy to find.

@@ -67,13 +67,13 @@ void attach_device(self_ptr self, uint32_t inode, const netns_device& d) {
   if (fd < 0)
     return;
   if (auto err = st.tc->attach(d.ifindex, fd)) {
-    if (err->no_clsact) {
+    if (err->code == tc_errc::no_clsact) {
       // Classic TC without TCX, and the operator did not allow creating a qdisc.
       ++st.tc_skipped_no_clsact;
-      spdlog::debug("netns: TC classifiers not attached to {}: {}", d.name, err->what);
+      spdlog::debug("netns: TC classifiers not attached to {}: {}", d.name, err->message);
     } else {
       ++st.tc_errors;
-      spdlog::warn("netns: cannot attach the TC classifiers to {}: {}", d.name, err->what);
+      spdlog::warn("netns: cannot attach the TC classifiers to {}: {}", d.name, err->message);
     }
     st.cache->remove_device(inode, d.ifindex);
     return;
@@ -89,7 +89,7 @@ void detach_device(self_ptr self, uint32_t inode, const netns_device& d) {
     return;
   if (auto err = st.tc->detach_inode(inode, d.ifindex)) {
     ++st.tc_errors;
-    spdlog::warn("netns: detaching the TC classifiers from {}: {}", d.name, err->what);
+    spdlog::warn("netns: detaching the TC classifiers from {}: {}", d.name, err->message);
     return;
   }
   ++st.tc_detached;
@@ -134,7 +134,7 @@ void namespace_found(self_ptr self, uint32_t inode, std::vector<netns_device> de
                      *n, inode);
     } else {
       ++st.tc_errors;
-      spdlog::warn("netns: {}", std::get<tc_error>(left).what);
+      spdlog::warn("netns: {}", std::get<tc_error>(left).message);
     }
   }
   if (st.links) {
@@ -406,7 +406,7 @@ void start_followers(self_ptr self) {
     o.create_clsact = st.cfg.tc_create_clsact;
     auto loaded = tc_attach::load(o);
     if (auto* err = std::get_if<tc_error>(&loaded)) {
-      degrade(st, "TC classifiers unavailable, no per-device counts: " + err->what);
+      degrade(st, "TC classifiers unavailable, no per-device counts: " + err->message);
     } else {
       st.tc = std::move(std::get<0>(loaded));
       if (st.tc->uses_tcx()) {
@@ -631,7 +631,7 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
         size_t namespaces = st.cache ? st.cache->size() : 0;
         if (st.tc) {
           if (auto err = st.tc->detach_all())
-            spdlog::warn("netns: detaching the TC classifiers: {}", err->what);
+            spdlog::warn("netns: detaching the TC classifiers: {}", err->message);
           st.tc.reset();
         }
         st.procs.reset();

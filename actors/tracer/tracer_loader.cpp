@@ -57,7 +57,7 @@ std::unique_ptr<tracer_object> tracer_loader::attempt(tracer_build build,
   opts.build = build;
   auto loaded = tracer_object::load(opts);
   if (auto* err = std::get_if<load_error>(&loaded)) {
-    reasons_.push_back(std::string(tracer_build_name(build)) + ": " + err->what);
+    reasons_.push_back(std::string(tracer_build_name(build)) + ": " + err->message);
     return nullptr;
   }
   used_ = build;
@@ -80,7 +80,7 @@ std::unique_ptr<tracer_object> tracer_loader::try_without_offsets() {
       opts.build = tracer_build::runtime;
       auto loaded = tracer_object::load(opts);
       if (auto* err = std::get_if<load_error>(&loaded)) {
-        reasons_.push_back("runtime: " + err->what);
+        reasons_.push_back("runtime: " + err->message);
       } else {
         used_ = tracer_build::runtime;
         return std::move(std::get<std::unique_ptr<tracer_object>>(loaded));

@@ -81,13 +81,13 @@ tc_load_options mode(bool tcx) {
 std::unique_ptr<tc_attach> load_tc(const tc_load_options& o = mode(false)) {
   auto loaded = tc_attach::load(o);
   if (auto* e = std::get_if<tc_error>(&loaded))
-    FAIL("loading tc_flows: " << e->what);
+    FAIL("loading tc_flows: " << e->message);
   return std::move(std::get<std::unique_ptr<tc_attach>>(loaded));
 }
 
 void require_ok(const std::optional<tc_error>& e) {
   if (e)
-    FAIL(e->what);
+    FAIL(e->message);
 }
 
 // A socket made inside a namespace (it stays there), bound to addr:port, with a receive timeout
@@ -518,8 +518,8 @@ TEST_CASE("tc kernel: detach and remove_leftovers leave other tools' filters in 
           0);
   auto refused = tc->attach(vb, fb.fd);
   REQUIRE(refused);
-  CHECK(contains(refused->what, "device " + std::to_string(vb)));
-  CHECK(contains(refused->what, "netns " + std::to_string(ns.inode("b"))));
+  CHECK(contains(refused->message, "device " + std::to_string(vb)));
+  CHECK(contains(refused->message, "netns " + std::to_string(ns.inode("b"))));
   CHECK(tc->attached_devices() == 1);
   CHECK_FALSE(contains(filters(ns, "b", "vb", "egress"), "nl_tc_"));
 
@@ -538,8 +538,8 @@ TEST_CASE("tc kernel: detach and remove_leftovers leave other tools' filters in 
                             BPF_TC_F_REPLACE) == 0);
   auto kept = tc->detach(va, fa.fd);
   REQUIRE(kept);
-  CHECK(contains(kept->what, "egress"));
-  CHECK(contains(kept->what, "not netlens's"));
+  CHECK(contains(kept->message, "egress"));
+  CHECK(contains(kept->message, "not netlens's"));
   CHECK(tc->attached_devices() == 0);
   const std::string in = filters(ns, "a", "va", "ingress");
   const std::string eg = filters(ns, "a", "va", "egress");
@@ -606,7 +606,7 @@ TEST_CASE("tc kernel: the filters of a killed run are removed at the next start,
   for (int* fd : {&fa.fd, &fb.fd}) {
     auto removed = tc->remove_leftovers(*fd);
     if (auto* e = std::get_if<tc_error>(&removed))
-      FAIL(e->what);
+      FAIL(e->message);
     CHECK(std::get<size_t>(removed) == 2); // ingress and egress
   }
   for (const char* hook : {"ingress", "egress"}) {
@@ -713,7 +713,7 @@ TEST_CASE("tc kernel: max_flows sizes the flow map, a flow beyond it is a failed
   opts.max_flows = 16;
   auto loaded = tc_attach::load(opts);
   if (auto* e = std::get_if<tc_error>(&loaded))
-    FAIL("loading tc_flows: " << e->what);
+    FAIL("loading tc_flows: " << e->message);
   auto tc = std::move(std::get<std::unique_ptr<tc_attach>>(loaded));
   fd_guard fa(ns.fd("a"));
   require_ok(tc->attach(va, fa.fd)); // one device: each datagram is one egress flow
@@ -840,8 +840,8 @@ TEST_CASE("tc kernel: classic TC creates no clsact qdisc unless allowed, and use
   CHECK(contains(tc->classic_reason(), "configuration"));
   auto skipped = tc->attach(vb, fb.fd);
   REQUIRE(skipped);
-  CHECK(skipped->no_clsact);
-  CHECK(contains(skipped->what, "device " + std::to_string(vb)));
+  CHECK(skipped->code == tc_errc::no_clsact);
+  CHECK(contains(skipped->message, "device " + std::to_string(vb)));
   CHECK_FALSE(contains(ns.output("b", "tc qdisc show dev vb"), "clsact"));
   require_ok(tc->attach(va, fa.fd));
   CHECK(tc->attached_devices() == 1);

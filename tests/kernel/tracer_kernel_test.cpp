@@ -1088,7 +1088,7 @@ TEST_CASE("kernel: the raw_tp builds need no kernel BTF, the CO-RE build does", 
   opts.offsets = std::get<nl_offsets>(offsets);
   auto prebuilt = tracer_object::load(opts);
   if (auto* err = std::get_if<load_error>(&prebuilt))
-    FAIL("prebuilt without BTF: " << err->what);
+    FAIL("prebuilt without BTF: " << err->message);
 
   runtime_build_options rt;
   rt.cache_dir = test_cache_dir();
@@ -1099,7 +1099,7 @@ TEST_CASE("kernel: the raw_tp builds need no kernel BTF, the CO-RE build does", 
   opts.object = std::get<runtime_build>(built).object;
   auto runtime = tracer_object::load(opts);
   if (auto* err = std::get_if<load_error>(&runtime))
-    FAIL("runtime without BTF: " << err->what);
+    FAIL("runtime without BTF: " << err->message);
 }
 
 // The runtime build against a kernel's headers, for hosts without BTF. The headers installed
@@ -1132,7 +1132,7 @@ TEST_CASE("kernel: the runtime build compiles against kernel headers and loads",
   opts.object = b.object;
   auto loaded = tracer_object::load(opts);
   if (auto* err = std::get_if<load_error>(&loaded))
-    FAIL("loading the header-built object: " << err->what);
+    FAIL("loading the header-built object: " << err->message);
   CHECK(std::get<std::unique_ptr<tracer_object>>(loaded)->program_ids().size() == 11);
 
   // The same request again comes from the cache, under its own name (types from headers).
