@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 
-failures = []
+failures = []  # what check() found failed; a script adds its own broken steps here too
 agents = []  # every agent spawn_agent started, oldest first
 procs = []   # every process start() started
 groups = []  # the process groups start(group=True) made
