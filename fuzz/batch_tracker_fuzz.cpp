@@ -16,8 +16,8 @@
 #include <utility>
 #include <vector>
 
-#include "actors/perf_consumer/batch_tracker.hpp"
 #include "bpf/netlens_records.h"
+#include "flow/batch_tracker.hpp"
 
 namespace {
 

@@ -11,7 +11,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "actors/perf_consumer/batch_tracker.hpp"
+#include "flow/batch_tracker.hpp"
 #include "flow/record_decoder.hpp"
 
 namespace {

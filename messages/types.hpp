@@ -13,6 +13,7 @@
 #include "bpf/netlens_offsets.h"
 #include "bpf/netlens_records.h"
 #include "config/config.hpp"
+#include "flow/closed_buffer.hpp"
 #include "flow/connection.hpp"
 #include "flow/netns_handle.hpp"
 
@@ -25,18 +26,6 @@ namespace netlens {
 struct closed_batch {
   std::vector<nl_conn> records;
   uint64_t flushed = 0;
-};
-
-// Where the closed-connection records come from, tracer -> perf_consumer. The fd is the
-// tracer's; the consumer duplicates it so the buffer outlives nothing it does not own.
-struct closed_buffer_info {
-  int map_fd = -1;
-  int batches_fd = -1; // perf mode: the per-CPU batches still filling (struct nl_closed_batch)
-  bool perf = false;
-  uint32_t perf_pages = 64;
-  uint32_t closed_batch_size = NL_BATCH_DEFAULT; // records per batch: per wakeup (ring), per
-                                                 // record (perf)
-  uint32_t flush_interval_ms = 100;              // the reader reads at least this often regardless
 };
 
 // Connections to resolve against the conntrack cache, tracer -> conntrack.

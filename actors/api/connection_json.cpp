@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "actors/common/clock.hpp"
+#include "flow/clock.hpp"
 #include "flow/connect_failure.hpp"
 #include "flow/decimal_text.hpp"
 

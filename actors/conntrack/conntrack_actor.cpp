@@ -6,8 +6,8 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <spdlog/spdlog.h>
 
-#include "actors/common/clock.hpp"
 #include "actors/common/lifecycle.hpp"
+#include "flow/clock.hpp"
 #include "flow/socket_table.hpp"
 
 namespace netlens {

@@ -12,7 +12,7 @@
 #include <unistd.h>
 #include <utility>
 
-#include "actors/common/clock.hpp"
+#include "flow/clock.hpp"
 #include "flow/errno_text.hpp"
 
 namespace netlens {

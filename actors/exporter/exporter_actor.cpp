@@ -4,8 +4,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "actors/common/clock.hpp"
 #include "actors/common/lifecycle.hpp"
+#include "flow/clock.hpp"
 
 namespace netlens {
 namespace {

@@ -15,10 +15,10 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <spdlog/spdlog.h>
 
-#include "actors/common/clock.hpp"
 #include "actors/common/lifecycle.hpp"
 #include "actors/netns/device_filter.hpp"
 #include "actors/netns/flow_join.hpp"
+#include "flow/clock.hpp"
 #include "flow/socket_table.hpp"
 
 namespace netlens {

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "actors/common/self_interface.hpp"
-#include "actors/perf_consumer/closed_reader.hpp"
+#include "flow/closed_reader.hpp"
 #include "messages/interfaces.hpp"
 
 namespace netlens {

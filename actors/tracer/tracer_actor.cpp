@@ -8,9 +8,9 @@
 
 #include <spdlog/spdlog.h>
 
-#include "actors/common/clock.hpp"
 #include "actors/common/lifecycle.hpp"
 #include "actors/tracer/tracer_loader.hpp"
+#include "flow/clock.hpp"
 
 namespace netlens {
 namespace {

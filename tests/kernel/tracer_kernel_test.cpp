@@ -26,9 +26,9 @@
 #include <thread>
 #include <unistd.h>
 
-#include "actors/perf_consumer/closed_reader.hpp"
 #include "bpf/btf_offsets.hpp"
 #include "bpf/tracer_object.hpp"
+#include "flow/closed_reader.hpp"
 #include "flow/record_decoder.hpp"
 #include "flow/socket_table.hpp"
 #include "flow/udp_peer_flows.hpp"

@@ -1,4 +1,4 @@
-#include "actors/perf_consumer/closed_reader.hpp"
+#include "flow/closed_reader.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -13,7 +13,7 @@
 
 #include <bpf/bpf.h>
 
-#include "actors/common/clock.hpp"
+#include "flow/clock.hpp"
 #include "flow/record_decoder.hpp"
 
 namespace netlens {

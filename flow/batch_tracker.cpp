@@ -1,4 +1,4 @@
-#include "actors/perf_consumer/batch_tracker.hpp"
+#include "flow/batch_tracker.hpp"
 
 #include <algorithm>
 

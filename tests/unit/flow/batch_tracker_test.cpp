@@ -1,6 +1,6 @@
 #include <catch2/catch.hpp>
 
-#include "actors/perf_consumer/batch_tracker.hpp"
+#include "flow/batch_tracker.hpp"
 
 using namespace netlens;
 

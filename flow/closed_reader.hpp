@@ -11,8 +11,9 @@
 #include <variant>
 #include <vector>
 
-#include "actors/perf_consumer/batch_tracker.hpp"
-#include "messages/types.hpp"
+#include "bpf/netlens_records.h"
+#include "flow/batch_tracker.hpp"
+#include "flow/closed_buffer.hpp"
 
 struct ring_buffer;
 struct perf_buffer;
