@@ -182,54 +182,21 @@ uint32_t sync_pid(self_ptr self, pid_t pid, uint32_t inode) {
   return inode;
 }
 
-const std::string& container_of(self_ptr self, pid_t pid) {
-  static const std::string none;
-  auto& st = self->state;
-  uint64_t now = monotonic_now_ns();
-  auto it = st.containers.find(pid);
-  if (it != st.containers.end() && (!it->second.id.empty() || it->second.exited_ns != 0 ||
-                                    now - it->second.read_ns < k_no_container_recheck_ns))
-    return it->second.id;
-  if (!st.scanner || pid <= 0)
-    return none;
-  auto id = st.scanner->container_id(pid);
-  if (!id)
-    return it != st.containers.end() ? it->second.id : none; // gone: keep what was known
-  if (it != st.containers.end()) {
-    it->second.id = std::move(*id);
-    it->second.read_ns = now;
-    return it->second.id;
-  }
-  if (st.containers.size() >= k_max_container_entries) {
-    for (auto it = st.containers.begin(); it != st.containers.end();)
-      it = it->second.id.empty() ? st.containers.erase(it) : std::next(it);
-    if (st.containers.size() >= k_max_container_entries)
-      st.containers.clear();
-  }
-  return st.containers.emplace(pid, netns_state::pid_container{std::move(*id), 0, now})
-      .first->second.id;
-}
-
 void on_exec(self_ptr self, pid_t pid) {
   auto& st = self->state;
   ++st.exec_events;
   uint32_t inode = sync_pid(self, pid, 0);
   // exec keeps the cgroup, but the pid may be a reused one: read it again. A process outside
   // the agent's namespace is read now, so one that lives a few milliseconds is still
-  // attributed when its connections are reported. Only a container found is kept: a process
-  // in none may yet be moved into one (see container_of).
-  st.containers.erase(pid);
-  if (inode != 0 && inode != st.own_netns && st.scanner)
-    if (auto id = st.scanner->container_id(pid); id && !id->empty())
-      st.containers.emplace(pid, netns_state::pid_container{std::move(*id), 0, monotonic_now_ns()});
+  // attributed when its connections are reported.
+  st.containers->exec(pid, inode != 0 && inode != st.own_netns, monotonic_now_ns());
 }
 
 void on_exit(self_ptr self, pid_t pid, uint64_t now) {
   auto& st = self->state;
   ++st.exit_events;
   st.cache->forget_pid(pid);
-  if (auto it = st.containers.find(pid); it != st.containers.end())
-    it->second.exited_ns = now;
+  st.containers->exited(pid, now);
 }
 
 // The start-up scan, and the fallback when exec/exit events are not followed (or were lost):
@@ -327,10 +294,7 @@ void on_tick(self_ptr self) {
   }
   if (st.tc)
     st.tc_flows_expired += st.tc->remove_idle(uint64_t{st.cfg.tc_flow_idle_s} * k_s);
-  for (auto it = st.containers.begin(); it != st.containers.end();) {
-    bool expired = it->second.exited_ns != 0 && now - it->second.exited_ns >= idle;
-    it = expired ? st.containers.erase(it) : std::next(it);
-  }
+  st.containers->expire(now, idle);
 }
 
 // The facts /stats shows beside the counters: how the classifiers attach.
@@ -362,7 +326,7 @@ counter_list counters_of(const netns_state& st) {
   out.emplace_back("exit_events", st.exit_events);
   out.emplace_back("sync_requests", st.sync_requests);
   out.emplace_back("resolves", st.resolves);
-  out.emplace_back("containers_known", st.containers.size());
+  out.emplace_back("containers_known", st.containers->size());
   out.emplace_back("devices_known", st.device_names.size());
   out.emplace_back("proc_batches_dropped", st.proc_batches_dropped->load());
   if (st.procs) {
@@ -503,6 +467,14 @@ netns_actor spawn_netns(caf::actor_system& sys, const netns_config& cfg) {
 
 netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
   self->state.cfg = std::move(cfg);
+  netns_state* owner = &self->state;
+  self->state.containers = std::make_unique<container_table>(
+      [owner](pid_t pid) -> std::optional<std::string> {
+        if (!owner->scanner)
+          return std::nullopt;
+        return owner->scanner->container_id(pid);
+      },
+      k_max_container_entries, k_no_container_recheck_ns);
   caf::actor_system* sys = &self->system();
   caf::actor_addr me = self->address();
   self->attach_functor([sys, me](const caf::error&) { unpublish(*sys, me); });
@@ -562,7 +534,7 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
               !tried.count(netns) && netns_handle::inode_of_pid(pid) == netns &&
               sync_pid(self, pid, netns) == 0)
             tried.insert(netns);
-          const std::string& id = container_of(self, pid);
+          const std::string& id = st.containers->of(pid, monotonic_now_ns());
           if (!id.empty())
             out.container_ids.emplace_back(static_cast<uint32_t>(i), id);
         }
@@ -639,7 +611,7 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
         st.listings.clear();
         if (st.cache)
           st.cache->purge(); // closes every handle; conntrack purges its own consumers
-        st.containers.clear();
+        st.containers->clear();
         st.device_names.clear();
         st.dump_seen.clear();
         unpublish(*sys, me);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "actors/common/self_interface.hpp"
+#include "actors/netns/container_table.hpp"
 #include "actors/netns/flow_join.hpp"
 #include "actors/netns/link_watcher.hpp"
 #include "actors/netns/netns_cache.hpp"
@@ -49,12 +50,6 @@ using netns_self_actor =
 struct netns_state {
   static inline const char* name = "netns";
 
-  struct pid_container {
-    std::string id;         // "" when not in a container
-    uint64_t exited_ns = 0; // 0 while the process lives
-    uint64_t read_ns = 0;   // when /proc/<pid>/cgroup was read
-  };
-
   netns_config cfg;
   std::unique_ptr<netns_cache> cache;
   std::unique_ptr<proc_scanner> scanner;
@@ -63,7 +58,7 @@ struct netns_state {
   std::unique_ptr<proc_events> procs;
   // The container of each pid looked at; kept a while after the process exits so its closed
   // connections are still attributed.
-  std::unordered_map<pid_t, pid_container> containers;
+  std::unique_ptr<container_table> containers;
   // Every device the watcher reported, attached or not, by (netns, ifindex): names for the
   // device-only flows.
   std::unordered_map<uint64_t, std::string> device_names;
