@@ -1,4 +1,5 @@
 #include "actors/supervisor/supervisor_actor.hpp"
+#include "actors/supervisor/start_order.hpp"
 
 #include <algorithm>
 #include <variant>
@@ -491,7 +492,16 @@ supervisor_fn(counted_self<supervisor_self_actor, supervisor_state> self, superv
   self->set_exit_handler([=](caf::exit_msg& msg) {
     begin_shutdown(self, k_exit_ok, "exit requested: " + render(self, msg.reason));
   });
-  start_next(self);
+  std::vector<child_arrows> arrows;
+  for (const auto& c : st.children)
+    arrows.push_back({c.spec.name, c.spec.depends_on, c.spec.finds});
+  if (auto wrong = check_start_order(arrows)) {
+    spdlog::error("the children cannot start in this order: {}", *wrong);
+    begin_shutdown(self, k_exit_startup, "start order: " + *wrong);
+  } else {
+    spdlog::info("start order: {}", describe_start_order(arrows));
+    start_next(self);
+  }
   return {
       [=](shutdown_atom) { begin_shutdown(self, k_exit_ok, ""); },
       [=](shutdown_atom, caf::actor& listener) {

@@ -39,6 +39,10 @@ struct child_spec {
   // A configuration reload: sends the running child its part of the configuration now in
   // force. Empty: nothing of this child changes live.
   std::function<void(const caf::actor&, const config&)> reload = nullptr;
+  // The children it finds through the registry (messages/registry.hpp) and asks when they
+  // run; it works without them while they are missing or restarting. Shown in the start
+  // order the supervisor logs, with depends_on.
+  std::vector<std::string> finds = {};
 };
 
 struct supervisor_hooks {

@@ -37,6 +37,7 @@ std::vector<child_spec> agent_children(std::shared_ptr<running_config> live) {
                      caf::anon_send(caf::actor_cast<conntrack_actor>(running), reload_atom::value,
                                     cfg.conntrack.rate_limit);
                    }});
+  specs.back().finds = {"netns"};
   // After conntrack, which it hands each namespace it finds; before the tracer, whose answers it
   // attributes. Found through the registry too, so its restart restarts no one else.
   specs.push_back({"netns",
@@ -47,6 +48,7 @@ std::vector<child_spec> agent_children(std::shared_ptr<running_config> live) {
                      const config cfg = live->get();
                      return caf::actor_cast<lifecycle_actor>(spawn_netns(sys, cfg.netns));
                    }});
+  specs.back().finds = {"conntrack"};
   // Only when the tracer may need the prebuilt build's offsets; before the tracer, which asks
   // it during its own start only after the CO-RE and runtime builds failed.
   const bool may_guess =
@@ -76,6 +78,7 @@ std::vector<child_spec> agent_children(std::shared_ptr<running_config> live) {
              uint64_t{cfg.offset_guesser.max_tries} * cfg.offset_guesser.try_timeout_ms + 1000);
          return sys.spawn(tracer_fn, cfg.tracer, guesser, guess_timeout);
        }});
+  specs.back().finds = {"conntrack", "netns", "perf_consumer"};
   // Actors that block (joining their threads on stop) run detached, on threads of their own,
   // so they never hold a scheduler worker the others need.
   specs.push_back({"perf_consumer",
@@ -102,6 +105,7 @@ std::vector<child_spec> agent_children(std::shared_ptr<running_config> live) {
          caf::anon_send(caf::actor_cast<compact_ticker_actor>(running), reload_atom::value,
                         cfg.compact_ticker.interval_ms, cfg.compact_ticker.compact_interval_ms);
        }});
+  specs.back().finds = {"conntrack"};
   // After the tracer, which it polls as a client of its own; restarted with it (a new tracer
   // has a new active map, so the exporter's book of open flows starts again too). In the stop
   // phase: it sends what is queued and forced ends for what is still open before the tracer's
@@ -135,6 +139,7 @@ std::vector<child_spec> agent_children(std::shared_ptr<running_config> live) {
                      caf::anon_send(caf::actor_cast<api_actor>(running), reload_atom::value,
                                     cfg.metrics.address, cfg.metrics.port);
                    }});
+  specs.back().finds = {"exporter"};
   // Last: it shows every other actor. Not in the stop or purge phase: a session that typed
   // `shutdown` reports all three phases, and the supervisor lets this listener exit last.
   specs.push_back({"console",
@@ -151,6 +156,7 @@ std::vector<child_spec> agent_children(std::shared_ptr<running_config> live) {
                      caf::anon_send(caf::actor_cast<console_actor>(running), reload_atom::value,
                                     cfg.console, render_effective_config(cfg, config{}));
                    }});
+  specs.back().finds = {"conntrack"};
   return specs;
 }
 

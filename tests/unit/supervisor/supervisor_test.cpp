@@ -268,3 +268,24 @@ TEST_CASE("a client's answer in flight when the tracer dies fails at once, not a
   CHECK(answer->find("error: ") == 0);
   CHECK(answer->find("tracer went down before answering") != std::string::npos);
 }
+
+TEST_CASE("a child listed before one it depends on stops the start, naming both", "[supervisor]") {
+  fixture f;
+  std::vector<child_spec> specs = {f.spec("perf_consumer", {"tracer"}, true, false),
+                                   f.spec("tracer", {}, false, true)};
+  supervisor_hooks hooks;
+  hooks.on_exit = [&f](int code, std::string why) {
+    f.exit_code = code;
+    f.exit_why = std::move(why);
+  };
+  f.sup = f.sys->spawn(supervisor_fn, supervisor_config{}, std::move(specs), hooks);
+  f.sched->run();
+  for (int i = 0; i < 3 && f.exit_code == -1; ++i) {
+    f.sched->trigger_timeouts();
+    f.sched->run();
+  }
+  CHECK(f.exit_code == k_exit_startup);
+  CHECK(f.exit_why.find("perf_consumer depends on tracer, which starts after it") !=
+        std::string::npos);
+  CHECK(f.j->lines.empty()); // nothing was started
+}
