@@ -28,7 +28,7 @@ struct fake_proc {
 
 } // namespace
 
-TEST_CASE("a process in a container keeps its answer; one in none is read again later",
+TEST_CASE("a process in a container keeps its answer, one in none is read again later",
           "[container_table]") {
   fake_proc procs;
   procs.live = {{10, "abc"}, {11, ""}};
