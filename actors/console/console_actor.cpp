@@ -139,13 +139,29 @@ private:
     return out;
   }
 
+  // A paged answer, written a page at a time: with 65,536 connections a whole one is ~20 MB of
+  // views in the tracer and again here. A reader that goes away leaves its listing to expire.
   command_status conns(const console_command& cmd, session_io& io) {
-    command_status status = command_status::ok;
+    connections_table table(cmd.filter);
+    if (!io.write(table.header()))
+      return command_status::end_session;
     caf::scoped_actor self{sys_};
-    self->request(supervisor_, timeout(), get_conns_atom::value, std::string("console"))
-        .receive([&](connections_reply& r) { io.write(format_connections(r, cmd.filter)); },
-                 [&](caf::error& e) { status = fail(io, describe(e, "the tracer", timeout())); });
-    return status;
+    uint64_t listing = 0;
+    for (;;) {
+      std::optional<connections_reply> page;
+      std::string err;
+      self->request(supervisor_, timeout(), conns_page_atom::value, std::string("console"), listing)
+          .receive([&](connections_reply& r) { page = std::move(r); },
+                   [&](caf::error& e) { err = describe(e, "the tracer", timeout()); });
+      if (!page)
+        return fail(io, err);
+      if (!io.write(table.rows(page->connections)))
+        return command_status::end_session;
+      if (page->last)
+        break;
+      listing = page->listing;
+    }
+    return io.write(table.footer()) ? command_status::ok : command_status::end_session;
   }
 
   command_status cache(const console_command& cmd, session_io& io) {
