@@ -39,10 +39,6 @@ constexpr int k_max_proc_batches_in_flight = 64;
 
 constexpr uint64_t k_s = 1000000000ull;
 
-uint64_t device_key(uint32_t netns, uint32_t ifindex) {
-  return (uint64_t{netns} << 32) | ifindex;
-}
-
 void publish(self_ptr self) {
   publish_as(self, k_netns_registry_name);
 }
@@ -107,9 +103,7 @@ void released(self_ptr self, std::vector<released_netns> gone) {
       st.links->remove(r.inode);
     for (const auto& d : r.devices)
       detach_device(self, r.inode, d);
-    for (auto it = st.device_names.begin(); it != st.device_names.end();)
-      it = (it->first >> 32) == r.inode ? st.device_names.erase(it) : std::next(it);
-    st.dump_seen.erase(r.inode);
+    st.devices.forget(r.inode);
     if (ct)
       self->send(ct, netns_left{r.inode});
     ++st.namespaces_released;
@@ -232,20 +226,16 @@ void on_links(self_ptr self, const link_batch& b) {
   if (!st.cache || st.cache->fd_of(b.netns) < 0)
     return; // let go meanwhile
   if (b.dump_begins)
-    st.dump_seen[b.netns].clear();
-  auto dumping = st.dump_seen.find(b.netns);
+    st.devices.dump_begins(b.netns);
   for (const auto& ev : b.events) {
-    const uint64_t key = device_key(b.netns, static_cast<uint32_t>(ev.ifindex));
     netns_device dev{ev.ifindex, ev.name};
     if (ev.removed) {
-      st.device_names.erase(key);
+      st.devices.removed(b.netns, ev.ifindex);
       if (auto d = st.cache->remove_device(b.netns, ev.ifindex))
         detach_device(self, b.netns, *d);
       continue;
     }
-    st.device_names[key] = ev.name;
-    if (dumping != st.dump_seen.end())
-      dumping->second.insert(ev.ifindex);
+    st.devices.seen(b.netns, ev.ifindex, ev.name);
     if (!st.tc || !device_selected(ev.name, st.cfg.tc_include, st.cfg.tc_exclude)) {
       // Not (or no longer, after a rename) one of ours.
       if (auto d = st.cache->remove_device(b.netns, ev.ifindex))
@@ -257,21 +247,15 @@ void on_links(self_ptr self, const link_batch& b) {
     if (q.ready)
       attach_device(self, b.netns, dev);
   }
-  if (b.dump_ends && dumping != st.dump_seen.end()) {
-    // A complete dump lists every device: those it did not are gone (events were lost).
-    const auto listed = std::move(dumping->second);
-    st.dump_seen.erase(dumping);
+  if (!b.dump_ends)
+    return;
+  // A complete dump lists every device: those it did not are gone (events were lost).
+  if (auto listed = st.devices.dump_ends(b.netns))
     if (auto info = st.cache->info(b.netns))
       for (const auto& d : info->devices)
-        if (!listed.count(d.ifindex))
+        if (!listed->count(d.ifindex))
           if (auto gone = st.cache->remove_device(b.netns, d.ifindex))
             detach_device(self, b.netns, *gone);
-    for (auto it = st.device_names.begin(); it != st.device_names.end();) {
-      bool stale = (it->first >> 32) == b.netns &&
-                   !listed.count(static_cast<int32_t>(it->first & 0xffffffffu));
-      it = stale ? st.device_names.erase(it) : std::next(it);
-    }
-  }
 }
 
 void on_tick(self_ptr self) {
@@ -327,7 +311,7 @@ counter_list counters_of(const netns_state& st) {
   out.emplace_back("sync_requests", st.sync_requests);
   out.emplace_back("resolves", st.resolves);
   out.emplace_back("containers_known", st.containers->size());
-  out.emplace_back("devices_known", st.device_names.size());
+  out.emplace_back("devices_known", st.devices.size());
   out.emplace_back("proc_batches_dropped", st.proc_batches_dropped->load());
   if (st.procs) {
     auto p = st.procs->stats();
@@ -539,8 +523,7 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
             out.container_ids.emplace_back(static_cast<uint32_t>(i), id);
         }
         auto name_of = [&](uint32_t netns, uint32_t ifindex) {
-          auto it = st.device_names.find(device_key(netns, ifindex));
-          return it == st.device_names.end() ? std::string() : it->second;
+          return st.devices.name_of(netns, ifindex);
         };
         if (serving && st.tc && req.listing == 0) {
           auto joined = join_flows(req.tuples, st.tc->read_flows(), name_of, req.translated);
@@ -612,8 +595,7 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
         if (st.cache)
           st.cache->purge(); // closes every handle; conntrack purges its own consumers
         st.containers->clear();
-        st.device_names.clear();
-        st.dump_seen.clear();
+        st.devices.clear();
         unpublish(*sys, me);
         if (st.state != actor_state::disabled)
           st.state = actor_state::purged;

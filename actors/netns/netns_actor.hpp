@@ -19,6 +19,7 @@
 
 #include "actors/common/self_interface.hpp"
 #include "actors/netns/container_table.hpp"
+#include "actors/netns/device_book.hpp"
 #include "actors/netns/flow_join.hpp"
 #include "actors/netns/link_watcher.hpp"
 #include "actors/netns/netns_cache.hpp"
@@ -59,11 +60,9 @@ struct netns_state {
   // The container of each pid looked at; kept a while after the process exits so its closed
   // connections are still attributed.
   std::unique_ptr<container_table> containers;
-  // Every device the watcher reported, attached or not, by (netns, ifindex): names for the
-  // device-only flows.
-  std::unordered_map<uint64_t, std::string> device_names;
-  // The devices a link dump in progress has listed, per namespace.
-  std::unordered_map<uint32_t, std::unordered_set<int32_t>> dump_seen;
+  // Every device the watcher reported, attached or not: names for the device-only flows, and
+  // what a complete link dump says is gone.
+  device_book devices;
   // Paged answers being attributed, by listing: the flows read at the first page and which of
   // them a page took. At most k_max_listings; the oldest goes first (a reader that went away).
   struct joined_listing {
