@@ -150,18 +150,14 @@ bool connection_matches(const connection_view& v, const conn_filter& f) {
   return true;
 }
 
-std::string connections_table::header() const {
-  return fmt("%-5s %-12s %-30s %-30s %8s %10s %-15s %12s %12s  %s\n", "PROTO", "STATE", "LOCAL",
-             "PEER", "PID", "NETNS", "COMMAND", "SENT", "RECV", "NAT(REPLY)");
-}
-
-std::string connections_table::rows(const std::vector<connection_view>& page) {
-  std::string out;
-  listed_ += page.size();
-  for (auto& v : page) {
-    if (!connection_matches(v, filter_))
+std::string format_connections(const connections_reply& reply, const conn_filter& f) {
+  std::string out = fmt("%-5s %-12s %-30s %-30s %8s %10s %-15s %12s %12s  %s\n", "PROTO", "STATE",
+                        "LOCAL", "PEER", "PID", "NETNS", "COMMAND", "SENT", "RECV", "NAT(REPLY)");
+  size_t shown = 0;
+  for (auto& v : reply.connections) {
+    if (!connection_matches(v, f))
       continue;
-    ++shown_;
+    ++shown;
     const nl_conn& c = v.conn;
     std::string comm(c.comm, strnlen(c.comm, sizeof(c.comm)));
     for (char& ch : comm)
@@ -180,19 +176,9 @@ std::string connections_table::rows(const std::vector<connection_view>& page) {
             comm.empty() ? "-" : comm.c_str(), static_cast<unsigned long long>(c.bytes_sent),
             static_cast<unsigned long long>(c.bytes_recv), nat.c_str());
   }
+  out += fmt("%zu of %zu connections%s\n", shown, reply.connections.size(),
+             f.empty() ? "" : " match the filter");
   return out;
-}
-
-std::string connections_table::footer() const {
-  return fmt("%zu of %zu connections%s\n", shown_, listed_,
-             filter_.empty() ? "" : " match the filter");
-}
-
-std::string format_connections(const connections_reply& reply, const conn_filter& f) {
-  connections_table table(f);
-  std::string out = table.header();
-  out += table.rows(reply.connections);
-  return out + table.footer();
 }
 
 std::string format_cache(const conntrack_listing& listing) {

@@ -25,21 +25,6 @@ bool connection_matches(const connection_view& c, const conn_filter& f);
 // The connections passing the filter, as a table, and a last line counting them.
 std::string format_connections(const connections_reply& reply, const conn_filter& f);
 
-// The same table a page at a time, so that no one holds every connection at once: the header,
-// the rows of each page, then the last line counting what was shown of what was listed.
-class connections_table {
-public:
-  explicit connections_table(conn_filter f) : filter_(std::move(f)) {}
-  std::string header() const;
-  std::string rows(const std::vector<connection_view>& page);
-  std::string footer() const;
-
-private:
-  conn_filter filter_;
-  size_t shown_ = 0;
-  size_t listed_ = 0;
-};
-
 std::string format_cache(const conntrack_listing& listing);
 
 // "phase stop: done in 1.2 ms" (+ who did not answer).

@@ -131,23 +131,6 @@ TEST_CASE("conns filters by port, pid, address, netns and protocol", "[console]"
   CHECK(t.find("2 of 3 connections match the filter") != std::string::npos);
 }
 
-TEST_CASE("the table written a page at a time reads as the table of the whole answer",
-          "[console]") {
-  connections_reply whole;
-  for (uint16_t i = 0; i < 5; ++i)
-    whole.connections.push_back(view(make_conn(i + 1, "10.0.0.1", 40000 + i, "10.0.0.2", 80)));
-  whole.connections[3].conn.pid = 99;
-  conn_filter f = filter_of("conns pid=42");
-  connections_table paged(f);
-  std::string t = paged.header();
-  t += paged.rows({whole.connections.begin(), whole.connections.begin() + 2});
-  t += paged.rows({});
-  t += paged.rows({whole.connections.begin() + 2, whole.connections.end()});
-  t += paged.footer();
-  CHECK(t == format_connections(whole, f));
-  CHECK(t.find("4 of 5 connections match the filter") != std::string::npos);
-}
-
 TEST_CASE("a process name cannot put control bytes on the operator's terminal", "[console]") {
   connections_reply r;
   auto a = make_conn(1, "10.0.0.1", 1, "10.0.0.2", 2);
