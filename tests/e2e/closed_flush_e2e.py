@@ -17,7 +17,7 @@ import threading
 import time
 
 import e2e_support
-from e2e_support import api_json, failures, query_connections, start_agent, stop_agent
+from e2e_support import api_json, query_connections, run_test, start_agent, stop_agent
 
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-flush-")
@@ -104,12 +104,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # a broken step is a failure, never a pass
-        failures.append(str(e))
-        print("FAIL: %s" % e, flush=True)
-    finally:
-        subprocess.run(["rm", "-rf", WORK])
-    print("flush e2e: %d failure(s)" % len(failures))
-    sys.exit(1 if failures else 0)
+    run_test(main, "flush e2e", teardown=lambda: subprocess.run(["rm", "-rf", WORK]))

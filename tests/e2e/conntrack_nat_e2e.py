@@ -23,9 +23,9 @@ import tempfile
 import time
 
 import e2e_support
-from e2e_support import (add_namespace, api_json, conntrack_entries, end_started, failures, in_ns,
-                         query_connections, remove_namespace, sh, start, start_agent, stop_agent,
-                         wait_for)
+from e2e_support import (add_namespace, api_json, conntrack_entries, end_started, in_ns,
+                         query_connections, remove_namespace, run_test, sh, start, start_agent,
+                         stop_agent, wait_for)
 
 NETLENS = os.path.abspath(sys.argv[1])
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nat_peer.py")
@@ -299,12 +299,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # a broken step is a failure, never a pass
-        failures.append(str(e))
-        print("FAIL: %s" % e, flush=True)
-    finally:
-        teardown()
-    print("nat e2e: %d failure(s)" % len(failures))
-    sys.exit(1 if failures else 0)
+    run_test(main, "nat e2e", teardown=teardown)

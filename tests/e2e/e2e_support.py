@@ -7,7 +7,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+import traceback
 
 failures = []  # what check() found failed; a script adds its own broken steps here too
 agents = []  # every agent spawn_agent started, oldest first
@@ -266,6 +268,28 @@ def query_connections(netlens, sock, client):
     """`netlens connections --json` as API client `client`: the whole answer (connections,
     device_flows, telemetry); raises when the command fails."""
     return json.loads(sh(netlens, "connections", "--json", "--socket", sock, "--client", client))
+
+
+def run_test(main, name, teardown=None, timed=False, show_traceback=False, after=None):
+    """Runs a test's main to its end: an exception is a failure (a broken step is never a
+    pass), teardown runs whatever happened, after (if any) prints its figures, then the count,
+    "NAME: N failure(s)" (with the time taken when timed). Exits 1 on any failure."""
+    started = time.monotonic()
+    try:
+        main()
+    except Exception as e:
+        if show_traceback:
+            traceback.print_exc()
+        failures.append(str(e))
+        print("FAIL: %s" % e, flush=True)
+    finally:
+        if teardown:
+            teardown()
+    if after:
+        after()
+    took = " in %.1f s" % (time.monotonic() - started) if timed else ""
+    print("%s: %d failure(s)%s" % (name, len(failures), took), flush=True)
+    sys.exit(1 if failures else 0)
 
 
 def conclude(log, work):

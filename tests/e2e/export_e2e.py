@@ -40,9 +40,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import e2e_support  # noqa: E402
 import ipfix_probe as ipfix  # noqa: E402
-from e2e_support import (add_namespace, api_text, end_started, failures, in_ns,  # noqa: E402
-                         kill_group, ns_inode, remove_namespace, sh, start, start_agent,
-                         stop_agent, stop_process, wait_for)
+from e2e_support import (add_namespace, api_text, end_started, in_ns, kill_group,  # noqa: E402
+                         ns_inode, remove_namespace, run_test, sh, start, start_agent, stop_agent,
+                         stop_process, wait_for)
 
 SELF = os.path.abspath(__file__)
 TAG = str(os.getpid())
@@ -1100,15 +1100,4 @@ if __name__ == "__main__":
         peer_main(sys.argv[2], sys.argv[3:])
         sys.exit(0)
     NETLENS = os.path.abspath(sys.argv[1])
-    t = time.monotonic()
-    try:
-        main()
-    except Exception as e:  # a broken step is a failure, never a pass
-        import traceback
-        traceback.print_exc()
-        failures.append(str(e))
-        print("FAIL: %s" % e, flush=True)
-    finally:
-        teardown()
-    print("export e2e: %d failure(s) in %.0f s" % (len(failures), time.monotonic() - t))
-    sys.exit(1 if failures else 0)
+    run_test(main, "export e2e", teardown=teardown, timed=True, show_traceback=True)

@@ -20,8 +20,7 @@ import threading
 import time
 
 import e2e_support
-from e2e_support import (api_get, end_started, failures, prog_ids, start_agent, stop_agent,
-                         wait_for)
+from e2e_support import api_get, end_started, prog_ids, run_test, start_agent, stop_agent, wait_for
 
 FAULT_BIN = os.path.abspath(sys.argv[1])
 RELEASE_BIN = os.path.abspath(sys.argv[2])
@@ -270,15 +269,12 @@ def main():
     check(stop_agent(agent, timeout=20) == 0, "release agent exits 0")
 
 
+def fault_teardown():
+    end_started(agent_timeout=20)
+    subprocess.run(["rm", "-rf", WORK])
+
+
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # a broken step is a failure, never a pass
-        failures.append(str(e))
-        print("FAIL: %s" % e, flush=True)
-    finally:
-        end_started(agent_timeout=20)
-        subprocess.run(["rm", "-rf", WORK])
-    print("restart times (crash to restarted, incl. backoff): " + "; ".join(figures))
-    print("fault e2e: %d failure(s)" % len(failures))
-    sys.exit(1 if failures else 0)
+    run_test(main, "fault e2e", teardown=fault_teardown,
+        after=lambda: print("restart times (crash to restarted, incl. backoff): " +
+                            "; ".join(figures)))

@@ -29,9 +29,9 @@ import tempfile
 import time
 
 import e2e_support
-from e2e_support import (add_namespace, agents, api_json, conntrack_entries, end_started,
-                         failures, in_ns, ns_inode, prog_ids, query_connections, remove_namespace,
-                         sh, start, start_agent, stop_agent, wait_for)
+from e2e_support import (add_namespace, agents, api_json, conntrack_entries, end_started, in_ns,
+                         ns_inode, prog_ids, query_connections, remove_namespace, run_test, sh,
+                         start, start_agent, stop_agent, wait_for)
 
 NETLENS = os.path.abspath(sys.argv[1])
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "netns_peer.py")
@@ -624,15 +624,6 @@ def main():
 
 
 if __name__ == "__main__":
-    t_start = time.monotonic()
     # ctest's timeout (or a ^C) still runs the teardown.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("FAIL: terminated"))
-    try:
-        main()
-    except Exception as e:  # a broken step is a failure, never a pass
-        failures.append(str(e))
-        print("FAIL: %s" % e, flush=True)
-    finally:
-        teardown()
-    print("netns e2e: %d failure(s) in %.1f s" % (len(failures), time.monotonic() - t_start))
-    sys.exit(1 if failures else 0)
+    run_test(main, "netns e2e", teardown=teardown, timed=True)
