@@ -56,7 +56,8 @@ struct assembler_stats {
   uint64_t tcp_reconcile_failures = 0; // namespaces whose socket table could not be read
 };
 
-// What one tick ended, to be reported closed like any closed record, and what it could not do.
+// What one tick ended, already admitted (admit_closed): buffered as it is. And what it could not
+// do.
 struct tick_result {
   std::vector<nl_conn> ended;
   uint64_t reconciled = 0;

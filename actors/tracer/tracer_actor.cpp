@@ -30,13 +30,12 @@ nat_lookup_request nat_request_for(const std::vector<nl_conn>& conns) {
   return req;
 }
 
-// Closed connections enter the client buffer at once, in order; with conntrack running they
-// wait there (unseen by clients) until their translation is claimed, so none is handed out
-// without it. Conntrack answers in order, so a connections request sent later finds them
-// resolved.
-void add_closed(self_ptr self, std::vector<nl_conn> records) {
+// Closed connections the assembler admitted enter the client buffer at once, in order; with
+// conntrack running they wait there (unseen by clients) until their translation is claimed, so
+// none is handed out without it. Conntrack answers in order, so a connections request sent
+// later finds them resolved.
+void buffer_closed(self_ptr self, const std::vector<nl_conn>& records) {
   auto& st = self->state;
-  records = st.flows->admit_closed(std::move(records));
   if (records.empty())
     return;
   auto ct = find_conntrack(self->system());
@@ -58,6 +57,11 @@ void add_closed(self_ptr self, std::vector<nl_conn> records) {
             self->state.flows->resolve_nat(first, n, {});
             ++self->state.nat_errors;
           });
+}
+
+// A closed batch from the kernel: what of it is a flow (admit_closed), into the buffer.
+void add_closed(self_ptr self, std::vector<nl_conn> records) {
+  buffer_closed(self, self->state.flows->admit_closed(std::move(records)));
 }
 
 counter_list telemetry_of(const tracer_state& st) {
@@ -293,7 +297,7 @@ caf::result<connections_reply> get_page(self_ptr self, const std::string& client
   };
   // The peers' flows of sockets that closed are closed in this answer, not active.
   auto swept_begin = [self, begin]() mutable {
-    add_closed(self, self->state.flows->end_peer_flows());
+    buffer_closed(self, self->state.flows->end_peer_flows());
     begin();
   };
   after_flush(self, swept_begin);
@@ -480,7 +484,7 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
           spdlog::warn("tracer: {} TCP connections had closed without their close being seen; "
                        "reported closed now",
                        r.reconciled);
-        add_closed(self, std::move(r.ended));
+        buffer_closed(self, r.ended); // admitted by the tick
       },
       [=](stop_atom) { return caf::ok_atom::value; },
       fault_handler(self),
