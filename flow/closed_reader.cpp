@@ -53,13 +53,31 @@ enum bpf_perf_event_ret perf_event(void* ctx, int /*cpu*/, struct perf_event_hea
 
 } // namespace
 
+std::variant<std::shared_ptr<const closed_buffer>, std::string>
+closed_buffer::share(const closed_buffer_info& info) {
+  std::shared_ptr<closed_buffer> b(new closed_buffer());
+  b->settings_ = info;
+  b->map_.reset(fcntl(info.map_fd, F_DUPFD_CLOEXEC, 0));
+  if (!b->map_)
+    return std::string("duplicating the closed-buffer map fd: ") + std::strerror(errno);
+  if (info.batches_fd >= 0) {
+    b->batches_.reset(fcntl(info.batches_fd, F_DUPFD_CLOEXEC, 0));
+    if (!b->batches_)
+      return std::string("duplicating the batch map fd: ") + std::strerror(errno);
+  }
+  b->settings_.map_fd = b->settings_.batches_fd = -1;
+  return std::shared_ptr<const closed_buffer>(std::move(b));
+}
+
 std::variant<std::unique_ptr<closed_reader>, std::string>
-closed_reader::open(const closed_buffer_info& info, sink out) {
+closed_reader::open(std::shared_ptr<const closed_buffer> buffer, sink out) {
+  if (!buffer)
+    return std::string("no closed buffer to read");
   std::unique_ptr<closed_reader> self(new closed_reader());
   self->sink_ = std::move(out);
-  self->fd_ = fcntl(info.map_fd, F_DUPFD_CLOEXEC, 0);
-  if (self->fd_ < 0)
-    return std::string("duplicating the closed-buffer map fd: ") + std::strerror(errno);
+  self->buffer_ = std::move(buffer);
+  const closed_buffer_info& info = self->buffer_->settings();
+  const int map_fd = self->buffer_->map_fd();
   if (info.perf) {
     perf_event_attr attr{};
     attr.type = PERF_TYPE_SOFTWARE;
@@ -68,20 +86,19 @@ closed_reader::open(const closed_buffer_info& info, sink out) {
     attr.sample_period = 1;
     // A batch is one record: wake per record. Without the batch map (no batching), wake once
     // per closed_batch_size records instead.
-    attr.wakeup_events = info.batches_fd >= 0 ? 1 : std::max<uint32_t>(1, info.closed_batch_size);
+    attr.wakeup_events =
+        self->buffer_->batches_fd() >= 0 ? 1 : std::max<uint32_t>(1, info.closed_batch_size);
     self->perf_ =
-        perf_buffer__new_raw(self->fd_, info.perf_pages, &attr, perf_event, self.get(), nullptr);
+        perf_buffer__new_raw(map_fd, info.perf_pages, &attr, perf_event, self.get(), nullptr);
     if (!self->perf_)
       return std::string("opening the perf buffer: ") + std::strerror(errno);
   } else {
-    self->ring_ = ring_buffer__new(self->fd_, ring_sample, self.get(), nullptr);
+    self->ring_ = ring_buffer__new(map_fd, ring_sample, self.get(), nullptr);
     if (!self->ring_)
       return std::string("opening the ring buffer: ") + std::strerror(errno);
   }
-  if (info.perf && info.batches_fd >= 0) {
-    self->batches_fd_ = fcntl(info.batches_fd, F_DUPFD_CLOEXEC, 0);
-    if (self->batches_fd_ < 0)
-      return std::string("duplicating the batch map fd: ") + std::strerror(errno);
+  if (info.perf && self->buffer_->batches_fd() >= 0) {
+    self->batches_fd_ = self->buffer_->batches_fd();
     self->ncpus_ = libbpf_num_possible_cpus();
     if (self->ncpus_ <= 0)
       return std::string("counting possible CPUs: ") + std::strerror(-self->ncpus_);
@@ -103,10 +120,6 @@ closed_reader::~closed_reader() {
     ring_buffer__free(ring_);
   if (perf_)
     perf_buffer__free(perf_);
-  if (fd_ >= 0)
-    close(fd_);
-  if (batches_fd_ >= 0)
-    close(batches_fd_);
   if (wake_fd_ >= 0)
     close(wake_fd_);
 }

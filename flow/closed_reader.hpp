@@ -38,8 +38,9 @@ public:
   // batch that completes one may be empty.
   using sink = std::function<void(std::vector<nl_conn>&& records, uint64_t flushed)>;
 
+  // Reads buffer (kept until the reader is gone); an error names what could not be opened.
   static std::variant<std::unique_ptr<closed_reader>, std::string>
-  open(const closed_buffer_info& info, sink out);
+  open(std::shared_ptr<const closed_buffer> buffer, sink out);
   ~closed_reader();
   closed_reader(const closed_reader&) = delete;
   closed_reader& operator=(const closed_reader&) = delete;
@@ -75,8 +76,8 @@ private:
   void read_pending();
 
   sink sink_;
-  int fd_ = -1;      // our duplicate of the map fd
-  int wake_fd_ = -1; // eventfd that tells the poll thread to stop
+  std::shared_ptr<const closed_buffer> buffer_; // outlives ring_ and perf_ (freed in ~)
+  int wake_fd_ = -1;                            // eventfd that tells the poll thread to stop
   int flush_interval_ms_ = 100;
   ring_buffer* ring_ = nullptr;
   perf_buffer* perf_ = nullptr;
@@ -86,7 +87,7 @@ private:
   std::atomic<uint64_t> records_{0}, lost_{0}, malformed_{0}, batches_{0};
   std::atomic<uint64_t> wakeups_{0}, drains_{0};
   std::atomic<uint64_t> pending_taken_{0}, duplicates_skipped_{0};
-  int batches_fd_ = -1; // perf mode: our duplicate of the per-CPU batch map fd
+  int batches_fd_ = -1; // perf mode: buffer_'s per-CPU batch map, -1 without it
   int ncpus_ = 0;
   size_t batch_value_size_ = 0; // one CPU's value in a lookup, rounded up to 8 bytes
   std::vector<uint8_t> pending_a_, pending_b_;

@@ -14,7 +14,6 @@ using get_conns_atom = caf::atom_constant<caf::atom("getconns")>;
 using conns_page_atom = caf::atom_constant<caf::atom("connspage")>;
 using expire_atom = caf::atom_constant<caf::atom("expire")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
-using buffer_atom = caf::atom_constant<caf::atom("buffer")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using health_atom = caf::atom_constant<caf::atom("health")>;
 using lookup_atom = caf::atom_constant<caf::atom("lookup")>;

@@ -33,11 +33,10 @@ using tracer_actor = lifecycle_actor::extend<
     // conns_page, client, listing, max_closed: the same; a listing begun so sets aside at most
     // max_closed closed connections, the rest wait for the next (the exporter asks so)
     caf::replies_to<conns_page_atom, std::string, uint64_t, uint32_t>::with<connections_reply>,
-    caf::replies_to<buffer_atom>::with<closed_buffer_info>, caf::reacts_to<closed_batch>,
-    caf::reacts_to<expire_atom>>;
+    caf::reacts_to<closed_batch>, caf::reacts_to<expire_atom>>;
 
-// Owns the ring / perf buffer reader and its poll thread; sends closed_batch to the tracer, and
-// nothing else: it only pushes.
+// Owns the ring / perf buffer reader and its poll thread, handed the tracer's closed buffer when
+// it is spawned; sends closed_batch to the tracer, and nothing else: it only pushes.
 //   flush, ticket: read everything closed so far and push it with closed_batch::flushed =
 //   ticket (the tracer asks before each connections answer, so no closed connection waits for
 //   its batch). Never answered, never waited for in a handler.

@@ -13,7 +13,6 @@
 #include "bpf/netlens_offsets.h"
 #include "bpf/netlens_records.h"
 #include "config/config.hpp"
-#include "flow/closed_buffer.hpp"
 #include "flow/connection.hpp"
 #include "flow/netns_handle.hpp"
 
@@ -192,7 +191,6 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::config)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::console_config)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::export_config)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::reload_report)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::closed_buffer_info)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::nat_lookup_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::nat_lookup_reply)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(netlens::actor_stats)

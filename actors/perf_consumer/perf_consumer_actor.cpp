@@ -1,6 +1,6 @@
 #include "actors/perf_consumer/perf_consumer_actor.hpp"
 
-#include <chrono>
+#include <memory>
 
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -13,7 +13,7 @@ namespace netlens {
 
 perf_consumer_self_actor::behavior_type
 perf_consumer_fn(counted_self<perf_consumer_self_actor, perf_consumer_state> self,
-                 tracer_actor tracer) {
+                 tracer_actor tracer, std::shared_ptr<const closed_buffer> buffer) {
   self->state.tracer = tracer;
   // The tracer finds whichever instance runs now to ask for flushes.
   auto* sys = &self->system();
@@ -23,29 +23,24 @@ perf_consumer_fn(counted_self<perf_consumer_self_actor, perf_consumer_state> sel
   // The reader lives as long as the actor's state; its destructor joins the thread on any exit.
   return {
       [=](init_atom) -> caf::result<caf::ok_atom> {
-        auto rp = self->make_response_promise<caf::ok_atom>();
-        self->request(self->state.tracer, std::chrono::seconds(5), buffer_atom::value)
-            .then(
-                [=](const closed_buffer_info& info) mutable {
-                  auto target = self->state.tracer;
-                  // Runs on the poll thread: it only sends, it never touches actor state.
-                  auto opened = closed_reader::open(
-                      info, [target](std::vector<nl_conn>&& recs, uint64_t flushed) {
-                        caf::anon_send(target, closed_batch{std::move(recs), flushed});
-                      });
-                  if (auto* err = std::get_if<std::string>(&opened)) {
-                    self->state.state = actor_state::failed;
-                    rp.deliver(caf::make_error(caf::sec::runtime_error, *err));
-                    return;
-                  }
-                  self->state.reader = std::move(std::get<0>(opened));
-                  self->state.reader->start();
-                  self->state.state = actor_state::running;
-                  publish_as(self, k_perf_consumer_registry_name);
-                  rp.deliver(caf::ok_atom::value);
-                },
-                [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
-        return rp;
+        auto& st = self->state;
+        if (st.reader)
+          return caf::ok_atom::value;
+        auto target = st.tracer;
+        // Runs on the poll thread: it only sends, it never touches actor state.
+        auto opened =
+            closed_reader::open(buffer, [target](std::vector<nl_conn>&& recs, uint64_t flushed) {
+              caf::anon_send(target, closed_batch{std::move(recs), flushed});
+            });
+        if (auto* err = std::get_if<std::string>(&opened)) {
+          st.state = actor_state::failed;
+          return caf::make_error(caf::sec::runtime_error, "perf_consumer: " + *err);
+        }
+        st.reader = std::move(std::get<0>(opened));
+        st.reader->start();
+        st.state = actor_state::running;
+        publish_as(self, k_perf_consumer_registry_name);
+        return caf::ok_atom::value;
       },
       [=](flush_atom, uint64_t ticket) {
         auto& st = self->state;

@@ -1,4 +1,6 @@
 // The perf consumer actor: owns the closed_reader (buffer + poll thread) and feeds the tracer.
+// It is handed the buffer when it is spawned and only pushes: decoded batches, and the batch
+// that completes each flush the tracer asks for.
 #pragma once
 
 #include <memory>
@@ -23,8 +25,10 @@ struct perf_consumer_state {
   actor_state state = actor_state::starting;
 };
 
+// buffer: the tracer's closed buffer, which this actor then reads alone (null: init fails, the
+// tracer has nothing loaded).
 perf_consumer_self_actor::behavior_type
 perf_consumer_fn(counted_self<perf_consumer_self_actor, perf_consumer_state> self,
-                 tracer_actor tracer);
+                 tracer_actor tracer, std::shared_ptr<const closed_buffer> buffer);
 
 } // namespace netlens

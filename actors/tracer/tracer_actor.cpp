@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
@@ -305,10 +306,24 @@ caf::result<connections_reply> get_page(self_ptr self, const std::string& client
 }
 
 // The tracer is in the kernel: says how, and starts serving.
-void loaded_with(self_ptr self, std::unique_ptr<tracer_object> loaded,
-                 const tracer_loader& loader) {
+// Takes the loaded object and leaves its closed buffer's reading side in the slot, for the perf
+// consumer's spawn. An error (no descriptor left to share the buffer with) fails the start.
+std::optional<std::string> loaded_with(self_ptr self, std::unique_ptr<tracer_object> loaded,
+                                       const tracer_loader& loader) {
   auto& st = self->state;
+  closed_buffer_info info;
+  info.perf = loaded->uses_perf();
+  info.map_fd = info.perf ? loaded->closed_perf_fd() : loaded->closed_ring_fd();
+  info.batches_fd = info.perf ? loaded->closed_batches_fd() : -1;
+  info.perf_pages = st.cfg.perf_buffer_pages;
+  info.closed_batch_size = st.cfg.closed_batch_size;
+  info.flush_interval_ms = st.cfg.closed_flush_interval_ms;
+  auto shared = closed_buffer::share(info);
+  if (auto* err = std::get_if<std::string>(&shared))
+    return "tracer: " + *err;
   st.bpf = std::move(loaded);
+  st.buffer = std::move(std::get<0>(shared));
+  st.buffer_slot->put(st.buffer);
   const char* build = tracer_build_name(st.bpf->build());
   st.load_info.clear();
   st.load_info.emplace_back("mode", build);
@@ -348,6 +363,15 @@ void loaded_with(self_ptr self, std::unique_ptr<tracer_object> loaded,
   spdlog::info("tracer: BPF programs loaded ({} build, {}), closed buffer: {}, program ids {}",
                build, st.bpf->build() == tracer_build::core ? "tp_btf" : "raw_tp",
                st.bpf->uses_perf() ? "perf" : "ring", ids);
+  return std::nullopt;
+}
+
+// The object goes: its buffer leaves the slot (a consumer still reading keeps it until it stops).
+void unload(tracer_state& st) {
+  if (st.buffer)
+    st.buffer_slot->clear_if(st.buffer.get());
+  st.buffer.reset();
+  st.bpf.reset(); // detaches every link, frees every map and program
 }
 
 // A connections answer for one client: first everything closed so far (the consumer sends it
@@ -368,8 +392,10 @@ caf::result<connections_reply> get_connections(self_ptr self, const std::string&
 
 tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
                                            offset_guesser_actor guesser,
-                                           std::chrono::milliseconds guess_timeout) {
+                                           std::chrono::milliseconds guess_timeout,
+                                           std::shared_ptr<closed_buffer_slot> buffer_slot) {
   self->state.cfg = cfg;
+  self->state.buffer_slot = std::move(buffer_slot);
   assembler_settings flows;
   flows.clients = client_registry_limits{cfg.max_closed_connections_buffered,
                                          uint64_t{cfg.client_expiry_s} * 1000000000ull};
@@ -402,7 +428,10 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
               loader->disable(b, "disabled by NETLENS_FAULT_TRACER_BUILDS");
         }
         if (auto loaded = loader->try_without_offsets()) {
-          loaded_with(self, std::move(loaded), *loader);
+          if (auto err = loaded_with(self, std::move(loaded), *loader)) {
+            st.state = actor_state::failed;
+            return caf::make_error(caf::sec::runtime_error, *err);
+          }
           return caf::ok_atom::value;
         }
         if (!loader->wants_offsets() || !guesser) {
@@ -423,7 +452,11 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
                                  g.from_cache ? "from the cache" : "guessed", g.duration_us,
                                  g.tries);
                   if (auto loaded = loader->try_prebuilt(offsets)) {
-                    loaded_with(self, std::move(loaded), *loader);
+                    if (auto err = loaded_with(self, std::move(loaded), *loader)) {
+                      self->state.state = actor_state::failed;
+                      rp.deliver(caf::make_error(caf::sec::runtime_error, *err));
+                      return;
+                    }
                     rp.deliver(caf::ok_atom::value);
                     return;
                   }
@@ -437,19 +470,6 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
                   rp.deliver(caf::make_error(caf::sec::runtime_error, loader->failure()));
                 });
         return rp;
-      },
-      [=](buffer_atom) -> caf::result<closed_buffer_info> {
-        auto& st = self->state;
-        if (!st.bpf)
-          return not_loaded(st);
-        closed_buffer_info info;
-        info.perf = st.bpf->uses_perf();
-        info.map_fd = info.perf ? st.bpf->closed_perf_fd() : st.bpf->closed_ring_fd();
-        info.batches_fd = info.perf ? st.bpf->closed_batches_fd() : -1;
-        info.perf_pages = st.cfg.perf_buffer_pages;
-        info.closed_batch_size = st.cfg.closed_batch_size;
-        info.flush_interval_ms = st.cfg.closed_flush_interval_ms;
-        return info;
       },
       [=](closed_batch& batch) {
         add_closed(self, std::move(batch.records));
@@ -490,7 +510,7 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
       fault_handler(self),
       [=](purge_atom) {
         auto& st = self->state;
-        st.bpf.reset(); // detaches every link, frees every map and program
+        unload(st);
         st.state = actor_state::purged;
         spdlog::info("tracer: BPF links detached, programs and maps released");
         return caf::ok_atom::value;

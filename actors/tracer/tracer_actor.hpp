@@ -14,6 +14,7 @@
 #include "actors/common/self_interface.hpp"
 #include "bpf/tracer_object.hpp"
 #include "config/config.hpp"
+#include "flow/closed_buffer.hpp"
 #include "flow/connection_assembler.hpp"
 #include "messages/interfaces.hpp"
 
@@ -46,8 +47,17 @@ using tracer_self_actor =
 
 struct tracer_state {
   static inline const char* name = "tracer";
+  // However the actor ends (a crash too): its buffer leaves the slot, so the maps go with the
+  // object once the consumer that reads them stops.
+  ~tracer_state() {
+    if (buffer && buffer_slot)
+      buffer_slot->clear_if(buffer.get());
+  }
   tracer_config cfg;
   std::unique_ptr<tracer_object> bpf;
+  // The reading side of bpf's closed buffer, and where the perf consumer's spawn takes it.
+  std::shared_ptr<const closed_buffer> buffer;
+  std::shared_ptr<closed_buffer_slot> buffer_slot;
   loaded_table table{bpf};
   kernel_live_sockets sockets;
   // The core: the join of active, closed, NAT; idle expiry and reconciliation.
@@ -67,9 +77,11 @@ struct tracer_state {
 };
 
 // guesser: asked for struct offsets when tracer.mode lets it fall back to the prebuilt build
-// (null when it does not); guess_timeout bounds that wait.
+// (null when it does not); guess_timeout bounds that wait. buffer_slot: where the loaded
+// object's closed buffer is left for the perf consumer, which is spawned after this start.
 tracer_self_actor::behavior_type tracer_fn(counted_self<tracer_self_actor, tracer_state> self,
                                            tracer_config cfg, offset_guesser_actor guesser,
-                                           std::chrono::milliseconds guess_timeout);
+                                           std::chrono::milliseconds guess_timeout,
+                                           std::shared_ptr<closed_buffer_slot> buffer_slot);
 
 } // namespace netlens

@@ -63,12 +63,15 @@ std::vector<child_spec> agent_children(std::shared_ptr<running_config> live) {
                        return caf::actor_cast<lifecycle_actor>(
                            spawn_offset_guesser(sys, guess_settings_of(cfg)));
                      }});
+  // The tracer leaves its loaded object's closed buffer here; the perf consumer, spawned after
+  // the tracer started (and again after each restart of it), is handed what it holds.
+  auto buffers = std::make_shared<closed_buffer_slot>();
   specs.push_back(
       {"tracer",
        {},
        false,
        true,
-       [live](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+       [live, buffers](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
          const config cfg = live->get();
          offset_guesser_actor guesser;
          if (auto it = dir.find("offset_guesser"); it != dir.end())
@@ -76,19 +79,20 @@ std::vector<child_spec> agent_children(std::shared_ptr<running_config> live) {
          // Every try, plus the time to open and read the cache.
          auto guess_timeout = std::chrono::milliseconds(
              uint64_t{cfg.offset_guesser.max_tries} * cfg.offset_guesser.try_timeout_ms + 1000);
-         return sys.spawn(tracer_fn, cfg.tracer, guesser, guess_timeout);
+         return sys.spawn(tracer_fn, cfg.tracer, guesser, guess_timeout, buffers);
        }});
   specs.back().finds = {"conntrack", "netns", "perf_consumer"};
   // Actors that block (joining their threads on stop) run detached, on threads of their own,
   // so they never hold a scheduler worker the others need.
-  specs.push_back({"perf_consumer",
-                   {"tracer"},
-                   true,
-                   false,
-                   [](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
-                     auto tracer = caf::actor_cast<tracer_actor>(dir.at("tracer"));
-                     return sys.spawn<caf::detached>(perf_consumer_fn, tracer);
-                   }});
+  specs.push_back(
+      {"perf_consumer",
+       {"tracer"},
+       true,
+       false,
+       [buffers](caf::actor_system& sys, const child_directory& dir) -> lifecycle_actor {
+         auto tracer = caf::actor_cast<tracer_actor>(dir.at("tracer"));
+         return sys.spawn<caf::detached>(perf_consumer_fn, tracer, buffers->get());
+       }});
   specs.push_back(
       {"compact_ticker",
        {"tracer"},

@@ -69,14 +69,18 @@ struct tracer_under_test {
     info.map_fd = perf ? bpf->closed_perf_fd() : bpf->closed_ring_fd();
     info.batches_fd = perf ? bpf->closed_batches_fd() : -1;
     info.perf_pages = 256;
-    auto opened = closed_reader::open(info, [this](std::vector<nl_conn>&& recs, uint64_t done) {
-      std::lock_guard<std::mutex> lock(mu);
-      closed.insert(closed.end(), recs.begin(), recs.end());
-      if (done) {
-        flushed = done;
-        cv.notify_all();
-      }
-    });
+    auto buffer = closed_buffer::share(info);
+    if (auto* err = std::get_if<std::string>(&buffer))
+      FAIL("sharing the closed buffer: " << *err);
+    auto opened = closed_reader::open(std::get<0>(buffer),
+                                      [this](std::vector<nl_conn>&& recs, uint64_t done) {
+                                        std::lock_guard<std::mutex> lock(mu);
+                                        closed.insert(closed.end(), recs.begin(), recs.end());
+                                        if (done) {
+                                          flushed = done;
+                                          cv.notify_all();
+                                        }
+                                      });
     if (auto* err = std::get_if<std::string>(&opened))
       FAIL("opening the closed buffer: " << *err);
     reader = std::move(std::get<0>(opened));
