@@ -18,25 +18,10 @@
 
 #include <bpf/libbpf.h>
 
+#include "flow/cgroup2_mount.hpp"
 #include "tracer_floor.skel.h"
 
 namespace {
-
-// The first cgroup v2 mount, where the agent attaches its sock_release program too.
-std::string cgroup2_mount() {
-  FILE* f = std::fopen("/proc/mounts", "r");
-  if (!f)
-    return {};
-  char dev[256], dir[4096], type[64];
-  std::string found;
-  while (std::fscanf(f, "%255s %4095s %63s %*[^\n]", dev, dir, type) == 3)
-    if (std::strcmp(type, "cgroup2") == 0) {
-      found = dir;
-      break;
-    }
-  std::fclose(f);
-  return found;
-}
 
 int usage() {
   std::fprintf(stderr, "usage: bench_tracer_floor --level 0|1|2|3 [--cgroup DIR]  (default: the "
@@ -48,7 +33,7 @@ int usage() {
 
 int main(int argc, char** argv) {
   int level = -1;
-  std::string cgroup = cgroup2_mount();
+  std::string cgroup = netlens::find_cgroup2_mount();
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--level" && i + 1 < argc)

@@ -1,4 +1,5 @@
 #include "bpf/btf_offsets.hpp"
+#include "flow/errno_text.hpp"
 
 #include <cerrno>
 #include <cstring>
@@ -16,7 +17,7 @@ using btf_ptr = std::unique_ptr<btf, void (*)(btf*)>;
 btf_ptr open_btf(const std::string& path, std::string& error) {
   btf* b = btf__parse(path.c_str(), nullptr);
   if (!b) {
-    error = path + ": cannot read BTF: " + std::strerror(errno);
+    error = path + ": cannot read BTF: " + errno_text();
     return btf_ptr(nullptr, btf__free);
   }
   return btf_ptr(b, btf__free);

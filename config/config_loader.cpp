@@ -748,7 +748,8 @@ std::variant<config, config_error> load_config_file(const std::string& path) {
   const std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rbe"),
                                                              &std::fclose);
   auto cannot_read = [&](int err) {
-    return config_error{path + ": cannot read: " + std::generic_category().message(err)};
+    return config_error{path + ": cannot read: " + std::generic_category().message(err),
+                        no_code::none, err};
   };
   if (!file)
     return cannot_read(errno);

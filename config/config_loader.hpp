@@ -3,6 +3,7 @@
 #pragma once
 
 #include "config/config.hpp"
+#include "flow/failure.hpp"
 
 #include <string>
 #include <string_view>
@@ -13,10 +14,9 @@ namespace netlens {
 
 // Why a configuration was rejected. The message is one line, `FILE:LINE:COLUMN: key.path: what is
 // wrong`, so editors and terminals can jump to the spot; only the first error in file order is
-// reported, so the same file always gives the same message.
-struct config_error {
-  std::string message;
-};
+// reported, so the same file always gives the same message. A file that cannot be read also
+// carries its errno.
+using config_error = failure<>;
 
 // Parses the file at `path`. Missing keys keep the defaults of `config`'s member initialisers.
 // Errors are returned, never thrown (allocation failure aside).

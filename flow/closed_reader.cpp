@@ -14,6 +14,7 @@
 #include <bpf/bpf.h>
 
 #include "flow/clock.hpp"
+#include "flow/errno_text.hpp"
 #include "flow/record_decoder.hpp"
 
 namespace netlens {
@@ -59,11 +60,11 @@ closed_buffer::share(const closed_buffer_info& info) {
   b->settings_ = info;
   b->map_.reset(fcntl(info.map_fd, F_DUPFD_CLOEXEC, 0));
   if (!b->map_)
-    return std::string("duplicating the closed-buffer map fd: ") + std::strerror(errno);
+    return std::string("duplicating the closed-buffer map fd: ") + errno_text();
   if (info.batches_fd >= 0) {
     b->batches_.reset(fcntl(info.batches_fd, F_DUPFD_CLOEXEC, 0));
     if (!b->batches_)
-      return std::string("duplicating the batch map fd: ") + std::strerror(errno);
+      return std::string("duplicating the batch map fd: ") + errno_text();
   }
   b->settings_.map_fd = b->settings_.batches_fd = -1;
   return std::shared_ptr<const closed_buffer>(std::move(b));
@@ -91,24 +92,24 @@ closed_reader::open(std::shared_ptr<const closed_buffer> buffer, sink out) {
     self->perf_ =
         perf_buffer__new_raw(map_fd, info.perf_pages, &attr, perf_event, self.get(), nullptr);
     if (!self->perf_)
-      return std::string("opening the perf buffer: ") + std::strerror(errno);
+      return std::string("opening the perf buffer: ") + errno_text();
   } else {
     self->ring_ = ring_buffer__new(map_fd, ring_sample, self.get(), nullptr);
     if (!self->ring_)
-      return std::string("opening the ring buffer: ") + std::strerror(errno);
+      return std::string("opening the ring buffer: ") + errno_text();
   }
   if (info.perf && self->buffer_->batches_fd() >= 0) {
     self->batches_fd_ = self->buffer_->batches_fd();
     self->ncpus_ = libbpf_num_possible_cpus();
     if (self->ncpus_ <= 0)
-      return std::string("counting possible CPUs: ") + std::strerror(-self->ncpus_);
+      return std::string("counting possible CPUs: ") + errno_text(-self->ncpus_);
     self->batch_value_size_ = (sizeof(nl_closed_batch) + 7) & ~size_t{7};
     self->pending_a_.resize(self->batch_value_size_ * static_cast<size_t>(self->ncpus_));
     self->pending_b_.resize(self->pending_a_.size());
   }
   self->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (self->wake_fd_ < 0)
-    return std::string("eventfd(): ") + std::strerror(errno);
+    return std::string("eventfd(): ") + errno_text();
   self->flush_interval_ms_ = static_cast<int>(std::max<uint32_t>(1, info.flush_interval_ms));
   self->batch_.reserve(k_batch_reserve);
   return self;

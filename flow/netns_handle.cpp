@@ -1,4 +1,5 @@
 #include "flow/netns_handle.hpp"
+#include "flow/errno_text.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -32,7 +33,7 @@ netns_error from_errno(pid_t pid, const char* what, int e) {
     err.code = netns_errc::system_error;
   }
   err.message = "netns of pid " + std::to_string(pid) + ": " + what + " " + ns_path(pid) + ": " +
-                std::strerror(e);
+                errno_text(e);
   if (err.code == netns_errc::no_such_process)
     err.message += " (process gone)";
   return err;

@@ -13,6 +13,7 @@
 
 #include <thread>
 
+#include "flow/errno_text.hpp"
 #include "flow/unique_fd.hpp"
 
 namespace netlens {
@@ -33,14 +34,14 @@ std::string dump_family(int fd, uint8_t family, std::unordered_set<uint64_t>& ou
   msg.req.sdiag_protocol = IPPROTO_TCP;
   msg.req.idiag_states = ~0u;
   if (send(fd, &msg, sizeof(msg), 0) < 0)
-    return std::string("sock_diag request: ") + std::strerror(errno);
+    return std::string("sock_diag request: ") + errno_text();
   std::vector<char> buf(64 * 1024);
   for (;;) {
     ssize_t n = recv(fd, buf.data(), buf.size(), 0);
     if (n < 0) {
       if (errno == EINTR)
         continue;
-      return std::string("sock_diag read: ") + std::strerror(errno);
+      return std::string("sock_diag read: ") + errno_text();
     }
     int len = static_cast<int>(n);
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, len);
@@ -72,7 +73,7 @@ std::variant<std::unordered_set<uint64_t>, std::string> dump_cookies(unique_fd f
 std::variant<std::unordered_set<uint64_t>, std::string> live_tcp_cookies() {
   unique_fd fd(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
   if (!fd)
-    return std::string("sock_diag socket: ") + std::strerror(errno);
+    return std::string("sock_diag socket: ") + errno_text();
   return dump_cookies(std::move(fd));
 }
 
@@ -90,7 +91,7 @@ std::variant<std::unordered_set<uint64_t>, std::string> live_tcp_cookies_in(int 
   inside.join();
   unique_fd fd(made);
   if (!fd)
-    return std::string("sock_diag socket in another network namespace: ") + std::strerror(err);
+    return std::string("sock_diag socket in another network namespace: ") + errno_text(err);
   return dump_cookies(std::move(fd));
 }
 

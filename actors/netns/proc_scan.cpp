@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "actors/netns/container_id.hpp"
+#include "flow/errno_text.hpp"
 
 namespace netlens {
 
@@ -69,7 +70,7 @@ uint32_t parse_ns_link(const char* s, ssize_t n) {
 std::variant<proc_scanner, std::string> proc_scanner::open(const std::string& root) {
   const int fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
-    return "open " + root + ": " + std::strerror(errno);
+    return "open " + root + ": " + errno_text();
   return proc_scanner(fd);
 }
 
@@ -97,7 +98,7 @@ proc_scan_stats proc_scanner::scan(const proc_scan_options& opts,
                                    const std::function<void(const proc_process&)>& visit) {
   proc_scan_stats stats;
   if (lseek(root_fd_, 0, SEEK_SET) != 0) {
-    stats.error = std::string("rewinding the proc root: ") + std::strerror(errno);
+    stats.error = std::string("rewinding the proc root: ") + errno_text();
     return stats;
   }
   dents_.resize(k_dents_bytes);
@@ -107,7 +108,7 @@ proc_scan_stats proc_scanner::scan(const proc_scan_options& opts,
     if (n == 0)
       break;
     if (n < 0) {
-      stats.error = std::string("reading the proc root: ") + std::strerror(errno);
+      stats.error = std::string("reading the proc root: ") + errno_text();
       break;
     }
     for (ssize_t at = 0; at < n;) {
