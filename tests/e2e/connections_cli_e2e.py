@@ -13,7 +13,6 @@ import os
 import pty
 import re
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from e2e_support import check, failures, start_agent, stop_agent
+from e2e_support import check, conclude, failures, start_agent, stop_agent
 
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-conns-")
@@ -225,11 +224,7 @@ def main():
             work.wait(timeout=10)
         if agent:
             stop_agent(agent)
-        if failures and os.path.exists(log):
-            print("agent log:\n" + open(log).read()[-3000:], flush=True)
-        shutil.rmtree(WORK, ignore_errors=True)
-    print("connections cli e2e: %d failure(s)" % len(failures), flush=True)
-    return 1 if failures else 0
+    return conclude(log, WORK)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ usage: quiet_start_e2e.py path/to/netlens
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-from e2e_support import (api_get, check, failures, ns_run, remove_namespace, sh, start_agent,
-                         stop_agent, write_config)
+from e2e_support import (api_get, check, conclude, failures, ns_run, remove_namespace, sh,
+                         start_agent, stop_agent, write_config)
 
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-quiet-")
@@ -97,11 +96,7 @@ def main():
         if agent:
             stop_agent(agent)
         teardown()
-        if failures and os.path.exists(log):
-            print("agent log:\n" + open(log).read()[-4000:], flush=True)
-        shutil.rmtree(WORK, ignore_errors=True)
-    print("quiet start e2e: %d failure(s)" % len(failures), flush=True)
-    return 1 if failures else 0
+    return conclude(log, WORK)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ usage: reload_e2e.py path/to/netlens
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -33,7 +32,7 @@ import sys
 import tempfile
 import time
 
-from e2e_support import check, failures, free_tcp_port, start_agent, stop_agent, wait_for
+from e2e_support import check, conclude, failures, free_tcp_port, start_agent, stop_agent, wait_for
 
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-reload-")
@@ -328,11 +327,7 @@ def main():
             stop_agent(agent)
         first.close()
         second.close()
-        if failures:
-            print("agent log (last lines):\n" + log_text()[-4000:], flush=True)
-        shutil.rmtree(WORK, ignore_errors=True)
-    print("reload e2e: %d failure(s)" % len(failures), flush=True)
-    return 1 if failures else 0
+    return conclude(LOG, WORK)
 
 
 if __name__ == "__main__":
