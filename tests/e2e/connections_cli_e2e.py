@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from e2e_support import check, conclude, failures, start_agent, stop_agent
+from e2e_support import check, conclude, start_agent, stop_agent
 
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-conns-")

@@ -16,8 +16,8 @@ import sys
 import tempfile
 import time
 
-from e2e_support import (api_get, check, conclude, failures, ns_run, remove_namespace, sh,
-                         start_agent, stop_agent, write_config)
+from e2e_support import (api_get, check, conclude, ns_run, remove_namespace, sh, start_agent,
+                         stop_agent, write_config)
 
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-quiet-")
