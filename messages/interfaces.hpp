@@ -142,9 +142,6 @@ using supervisor_actor = caf::typed_actor<
     caf::replies_to<health_atom>::with<std::string>,
     // reload, configuration in force, report: a configuration reload ran;
     // the children that take a reload get their part, /stats shows the report
-    caf::reacts_to<reload_atom, config, reload_report>,
-    // test builds only: make the named child throw ("throw") or quit with
-    // an error ("exit"); answers what it did
-    caf::replies_to<fault_atom, std::string, std::string>::with<std::string>>;
+    caf::reacts_to<reload_atom, config, reload_report>>;
 
 } // namespace netlens

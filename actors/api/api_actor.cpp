@@ -233,12 +233,14 @@ http_response serve_api_request(caf::actor_system& sys, const supervisor_actor& 
   } else if (req.path == "/metrics") {
     out = metrics_response(sys, supervisor);
   } else if (req.path == "/fault") {
-    // Test builds only; the supervisor answers with an error in a release binary.
+    // Test builds only; the supervisor answers with an error in a release binary. The switch is
+    // in no public interface: it goes through an untyped handle.
     auto actor = req.query.find("actor");
     auto how = req.query.find("how");
     if (actor == req.query.end() || how == req.query.end())
       return error_response(400, "/fault needs ?actor=NAME&how=throw|exit");
-    self->request(supervisor, k_request_timeout, fault_atom::value, actor->second, how->second)
+    self->request(caf::actor_cast<caf::actor>(supervisor), k_request_timeout, fault_atom::value,
+                  actor->second, how->second)
         .receive(
             [&](const std::string& done) {
               out = {200, "text/plain", done + "\n", {}};

@@ -24,8 +24,12 @@ namespace netlens {
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 
-using supervisor_self_actor = supervisor_actor::extend<caf::reacts_to<restart_atom, std::string>,
-                                                       caf::reacts_to<deadline_atom, std::string>>;
+// Its public interface, its timers, and the fault switch of test builds: fault, child, how
+// makes the named child throw ("throw") or quit with an error ("exit") and answers what it did.
+// The API's /fault sends it through an untyped handle, so no public interface names it.
+using supervisor_self_actor = supervisor_actor::extend<
+    caf::reacts_to<restart_atom, std::string>, caf::reacts_to<deadline_atom, std::string>,
+    caf::replies_to<fault_atom, std::string, std::string>::with<std::string>>;
 
 // The handles of the children running now, by name.
 using child_directory = std::unordered_map<std::string, caf::actor>;
