@@ -29,20 +29,10 @@ conntrack_consumer_options consumer_options(const conntrack_state& st) {
 // bound is dropped and counted, except the ones that open or close a dump: losing those would
 // leave a resync's sweep undone.
 conntrack_consumer::sink_fn make_sink(self_ptr self) {
-  caf::actor_addr addr = self->address();
-  auto in_flight = self->state.in_flight;
-  auto dropped = self->state.batches_dropped;
-  return [addr, in_flight, dropped](ct_event_batch&& b) {
+  auto handoff = self->state.handoff;
+  return [handoff](ct_event_batch&& b) {
     bool marker = b.dump_begins || b.dump_ends || b.sync != 0; // claims may wait on a sync
-    if (!marker && in_flight->load(std::memory_order_relaxed) >= k_max_batches_in_flight) {
-      dropped->fetch_add(1, std::memory_order_relaxed);
-      return;
-    }
-    auto target = caf::actor_cast<caf::actor>(addr);
-    if (!target)
-      return;
-    in_flight->fetch_add(1, std::memory_order_relaxed);
-    caf::anon_send(target, std::move(b));
+    handoff->send(std::move(b), marker);
   };
 }
 
@@ -292,7 +282,7 @@ counter_list counters_of(const conntrack_state& st) {
   out.emplace_back("unknown", unknown);
   out.emplace_back("periodic_resyncs", st.periodic_resyncs);
   out.emplace_back("batches_applied", st.batches);
-  out.emplace_back("batches_dropped", st.batches_dropped->load());
+  out.emplace_back("batches_dropped", st.handoff->dropped());
   out.emplace_back("degraded", st.state == actor_state::degraded ? 1 : 0);
   return out;
 }
@@ -309,6 +299,7 @@ void unpublish(caf::actor_system& sys, const caf::actor_addr& addr) {
 
 conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config cfg) {
   self->state.cfg = cfg;
+  self->state.handoff = std::make_shared<bounded_handoff>(self->address(), k_max_batches_in_flight);
   self->state.own_netns = own_netns_inode();
   caf::actor_system* sys = &self->system();
   caf::actor_addr me = self->address();
@@ -357,7 +348,7 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
       },
       [=](ct_event_batch& batch) {
         auto& st = self->state;
-        st.in_flight->fetch_sub(1, std::memory_order_relaxed);
+        st.handoff->handled();
         if (!st.cache)
           return;
         ++st.batches;
@@ -373,7 +364,7 @@ conntrack_self_actor::behavior_type conntrack_fn(self_ptr self, conntrack_config
           answer(self, st.waits->synced(*st.cache, batch.netns, batch.sync));
         // Batches the sink had to drop (backlog) lost events: a new dump puts that right,
         // as after ENOBUFS.
-        uint64_t dropped = st.batches_dropped->load(std::memory_order_relaxed);
+        uint64_t dropped = st.handoff->dropped();
         if (dropped != st.drops_answered) {
           st.drops_answered = dropped;
           spdlog::warn("conntrack: {} event batches dropped under backlog; resyncing", dropped);

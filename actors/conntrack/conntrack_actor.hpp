@@ -10,6 +10,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "actors/common/bounded_handoff.hpp"
 #include "actors/common/self_interface.hpp"
 #include "actors/conntrack/claim_waitlist.hpp"
 #include "actors/conntrack/conntrack_cache.hpp"
@@ -46,9 +47,8 @@ struct conntrack_state {
   std::unordered_map<uint64_t, caf::typed_response_promise<nat_lookup_reply>> waiting;
   bool wait_tick_armed = false;
   std::unordered_map<uint32_t, std::unique_ptr<conntrack_consumer>> consumers; // by netns inode
-  std::shared_ptr<std::atomic<int>> in_flight = std::make_shared<std::atomic<int>>(0);
-  std::shared_ptr<std::atomic<uint64_t>> batches_dropped =
-      std::make_shared<std::atomic<uint64_t>>(0);
+  // The consumer threads' batches, bounded (k_max_batches_in_flight), drops counted.
+  std::shared_ptr<bounded_handoff> handoff;
   actor_state state =
       actor_state::starting; // running | degraded | disabled | stopped | purged | failed
   std::string degraded_reason;
@@ -57,8 +57,7 @@ struct conntrack_state {
   uint64_t events_applied = 0;
   uint64_t resync_swept = 0;
   uint64_t periodic_resyncs = 0;
-  uint64_t drops_answered = 0; // batches_dropped already answered with a resync  // re-dumps asked
-                               // because dumped-only entries were left
+  uint64_t drops_answered = 0; // dropped batches already answered with a resync
   uint64_t last_resync_ns = 0;
   uint32_t own_netns = 0;
   uint64_t namespaces_joined = 0; // consumers started in the netns actor's namespaces

@@ -52,7 +52,7 @@ counter_list counters_of(const netns_state& st) {
   if (st.namespaces)
     out = st.namespaces->counters();
   out.emplace_back("sync_requests", st.sync_requests);
-  out.emplace_back("proc_batches_dropped", st.proc_batches_dropped->load());
+  out.emplace_back("proc_batches_dropped", st.proc_handoff ? st.proc_handoff->dropped() : 0);
   if (st.procs)
     out.emplace_back("proc_events_lost", st.procs->stats().lost);
   return out;
@@ -127,19 +127,10 @@ void start_followers(self_ptr self) {
   else
     st.namespaces->use_links(std::move(std::get<0>(links)));
   if (st.cfg.follow_processes) {
-    auto in_flight = st.proc_in_flight;
-    auto dropped = st.proc_batches_dropped;
     proc_events_options o;
-    auto procs = proc_events::start(o, [me, in_flight, dropped](std::vector<proc_event>&& evs) {
-      if (in_flight->load(std::memory_order_relaxed) >= k_max_proc_batches_in_flight) {
-        dropped->fetch_add(1, std::memory_order_relaxed);
-        return;
-      }
-      auto target = caf::actor_cast<caf::actor>(me);
-      if (!target)
-        return;
-      in_flight->fetch_add(1, std::memory_order_relaxed);
-      caf::anon_send(target, proc_event_batch{std::move(evs)});
+    auto handoff = st.proc_handoff;
+    auto procs = proc_events::start(o, [handoff](std::vector<proc_event>&& evs) {
+      handoff->send(proc_event_batch{std::move(evs)});
     });
     if (auto* err = std::get_if<std::string>(&procs))
       degrade(st, "new processes are found by a /proc rescan every netns.idle_flush_s, not at "
@@ -158,6 +149,8 @@ netns_actor spawn_netns(caf::actor_system& sys, const netns_config& cfg) {
 
 netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
   self->state.cfg = std::move(cfg);
+  self->state.proc_handoff =
+      std::make_shared<bounded_handoff>(self->address(), k_max_proc_batches_in_flight);
   caf::actor_system* sys = &self->system();
   caf::actor_addr me = self->address();
   self->attach_functor([sys, me](const caf::error&) { unpublish(*sys, me); });
@@ -218,7 +211,7 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
       },
       [=](proc_event_batch& b) {
         auto& st = self->state;
-        st.proc_in_flight->fetch_sub(1, std::memory_order_relaxed);
+        st.proc_handoff->handled();
         if (!serving(st))
           return;
         for (const auto& ev : b.events) {
@@ -234,7 +227,7 @@ netns_self_actor::behavior_type netns_fn(self_ptr self, netns_config cfg) {
           return;
         std::optional<uint64_t> lost;
         if (st.procs)
-          lost = st.procs->stats().lost + st.proc_batches_dropped->load();
+          lost = st.procs->stats().lost + st.proc_handoff->dropped();
         st.namespaces->tick(lost);
         self->delayed_send(self, k_tick, tick_atom::value);
       },

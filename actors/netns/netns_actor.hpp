@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/common/bounded_handoff.hpp"
 #include "actors/common/self_interface.hpp"
 #include "actors/netns/link_watcher.hpp"
 #include "actors/netns/served_namespaces.hpp"
@@ -53,10 +54,8 @@ struct netns_state {
   std::string degraded_reason;
   uint64_t handled = 0;
   uint64_t sync_requests = 0;
-  // Exec/exit batches sent by the event thread and not handled yet, and those it dropped.
-  std::shared_ptr<std::atomic<int>> proc_in_flight = std::make_shared<std::atomic<int>>(0);
-  std::shared_ptr<std::atomic<uint64_t>> proc_batches_dropped =
-      std::make_shared<std::atomic<uint64_t>>(0);
+  // The exec/exit thread's batches, bounded (a drop is answered by a rescan at the tick).
+  std::shared_ptr<bounded_handoff> proc_handoff;
 };
 
 netns_self_actor::behavior_type netns_fn(counted_self<netns_self_actor, netns_state> self,
