@@ -8,31 +8,10 @@
 
 #include <libnetfilter_conntrack/libnetfilter_conntrack.h>
 
+#include "flow/netlink_walk.hpp"
+
 namespace netlens {
 namespace {
-
-// A view of one attribute's payload.
-struct attr_view {
-  const uint8_t* data = nullptr;
-  size_t len = 0;
-  explicit operator bool() const { return data != nullptr; }
-};
-
-// Calls f(type, payload) for every attribute in [p, p + len). False when an attribute's length
-// does not fit what holds it: the kernel never builds such a message.
-template <typename F> bool walk_attributes(const uint8_t* p, size_t len, F&& f) {
-  size_t off = 0;
-  while (off + sizeof(nlattr) <= len) {
-    nlattr a;
-    std::memcpy(&a, p + off, sizeof a);
-    if (a.nla_len < sizeof(nlattr) || a.nla_len > len - off)
-      return false;
-    f(static_cast<uint16_t>(a.nla_type & NLA_TYPE_MASK),
-      attr_view{p + off + NLA_HDRLEN, static_cast<size_t>(a.nla_len - NLA_HDRLEN)});
-    off += NLA_ALIGN(a.nla_len);
-  }
-  return true; // fewer bytes left than an attribute header: ignored, as libmnl does
-}
 
 // The attributes of one direction's tuple that an entry is made of.
 struct tuple_attrs {
@@ -111,22 +90,11 @@ bool read_endpoints(const tuple_attrs& t, uint8_t family, ct_endpoints& e) {
 
 void netlink_decoder::decode(const uint8_t* buf, size_t len, uint32_t netns, bool from_dump,
                              std::vector<ct_event>& out) {
-  size_t off = 0;
-  while (off < len) {
-    ++stats_.messages;
-    nlmsghdr hdr;
-    if (len - off < sizeof hdr) {
-      ++stats_.malformed; // trailing bytes too short for a header
-      return;
-    }
-    std::memcpy(&hdr, buf + off, sizeof hdr);
-    if (hdr.nlmsg_len < sizeof hdr || hdr.nlmsg_len > len - off) {
-      ++stats_.malformed; // the length is the only way to the next message: stop here
-      return;
-    }
-    decode_message(buf + off, hdr.nlmsg_len, hdr.nlmsg_type, netns, from_dump, out);
-    off += NLMSG_ALIGN(hdr.nlmsg_len);
-  }
+  bool whole = walk_messages(buf, len, stats_.messages, [&](const nlmsghdr& hdr, const uint8_t* msg) {
+    decode_message(msg, hdr.nlmsg_len, hdr.nlmsg_type, netns, from_dump, out);
+  });
+  if (!whole)
+    ++stats_.malformed;
 }
 
 void netlink_decoder::decode_message(const uint8_t* msg, uint32_t msg_len, uint16_t msg_type,

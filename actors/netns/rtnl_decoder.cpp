@@ -6,6 +6,8 @@
 #include <linux/rtnetlink.h>
 #include <sys/socket.h>
 
+#include "flow/netlink_walk.hpp"
+
 namespace netlens {
 
 const char* to_string(rtnl_kind k) {
@@ -23,22 +25,10 @@ const char* to_string(rtnl_kind k) {
 }
 
 void rtnl_decoder::decode(const uint8_t* buf, size_t len, std::vector<rtnl_message>& out) {
-  size_t off = 0;
-  while (off < len) {
-    ++stats_.messages;
-    nlmsghdr hdr;
-    if (len - off < sizeof hdr) {
-      ++stats_.malformed; // trailing bytes too short for a header
-      return;
-    }
-    std::memcpy(&hdr, buf + off, sizeof hdr);
-    if (hdr.nlmsg_len < sizeof hdr || hdr.nlmsg_len > len - off) {
-      ++stats_.malformed;
-      return;
-    }
-    const uint8_t* payload = buf + off + NLMSG_HDRLEN;
+  bool whole = walk_messages(buf, len, stats_.messages, [&](const nlmsghdr& hdr,
+                                                            const uint8_t* msg) {
+    const uint8_t* payload = msg + NLMSG_HDRLEN;
     const size_t payload_len = hdr.nlmsg_len - NLMSG_HDRLEN;
-    off += NLMSG_ALIGN(hdr.nlmsg_len); // past len when the last message is unpadded: loop ends
 
     rtnl_message m;
     m.seq = hdr.nlmsg_seq;
@@ -54,7 +44,7 @@ void rtnl_decoder::decode(const uint8_t* buf, size_t len, std::vector<rtnl_messa
         std::memcpy(&m.error, payload, sizeof m.error);
       } else if (m.kind == rtnl_kind::error) {
         ++stats_.malformed;
-        continue;
+        return;
       }
       if (m.error != 0) {
         ++stats_.errors;
@@ -67,21 +57,23 @@ void rtnl_decoder::decode(const uint8_t* buf, size_t len, std::vector<rtnl_messa
       const verdict v = decode_link(payload, payload_len, m);
       if (v == verdict::malformed) {
         ++stats_.malformed;
-        continue;
+        return;
       }
       if (v == verdict::unknown) {
         ++stats_.unknown;
-        continue;
+        return;
       }
       break;
     }
     default:
       ++stats_.unknown; // NLMSG_NOOP, NLMSG_OVERRUN, other rtnetlink families
-      continue;
+      return;
     }
     ++stats_.decoded;
     out.push_back(std::move(m));
-  }
+  });
+  if (!whole)
+    ++stats_.malformed;
 }
 
 rtnl_decoder::verdict rtnl_decoder::decode_link(const uint8_t* payload, size_t len,
@@ -105,20 +97,13 @@ rtnl_decoder::verdict rtnl_decoder::decode_link(const uint8_t* payload, size_t l
   const size_t attrs_len = len - attrs_at;
   const uint8_t* name = nullptr;
   size_t name_len = 0;
-  size_t off = 0;
-  while (off + sizeof(nlattr) <= attrs_len) {
-    nlattr a;
-    std::memcpy(&a, p + off, sizeof a);
-    if (a.nla_len < sizeof(nlattr) || a.nla_len > attrs_len - off)
-      return verdict::malformed;
-    if ((a.nla_type & NLA_TYPE_MASK) == IFLA_IFNAME) {
-      name = p + off + NLA_HDRLEN;
-      name_len = a.nla_len - NLA_HDRLEN;
+  bool whole = walk_attributes(p, attrs_len, [&](uint16_t type, attr_view v) {
+    if (type == IFLA_IFNAME) {
+      name = v.data;
+      name_len = v.len;
     }
-    off += NLA_ALIGN(a.nla_len);
-  }
-  // Fewer bytes left than an attribute header are ignored, as libmnl does.
-  if (!name)
+  });
+  if (!whole || !name)
     return verdict::malformed;
   const void* nul = std::memchr(name, '\0', name_len < IFNAMSIZ ? name_len : IFNAMSIZ);
   if (!nul)
