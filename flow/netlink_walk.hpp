@@ -40,7 +40,8 @@ template <typename F> bool walk_attributes(const uint8_t* p, size_t len, F&& f) 
 // its header (nlmsg_len bytes). messages counts each message met, the broken one included.
 // False at trailing bytes too short for a header, or a length that does not fit: the length is
 // the only way to the next message, so the walk stops there.
-template <typename F> bool walk_messages(const uint8_t* buf, size_t len, uint64_t& messages, F&& f) {
+template <typename F>
+bool walk_messages(const uint8_t* buf, size_t len, uint64_t& messages, F&& f) {
   size_t off = 0;
   while (off < len) {
     ++messages;

@@ -90,9 +90,10 @@ bool read_endpoints(const tuple_attrs& t, uint8_t family, ct_endpoints& e) {
 
 void netlink_decoder::decode(const uint8_t* buf, size_t len, uint32_t netns, bool from_dump,
                              std::vector<ct_event>& out) {
-  bool whole = walk_messages(buf, len, stats_.messages, [&](const nlmsghdr& hdr, const uint8_t* msg) {
-    decode_message(msg, hdr.nlmsg_len, hdr.nlmsg_type, netns, from_dump, out);
-  });
+  bool whole =
+      walk_messages(buf, len, stats_.messages, [&](const nlmsghdr& hdr, const uint8_t* msg) {
+        decode_message(msg, hdr.nlmsg_len, hdr.nlmsg_type, netns, from_dump, out);
+      });
   if (!whole)
     ++stats_.malformed;
 }

@@ -25,53 +25,53 @@ const char* to_string(rtnl_kind k) {
 }
 
 void rtnl_decoder::decode(const uint8_t* buf, size_t len, std::vector<rtnl_message>& out) {
-  bool whole = walk_messages(buf, len, stats_.messages, [&](const nlmsghdr& hdr,
-                                                            const uint8_t* msg) {
-    const uint8_t* payload = msg + NLMSG_HDRLEN;
-    const size_t payload_len = hdr.nlmsg_len - NLMSG_HDRLEN;
+  bool whole =
+      walk_messages(buf, len, stats_.messages, [&](const nlmsghdr& hdr, const uint8_t* msg) {
+        const uint8_t* payload = msg + NLMSG_HDRLEN;
+        const size_t payload_len = hdr.nlmsg_len - NLMSG_HDRLEN;
 
-    rtnl_message m;
-    m.seq = hdr.nlmsg_seq;
-    m.port_id = hdr.nlmsg_pid;
-    m.flags = hdr.nlmsg_flags;
-    switch (hdr.nlmsg_type) {
-    case NLMSG_DONE:
-    case NLMSG_ERROR:
-      // DONE carries the dump's status (nothing at all from very old kernels); ERROR a struct
-      // nlmsgerr. Both begin with the int error.
-      m.kind = hdr.nlmsg_type == NLMSG_DONE ? rtnl_kind::done : rtnl_kind::error;
-      if (payload_len >= sizeof m.error) {
-        std::memcpy(&m.error, payload, sizeof m.error);
-      } else if (m.kind == rtnl_kind::error) {
-        ++stats_.malformed;
-        return;
-      }
-      if (m.error != 0) {
-        ++stats_.errors;
-        stats_.last_error = m.error;
-      }
-      break;
-    case RTM_NEWLINK:
-    case RTM_DELLINK: {
-      m.kind = hdr.nlmsg_type == RTM_NEWLINK ? rtnl_kind::new_link : rtnl_kind::del_link;
-      const verdict v = decode_link(payload, payload_len, m);
-      if (v == verdict::malformed) {
-        ++stats_.malformed;
-        return;
-      }
-      if (v == verdict::unknown) {
-        ++stats_.unknown;
-        return;
-      }
-      break;
-    }
-    default:
-      ++stats_.unknown; // NLMSG_NOOP, NLMSG_OVERRUN, other rtnetlink families
-      return;
-    }
-    ++stats_.decoded;
-    out.push_back(std::move(m));
-  });
+        rtnl_message m;
+        m.seq = hdr.nlmsg_seq;
+        m.port_id = hdr.nlmsg_pid;
+        m.flags = hdr.nlmsg_flags;
+        switch (hdr.nlmsg_type) {
+        case NLMSG_DONE:
+        case NLMSG_ERROR:
+          // DONE carries the dump's status (nothing at all from very old kernels); ERROR a struct
+          // nlmsgerr. Both begin with the int error.
+          m.kind = hdr.nlmsg_type == NLMSG_DONE ? rtnl_kind::done : rtnl_kind::error;
+          if (payload_len >= sizeof m.error) {
+            std::memcpy(&m.error, payload, sizeof m.error);
+          } else if (m.kind == rtnl_kind::error) {
+            ++stats_.malformed;
+            return;
+          }
+          if (m.error != 0) {
+            ++stats_.errors;
+            stats_.last_error = m.error;
+          }
+          break;
+        case RTM_NEWLINK:
+        case RTM_DELLINK: {
+          m.kind = hdr.nlmsg_type == RTM_NEWLINK ? rtnl_kind::new_link : rtnl_kind::del_link;
+          const verdict v = decode_link(payload, payload_len, m);
+          if (v == verdict::malformed) {
+            ++stats_.malformed;
+            return;
+          }
+          if (v == verdict::unknown) {
+            ++stats_.unknown;
+            return;
+          }
+          break;
+        }
+        default:
+          ++stats_.unknown; // NLMSG_NOOP, NLMSG_OVERRUN, other rtnetlink families
+          return;
+        }
+        ++stats_.decoded;
+        out.push_back(std::move(m));
+      });
   if (!whole)
     ++stats_.malformed;
 }
