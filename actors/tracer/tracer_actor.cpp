@@ -305,9 +305,9 @@ caf::result<connections_reply> get_page(self_ptr self, const std::string& client
   return rp;
 }
 
-// The tracer is in the kernel: says how, and starts serving.
-// Takes the loaded object and leaves its closed buffer's reading side in the slot, for the perf
-// consumer's spawn. An error (no descriptor left to share the buffer with) fails the start.
+// The tracer is in the kernel: takes the loaded object, leaves its closed buffer's reading side
+// in the slot for the perf consumer's spawn, says how it loaded, and starts serving. An error
+// (no descriptor left to share the buffer with) fails the start.
 std::optional<std::string> loaded_with(self_ptr self, std::unique_ptr<tracer_object> loaded,
                                        const tracer_loader& loader) {
   auto& st = self->state;
@@ -324,45 +324,8 @@ std::optional<std::string> loaded_with(self_ptr self, std::unique_ptr<tracer_obj
   st.bpf = std::move(loaded);
   st.buffer = std::move(std::get<0>(shared));
   st.buffer_slot->put(st.buffer);
-  const char* build = tracer_build_name(st.bpf->build());
-  st.load_info.clear();
-  st.load_info.emplace_back("mode", build);
-  st.load_info.emplace_back("mode_configured", tracer_mode_name(st.cfg.mode));
-  for (const auto& why : loader.skipped()) {
-    spdlog::warn("tracer: skipped {}", why);
-    st.load_info.emplace_back("skipped_" + why.substr(0, why.find(':')),
-                              why.substr(why.find(':') + 2));
-  }
-  if (const runtime_build* rt = loader.runtime_info();
-      rt && st.bpf->build() == tracer_build::runtime) {
-    st.load_info.emplace_back("runtime_object", rt->path);
-    st.load_info.emplace_back("runtime_from_cache", rt->from_cache ? "true" : "false");
-    if (!rt->types_from.empty())
-      st.load_info.emplace_back("runtime_types_from", rt->types_from);
-    if (rt->rebuilt_corrupt)
-      spdlog::warn("tracer: the cached runtime object {} was corrupt; rebuilt it", rt->path);
-    if (!rt->from_cache)
-      spdlog::info("tracer: compiled the runtime tracer in {} ms", rt->compile_us / 1000);
-  }
-  if (!st.bpf->udp_release_attached())
-    spdlog::warn("tracer: no cgroup v2 hierarchy mounted; UDP flows end only by idle expiry");
-  if (st.bpf->build() == tracer_build::core) {
-    // Where the kernel has no iterator over open files, every TCP send and receive reads the
-    // socket's counters, as the raw_tp builds always do.
-    st.load_info.emplace_back("tcp_fast_path", st.bpf->fast_tcp() ? "on" : "off");
-    if (!st.bpf->fast_tcp()) {
-      st.load_info.emplace_back("tcp_fast_path_off_because", st.bpf->fast_tcp_off_reason());
-      spdlog::warn("tracer: the TCP fast path is off, every send and receive counts: {}",
-                   st.bpf->fast_tcp_off_reason());
-    }
-  }
+  st.load_info = loader.report(*st.bpf);
   st.state = actor_state::running;
-  std::string ids;
-  for (uint32_t id : st.bpf->program_ids())
-    ids += (ids.empty() ? "" : ",") + std::to_string(id);
-  spdlog::info("tracer: BPF programs loaded ({} build, {}), closed buffer: {}, program ids {}",
-               build, st.bpf->build() == tracer_build::core ? "tp_btf" : "raw_tp",
-               st.bpf->uses_perf() ? "perf" : "ring", ids);
   return std::nullopt;
 }
 

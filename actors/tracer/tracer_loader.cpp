@@ -1,5 +1,7 @@
 #include "actors/tracer/tracer_loader.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <utility>
 
 namespace netlens {
@@ -115,6 +117,47 @@ std::string tracer_loader::failure() const {
   for (const auto& r : reasons_)
     out += "; " + r;
   return out;
+}
+
+std::vector<std::pair<std::string, std::string>>
+tracer_loader::report(const tracer_object& loaded) const {
+  std::vector<std::pair<std::string, std::string>> info;
+  const char* build = tracer_build_name(loaded.build());
+  info.emplace_back("mode", build);
+  info.emplace_back("mode_configured", tracer_mode_name(mode_));
+  for (const auto& why : reasons_) {
+    spdlog::warn("tracer: skipped {}", why);
+    info.emplace_back("skipped_" + why.substr(0, why.find(':')), why.substr(why.find(':') + 2));
+  }
+  if (const runtime_build* rt = runtime_info(); rt && loaded.build() == tracer_build::runtime) {
+    info.emplace_back("runtime_object", rt->path);
+    info.emplace_back("runtime_from_cache", rt->from_cache ? "true" : "false");
+    if (!rt->types_from.empty())
+      info.emplace_back("runtime_types_from", rt->types_from);
+    if (rt->rebuilt_corrupt)
+      spdlog::warn("tracer: the cached runtime object {} was corrupt; rebuilt it", rt->path);
+    if (!rt->from_cache)
+      spdlog::info("tracer: compiled the runtime tracer in {} ms", rt->compile_us / 1000);
+  }
+  if (!loaded.udp_release_attached())
+    spdlog::warn("tracer: no cgroup v2 hierarchy mounted; UDP flows end only by idle expiry");
+  if (loaded.build() == tracer_build::core) {
+    // Where the kernel has no iterator over open files, every TCP send and receive reads the
+    // socket's counters, as the raw_tp builds always do.
+    info.emplace_back("tcp_fast_path", loaded.fast_tcp() ? "on" : "off");
+    if (!loaded.fast_tcp()) {
+      info.emplace_back("tcp_fast_path_off_because", loaded.fast_tcp_off_reason());
+      spdlog::warn("tracer: the TCP fast path is off, every send and receive counts: {}",
+                   loaded.fast_tcp_off_reason());
+    }
+  }
+  std::string ids;
+  for (uint32_t id : loaded.program_ids())
+    ids += (ids.empty() ? "" : ",") + std::to_string(id);
+  spdlog::info("tracer: BPF programs loaded ({} build, {}), closed buffer: {}, program ids {}",
+               build, loaded.build() == tracer_build::core ? "tp_btf" : "raw_tp",
+               loaded.uses_perf() ? "perf" : "ring", ids);
+  return info;
 }
 
 } // namespace netlens

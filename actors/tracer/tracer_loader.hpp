@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -39,6 +40,11 @@ public:
   tracer_build used() const { return used_; }
   // The runtime build's compile, when it ran (from cache or compiled).
   const runtime_build* runtime_info() const { return runtime_ok_ ? &runtime_info_ : nullptr; }
+
+  // How loaded (what this loader loaded) came to be, as /stats shows it: the build and the
+  // mode configured, why the builds before it were skipped, the runtime object, the TCP fast
+  // path. Logs the same, warnings for what the operator should know.
+  std::vector<std::pair<std::string, std::string>> report(const tracer_object& loaded) const;
 
 private:
   std::unique_ptr<tracer_object> attempt(tracer_build build, tracer_load_options opts);
