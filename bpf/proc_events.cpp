@@ -1,7 +1,6 @@
 #include "bpf/proc_events.hpp"
 
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -88,9 +87,10 @@ proc_events::start(const proc_events_options& opts, sink_fn sink) {
       ring_buffer__new(bpf_map__fd(self->skel_->maps.nl_proc_ring), on_sample, self.get(), nullptr);
   if (!self->ring_)
     return "opening the proc_events ring buffer: " + errno_text(errno);
-  self->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (self->wake_fd_ < 0)
-    return "creating the proc_events wake-up eventfd: " + errno_text(errno);
+  auto wake = wake_signal::open();
+  if (auto* err = std::get_if<std::string>(&wake))
+    return "creating the proc_events wake-up: " + *err;
+  self->wake_ = std::move(std::get<wake_signal>(wake));
   self->batch_.reserve(self->max_batch_);
   self->running_ = true;
   self->poller_ = std::thread([p = self.get()] { p->poll_loop(); });
@@ -101,8 +101,6 @@ proc_events::~proc_events() {
   stop();
   if (ring_)
     ring_buffer__free(ring_);
-  if (wake_fd_ >= 0)
-    close(wake_fd_);
   nl_proc_events__destroy(skel_); // detaches the links, unloads programs, closes maps
 }
 
@@ -110,8 +108,7 @@ void proc_events::stop() {
   if (!poller_.joinable())
     return;
   running_ = false;
-  const uint64_t one = 1;
-  (void)!write(wake_fd_, &one, sizeof(one));
+  wake_.notify();
   poller_.join();
 }
 
@@ -143,8 +140,8 @@ void proc_events::hand_out() {
 }
 
 void proc_events::poll_loop() {
-  // The ring's own epoll fd and the stop eventfd, waited on together.
-  pollfd fds[2] = {{ring_buffer__epoll_fd(ring_), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+  // The ring's own epoll fd and the stop signal, waited on together.
+  pollfd fds[2] = {{ring_buffer__epoll_fd(ring_), POLLIN, 0}, {wake_.fd(), POLLIN, 0}};
   while (running_.load(std::memory_order_relaxed)) {
     const int n = poll(fds, 2, read_interval_ms_);
     if (n < 0 && errno != EINTR)

@@ -12,6 +12,8 @@
 #include <variant>
 #include <vector>
 
+#include "flow/wake_signal.hpp"
+
 struct nl_proc_events;
 struct ring_buffer;
 
@@ -70,7 +72,7 @@ private:
 
   nl_proc_events* skel_ = nullptr;
   ring_buffer* ring_ = nullptr;
-  int wake_fd_ = -1;
+  wake_signal wake_; // stop
   int ncpus_ = 1;
   size_t max_batch_ = 256;
   int read_interval_ms_ = 50;

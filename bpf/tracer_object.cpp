@@ -249,7 +249,7 @@ tracer_object::load_attempt(const tracer_load_options& opts, bool fast_tcp) {
     int fd = open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
       return describe_load_failure(errno, "opening cgroup v2 root " + cgroup);
-    self->cgroup_fd_ = fd;
+    self->cgroup_fd_.reset(fd);
     bpf_program* prog = bpf_object__find_program_by_name(obj, "nl_udp_release");
     if (!prog)
       return load_error{"the tracer object has no program nl_udp_release"};
@@ -285,8 +285,6 @@ tracer_object::~tracer_object() {
   links_.clear();
   if (obj_)
     bpf_object__close(obj_);
-  if (cgroup_fd_ >= 0)
-    close(cgroup_fd_);
 }
 
 int tracer_object::closed_ring_fd() const {

@@ -13,6 +13,7 @@
 #include "bpf/netlens_records.h"
 #include "flow/active_table.hpp"
 #include "flow/failure.hpp"
+#include "flow/unique_fd.hpp"
 
 struct bpf_object;
 struct bpf_map;
@@ -62,7 +63,7 @@ public:
   int closed_batches_fd() const;
   uint32_t max_entries() const { return max_entries_; }
   // False when no cgroup v2 hierarchy was found: UDP flows then end only by idle expiry.
-  bool udp_release_attached() const { return cgroup_fd_ >= 0; }
+  bool udp_release_attached() const { return static_cast<bool>(cgroup_fd_); }
 
   // Sums the per-CPU counters the programs keep about themselves.
   nl_tracer_counters read_counters() const;
@@ -117,7 +118,7 @@ private:
   mutable uint64_t refresh_failures_ = 0;
   mutable std::string last_refresh_error_;
   std::string fast_tcp_off_reason_;
-  int cgroup_fd_ = -1;
+  unique_fd cgroup_fd_;
   bool use_perf_ = false;
   uint32_t max_entries_ = 0;
   int ncpus_ = 1;

@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <linux/perf_event.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <bpf/libbpf.h>
@@ -107,9 +106,10 @@ closed_reader::open(std::shared_ptr<const closed_buffer> buffer, sink out) {
     self->pending_a_.resize(self->batch_value_size_ * static_cast<size_t>(self->ncpus_));
     self->pending_b_.resize(self->pending_a_.size());
   }
-  self->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (self->wake_fd_ < 0)
-    return std::string("eventfd(): ") + errno_text();
+  auto wake = wake_signal::open();
+  if (auto* err = std::get_if<std::string>(&wake))
+    return *err;
+  self->wake_ = std::move(std::get<wake_signal>(wake));
   self->flush_interval_ms_ = static_cast<int>(std::max<uint32_t>(1, info.flush_interval_ms));
   self->batch_.reserve(k_batch_reserve);
   return self;
@@ -121,8 +121,6 @@ closed_reader::~closed_reader() {
     ring_buffer__free(ring_);
   if (perf_)
     perf_buffer__free(perf_);
-  if (wake_fd_ >= 0)
-    close(wake_fd_);
 }
 
 void closed_reader::start() {
@@ -132,10 +130,8 @@ void closed_reader::start() {
 }
 
 void closed_reader::stop() {
-  if (running_.exchange(false)) {
-    uint64_t one = 1;
-    (void)!write(wake_fd_, &one, sizeof(one)); // the poll thread wakes now, not at its timeout
-  }
+  if (running_.exchange(false))
+    wake_.notify(); // the poll thread wakes now, not at its timeout
   if (thread_.joinable())
     thread_.join();
   drain();
@@ -219,15 +215,14 @@ void closed_reader::ask_drain(uint64_t ticket) {
   uint64_t had = drain_asked_.load();
   while (had < ticket && !drain_asked_.compare_exchange_weak(had, ticket)) {
   }
-  // Stored before the wake-up: the poll thread reads the eventfd, then the ticket.
-  uint64_t one = 1;
-  (void)!write(wake_fd_, &one, sizeof(one));
+  // Stored before the wake-up: the poll thread clears the signal, then reads the ticket.
+  wake_.notify();
 }
 
 void closed_reader::poll_loop() {
   // Wait on the buffer's own epoll fd and on our wake-up eventfd together.
   pollfd fds[2] = {{ring_ ? ring_buffer__epoll_fd(ring_) : perf_buffer__epoll_fd(perf_), POLLIN, 0},
-                   {wake_fd_, POLLIN, 0}};
+                   {wake_.fd(), POLLIN, 0}};
   while (running_.load(std::memory_order_relaxed)) {
     // Woken when a batch is complete, by a drain request, or by the timer for what is left
     // below a batch.
@@ -238,8 +233,7 @@ void closed_reader::poll_loop() {
     if (fds[1].revents) {
       if (!running_.load())
         break; // stop: it drains on its own thread after the join
-      uint64_t value;
-      (void)!read(wake_fd_, &value, sizeof(value));
+      wake_.clear();
       // Every ticket asked before that wake-up is complete once this read is handed out.
       asked = drain_to_complete();
     }
@@ -262,7 +256,7 @@ void closed_reader::poll_loop() {
       // After a read the kernel woke us for, a short quiet spell: the batches completing in
       // it wait in the buffer instead of waking this thread (and the actors) each time. A
       // drain request or stop still ends it at once.
-      pollfd quiet{wake_fd_, POLLIN, 0};
+      pollfd quiet{wake_.fd(), POLLIN, 0};
       (void)poll(&quiet, 1, std::min(flush_interval_ms_, k_quiet_ms));
     }
   }

@@ -14,6 +14,7 @@
 #include "bpf/netlens_records.h"
 #include "flow/batch_tracker.hpp"
 #include "flow/closed_buffer.hpp"
+#include "flow/wake_signal.hpp"
 
 struct ring_buffer;
 struct perf_buffer;
@@ -77,7 +78,7 @@ private:
 
   sink sink_;
   std::shared_ptr<const closed_buffer> buffer_; // outlives ring_ and perf_ (freed in ~)
-  int wake_fd_ = -1;                            // eventfd that tells the poll thread to stop
+  wake_signal wake_;                            // stop, or a drain asked
   int flush_interval_ms_ = 100;
   ring_buffer* ring_ = nullptr;
   perf_buffer* perf_ = nullptr;

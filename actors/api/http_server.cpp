@@ -220,9 +220,9 @@ http_server::bind(const std::string& path, handler h, uint32_t allowed_uid) {
   self->path_ = path;
   self->handler_ = std::move(h);
   self->allowed_uid_ = allowed_uid;
-  self->listen_fd_ = std::get<int>(listening);
-  if (pipe2(self->wake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0)
-    return "pipe2(): " + errno_text();
+  self->listen_fd_.reset(std::get<int>(listening));
+  if (auto err = self->open_wake())
+    return *err;
   return self;
 }
 
@@ -249,36 +249,41 @@ http_server::bind_tcp(const std::string& address, uint16_t port, handler h) {
   self->handler_ = std::move(h);
   self->check_peer_ = false;
   // Owned by self from here, so every return below closes it.
-  self->listen_fd_ = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (self->listen_fd_ < 0)
+  self->listen_fd_.reset(socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!self->listen_fd_)
     return "socket(): " + errno_text();
   int one = 1;
   // A restart must not wait for the previous listener's connections to leave TIME_WAIT.
-  setsockopt(self->listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  setsockopt(self->listen_fd_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   // "::" must mean IPv6 only: serving IPv4 too would be a wider exposure than configured.
   if (addr.ss_family == AF_INET6)
-    setsockopt(self->listen_fd_, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-  if (::bind(self->listen_fd_, reinterpret_cast<sockaddr*>(&addr), addr_len) != 0)
+    setsockopt(self->listen_fd_.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  if (::bind(self->listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), addr_len) != 0)
     return "cannot bind " + where + ": " + errno_text();
-  if (listen(self->listen_fd_, 64) != 0)
+  if (listen(self->listen_fd_.get(), 64) != 0)
     return "cannot listen on " + where + ": " + errno_text();
   sockaddr_storage bound{};
   socklen_t bound_len = sizeof(bound);
-  if (getsockname(self->listen_fd_, reinterpret_cast<sockaddr*>(&bound), &bound_len) != 0)
+  if (getsockname(self->listen_fd_.get(), reinterpret_cast<sockaddr*>(&bound), &bound_len) != 0)
     return "getsockname(): " + errno_text();
   self->port_ =
       ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                                         : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  if (pipe2(self->wake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0)
-    return "pipe2(): " + errno_text();
+  if (auto err = self->open_wake())
+    return *err;
   return self;
+}
+
+std::optional<std::string> http_server::open_wake() {
+  auto wake = wake_signal::open();
+  if (auto* err = std::get_if<std::string>(&wake))
+    return *err;
+  wake_ = std::move(std::get<wake_signal>(wake));
+  return std::nullopt;
 }
 
 http_server::~http_server() {
   stop();
-  for (int fd : wake_pipe_)
-    if (fd >= 0)
-      close(fd);
 }
 
 void http_server::start() {
@@ -288,15 +293,12 @@ void http_server::start() {
 }
 
 void http_server::stop() {
-  if (running_.exchange(false) && wake_pipe_[1] >= 0) {
-    char b = 1;
-    (void)!write(wake_pipe_[1], &b, 1);
-  }
+  if (running_.exchange(false) && wake_)
+    wake_.notify();
   if (thread_.joinable())
     thread_.join();
-  if (listen_fd_ >= 0) {
-    close(listen_fd_);
-    listen_fd_ = -1;
+  if (listen_fd_) {
+    listen_fd_.reset();
     if (!path_.empty())
       unlink(path_.c_str());
   }
@@ -346,7 +348,7 @@ void http_server::reap(bool all) {
 }
 
 void http_server::serve() {
-  pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_pipe_[0], POLLIN, 0}};
+  pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {wake_.fd(), POLLIN, 0}};
   while (running_.load()) {
     // Wakes once a second at least, to join the threads of connections that ended.
     int n = poll(fds, 2, 1000);
@@ -360,7 +362,7 @@ void http_server::serve() {
     reap(false);
     if (!(fds[0].revents & POLLIN))
       continue;
-    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) {
       // Out of descriptors: the pending connection stays queued; try again shortly rather than
       // spin on a listener that stays readable.

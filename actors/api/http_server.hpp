@@ -12,12 +12,15 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <variant>
 
 #include "actors/common/private_socket.hpp" // unix_socket_answers, for callers of this server
+#include "flow/unique_fd.hpp"
+#include "flow/wake_signal.hpp"
 
 namespace netlens {
 
@@ -81,6 +84,9 @@ public:
   uint16_t port() const { return port_; } // TCP only: the port bound
 
 private:
+  // The stop signal the serving thread polls; an error names the call.
+  std::optional<std::string> open_wake();
+
   struct connection {
     int fd = -1;
     std::thread thread;
@@ -98,8 +104,8 @@ private:
   std::string path_;
   handler handler_;
   http_limits limits_;
-  int listen_fd_ = -1;
-  int wake_pipe_[2] = {-1, -1};
+  unique_fd listen_fd_;
+  wake_signal wake_; // stop
   std::thread thread_;
   std::atomic<bool> running_{false};
   std::atomic<uint64_t> requests_{0};

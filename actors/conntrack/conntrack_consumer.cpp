@@ -11,7 +11,6 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdexcept>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <thread>
@@ -26,6 +25,7 @@
 #include "actors/conntrack/rate_sampler.hpp"
 #include "flow/errno_text.hpp"
 #include "flow/unique_fd.hpp"
+#include "flow/wake_signal.hpp"
 
 namespace netlens {
 
@@ -79,7 +79,7 @@ struct conntrack_consumer::impl {
   // Opened by the consumer thread (inside the namespace), closed by close().
   unique_fd event_sock;
   unique_fd dump_sock;
-  unique_fd stop_fd; // wakes the thread: to stop (stopping set) or to resync (resync_asked)
+  wake_signal wake; // wakes the thread: to stop (stopping), resync, sync or a new rate limit
   std::atomic<bool> stopping{false};
   std::atomic<bool> resync_asked{false};
   std::atomic<bool> limit_asked{false};
@@ -299,7 +299,7 @@ struct conntrack_consumer::impl {
       else if (retry_at)
         until(retry_at);
 
-      pollfd fds[3] = {{stop_fd.get(), POLLIN, 0}, {event_sock.get(), POLLIN, 0}, {-1, 0, 0}};
+      pollfd fds[3] = {{wake.fd(), POLLIN, 0}, {event_sock.get(), POLLIN, 0}, {-1, 0, 0}};
       nfds_t nfds = 2;
       if (dumping && dump_sock) {
         fds[2] = {dump_sock.get(), POLLIN, 0};
@@ -313,9 +313,7 @@ struct conntrack_consumer::impl {
       if (ready > 0 && fds[0].revents) {
         if (stopping.load())
           return;
-        uint64_t value;
-        while (read(stop_fd.get(), &value, sizeof value) < 0 && errno == EINTR) {
-        }
+        wake.clear();
         if (resync_asked.exchange(false))
           request_resync();
         if (limit_asked.exchange(false))
@@ -615,9 +613,10 @@ conntrack_consumer::start(const conntrack_consumer_options& opts, sink_fn sink) 
   std::unique_ptr<conntrack_consumer> c(new conntrack_consumer());
   c->impl_ = std::make_unique<impl>(opts, std::move(sink));
   impl& im = *c->impl_;
-  im.stop_fd.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!im.stop_fd)
-    return "conntrack consumer: eventfd failed: " + errno_text(errno);
+  auto wake = wake_signal::open();
+  if (auto* err = std::get_if<std::string>(&wake))
+    return "conntrack consumer: " + *err;
+  im.wake = std::move(std::get<wake_signal>(wake));
   // The thread enters the namespace, not this one: setns moves only the calling thread.
   im.thread = std::thread([&im] { im.run(); });
   std::string err;
@@ -630,7 +629,7 @@ conntrack_consumer::start(const conntrack_consumer_options& opts, sink_fn sink) 
     im.thread.join();
     im.event_sock.reset();
     im.dump_sock.reset();
-    im.stop_fd.reset();
+    im.wake = wake_signal();
     return err;
   }
   return c;
@@ -649,18 +648,14 @@ void conntrack_consumer::set_rate_limit(int64_t limit_per_s) {
     return;
   impl_->asked_limit = limit_per_s;
   impl_->limit_asked = true;
-  uint64_t one = 1;
-  while (write(impl_->stop_fd.get(), &one, sizeof one) < 0 && errno == EINTR) {
-  }
+  impl_->wake.notify();
 }
 
 void conntrack_consumer::request_resync() {
   if (!impl_ || !impl_->thread.joinable() || impl_->stopping.load())
     return;
   impl_->resync_asked = true;
-  uint64_t one = 1;
-  while (write(impl_->stop_fd.get(), &one, sizeof one) < 0 && errno == EINTR) {
-  }
+  impl_->wake.notify();
 }
 
 uint64_t conntrack_consumer::request_sync() {
@@ -668,9 +663,7 @@ uint64_t conntrack_consumer::request_sync() {
       !impl_->accepting_syncs.load())
     return 0;
   uint64_t seq = impl_->sync_asked.fetch_add(1, std::memory_order_acq_rel) + 1;
-  uint64_t one = 1;
-  while (write(impl_->stop_fd.get(), &one, sizeof one) < 0 && errno == EINTR) {
-  }
+  impl_->wake.notify();
   return seq;
 }
 
@@ -680,9 +673,7 @@ void conntrack_consumer::stop() {
   if (impl_->thread.get_id() == std::this_thread::get_id())
     return; // from the sink: the thread cannot join itself; close() from elsewhere will
   impl_->stopping = true;
-  uint64_t one = 1;
-  while (write(impl_->stop_fd.get(), &one, sizeof one) < 0 && errno == EINTR) {
-  }
+  impl_->wake.notify();
   impl_->thread.join();
   std::lock_guard<std::mutex> lock(impl_->mu);
   if (!impl_->closed)
@@ -697,7 +688,7 @@ void conntrack_consumer::close() {
     return; // called from the consumer thread itself
   impl_->event_sock.reset();
   impl_->dump_sock.reset();
-  impl_->stop_fd.reset();
+  impl_->wake = wake_signal();
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->closed = true;
   impl_->published.state = consumer_state::closed;

@@ -98,22 +98,18 @@ console_server::bind(console_server_options opts, handler_factory factory) {
   std::unique_ptr<console_server> self(new console_server());
   self->opts_ = std::move(opts);
   self->factory_ = std::move(factory);
-  auto fail = [&](const std::string& what) {
-    std::string err = what + ": " + errno_text();
+  auto wake = wake_signal::open();
+  if (auto* err = std::get_if<std::string>(&wake)) {
     unlink(path.c_str());
-    return err;
-  };
-  if (pipe2(self->wake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0)
-    return fail("pipe2()");
-  self->listen_fd_ = listen_fd.release();
+    return *err;
+  }
+  self->wake_ = std::move(std::get<wake_signal>(wake));
+  self->listen_fd_ = std::move(listen_fd);
   return self;
 }
 
 console_server::~console_server() {
   stop();
-  for (int fd : wake_pipe_)
-    if (fd >= 0)
-      ::close(fd);
 }
 
 void console_server::start() {
@@ -124,20 +120,16 @@ void console_server::start() {
 
 void console_server::stop() {
   stopping_ = true;
-  if (running_.exchange(false) && wake_pipe_[1] >= 0) {
-    // Never read: the pipe stays readable, so every thread polling it sees the stop.
-    char b = 1;
-    (void)!::write(wake_pipe_[1], &b, 1);
-  }
+  if (running_.exchange(false) && wake_)
+    wake_.notify(); // never cleared: every thread polling it sees the stop
   if (accept_thread_.joinable())
     accept_thread_.join();
   for (auto& s : sessions_)
     if (s->thread.joinable())
       s->thread.join();
   sessions_.clear();
-  if (listen_fd_ >= 0) {
-    ::close(listen_fd_);
-    listen_fd_ = -1;
+  if (listen_fd_) {
+    listen_fd_.reset();
     unlink(opts_.socket_path.c_str());
   }
 }
@@ -176,7 +168,7 @@ void console_server::refuse(int fd, const std::string& why) {
 }
 
 void console_server::accept_loop() {
-  pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_pipe_[0], POLLIN, 0}};
+  pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {wake_.fd(), POLLIN, 0}};
   while (running_.load()) {
     int n = poll(fds, 2, 1000);
     if (n < 0 && errno != EINTR)
@@ -188,7 +180,7 @@ void console_server::accept_loop() {
       break;
     if (!(fds[0].revents & POLLIN))
       continue;
-    unique_fd fd(accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC));
+    unique_fd fd(accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
     if (fd.get() < 0)
       continue;
     ucred peer{};
@@ -240,7 +232,7 @@ void console_server::run_session(session& s) {
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   const console_server_limits lim = limits();
   line_reader reader(lim.max_line_bytes);
-  socket_session_io io(fd, wake_pipe_[0], stopping_, reader);
+  socket_session_io io(fd, wake_.fd(), stopping_, reader);
   std::unique_ptr<command_handler> handler = factory_();
   rate_limiter limiter(lim.max_commands_per_s, rate_limiter::clock::now());
 
@@ -285,7 +277,7 @@ void console_server::run_session(session& s) {
   if (!io.write("netlens console: type help for the commands, quit to leave\n") ||
       !io.write(k_answer_ok))
     return;
-  pollfd fds[2] = {{fd, POLLIN, 0}, {wake_pipe_[0], POLLIN, 0}};
+  pollfd fds[2] = {{fd, POLLIN, 0}, {wake_.fd(), POLLIN, 0}};
   char buf[4096];
   // Until its first line the session has first_line_timeout_ms; then no deadline.
   bool spoke = false;

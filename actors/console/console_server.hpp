@@ -16,6 +16,8 @@
 #include <variant>
 
 #include "actors/console/command_parser.hpp"
+#include "flow/unique_fd.hpp"
+#include "flow/wake_signal.hpp"
 
 namespace netlens {
 
@@ -101,8 +103,8 @@ private:
 
   console_server_options opts_; // limits: read and written under counters_mutex_
   handler_factory factory_;
-  int listen_fd_ = -1;
-  int wake_pipe_[2] = {-1, -1};
+  unique_fd listen_fd_;
+  wake_signal wake_; // stop: never cleared, so every session's poll sees it
   std::thread accept_thread_;
   std::atomic<bool> running_{false};
   std::atomic<bool> stopping_{false};

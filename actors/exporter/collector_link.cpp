@@ -52,22 +52,6 @@ const char* to_string(link_state s) {
   return "unknown";
 }
 
-// -- socket_fd ------------------------------------------------------------------------------------
-
-collector_link::socket_fd& collector_link::socket_fd::operator=(socket_fd&& o) noexcept {
-  if (this != &o) {
-    reset(o.fd_);
-    o.fd_ = -1;
-  }
-  return *this;
-}
-
-void collector_link::socket_fd::reset(int fd) {
-  if (fd_ >= 0)
-    ::close(fd_);
-  fd_ = fd;
-}
-
 // -- resolving ------------------------------------------------------------------------------------
 
 struct collector_link::resolve_job {
@@ -204,7 +188,7 @@ void collector_link::try_connect(clock::time_point now) {
   int type = (is_tcp() ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC;
   while (next_addr_ < addrs_.size()) {
     const auto& e = addrs_[next_addr_++];
-    socket_fd fd(::socket(e.family, type, 0));
+    unique_fd fd(::socket(e.family, type, 0));
     if (!fd) {
       attempt_error_ = "socket(): " + errno_text(errno);
       continue;

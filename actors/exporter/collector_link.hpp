@@ -16,6 +16,7 @@
 
 #include "actors/exporter/ipfix_encoder.hpp"
 #include "config/collector_address.hpp"
+#include "flow/unique_fd.hpp"
 
 namespace netlens {
 
@@ -106,24 +107,6 @@ public:
   std::string describe() const;
 
 private:
-  // Owns one socket; here until the repository has a shared unique_fd in actors/common.
-  class socket_fd {
-  public:
-    socket_fd() = default;
-    explicit socket_fd(int fd) : fd_(fd) {}
-    ~socket_fd() { reset(); }
-    socket_fd(socket_fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-    socket_fd& operator=(socket_fd&& o) noexcept;
-    socket_fd(const socket_fd&) = delete;
-    socket_fd& operator=(const socket_fd&) = delete;
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-    void reset(int fd = -1);
-
-  private:
-    int fd_ = -1;
-  };
-
   struct pending {
     ipfix_message msg;
     size_t offset = 0;    // bytes already written; > 0 only for the head of the queue
@@ -169,7 +152,7 @@ private:
   bool closed_ = false;
   bool ever_up_ = false;
   bool needs_templates_ = true;
-  socket_fd fd_;
+  unique_fd fd_;
   std::shared_ptr<resolve_job> job_;
   std::vector<endpoint> addrs_;
   size_t next_addr_ = 0;

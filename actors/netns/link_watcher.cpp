@@ -6,7 +6,6 @@
 #include <linux/sockios.h>
 #include <sched.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,6 +23,7 @@
 #include "actors/netns/rtnl_decoder.hpp"
 #include "flow/errno_text.hpp"
 #include "flow/unique_fd.hpp"
+#include "flow/wake_signal.hpp"
 
 namespace netlens {
 namespace {
@@ -83,7 +83,7 @@ struct link_watcher::impl {
   sink_fn sink;
   int receive_buffer = 0;
   unique_fd epoll;
-  unique_fd wakeup;
+  wake_signal wakeup;
   std::thread poller;
   std::atomic<bool> stopping{false};
   std::mutex stop_mu; // serialises stop()
@@ -325,8 +325,7 @@ struct link_watcher::impl {
         ++totals.wakeups;
         for (int i = 0; i < n; ++i) {
           if (evs[i].data.u64 == k_wakeup_token) {
-            uint64_t v;
-            (void)!::read(wakeup.get(), &v, sizeof v);
+            wakeup.clear();
             continue;
           }
           auto it = by_token.find(evs[i].data.u64);
@@ -357,13 +356,14 @@ link_watcher::start(sink_fn sink, int receive_buffer_bytes) {
   p->epoll.reset(::epoll_create1(EPOLL_CLOEXEC));
   if (p->epoll.get() < 0)
     return "link watcher: epoll_create1: " + errno_text(errno);
-  p->wakeup.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (p->wakeup.get() < 0)
-    return "link watcher: eventfd: " + errno_text(errno);
+  auto wake = wake_signal::open();
+  if (auto* err = std::get_if<std::string>(&wake))
+    return "link watcher: " + *err;
+  p->wakeup = std::move(std::get<wake_signal>(wake));
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = k_wakeup_token;
-  if (::epoll_ctl(p->epoll.get(), EPOLL_CTL_ADD, p->wakeup.get(), &ev) != 0)
+  if (::epoll_ctl(p->epoll.get(), EPOLL_CTL_ADD, p->wakeup.fd(), &ev) != 0)
     return "link watcher: epoll_ctl(eventfd): " + errno_text(errno);
   try {
     impl* raw = p.get();
@@ -458,8 +458,7 @@ void link_watcher::stop() {
     s.stopped = true;
   }
   s.stopping.store(true);
-  const uint64_t one = 1;
-  (void)!::write(s.wakeup.get(), &one, sizeof one);
+  s.wakeup.notify();
   const bool from_sink = s.poller.get_id() == std::this_thread::get_id();
   if (s.poller.joinable() && !from_sink)
     s.poller.join();
@@ -470,7 +469,7 @@ void link_watcher::stop() {
   s.by_inode.clear(); // closes every socket
   if (!from_sink) {
     s.epoll.reset();
-    s.wakeup.reset();
+    s.wakeup = wake_signal();
   }
 }
 

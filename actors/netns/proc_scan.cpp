@@ -76,35 +76,17 @@ std::variant<proc_scanner, std::string> proc_scanner::open(const std::string& ro
 
 proc_scanner::proc_scanner(int root_fd) : root_fd_(root_fd) {}
 
-proc_scanner::~proc_scanner() {
-  if (root_fd_ >= 0)
-    close(root_fd_);
-}
-
-proc_scanner::proc_scanner(proc_scanner&& other) noexcept
-    : root_fd_(std::exchange(other.root_fd_, -1)), dents_(std::move(other.dents_)) {}
-
-proc_scanner& proc_scanner::operator=(proc_scanner&& other) noexcept {
-  if (this != &other) {
-    if (root_fd_ >= 0)
-      close(root_fd_);
-    root_fd_ = std::exchange(other.root_fd_, -1);
-    dents_ = std::move(other.dents_);
-  }
-  return *this;
-}
-
 proc_scan_stats proc_scanner::scan(const proc_scan_options& opts,
                                    const std::function<void(const proc_process&)>& visit) {
   proc_scan_stats stats;
-  if (lseek(root_fd_, 0, SEEK_SET) != 0) {
+  if (lseek(root_fd_.get(), 0, SEEK_SET) != 0) {
     stats.error = std::string("rewinding the proc root: ") + errno_text();
     return stats;
   }
   dents_.resize(k_dents_bytes);
   proc_process proc;
   for (;;) {
-    const ssize_t n = getdents64(root_fd_, dents_.data(), dents_.size());
+    const ssize_t n = getdents64(root_fd_.get(), dents_.data(), dents_.size());
     if (n == 0)
       break;
     if (n < 0) {
@@ -142,7 +124,7 @@ std::optional<std::string> proc_scanner::read_small(pid_t pid, const char* file,
                                                     size_t limit) const {
   char path[64];
   pid_path(path, pid, file);
-  const int fd = openat(root_fd_, path, O_RDONLY | O_CLOEXEC);
+  const int fd = openat(root_fd_.get(), path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return std::nullopt;
   std::string out;
@@ -183,7 +165,7 @@ uint32_t proc_scanner::netns_inode(pid_t pid) const {
   // Reading the link's text is cheaper than following it (a third less time per process
   // here): the kernel formats the inode without reaching into nsfs.
   char target[32];
-  const ssize_t n = readlinkat(root_fd_, path, target, sizeof target);
+  const ssize_t n = readlinkat(root_fd_.get(), path, target, sizeof target);
   if (n > 0)
     if (const uint32_t inode = parse_ns_link(target, n); inode != 0)
       return inode;
@@ -191,7 +173,7 @@ uint32_t proc_scanner::netns_inode(pid_t pid) const {
     return 0; // gone, or a zombie
   // Not a link of that shape (a tree laid out by hand): the inode of what the path names.
   struct stat st {};
-  if (fstatat(root_fd_, path, &st, 0) != 0)
+  if (fstatat(root_fd_.get(), path, &st, 0) != 0)
     return 0;
   return static_cast<uint32_t>(st.st_ino);
 }

@@ -15,6 +15,8 @@
 #include <variant>
 #include <vector>
 
+#include "flow/unique_fd.hpp"
+
 namespace netlens {
 
 struct proc_process {
@@ -51,9 +53,8 @@ public:
   // nsfs inode of pid's namespace, 0 when it is gone.
   uint32_t netns_inode(pid_t pid) const;
 
-  ~proc_scanner();
-  proc_scanner(proc_scanner&& other) noexcept;
-  proc_scanner& operator=(proc_scanner&& other) noexcept;
+  proc_scanner(proc_scanner&& other) noexcept = default;
+  proc_scanner& operator=(proc_scanner&& other) noexcept = default;
   proc_scanner(const proc_scanner&) = delete;
   proc_scanner& operator=(const proc_scanner&) = delete;
 
@@ -61,7 +62,7 @@ private:
   explicit proc_scanner(int root_fd);
   std::optional<std::string> read_small(pid_t pid, const char* file, size_t limit) const;
 
-  int root_fd_ = -1;
+  unique_fd root_fd_;
   std::vector<char> dents_; // getdents64 buffer, kept between scans
 };
 

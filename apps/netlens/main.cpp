@@ -9,7 +9,6 @@
 #include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <thread>
 #include <unistd.h>
@@ -34,6 +33,8 @@
 #include "apps/netlens/console_client.hpp"
 #include "bpf/expected_kernel_errors.hpp"
 #include "config/config_loader.hpp"
+#include "flow/unique_fd.hpp"
+#include "flow/wake_signal.hpp"
 
 #ifndef NETLENS_VERSION
 #define NETLENS_VERSION "0.0.0"
@@ -108,6 +109,12 @@ int run_agent(const config& cfg, const std::string& config_path, bool log_level_
   sigaddset(&signals, SIGQUIT);
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  auto opened = wake_signal::open();
+  if (auto* err = std::get_if<std::string>(&opened)) {
+    spdlog::error("netlens cannot start: {}", *err);
+    return 1;
+  }
+  const wake_signal done = std::move(std::get<wake_signal>(opened));
 
   auto started = std::chrono::steady_clock::now();
   caf::actor_system_config caf_cfg;
@@ -137,13 +144,12 @@ int run_agent(const config& cfg, const std::string& config_path, bool log_level_
     const bool exporter_running = agent_runs_exporter(cfg);
     auto supervisor = sys.spawn(supervisor_fn, cfg.supervisor, agent_children(live), hooks);
 
-    // Signals arrive on a signalfd; the eventfd tells the thread the agent is done, so the
+    // Signals arrive on a signalfd; the wake signal tells the thread the agent is done, so the
     // process exits as soon as the shutdown ends rather than at the next poll timeout.
-    int sig_fd = signalfd(-1, &signals, SFD_CLOEXEC);
-    int done_fd = eventfd(0, EFD_CLOEXEC);
+    unique_fd sig_fd(signalfd(-1, &signals, SFD_CLOEXEC));
     std::thread signal_thread([&] {
       int shutdown_requests = 0;
-      pollfd fds[2] = {{sig_fd, POLLIN, 0}, {done_fd, POLLIN, 0}};
+      pollfd fds[2] = {{sig_fd.get(), POLLIN, 0}, {done.fd(), POLLIN, 0}};
       for (;;) {
         if (poll(fds, 2, -1) < 0) {
           if (errno == EINTR)
@@ -153,7 +159,7 @@ int run_agent(const config& cfg, const std::string& config_path, bool log_level_
         if (fds[1].revents)
           break;
         signalfd_siginfo info{};
-        if (read(sig_fd, &info, sizeof(info)) != sizeof(info))
+        if (read(sig_fd.get(), &info, sizeof(info)) != sizeof(info))
           continue;
         if (info.ssi_signo == SIGHUP) {
           if (shutdown_requests > 0)
@@ -191,11 +197,8 @@ int run_agent(const config& cfg, const std::string& config_path, bool log_level_
     else
       result = {1, "the supervisor died without running the ordered shutdown"};
     auto [code, why] = result;
-    uint64_t one = 1;
-    (void)!write(done_fd, &one, sizeof(one));
+    done.notify();
     signal_thread.join();
-    close(sig_fd);
-    close(done_fd);
     exit_code = code;
     if (code != 0)
       spdlog::error("netlens exits with code {}: {}", code, why);
