@@ -78,37 +78,30 @@ nl_start_agent() {
   nl_die "agent not ready after 6 s"
 }
 
-# nl_end PID SIGNAL WHAT: sends SIGNAL, waits up to 10 s, then SIGKILL (said on stderr), and
-# reaps it. A helper that ignores its signal (a bpftrace once stayed attached for 47 minutes
-# after SIGINT) must not hang the bench or stay in the kernel.
+# nl_end PID SIGNAL WHAT [SECONDS]: sends SIGNAL, waits up to SECONDS (10), then SIGKILL (said
+# on stderr), reaps it and returns its exit code. A helper that ignores its signal (a bpftrace
+# once stayed attached for 47 minutes after SIGINT) must not hang the bench or stay in the
+# kernel.
 nl_end() {
-  local pid=$1 sig=$2 what=$3 i
+  local pid=$1 sig=$2 what=$3 seconds=${4:-10} rc=0 i
   kill "-$sig" "$pid" 2>/dev/null || true
-  for ((i = 0; i < 1000; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.01
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "$what ($pid) did not exit 10 s after SIG$sig; killing it" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-
-# nl_stop_agent: SIGTERM, wait (up to 20 s, then SIGKILL), return its exit code.
-nl_stop_agent() {
-  local pid=$NL_AGENT_PID rc=0 i
-  [[ -n $pid ]] || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 4000; i++)); do
+  for ((i = 0; i < seconds * 200; i++)); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.005
   done
   if kill -0 "$pid" 2>/dev/null; then
-    echo "agent $pid did not exit 20 s after SIGTERM; killing it" >&2
+    echo "$what $pid did not exit $seconds s after SIG$sig; killing it" >&2
     kill -KILL "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || rc=$?
+  return $rc
+}
+
+# nl_stop_agent: SIGTERM, wait (up to 20 s, then SIGKILL), return its exit code.
+nl_stop_agent() {
+  local pid=$NL_AGENT_PID rc=0
+  [[ -n $pid ]] || return 0
+  nl_end "$pid" TERM agent 20 || rc=$?
   NL_AGENT_PID=""
   return $rc
 }
