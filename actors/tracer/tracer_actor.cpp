@@ -329,14 +329,6 @@ std::optional<std::string> loaded_with(self_ptr self, std::unique_ptr<tracer_obj
   return std::nullopt;
 }
 
-// The object goes: its buffer leaves the slot (a consumer still reading keeps it until it stops).
-void unload(tracer_state& st) {
-  if (st.buffer)
-    st.buffer_slot->clear_if(st.buffer.get());
-  st.buffer.reset();
-  st.bpf.reset(); // detaches every link, frees every map and program
-}
-
 // A connections answer for one client: first everything closed so far (the consumer sends it
 // before it answers, so it is ahead of the answer in this mailbox and in this reply).
 caf::result<connections_reply> get_connections(self_ptr self, const std::string& client,
@@ -473,7 +465,7 @@ tracer_self_actor::behavior_type tracer_fn(self_ptr self, tracer_config cfg,
       fault_handler(self),
       [=](purge_atom) {
         auto& st = self->state;
-        unload(st);
+        st.unload();
         st.state = actor_state::purged;
         spdlog::info("tracer: BPF links detached, programs and maps released");
         return caf::ok_atom::value;

@@ -49,9 +49,14 @@ struct tracer_state {
   static inline const char* name = "tracer";
   // However the actor ends (a crash too): its buffer leaves the slot, so the maps go with the
   // object once the consumer that reads them stops.
-  ~tracer_state() {
+  ~tracer_state() { unload(); }
+  // The object goes: its buffer leaves the slot (a consumer still reading keeps it until it
+  // stops), then every link, map and program is released.
+  void unload() {
     if (buffer && buffer_slot)
       buffer_slot->clear_if(buffer.get());
+    buffer.reset();
+    bpf.reset();
   }
   tracer_config cfg;
   std::unique_ptr<tracer_object> bpf;
