@@ -11,7 +11,7 @@
 
 #define NL_COMM_LEN 16
 #define NL_RECORD_MAGIC 0x4e4c4352u /* "NLCR" */
-#define NL_RECORD_VERSION 3
+#define NL_RECORD_VERSION 4
 #define NL_BATCH_MAGIC 0x4e4c4342u /* "NLCB" */
 #define NL_BATCH_MAX 64            /* records per batch at most (tracer.closed_batch_size) */
 #define NL_BATCH_DEFAULT 4         /* tracer.closed_batch_size when the configuration is silent */
@@ -67,6 +67,11 @@ struct nl_conn {
   __u64 packets_recv;
   __u64 base_acked;    /* tcp_sock.bytes_acked when counting began */
   __u64 base_received; /* tcp_sock.bytes_received when counting began */
+  /* tcp_sock.segs_out and segs_in when counting began: 0 for a connection seen from its
+   * opening (its packets are the socket's own counts), the counts at first sight for one
+   * established before netlens started (its packets count from then on). */
+  __u32 base_segs_out;
+  __u32 base_segs_in;
   __u32 netns;         /* inode of the network namespace */
   __u32 pid;           /* tgid of the process that used the socket first */
   __u32 retransmits;

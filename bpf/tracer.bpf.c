@@ -40,7 +40,7 @@ const volatile bool tcp_marks_on = false;
 /* Ring buffer bytes (whole records) that make up one batch: only the record that completes a
  * batch wakes the reader. Every wakeup is an irq_work self-IPI on this CPU, a VM exit on a
  * virtual machine; the reader picks up smaller remainders on its own timer. */
-const volatile __u64 wakeup_bytes = 64 * 168;
+const volatile __u64 wakeup_bytes = 64 * sizeof(struct nl_closed_record);
 
 /* What one closed record takes in the ring buffer: 8 bytes of header, rounded up to 8. */
 #define NL_RING_RECORD_BYTES ((sizeof(struct nl_closed_record) + 8 + 7) & ~7ul)
@@ -200,13 +200,17 @@ static __always_inline struct nl_conn *insert_conn(__u64 key, struct nl_conn *c)
 static __always_inline void set_tcp_base(struct nl_conn *c, nl_tcp_sock *tp) {
   c->base_acked = tp_bytes_acked(tp);
   c->base_received = tp_bytes_received(tp);
+  c->base_segs_out = tp_segs_out(tp);
+  c->base_segs_in = tp_segs_in(tp);
   c->flags |= NL_FLAG_TCP_BASE_KNOWN;
 }
 
 /* The base of a TCP connection first seen mid-life (established before netlens started) at
  * a send or receive of ret bytes. Nothing says when bytes moved before that, so it counts what
  * the applications move from then on, each direction at the application's own position in
- * the stream:
+ * the stream (packets: the segments that move from this moment on; those this very send put
+ * out before its tracepoint fired are not counted, as the segment counters say nothing of
+ * which bytes they carried):
  * - Sent: from the first byte of this send (write_seq - ret; a receive: write_seq). The peer's
  *   ACKs are processed while sendmsg runs (a large write waits for them), so part of this very
  *   send may be acknowledged when its tracepoint fires: it counts (measured on loopback: 16,796
@@ -243,6 +247,8 @@ static __always_inline void set_tcp_base_at_open(struct nl_conn *c, nl_tcp_sock 
   __u64 acked = tp_bytes_acked(tp);
   c->base_acked = c->direction == NL_DIR_OUTGOING && acked > 0 ? 1 : 0;
   c->base_received = 0;
+  c->base_segs_out = 0; /* the handshake's segments are the connection's */
+  c->base_segs_in = 0;
   c->flags |= NL_FLAG_TCP_BASE_KNOWN;
 }
 
@@ -300,8 +306,8 @@ static __always_inline void snap_tcp(struct nl_tcp_snap *s, const struct sock *s
  * base) and without a FIN, which takes a sequence number too. This counts what splice and
  * sendfile move as well, and the value at close is exact. */
 static __always_inline void apply_tcp(struct nl_conn *c, const struct nl_tcp_snap *s) {
-  c->packets_sent = s->segs_out;
-  c->packets_recv = s->segs_in;
+  c->packets_sent = (__u32)(s->segs_out - c->base_segs_out);
+  c->packets_recv = (__u32)(s->segs_in - c->base_segs_in);
   c->srtt_us = s->srtt_us >> 3;
   c->rttvar_us = s->mdev_us >> 2;
   c->retransmits = s->total_retrans;

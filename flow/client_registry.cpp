@@ -25,8 +25,11 @@ conn_counters counters_of(const nl_conn& c) {
   return {c.bytes_sent, c.bytes_recv, c.packets_sent, c.packets_recv, c.retransmits};
 }
 
-static_assert(offsetof(nl_conn, base_received) == offsetof(nl_conn, base_acked) + sizeof(uint64_t),
-              "the two byte bases are adjacent: a closed_entry packs what is around them");
+static_assert(
+    offsetof(nl_conn, base_received) == offsetof(nl_conn, base_acked) + sizeof(uint64_t) &&
+        offsetof(nl_conn, base_segs_out) == offsetof(nl_conn, base_received) + sizeof(uint64_t) &&
+        offsetof(nl_conn, base_segs_in) == offsetof(nl_conn, base_segs_out) + sizeof(uint32_t),
+    "the kernel's bases are adjacent: a closed_entry packs what is around them");
 
 void client_registry::closed_entry::pack(const nl_conn& c) {
   const auto* bytes = reinterpret_cast<const unsigned char*>(&c);

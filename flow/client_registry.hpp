@@ -116,11 +116,11 @@ private:
   client_registry_limits limits_;
   // A closed record as the buffer keeps it, which may be every record of a mass close until its
   // clients ask (65,536 at 208 B each were 13.6 MB of the agent's peak): nl_conn packed without
-  // the kernel's byte bases (nothing reads them after the close), 154 B. The NAT translation,
-  // which most closed connections lack, lives out of line (nat_, by sequence number).
+  // the kernel's byte and segment bases (nothing reads them after the close), 152 B. The NAT
+  // translation, which most closed connections lack, lives out of line (nat_, by sequence number).
   struct closed_entry {
     static constexpr size_t k_head = offsetof(nl_conn, base_acked);
-    static constexpr size_t k_tail_at = offsetof(nl_conn, base_received) + sizeof(uint64_t);
+    static constexpr size_t k_tail_at = offsetof(nl_conn, base_segs_in) + sizeof(uint32_t);
     static constexpr size_t k_tail = sizeof(nl_conn) - k_tail_at;
     unsigned char head[k_head];
     unsigned char tail[k_tail];
@@ -128,7 +128,7 @@ private:
     bool nat_pending = false;
 
     void pack(const nl_conn& c);
-    nl_conn unpack() const; // base_acked and base_received 0
+    nl_conn unpack() const; // the kernel's bases 0
   };
   // Drops the n oldest records (and their translations).
   void pop_closed(size_t n);

@@ -26,9 +26,9 @@ CFG, API = write_config(WORK, '[tracer]\nmode = "core"\n[compact_ticker]\ninterv
 NS = "nlrec%d" % os.getpid()
 SO_COOKIE = 57
 
-# bpf/netlens_records.h, struct nl_conn (NL_RECORD_VERSION 3), little-endian.
-NL_CONN = struct.Struct("<16s16s11Q5I3H6B16s")
-assert NL_CONN.size == 168
+# bpf/netlens_records.h, struct nl_conn (NL_RECORD_VERSION 4), little-endian.
+NL_CONN = struct.Struct("<16s16s11Q2I5I3H6B16s")
+assert NL_CONN.size == 176
 
 # Runs in the namespace: a listener that lives, and the cookie of a socket that is gone.
 HOLDER = r'''
@@ -73,7 +73,7 @@ def plant(map_id, cookie, netns, pid, sport):
     value = NL_CONN.pack(socket.inet_aton("127.0.0.1") + bytes(12),
                          socket.inet_aton("127.0.0.1") + bytes(12),
                          cookie, cookie, 0, now - 61 * 10**9, now - 60 * 10**9,
-                         1000, 2000, 10, 12, 0, 0,
+                         1000, 2000, 10, 12, 0, 0, 0, 0,
                          netns, pid, 0, 0, 0,
                          sport, 4242, socket.AF_INET,
                          6, 1, 4, 0, 0, 0,  # TCP, outgoing, FIN_WAIT1

@@ -1213,6 +1213,14 @@ struct scoped_sysctl {
 // One connection's truth: the bytes its applications wrote and read (or, where the kernel
 // decides, what TCP_INFO says), and each socket's TCP_INFO once nothing more could cross, for
 // the segment counts. Its two close records are checked against it.
+// A socket first seen mid-life counts its segments from its first send or receive on: the
+// test cannot see that moment, only TCP_INFO before the event (nothing moved between the load
+// and it) and after it. The record's packets lie between the two, and equal them where nothing
+// moved during the event. Zero for a connection seen from its opening: all its segments count.
+struct segs_at_first_event {
+  uint32_t out_before = 0, out_after = 0, in_before = 0, in_after = 0;
+};
+
 struct close_path_truth {
   std::string path;
   int family;
@@ -1220,7 +1228,21 @@ struct close_path_truth {
   uint64_t c_sent, c_recv, s_sent, s_recv;
   tcp_info c_info, s_info;
   bool preexisting = false;
+  segs_at_first_event c_first = {}, s_first = {};
 };
+
+// Runs one socket's first event (fn) between two looks at its segment counters.
+template <typename Fn> segs_at_first_event around_first_event(int fd, Fn&& fn) {
+  segs_at_first_event s;
+  tcp_info before = tcp_info_of(fd);
+  fn();
+  tcp_info after = tcp_info_of(fd);
+  s.out_before = before.tcpi_segs_out;
+  s.in_before = before.tcpi_segs_in;
+  s.out_after = after.tcpi_segs_out;
+  s.in_after = after.tcpi_segs_in;
+  return s;
+}
 
 // Both sides send, each reads all, each socket's data is acknowledged.
 void exchange(tcp_pair& p, size_t up, size_t down) {
@@ -1391,13 +1413,13 @@ void talk_before_load(tcp_pair& p) {
 //   before its send event fires, and still counts;
 // - the server's first event is a read of all that arrived, once all of it has (the client
 //   has nothing unacknowledged).
-// Segments are the socket's own counters, which have no starting point: a record of a
-// preexisting connection carries the socket's lifetime segments, as TCP_INFO does.
+// Segments count from each socket's first event on (segs_at_first_event): the client's write
+// puts segments out while it runs, the server's read moves none in (the client is idle).
 close_path_truth first_seen_mid_life(tcp_pair& p, int family) {
   const size_t up = 30000, down = 2222;
-  write_all(p.c, up);
+  segs_at_first_event c_first = around_first_event(p.c, [&] { write_all(p.c, up); });
   wait_acked(p.c);
-  read_exactly(p.s, up);
+  segs_at_first_event s_first = around_first_event(p.s, [&] { read_exactly(p.s, up); });
   write_all(p.s, down);
   read_exactly(p.c, down);
   shutdown(p.c, SHUT_WR);
@@ -1405,7 +1427,19 @@ close_path_truth first_seen_mid_life(tcp_pair& p, int family) {
   shutdown(p.s, SHUT_WR);
   read_eof(p.c);
   tcp_info ci = wait_closed(p.c), si = wait_closed(p.s);
-  return {"first seen mid-life", family, p.port, p.cport, up, down, down, up, ci, si, true};
+  return {"first seen mid-life",
+          family,
+          p.port,
+          p.cport,
+          up,
+          down,
+          down,
+          up,
+          ci,
+          si,
+          true,
+          c_first,
+          s_first};
 }
 
 // First seen mid-life too, but the server's first read takes only part of what has arrived:
@@ -1415,9 +1449,9 @@ close_path_truth first_seen_mid_life(tcp_pair& p, int family) {
 // on, and the queued rest is missed.
 close_path_truth first_seen_mid_life_queued(tcp_pair& p, int family, bool prebuilt) {
   const size_t up = 4000, first = 1000, down = 500;
-  write_all(p.c, up);
+  segs_at_first_event c_first = around_first_event(p.c, [&] { write_all(p.c, up); });
   wait_acked(p.c);
-  read_exactly(p.s, first);
+  segs_at_first_event s_first = around_first_event(p.s, [&] { read_exactly(p.s, first); });
   read_exactly(p.s, up - first);
   write_all(p.s, down);
   read_exactly(p.c, down);
@@ -1436,7 +1470,9 @@ close_path_truth first_seen_mid_life_queued(tcp_pair& p, int family, bool prebui
           prebuilt ? first : up,
           ci,
           si,
-          true};
+          true,
+          c_first,
+          s_first};
 }
 
 } // namespace
@@ -1466,6 +1502,7 @@ nl_conn as_if_open_missed(nl_conn c) {
   c.flags = static_cast<uint8_t>(c.flags & ~NL_FLAG_TCP_BASE_KNOWN);
   c.sport = 0;
   c.base_acked = c.base_received = 0;
+  c.base_segs_out = c.base_segs_in = 0;
   c.bytes_sent = c.bytes_recv = 0;
   return c;
 }
@@ -1571,6 +1608,18 @@ TEST_CASE("kernel: a TCP close the state tracepoint never reported ends at the s
   CHECK(t.bpf->read_counters().closes_at_destroy == destroyed_before + 1);
 }
 
+// A record's packets against TCP_INFO at the end, less what the socket counted before its
+// first event (everything, for a connection seen from its opening).
+void check_segments(const nl_conn& r, const tcp_info& end, const segs_at_first_event& first) {
+  INFO("segments out " << end.tcpi_segs_out << ", in " << end.tcpi_segs_in
+                       << "; at the first event out " << first.out_before << ".." << first.out_after
+                       << ", in " << first.in_before << ".." << first.in_after);
+  CHECK(r.packets_sent >= end.tcpi_segs_out - first.out_after);
+  CHECK(r.packets_sent <= end.tcpi_segs_out - first.out_before);
+  CHECK(r.packets_recv >= end.tcpi_segs_in - first.in_after);
+  CHECK(r.packets_recv <= end.tcpi_segs_in - first.in_before);
+}
+
 TEST_CASE("kernel: TCP bytes are exact on every close path", "[kernel][close_paths]") {
   // Fast Open for client and server (bits 1 and 2); the old value is back after the test.
   scoped_sysctl fastopen("/proc/sys/net/ipv4/tcp_fastopen", "3");
@@ -1607,10 +1656,8 @@ TEST_CASE("kernel: TCP bytes are exact on every close path", "[kernel][close_pat
     CHECK(client->bytes_recv == w.c_recv);
     CHECK(server->bytes_sent == w.s_sent);
     CHECK(server->bytes_recv == w.s_recv);
-    CHECK(client->packets_sent == w.c_info.tcpi_segs_out);
-    CHECK(client->packets_recv == w.c_info.tcpi_segs_in);
-    CHECK(server->packets_sent == w.s_info.tcpi_segs_out);
-    CHECK(server->packets_recv == w.s_info.tcpi_segs_in);
+    check_segments(*client, w.c_info, w.c_first);
+    check_segments(*server, w.s_info, w.s_first);
     CHECK(((client->flags & NL_FLAG_PREEXISTING) != 0) == w.preexisting);
     CHECK(((server->flags & NL_FLAG_PREEXISTING) != 0) == w.preexisting);
   }

@@ -390,6 +390,8 @@ TEST_CASE("a buffered closed record comes back whole, and its translation goes w
   a.parent_sock_id = 77;
   a.base_acked = 1; // the kernel's own: nothing reads them after the close
   a.base_received = 2;
+  a.base_segs_out = 5;
+  a.base_segs_in = 6;
   std::strncpy(a.comm, "closer", sizeof(a.comm));
   uint64_t first = reg.add_closed({a}, true);
   ct_endpoints nat;
@@ -400,6 +402,7 @@ TEST_CASE("a buffered closed record comes back whole, and its translation goes w
   REQUIRE(out.size() == 1);
   nl_conn want = a;
   want.base_acked = want.base_received = 0;
+  want.base_segs_out = want.base_segs_in = 0;
   CHECK(std::memcmp(&out[0].conn, &want, sizeof(nl_conn)) == 0);
   CHECK(out[0].has_nat);
   CHECK(out[0].nat.sport == 8080);
