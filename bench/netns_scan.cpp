@@ -35,9 +35,10 @@
 #include <variant>
 #include <vector>
 
+#include "actors/netns/container_id.hpp"
 #include "actors/netns/netns_cache.hpp"
-#include "actors/netns/proc_scan.hpp"
 #include "flow/netns_handle.hpp"
+#include "flow/proc_scan.hpp"
 #include "tests/support/open_fds.hpp"
 
 using netlens::testing::open_fds;
@@ -199,7 +200,7 @@ bool measure_scan(int processes, const proc_scan_options& cold_opts, int runs, s
     const auto s0 = std::chrono::steady_clock::now();
     auto stats = scanner.scan(opts, [&](const proc_process& p) {
       if (container)
-        (void)scanner.container_id(p.pid);
+        (void)container_id_of(scanner, p.pid);
       found_children += std::binary_search(kid_pids.begin(), kid_pids.end(), p.pid);
     });
     const double ms = ms_since(s0);

@@ -4,8 +4,10 @@
 // reconciliation run without root or a kernel.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <variant>
 #include <vector>
@@ -56,14 +58,21 @@ public:
 };
 
 // The kernel's: its own namespace directly, another through /proc/<pid>/ns/net of a process of
-// one of the entries there (the namespace's inode checked).
+// one of the entries there (the namespace's inode checked), or when none of them is in it any
+// more, wherever find_netns reaches it. A namespace nothing reaches is searched for again only
+// after research_after: a search reads all of /proc.
 class kernel_live_sockets : public live_sockets {
 public:
-  kernel_live_sockets();
+  explicit kernel_live_sockets(
+      std::chrono::steady_clock::duration research_after = std::chrono::seconds(30));
   live_cookies tcp_cookies(uint32_t netns, const std::vector<const nl_conn*>& in_ns) override;
 
 private:
   uint32_t own_netns_;
+  std::chrono::steady_clock::duration research_after_;
+  // Namespaces nothing reached, with when they may be searched for again, and why not.
+  std::unordered_map<uint32_t, std::pair<std::chrono::steady_clock::time_point, std::string>>
+      unreachable_;
 };
 
 } // namespace netlens

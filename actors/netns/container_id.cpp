@@ -79,4 +79,11 @@ std::string container_id_from_cgroup(std::string_view text) {
   return {};
 }
 
+std::optional<std::string> container_id_of(const proc_scanner& scanner, pid_t pid) {
+  auto text = scanner.cgroup(pid);
+  if (!text)
+    return std::nullopt;
+  return container_id_from_cgroup(*text);
+}
+
 } // namespace netlens

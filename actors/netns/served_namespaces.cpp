@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "actors/netns/container_id.hpp"
 #include "actors/netns/device_filter.hpp"
 
 namespace netlens {
@@ -38,8 +39,8 @@ served_namespaces::served_namespaces(netns_config cfg, uint32_t own_netns, proc_
                                      namespace_feed feed, clock_fn clock)
     : cfg_(std::move(cfg)), own_netns_(own_netns), feed_(std::move(feed)), clock_(std::move(clock)),
       cache_(cfg_.max_namespaces, cfg_.max_queued_devices, clock_), scanner_(std::move(scanner)),
-      containers_([this](pid_t pid) { return scanner_.container_id(pid); }, k_max_container_entries,
-                  k_no_container_recheck_ns) {}
+      containers_([this](pid_t pid) { return container_id_of(scanner_, pid); },
+                  k_max_container_entries, k_no_container_recheck_ns) {}
 
 served_namespaces::~served_namespaces() = default;
 

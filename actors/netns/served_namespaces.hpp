@@ -26,10 +26,10 @@
 #include "actors/netns/flow_join.hpp"
 #include "actors/netns/link_watcher.hpp"
 #include "actors/netns/netns_cache.hpp"
-#include "actors/netns/proc_scan.hpp"
 #include "bpf/tc_attach.hpp"
 #include "config/config.hpp"
 #include "flow/connection.hpp"
+#include "flow/proc_scan.hpp"
 #include "messages/types.hpp"
 
 namespace netlens {

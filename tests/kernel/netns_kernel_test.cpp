@@ -19,12 +19,16 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <variant>
 #include <vector>
 
+#include "actors/netns/container_id.hpp"
 #include "actors/netns/netns_cache.hpp"
-#include "actors/netns/proc_scan.hpp"
 #include "flow/netns_handle.hpp"
+#include "flow/netns_search.hpp"
+#include "flow/proc_scan.hpp"
+#include "flow/socket_table.hpp"
 #include "tests/support/open_fds.hpp"
 #include "tests/support/orphan_netns.hpp"
 
@@ -150,7 +154,7 @@ TEST_CASE("netns kernel: the scan finds a process in a new namespace and its han
   CHECK(found->netns_inode == ns.inode);
   CHECK((found->comm == "sleep" || found->comm == "ip")); // ip execs sleep in place
   CHECK(in_own_ns >= 1);
-  CHECK(scanner.container_id(ns.sleeper).has_value());
+  CHECK(container_id_of(scanner, ns.sleeper).has_value());
 
   const size_t fds_before = open_fds();
   {
@@ -181,6 +185,48 @@ TEST_CASE("netns kernel: the scan finds a process in a new namespace and its han
     auto purged = cache.purge();
     CHECK(purged.size() == 2);
     CHECK(open_fds() == fds_before);
+  }
+  CHECK(open_fds() == fds_before);
+}
+
+TEST_CASE("netns kernel: find_netns reaches a namespace by its name, a process, or our own "
+          "descriptor",
+          "[kernel][netns]") {
+  test_netns ns;
+  REQUIRE(ns.inode != 0);
+  const size_t fds_before = open_fds();
+  {
+    auto by_name = find_netns(ns.inode);
+    REQUIRE(std::holds_alternative<netns_handle>(by_name));
+    CHECK(std::get<netns_handle>(by_name).inode() == ns.inode);
+    CHECK(std::get<netns_handle>(by_name).opened_from() == 0); // /run/netns/<name>
+
+    netns_search_roots no_names{"/nonexistent-run-netns", "/proc"};
+    auto by_process = find_netns(ns.inode, no_names);
+    REQUIRE(std::holds_alternative<netns_handle>(by_process));
+    CHECK(std::get<netns_handle>(by_process).opened_from() == ns.sleeper);
+
+    // Its process and its name go; only the descriptor this process holds keeps it.
+    auto held = netns_handle::open_for_pid(ns.sleeper, ns.inode);
+    REQUIRE(std::holds_alternative<netns_handle>(held));
+    ns.cleanup();
+    auto by_fd = find_netns(ns.inode);
+    REQUIRE(std::holds_alternative<netns_handle>(by_fd));
+    const auto& h = std::get<netns_handle>(by_fd);
+    CHECK(h.opened_from() == getpid());
+    struct stat st {};
+    REQUIRE(fstat(h.fd(), &st) == 0);
+    CHECK(static_cast<uint32_t>(st.st_ino) == ns.inode);
+    CHECK(std::holds_alternative<std::unordered_set<uint64_t>>(live_tcp_cookies_in(h.fd())));
+
+    // Once nothing holds it, nothing reaches it, and the error says so.
+    std::get<netns_handle>(held).reset();
+    std::get<netns_handle>(by_name).reset();
+    std::get<netns_handle>(by_process).reset();
+    std::get<netns_handle>(by_fd).reset();
+    auto gone = find_netns(ns.inode);
+    REQUIRE(std::holds_alternative<netns_error>(gone));
+    CHECK(std::get<netns_error>(gone).message.find(std::to_string(ns.inode)) != std::string::npos);
   }
   CHECK(open_fds() == fds_before);
 }

@@ -10,7 +10,8 @@
 #include <string>
 #include <variant>
 
-#include "actors/netns/proc_scan.hpp"
+#include "actors/netns/container_id.hpp"
+#include "flow/proc_scan.hpp"
 
 using namespace netlens;
 
@@ -86,9 +87,9 @@ TEST_CASE("proc_scanner lists pid directories with their namespace inode", "[net
   CHECK(seen[4242].comm.empty());
   CHECK(seen[4242].netns_inode == p.inode("4242/ns/net"));
 
-  CHECK(scanner.container_id(4242) == k_id);
-  CHECK(scanner.container_id(1) == std::string());
-  CHECK_FALSE(scanner.container_id(5).has_value());
+  CHECK(container_id_of(scanner, 4242) == k_id);
+  CHECK(container_id_of(scanner, 1) == std::string());
+  CHECK_FALSE(container_id_of(scanner, 5).has_value());
   CHECK(scanner.comm(4242) == std::string("nginx"));
   CHECK_FALSE(scanner.comm(5).has_value());
   CHECK(scanner.netns_inode(1) == p.inode("1/ns/net"));
@@ -114,7 +115,7 @@ TEST_CASE("proc_scanner finds this process in the real /proc", "[netns][proc_sca
   std::string expected;
   std::getline(comm, expected);
   CHECK(me->comm == expected);
-  CHECK(scanner.container_id(getpid()).has_value());
+  CHECK(container_id_of(scanner, getpid()).has_value());
 }
 
 TEST_CASE("proc_scanner reports a root it cannot open", "[netns][proc_scan]") {

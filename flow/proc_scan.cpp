@@ -1,4 +1,4 @@
-#include "actors/netns/proc_scan.hpp"
+#include "flow/proc_scan.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -9,7 +9,6 @@
 #include <cstring>
 #include <utility>
 
-#include "actors/netns/container_id.hpp"
 #include "flow/errno_text.hpp"
 
 namespace netlens {
@@ -152,11 +151,8 @@ std::optional<std::string> proc_scanner::comm(pid_t pid) const {
   return c;
 }
 
-std::optional<std::string> proc_scanner::container_id(pid_t pid) const {
-  auto text = read_small(pid, "cgroup", k_cgroup_limit);
-  if (!text)
-    return std::nullopt;
-  return container_id_from_cgroup(*text);
+std::optional<std::string> proc_scanner::cgroup(pid_t pid) const {
+  return read_small(pid, "cgroup", k_cgroup_limit);
 }
 
 uint32_t proc_scanner::netns_inode(pid_t pid) const {

@@ -48,8 +48,8 @@ public:
 
   // The lazy parts, for the processes the caller cares about. nullopt: the process is gone.
   std::optional<std::string> comm(pid_t pid) const;
-  // "" when the process is not in a container (see container_id_from_cgroup).
-  std::optional<std::string> container_id(pid_t pid) const;
+  // The text of <pid>/cgroup (actors/netns/container_id reads the container from it).
+  std::optional<std::string> cgroup(pid_t pid) const;
   // nsfs inode of pid's namespace, 0 when it is gone.
   uint32_t netns_inode(pid_t pid) const;
 
