@@ -74,7 +74,7 @@ struct {
  * sends to or receives from an unconnected UDP socket (sendto, recvfrom: the address the
  * application passes or asks for), but not its length; sock_send_length / sock_recv_length see
  * the length but not the peer. Both run in the same system call, on the same thread, the
- * cgroup program first: it leaves the peer here under the thread's id, and the tracepoint
+ * cgroup program first: it leaves the peer in a note of the thread's own, and the tracepoint
  * takes it. A note carries its socket and direction, and is taken once. */
 struct nl_peer_note {
   __u64 sk_key;
@@ -85,12 +85,40 @@ struct nl_peer_note {
   __u32 pad;
 };
 
+#ifdef NL_MODE_CORE
+/* CO-RE: the note lives in the thread's own storage, made at its first note and freed with
+ * the thread. Reaching it is a pointer walk from the task, where a hash map costs a hash and a
+ * bucket walk on each side of every datagram. */
+struct {
+  __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, int);
+  __type(value, struct nl_peer_note);
+} nl_peer_notes SEC(".maps");
+
+static __always_inline struct nl_peer_note *thread_note(bool create) {
+  return bpf_task_storage_get(&nl_peer_notes, bpf_get_current_task_btf(), 0,
+                              create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
+#else
+/* raw_tp builds (no BTF needed): a hash by thread id. */
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
   __uint(max_entries, 16384); /* threads sending or receiving UDP at once, with room */
   __type(key, __u64);         /* bpf_get_current_pid_tgid() */
   __type(value, struct nl_peer_note);
 } nl_peer_notes SEC(".maps");
+
+static __always_inline struct nl_peer_note *thread_note(bool create) {
+  __u64 id = bpf_get_current_pid_tgid();
+  struct nl_peer_note *n = bpf_map_lookup_elem(&nl_peer_notes, &id);
+  if (n || !create)
+    return n;
+  struct nl_peer_note empty = {};
+  bpf_map_update_elem(&nl_peer_notes, &id, &empty, BPF_ANY);
+  return bpf_map_lookup_elem(&nl_peer_notes, &id);
+}
+#endif
 
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -603,8 +631,7 @@ static __always_inline void mark_tcp_known(struct sock *sk, struct nl_conn *c) {
  * later datagram can use it) and copied to *out. A note for another socket or the other
  * direction is stale (its system call failed after the cgroup program ran) and is dropped. */
 static __always_inline bool take_peer_note(__u64 key, bool is_send, struct nl_peer_note *out) {
-  __u64 id = bpf_get_current_pid_tgid();
-  struct nl_peer_note *n = bpf_map_lookup_elem(&nl_peer_notes, &id);
+  struct nl_peer_note *n = thread_note(false);
   if (!n || !n->valid)
     return false;
   n->valid = 0;
@@ -918,12 +945,9 @@ static __always_inline int note_peer(struct bpf_sock_addr *ctx, bool v6_hook, bo
   } else {
     *(__u32 *)&n.addr[0] = ctx->user_ip4;
   }
-  __u64 id = bpf_get_current_pid_tgid();
-  struct nl_peer_note *old = bpf_map_lookup_elem(&nl_peer_notes, &id);
-  if (old)
-    *old = n; /* the thread's note is rewritten in place: no allocation per datagram */
-  else
-    bpf_map_update_elem(&nl_peer_notes, &id, &n, BPF_ANY);
+  struct nl_peer_note *slot = thread_note(true);
+  if (slot)
+    *slot = n; /* the thread's note is rewritten in place: no allocation per datagram */
   return 1;
 }
 
