@@ -1,6 +1,7 @@
 #include "flow/active_table.hpp"
 
 #include <algorithm>
+#include <iterator>
 
 #include "flow/netns_handle.hpp"
 #include "flow/netns_search.hpp"
@@ -47,6 +48,10 @@ live_cookies kernel_live_sockets::tcp_cookies(uint32_t netns,
     return live_tcp_cookies_in(h->fd());
   }
   std::string why = std::get<netns_error>(found).message;
+  // Namespaces not asked about again since their wait ended (gone, or their entries were)
+  // are forgotten, so the map holds only those still being asked about.
+  for (auto it = unreachable_.begin(); it != unreachable_.end();)
+    it = now >= it->second.first + research_after_ ? unreachable_.erase(it) : std::next(it);
   unreachable_[netns] = {now + research_after_, why};
   return why;
 }

@@ -83,12 +83,14 @@ std::optional<netns_handle> by_own_fd(const std::string& proc, uint32_t inode) {
 
 std::variant<netns_handle, netns_error> find_netns(uint32_t inode,
                                                    const netns_search_roots& roots) {
+  // Cheapest first: the agent's own descriptors (the netns actor holds every namespace it
+  // serves), the names, and only then a pass over every process.
+  if (auto h = by_own_fd(roots.proc, inode))
+    return std::move(*h);
   if (auto h = by_name(roots.run_netns, inode))
     return std::move(*h);
   std::string why;
   if (auto h = by_process(roots.proc, inode, why))
-    return std::move(*h);
-  if (auto h = by_own_fd(roots.proc, inode))
     return std::move(*h);
   netns_error err;
   err.code = netns_errc::no_such_process;

@@ -9,8 +9,8 @@ ways to reach them:
 - a named one whose entries are owned by the process in it;
 - a named one no process is in (its sockets were made there by a process that went back to
   its own namespace), entries without an owner: only its name reaches it;
-- one with no name (as container runtimes make them), entries without an owner: only the
-  process in it reaches it.
+- one with no name (as container runtimes make them), entries without an owner: reached
+  through the descriptor the agent's netns actor holds on it, or the process in it.
 
 usage: reconcile_netns_e2e.py path/to/netlens
 """
@@ -133,11 +133,12 @@ def main():
         map_id = agent_map_id(agent.pid, "nl_active")
         check(map_id is not None, "the agent's active map is found")
         # (gone, live) pairs: reached through the entries' own process; through the name
-        # alone (no process of theirs: pid 0, an owner never learnt); through a process of the
-        # unnamed namespace that none of its entries names.
+        # alone (no process of theirs: pid 0, an owner never learnt); an unnamed namespace none
+        # of whose entries names a process (the agent's netns actor holds it, or a pass over
+        # /proc finds the process in it).
         pairs = {"its entries' process": ((dead, 40001), (live, 40002), ino, holder.pid),
                  "its name": ((dead_b, 40003), (live_b, 40004), named_ino, 0),
-                 "a process in it": ((dead_c, 40005), (live_c, 40006), anon_ino, 0)}
+                 "an unnamed namespace": ((dead_c, 40005), (live_c, 40006), anon_ino, 0)}
         for (gone_cookie, gone_port), (live_cookie, live_port), ns_ino, pid in pairs.values():
             plant(map_id, gone_cookie, ns_ino, pid, gone_port)
             plant(map_id, live_cookie, ns_ino, pid, live_port)

@@ -201,12 +201,14 @@ TEST_CASE("netns kernel: find_netns reaches a namespace by its name, a process, 
     CHECK(std::get<netns_handle>(by_name).inode() == ns.inode);
     CHECK(std::get<netns_handle>(by_name).opened_from() == 0); // /run/netns/<name>
 
+    std::get<netns_handle>(by_name).reset(); // else our own descriptor is found first
     netns_search_roots no_names{"/nonexistent-run-netns", "/proc"};
     auto by_process = find_netns(ns.inode, no_names);
     REQUIRE(std::holds_alternative<netns_handle>(by_process));
     CHECK(std::get<netns_handle>(by_process).opened_from() == ns.sleeper);
 
     // Its process and its name go; only the descriptor this process holds keeps it.
+    std::get<netns_handle>(by_process).reset();
     auto held = netns_handle::open_for_pid(ns.sleeper, ns.inode);
     REQUIRE(std::holds_alternative<netns_handle>(held));
     ns.cleanup();
@@ -221,8 +223,6 @@ TEST_CASE("netns kernel: find_netns reaches a namespace by its name, a process, 
 
     // Once nothing holds it, nothing reaches it, and the error says so.
     std::get<netns_handle>(held).reset();
-    std::get<netns_handle>(by_name).reset();
-    std::get<netns_handle>(by_process).reset();
     std::get<netns_handle>(by_fd).reset();
     auto gone = find_netns(ns.inode);
     REQUIRE(std::holds_alternative<netns_error>(gone));
