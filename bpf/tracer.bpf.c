@@ -745,14 +745,15 @@ static __always_inline int on_udp_peer(struct sock *sk, __u64 key, const struct 
 static __always_inline int on_io(struct sock *sk, int ret, int flags, bool is_send) {
   if (ret <= 0)
     return 0;
+  __u16 protocol = nl_sk_protocol(sk);
 #ifdef NL_MODE_CORE
-  /* The hot path: a TCP socket already counted. Nothing else ever has the mark. */
-  if (bpf_sk_storage_get(&nl_tcp_marks, sk, 0, 0))
+  /* The hot path: a TCP socket already counted. Only TCP sockets ever have the mark, so a
+   * UDP datagram does not look for one. */
+  if (protocol == IPPROTO_TCP && bpf_sk_storage_get(&nl_tcp_marks, sk, 0, 0))
     return 0;
 #endif
   if (!is_inet(nl_sk_family(sk)))
     return 0;
-  __u16 protocol = nl_sk_protocol(sk);
   if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP)
     return 0;
   __u64 key = nl_sk_key(sk);
