@@ -1404,6 +1404,19 @@ void talk_before_load(tcp_pair& p) {
   exchange(p, 3000, 2000);
 }
 
+// The end of both mid-life paths: the server answers down bytes, then a FIN each way, client
+// first; each socket's TCP_INFO once closed.
+std::pair<tcp_info, tcp_info> answer_and_close(tcp_pair& p, size_t down) {
+  write_all(p.s, down);
+  read_exactly(p.c, down);
+  shutdown(p.c, SHUT_WR);
+  read_eof(p.s);
+  shutdown(p.s, SHUT_WR);
+  read_eof(p.c);
+  tcp_info ci = wait_closed(p.c), si = wait_closed(p.s);
+  return {ci, si};
+}
+
 // A connection the tracer first sees mid-life (talk_before_load ran before it was loaded): it
 // counts from each socket's first send or receive on. Nothing reaches a socket between the
 // load and its first event here (no event shows such bytes: they would not be counted), so
@@ -1420,13 +1433,7 @@ close_path_truth first_seen_mid_life(tcp_pair& p, int family) {
   segs_at_first_event c_first = around_first_event(p.c, [&] { write_all(p.c, up); });
   wait_acked(p.c);
   segs_at_first_event s_first = around_first_event(p.s, [&] { read_exactly(p.s, up); });
-  write_all(p.s, down);
-  read_exactly(p.c, down);
-  shutdown(p.c, SHUT_WR);
-  read_eof(p.s);
-  shutdown(p.s, SHUT_WR);
-  read_eof(p.c);
-  tcp_info ci = wait_closed(p.c), si = wait_closed(p.s);
+  auto [ci, si] = answer_and_close(p, down);
   return {"first seen mid-life",
           family,
           p.port,
@@ -1453,13 +1460,7 @@ close_path_truth first_seen_mid_life_queued(tcp_pair& p, int family, bool prebui
   wait_acked(p.c);
   segs_at_first_event s_first = around_first_event(p.s, [&] { read_exactly(p.s, first); });
   read_exactly(p.s, up - first);
-  write_all(p.s, down);
-  read_exactly(p.c, down);
-  shutdown(p.c, SHUT_WR);
-  read_eof(p.s);
-  shutdown(p.s, SHUT_WR);
-  read_eof(p.c);
-  tcp_info ci = wait_closed(p.c), si = wait_closed(p.s);
+  auto [ci, si] = answer_and_close(p, down);
   return {"first seen mid-life, data queued behind the first read",
           family,
           p.port,

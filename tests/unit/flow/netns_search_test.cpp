@@ -11,26 +11,19 @@
 #include <variant>
 
 #include "flow/netns_search.hpp"
+#include "tests/support/temp_dir.hpp"
 
 using namespace netlens;
 
 namespace {
 
 struct fake_tree {
-  std::string root;
+  testing::temp_dir dir{"nltest-nssearch-"};
+  std::string root = dir.path();
   fake_tree() {
-    char tmpl[] = "/tmp/nltest-nssearch-XXXXXX";
-    REQUIRE(mkdtemp(tmpl));
-    root = tmpl;
     REQUIRE(std::system(("mkdir -p " + root + "/run " + root + "/proc").c_str()) == 0);
   }
-  ~fake_tree() { (void)!std::system(("rm -rf " + root).c_str()); }
-  std::string file(const std::string& rel) {
-    const std::string path = root + "/" + rel;
-    (void)!std::system(("mkdir -p $(dirname " + path + ")").c_str());
-    std::ofstream(path) << "";
-    return path;
-  }
+  std::string file(const std::string& rel) { return dir.write(rel); }
   static uint32_t inode(const std::string& path) {
     struct stat st {};
     REQUIRE(stat(path.c_str(), &st) == 0);

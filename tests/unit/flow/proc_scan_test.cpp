@@ -12,6 +12,7 @@
 
 #include "actors/netns/container_id.hpp"
 #include "flow/proc_scan.hpp"
+#include "tests/support/temp_dir.hpp"
 
 using namespace netlens;
 
@@ -22,18 +23,10 @@ const std::string k_id = "aa4a9c1e2b7d8e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a
 // A directory laid out like /proc: pid directories with ns/net, comm and cgroup files, plus the
 // entries a real /proc has that are not processes. Removed at the end.
 struct fake_proc {
-  std::string root;
-  fake_proc() {
-    char tmpl[] = "/tmp/nltest-proc-XXXXXX";
-    REQUIRE(mkdtemp(tmpl));
-    root = tmpl;
-  }
-  ~fake_proc() { (void)!std::system(("rm -rf " + root).c_str()); }
+  testing::temp_dir dir{"nltest-proc-"};
+  std::string root = dir.path();
 
-  void file(const std::string& rel, const std::string& text) {
-    (void)!std::system(("mkdir -p $(dirname " + root + "/" + rel + ")").c_str());
-    std::ofstream(root + "/" + rel) << text;
-  }
+  void file(const std::string& rel, const std::string& text) { dir.write(rel, text); }
   uint32_t inode(const std::string& rel) {
     struct stat st {};
     REQUIRE(stat((root + "/" + rel).c_str(), &st) == 0);

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "actors/netns/served_namespaces.hpp"
+#include "tests/support/temp_dir.hpp"
 
 using namespace netlens;
 
@@ -116,17 +117,14 @@ TEST_CASE("a namespace whose processes exited is let go after idle_flush_s, not 
 // A /proc with the test process alone in it (its ns/net a link to the real one), so a rescan
 // finds that one pid in our namespace and nothing else keeps the namespace.
 struct proc_with_us_alone {
-  std::string root;
+  testing::temp_dir dir{"nltest-served-"};
+  std::string root = dir.path();
   proc_with_us_alone() {
-    char tmpl[] = "/tmp/nltest-served-XXXXXX";
-    REQUIRE(mkdtemp(tmpl));
-    root = tmpl;
     const std::string pid = std::to_string(getpid());
     REQUIRE(std::system(("mkdir -p " + root + "/" + pid + "/ns && ln -s /proc/" + pid + "/ns/net " +
                          root + "/" + pid + "/ns/net")
                             .c_str()) == 0);
   }
-  ~proc_with_us_alone() { (void)!std::system(("rm -rf " + root).c_str()); }
 };
 
 TEST_CASE("lost exec and exit events make the tick rescan /proc, once per idle_flush_s",
