@@ -149,7 +149,7 @@ double lookup_rate(conntrack_cache& cache, const std::vector<ct_tuple>& keys, ui
   for (uint64_t i = 0; i < n; ++i) {
     if (auto r = cache.lookup(keys[k])) {
       ++found;
-      sink += r->dport;
+      sink += r->nat.dport;
     }
     if (++k == keys.size())
       k = 0;

@@ -45,6 +45,14 @@ nl_conn client_registry::closed_entry::unpack() const {
   return c;
 }
 
+void client_registry::closed_entry::fill_local(const uint8_t (&addr)[16]) {
+  static_assert(offsetof(nl_conn, saddr) + 16 <= k_head, "saddr is in the head");
+  unsigned char* local = head + offsetof(nl_conn, saddr);
+  static constexpr unsigned char zero[16] = {};
+  if (std::memcmp(local, zero, 16) == 0)
+    std::memcpy(local, addr, 16);
+}
+
 void client_registry::pop_closed(size_t n) {
   if (!nat_.empty())
     for (size_t i = 0; i < n && i < closed_.size(); ++i)
@@ -81,8 +89,7 @@ uint64_t client_registry::add_closed(const nl_conn* records, size_t n, bool nat_
   return first_seq;
 }
 
-void client_registry::resolve_nat(uint64_t first_seq, size_t n,
-                                  const std::vector<std::pair<uint32_t, ct_endpoints>>& hits) {
+void client_registry::resolve_nat(uint64_t first_seq, size_t n, const nat_hits& hits) {
   uint64_t end_seq = closed_base_seq_ + closed_.size();
   auto entry = [&](uint64_t seq) -> closed_entry* {
     if (seq < closed_base_seq_ || seq >= end_seq)
@@ -96,8 +103,9 @@ void client_registry::resolve_nat(uint64_t first_seq, size_t n,
     if (index >= n)
       continue;
     if (auto* e = entry(first_seq + index)) {
-      nat_[first_seq + index] = nat;
+      nat_[first_seq + index] = nat.nat;
       e->has_nat = true;
+      e->fill_local(nat.local);
     }
   }
 }

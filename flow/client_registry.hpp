@@ -46,9 +46,9 @@ public:
   }
 
   // The lookup for the n records from first_seq is over: hits are (index from first_seq,
-  // translation); the others have none. Records already dropped are skipped.
-  void resolve_nat(uint64_t first_seq, size_t n,
-                   const std::vector<std::pair<uint32_t, ct_endpoints>>& hits);
+  // translation); the others have none. Records already dropped are skipped. A record without
+  // a local address (a per-peer flow of a socket bound to the wildcard) takes the hit's.
+  void resolve_nat(uint64_t first_seq, size_t n, const nat_hits& hits);
 
   // The answer for one client: every closed connection it has not seen yet (once), up to the
   // first whose translation is still pending, then every active one not among them, each with
@@ -129,6 +129,8 @@ private:
 
     void pack(const nl_conn& c);
     nl_conn unpack() const; // the kernel's bases 0
+    // The record's local address, when it has none (all zero).
+    void fill_local(const uint8_t (&addr)[16]);
   };
   // Drops the n oldest records (and their translations).
   void pop_closed(size_t n);

@@ -25,7 +25,7 @@ void apply_nat(std::vector<connection_view>& views, size_t from, const std::vect
                const nat_hits& nat) {
   if (nat.empty())
     return;
-  std::unordered_map<uint64_t, const ct_endpoints*> by_id;
+  std::unordered_map<uint64_t, const ct_hit*> by_id;
   by_id.reserve(nat.size());
   for (const auto& [index, ends] : nat)
     if (index < active.size())
@@ -38,7 +38,11 @@ void apply_nat(std::vector<connection_view>& views, size_t from, const std::vect
     if (it == by_id.end())
       continue;
     v.has_nat = true;
-    v.nat = *it->second;
+    v.nat = it->second->nat;
+    // A per-peer flow of a socket bound to the wildcard: netfilter knows its local address.
+    static constexpr uint8_t zero[16] = {};
+    if (std::memcmp(v.conn.saddr, zero, 16) == 0)
+      std::memcpy(v.conn.saddr, it->second->local, 16);
   }
 }
 

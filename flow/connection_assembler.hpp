@@ -24,9 +24,6 @@
 
 namespace netlens {
 
-// Conntrack's translations for a list of connections, by index into it (misses left out).
-using nat_hits = std::vector<std::pair<uint32_t, ct_endpoints>>;
-
 struct assembler_settings {
   client_registry_limits clients;
   uint64_t udp_idle_ns = 60ull * 1000000000ull;

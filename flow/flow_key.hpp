@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 namespace netlens {
@@ -41,6 +42,19 @@ struct ct_entry {
   ct_endpoints reply;
 };
 static_assert(sizeof(ct_entry) == 80, "no implicit padding");
+
+// What a lookup finds: the translation (the entry's other direction) and the local address of
+// the tuple it was found by. That address is the asked one's, except when a UDP socket bound
+// to the wildcard (0.0.0.0 or ::) asked: its per-peer flows do not know theirs, and netfilter's
+// entry does.
+struct ct_hit {
+  ct_endpoints nat;
+  uint8_t local[16] = {};
+};
+
+// Lookups' answers by index into the tuples asked; misses are left out (most connections are
+// not NAT'd, so an answer stays small).
+using nat_hits = std::vector<std::pair<uint32_t, ct_hit>>;
 
 // One cache entry as a listing shows it.
 struct ct_cache_row {

@@ -35,7 +35,7 @@ struct nat_lookup_request {
 // The translations found, by index into the request's tuples; misses are left out (most
 // connections are not NAT'd, so the answer stays small).
 struct nat_lookup_reply {
-  std::vector<std::pair<uint32_t, ct_endpoints>> hits;
+  nat_hits hits;
 };
 
 // Connections to attribute, tracer -> netns: each one's namespace, family, protocol and

@@ -172,6 +172,10 @@ const std::map<std::string_view, std::string_view>& figure_help() {
       {"conntrack.orphans_expired", "Orphans dropped by compaction after orphan_ttl_s"},
       {"conntrack.lookups_hit", "Lookups that found a translation"},
       {"conntrack.lookups_miss", "Lookups that found none"},
+      {"conntrack.lookups_wildcard", "Hits of per-peer flows of UDP sockets bound to the wildcard "
+                                     "(local address from conntrack)"},
+      {"conntrack.lookups_ambiguous",
+       "Such flows that matched entries of several local addresses (left untranslated)"},
       {"conntrack.non_nat_skipped", "Conntrack entries not cached because they are not NAT'd"},
       {"conntrack.removed", "Entries removed by a destroy event"},
       {"conntrack.released", "Keys given up by closed connections"},

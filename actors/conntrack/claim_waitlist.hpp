@@ -27,8 +27,6 @@
 
 namespace netlens {
 
-using nat_hits = std::vector<std::pair<uint32_t, ct_endpoints>>; // by index into the request
-
 struct claim_waitlist_stats {
   uint64_t waited = 0;    // claims that waited for a namespace's first dump
   uint64_t synced = 0;    // claims that waited for a consumer's sync (a tuple not in the cache)

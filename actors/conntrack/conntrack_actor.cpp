@@ -233,6 +233,8 @@ counter_list counters_of(const conntrack_state& st) {
     out.emplace_back("orphans_expired", c.orphans_expired);
     out.emplace_back("lookups_hit", c.lookups_hit);
     out.emplace_back("lookups_miss", c.lookups_miss);
+    out.emplace_back("lookups_wildcard", c.lookups_wildcard);
+    out.emplace_back("lookups_ambiguous", c.lookups_ambiguous);
     out.emplace_back("non_nat_skipped", c.non_nat_skipped);
     out.emplace_back("removed", c.removed);
     out.emplace_back("released", c.released);

@@ -1,5 +1,6 @@
 #include "actors/conntrack/conntrack_cache.hpp"
 
+#include <netinet/in.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -22,7 +23,12 @@
 //  - the index is open addressing with linear probing at a load factor of at most 1/2, each slot
 //    holding 32 bits of the key's hash (most misses never read an entry) and a reference to
 //    record * 2 + direction (0: the original tuple, 1: the reply tuple). Deletion shifts the
-//    cluster back instead of leaving tombstones, so probes stay short under churn.
+//    cluster back instead of leaving tombstones, so probes stay short under churn;
+//  - UDP entries' keys are indexed once more, without their source address (the wildcard
+//    index, same layout, several slots may share a key): a socket bound to 0.0.0.0 or :: keeps
+//    one flow per peer and does not know the local address each datagram used. The second
+//    index costs as much address space as the first and is resident only where UDP entries
+//    landed.
 namespace netlens {
 
 namespace {
@@ -145,12 +151,13 @@ struct conntrack_cache::impl {
   };
 
   struct layout {
-    size_t slots, entries, lru, orphans, generation, state, bytes;
+    size_t slots, wild, entries, lru, orphans, generation, state, bytes;
   };
   static layout layout_for(size_t capacity) {
     layout l{};
     size_t offset = 0;
     l.slots = place<slot>(offset, index_slots(capacity));
+    l.wild = place<slot>(offset, index_slots(capacity));
     l.entries = place<ct_entry>(offset, capacity);
     l.lru = place<lru_link>(offset, capacity);
     l.orphans = place<orphan_link>(offset, capacity);
@@ -171,6 +178,7 @@ struct conntrack_cache::impl {
     // a free record. Nothing is written here, so a host without NAT pays no resident memory;
     // pages become resident as entries arrive (records are handed out in order).
     slots_ = reinterpret_cast<slot*>(base + l.slots);
+    wild_ = reinterpret_cast<slot*>(base + l.wild);
     entries_ = reinterpret_cast<ct_entry*>(base + l.entries);
     lru_ = reinterpret_cast<lru_link*>(base + l.lru);
     orphans_ = reinterpret_cast<orphan_link*>(base + l.orphans);
@@ -236,6 +244,22 @@ struct conntrack_cache::impl {
 
   static uint32_t slot_hash(uint64_t h) { return static_cast<uint32_t>(h >> 32); }
 
+  // The wildcard index's key: the full key with the source address left out.
+  static bool wild_indexed(const ct_entry& e) { return e.protocol == IPPROTO_UDP; }
+  static bool is_wildcard(const ct_tuple& t) {
+    static constexpr uint8_t zero[16] = {};
+    return t.protocol == IPPROTO_UDP && std::memcmp(t.ends.saddr, zero, 16) == 0;
+  }
+  uint64_t wild_hash_of(uint32_t netns, uint8_t family, uint8_t protocol,
+                        const ct_endpoints& ends) const {
+    ct_endpoints k = ends;
+    std::memset(k.saddr, 0, sizeof k.saddr);
+    return hash_of(netns, family, protocol, k);
+  }
+  uint64_t wild_hash_of(const ct_entry& e, uint32_t direction) const {
+    return wild_hash_of(e.netns, e.family, e.protocol, direction == 0 ? e.orig : e.reply);
+  }
+
   bool key_matches(uint32_t ref, uint32_t netns, uint8_t family, uint8_t protocol,
                    const ct_endpoints& ends) const {
     const ct_entry& e = entries_[ref >> 1];
@@ -259,35 +283,88 @@ struct conntrack_cache::impl {
     return find(h, e.netns, e.family, e.protocol, direction == 0 ? e.orig : e.reply);
   }
 
-  // The caller made sure the key is not in the index.
-  void index(uint64_t h, uint32_t ref) {
+  // The caller made sure the key is not in the index (the wildcard index takes repeats).
+  void index(slot* table, uint64_t h, uint32_t ref) {
     const uint32_t sh = slot_hash(h);
     uint32_t pos = sh & mask_;
-    while (slots_[pos].ref1 != k_empty)
+    while (table[pos].ref1 != k_empty)
       pos = (pos + 1) & mask_;
-    slots_[pos] = slot{sh, ref + 1};
+    table[pos] = slot{sh, ref + 1};
   }
 
   // Removes the slot referring to ref (found by identity, not by key, so a record whose two
   // tuples are equal and has only one slot is handled too). Then moves later members of the
   // cluster back so that no probe stops early at the hole.
-  void unindex(uint64_t h, uint32_t ref) {
+  void unindex(slot* table, uint64_t h, uint32_t ref) {
     uint32_t hole = slot_hash(h) & mask_;
     for (;; hole = (hole + 1) & mask_) {
-      if (slots_[hole].ref1 == k_empty)
+      if (table[hole].ref1 == k_empty)
         return;
-      if (slots_[hole].ref1 == ref + 1)
+      if (table[hole].ref1 == ref + 1)
         break;
     }
-    for (uint32_t pos = (hole + 1) & mask_; slots_[pos].ref1 != k_empty; pos = (pos + 1) & mask_) {
-      const uint32_t home = slots_[pos].hash & mask_;
+    for (uint32_t pos = (hole + 1) & mask_; table[pos].ref1 != k_empty; pos = (pos + 1) & mask_) {
+      const uint32_t home = table[pos].hash & mask_;
       // The member may fill the hole unless its home lies cyclically in (hole, pos].
       if (((pos - home) & mask_) >= ((pos - hole) & mask_)) {
-        slots_[hole] = slots_[pos];
+        table[hole] = table[pos];
         hole = pos;
       }
     }
-    slots_[hole].ref1 = k_empty;
+    table[hole].ref1 = k_empty;
+  }
+
+  // A key of record ref >> 1 (direction ref & 1, full hash h) into both indexes, or out.
+  void index_key(const ct_entry& e, uint64_t h, uint32_t ref) {
+    index(slots_, h, ref);
+    if (wild_indexed(e))
+      index(wild_, wild_hash_of(e, ref & 1), ref);
+  }
+  void unindex_key(const ct_entry& e, uint64_t h, uint32_t ref) {
+    unindex(slots_, h, ref);
+    if (wild_indexed(e))
+      unindex(wild_, wild_hash_of(e, ref & 1), ref);
+  }
+
+  // The slot of the full index holding t's key, and that key's hash. For a wildcard tuple that
+  // no key matches exactly, the key of the one UDP entry that matches it but for the source
+  // address; *ambiguous is set when several do (then nothing is found).
+  struct located {
+    uint32_t pos = k_nil;
+    uint64_t h = 0;
+  };
+  located locate(const ct_tuple& t, bool* ambiguous = nullptr) const {
+    located at;
+    at.h = hash_of(t);
+    at.pos = find(at.h, t.netns, t.family, t.protocol, t.ends);
+    if (at.pos != k_nil || !is_wildcard(t))
+      return at;
+    const uint32_t sh = slot_hash(wild_hash_of(t.netns, t.family, t.protocol, t.ends));
+    uint32_t match = k_nil;
+    for (uint32_t pos = sh & mask_; wild_[pos].ref1 != k_empty; pos = (pos + 1) & mask_) {
+      const slot& s = wild_[pos];
+      if (s.hash != sh)
+        continue;
+      const uint32_t ref = s.ref1 - 1;
+      const ct_entry& e = entries_[ref >> 1];
+      const ct_endpoints& ends = (ref & 1) == 0 ? e.orig : e.reply;
+      if (e.netns != t.netns || e.family != t.family || e.protocol != t.protocol ||
+          ends.sport != t.ends.sport || ends.dport != t.ends.dport ||
+          std::memcmp(ends.daddr, t.ends.daddr, 16) != 0)
+        continue;
+      if (match != k_nil) {
+        if (ambiguous)
+          *ambiguous = true;
+        return at;
+      }
+      match = ref;
+    }
+    if (match == k_nil)
+      return at;
+    const ct_entry& e = entries_[match >> 1];
+    at.h = hash_of(e, match & 1);
+    at.pos = find(e, match & 1, at.h);
+    return at;
   }
 
   // --- the lists -----------------------------------------------------------------------------
@@ -334,9 +411,9 @@ struct conntrack_cache::impl {
   void drop(uint32_t r) {
     const ct_entry& e = entries_[r];
     if (!(state_[r] & k_orig_released))
-      unindex(hash_of(e, 0), r * 2);
+      unindex_key(e, hash_of(e, 0), r * 2);
     if (!same_endpoints(e.orig, e.reply) && !(state_[r] & k_reply_released))
-      unindex(hash_of(e, 1), r * 2 + 1);
+      unindex_key(e, hash_of(e, 1), r * 2 + 1);
     lru_unlink(r);
     if (state_[r] & k_orphan)
       orphan_unlink(r);
@@ -387,12 +464,12 @@ struct conntrack_cache::impl {
       ct_entry& cur = entries_[r];
       if (!same_endpoints(cur.reply, e.reply)) {
         if (!same_endpoints(cur.orig, cur.reply) && !(state_[r] & k_reply_released))
-          unindex(hash_of(cur, 1), r * 2 + 1);
+          unindex_key(cur, hash_of(cur, 1), r * 2 + 1);
         cur.reply = e.reply;
         state_[r] &= ~k_reply_released; // a new reply tuple: nobody has closed on it yet
         if (!one_key) {
           displace_holder(e, 1, h_reply, r);
-          index(h_reply, r * 2 + 1);
+          index_key(cur, h_reply, r * 2 + 1);
         }
       }
       touch(r);
@@ -425,9 +502,9 @@ struct conntrack_cache::impl {
       r = next_unused_++;
     }
     entries_[r] = e;
-    index(h_orig, r * 2);
+    index_key(e, h_orig, r * 2);
     if (!one_key)
-      index(h_reply, r * 2 + 1);
+      index_key(e, h_reply, r * 2 + 1);
     state_[r] = from_events ? k_held | k_evented : k_held;
     dump_only_ += !from_events;
     lru_push_front(r);
@@ -438,16 +515,18 @@ struct conntrack_cache::impl {
     ++stats_.inserted;
   }
 
-  std::optional<ct_endpoints> lookup(const ct_tuple& t) {
+  std::optional<ct_hit> lookup(const ct_tuple& t) {
     // Most hosts translate few of their connections: an empty index needs no probe (each one
     // is a cache miss in a table sized for max_entries).
     if (size_ == 0) {
       ++stats_.lookups_miss;
       return std::nullopt;
     }
-    const uint32_t pos = find(hash_of(t), t.netns, t.family, t.protocol, t.ends);
+    bool ambiguous = false;
+    const uint32_t pos = locate(t, &ambiguous).pos;
     if (pos == k_nil) {
       ++stats_.lookups_miss;
+      stats_.lookups_ambiguous += ambiguous;
       return std::nullopt;
     }
     const uint32_t ref = slots_[pos].ref1 - 1;
@@ -456,15 +535,19 @@ struct conntrack_cache::impl {
       orphan_unlink(r); // claimed: a traced connection needs it
     touch(r);
     ++stats_.lookups_hit;
-    return (ref & 1) == 0 ? entries_[r].reply : entries_[r].orig;
+    const ct_entry& e = entries_[r];
+    ct_hit hit;
+    hit.nat = (ref & 1) == 0 ? e.reply : e.orig;
+    std::memcpy(hit.local, ((ref & 1) == 0 ? e.orig : e.reply).saddr, sizeof hit.local);
+    if (std::memcmp(hit.local, t.ends.saddr, sizeof hit.local) != 0)
+      ++stats_.lookups_wildcard;
+    return hit;
   }
 
-  bool holds(const ct_tuple& t) const {
-    return size_ != 0 && find(hash_of(t), t.netns, t.family, t.protocol, t.ends) != k_nil;
-  }
+  bool holds(const ct_tuple& t) const { return size_ != 0 && locate(t).pos != k_nil; }
 
   bool remove(const ct_tuple& t) {
-    const uint32_t pos = find(hash_of(t), t.netns, t.family, t.protocol, t.ends);
+    const uint32_t pos = locate(t).pos;
     if (pos == k_nil)
       return false;
     drop((slots_[pos].ref1 - 1) >> 1);
@@ -475,8 +558,7 @@ struct conntrack_cache::impl {
   // One side of the entry has closed: its key goes; the entry stays for the other side (both
   // ends of a NAT'd connection may be on this host) until that one is released too.
   bool release(const ct_tuple& t) {
-    const uint64_t h = hash_of(t);
-    const uint32_t pos = find(h, t.netns, t.family, t.protocol, t.ends);
+    const auto [pos, h] = locate(t);
     if (pos == k_nil)
       return false;
     const uint32_t ref = slots_[pos].ref1 - 1;
@@ -486,7 +568,7 @@ struct conntrack_cache::impl {
     if (same_endpoints(e.orig, e.reply) || (state_[r] & other)) {
       drop(r);
     } else {
-      unindex(h, ref);
+      unindex_key(e, h, ref);
       state_[r] |= (ref & 1) == 0 ? k_orig_released : k_reply_released;
     }
     ++stats_.released;
@@ -557,6 +639,7 @@ struct conntrack_cache::impl {
   arena arena_;
   // The arrays, all in arena_ (trivially destructible, so nothing to do when it goes).
   slot* slots_ = nullptr;
+  slot* wild_ = nullptr; // UDP keys without their source address
   ct_entry* entries_ = nullptr;
   lru_link* lru_ = nullptr; // for a free record, next links the free list
   orphan_link* orphans_ = nullptr;
@@ -590,7 +673,7 @@ conntrack_cache& conntrack_cache::operator=(conntrack_cache&&) noexcept = defaul
 void conntrack_cache::insert(const ct_entry& e, bool from_events) {
   impl_->insert(e, from_events);
 }
-std::optional<ct_endpoints> conntrack_cache::lookup(const ct_tuple& t) {
+std::optional<ct_hit> conntrack_cache::lookup(const ct_tuple& t) {
   return impl_->lookup(t);
 }
 bool conntrack_cache::holds(const ct_tuple& t) const {

@@ -26,10 +26,12 @@ struct conntrack_cache_stats {
   uint64_t orphans_expired = 0; // dropped by compact
   uint64_t lookups_hit = 0;
   uint64_t lookups_miss = 0;
-  uint64_t removed = 0;   // by remove() or a destroy event
-  uint64_t swept = 0;     // dropped by a resync because the new dump no longer had them
-  uint64_t displaced = 0; // dropped because a newer entry took one of its tuples
-  uint64_t released = 0;  // keys given up by closed connections (release)
+  uint64_t lookups_wildcard = 0;  // hits of a wildcard-bound UDP socket's per-peer flow
+  uint64_t lookups_ambiguous = 0; // such flows that match entries of several local addresses
+  uint64_t removed = 0;           // by remove() or a destroy event
+  uint64_t swept = 0;             // dropped by a resync because the new dump no longer had them
+  uint64_t displaced = 0;         // dropped because a newer entry took one of its tuples
+  uint64_t released = 0;          // keys given up by closed connections (release)
 };
 
 class conntrack_cache {
@@ -46,16 +48,21 @@ public:
 
   // The translation for a traced connection: for its original tuple the reply direction, for
   // its reply tuple the original direction. A hit claims an orphan and refreshes the LRU.
-  std::optional<ct_endpoints> lookup(const ct_tuple& t);
-  // Whether t has an entry; claims, counts and refreshes nothing.
+  // A UDP tuple whose source address is zero is a per-peer flow of a socket bound to the
+  // wildcard: when no key is exactly that, it matches the one UDP key that differs only in its
+  // source address, and the hit says that address. Keys of several source addresses that
+  // match are a miss (counted): which one the flow is cannot be told.
+  std::optional<ct_hit> lookup(const ct_tuple& t);
+  // Whether t has an entry (the wildcard as lookup has it); claims, counts and refreshes
+  // nothing.
   bool holds(const ct_tuple& t) const;
 
   // Removes the entry one of whose tuples is t (both keys go). False when absent.
   bool remove(const ct_tuple& t);
 
-  // A traced connection closed: the key it was found by goes, and the entry with it once its
-  // other key has gone too (both ends of a NAT'd connection may live on this host). False
-  // when absent.
+  // A traced connection closed: the key it was found by (the wildcard as lookup has it) goes,
+  // and the entry with it once its other key has gone too (both ends of a NAT'd connection may
+  // live on this host). False when absent.
   bool release(const ct_tuple& t);
 
   // Drops expired orphans; returns how many.

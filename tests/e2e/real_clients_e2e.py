@@ -4,6 +4,10 @@ numbers against what they say themselves:
 - kdig (Knot's dig) against a DNS server that answers every client from one unconnected UDP
   socket: one flow per client on the server's socket, each with the client's own port; the
   server's bytes per client are its own counts, each kdig's received bytes what kdig printed;
+- the same server bound to 0.0.0.0 behind a DNAT in the namespace's own output chain, asked
+  by kdig and by a client that uses sendto() from one unbound socket: each per-peer flow of the
+  two wildcard sockets carries its translation and its real local address, as `conntrack -L`
+  shows them;
 - curl against a local HTTP server: bytes sent equal curl's size_request + size_upload, bytes
   received size_header + size_download.
 
@@ -16,8 +20,9 @@ import subprocess
 import sys
 import tempfile
 
-from e2e_support import (add_namespace, check, conclude, ns_inode, ns_run, query_connections,
-                         remove_namespace, start_agent, stop_agent, wait_for, write_config)
+from e2e_support import (add_namespace, check, conclude, conntrack_entries, ns_inode, ns_run,
+                         query_connections, remove_namespace, sh, start_agent, stop_agent,
+                         wait_for, write_config)
 
 NETLENS = os.path.abspath(sys.argv[1])
 WORK = tempfile.mkdtemp(prefix="netlens-real-")
@@ -26,12 +31,26 @@ NS = "nlreal%d" % os.getpid()
 QUERIES = 6
 HTTP_GETS = 3
 
-# One socket, recvfrom/sendto: what every small DNS server does. Answers QUERIES A queries with
+# The DNAT of the third part: a virtual DNS address on a network of the namespace's own, sent to
+# the server's real port on the namespace's own address.
+LOCAL_ADDR, VIRTUAL_ADDR, SERVER_PORT = "10.99.0.1", "10.99.0.53", 5353
+NAT_RULES = """
+table ip nlreal_dnat {
+  chain out {
+    type nat hook output priority -100;
+    ip daddr %s udp dport 53 dnat to %s:%d
+  }
+}
+""" % (VIRTUAL_ADDR, LOCAL_ADDR, SERVER_PORT)
+SENDTO_QUERIES = 2
+
+# One socket, recvfrom/sendto: what every small DNS server does. Answers N A queries with
 # 10.1.2.3, then writes what it received from and sent to each peer (its own counts) and exits.
+# usage: N ready-file stats-file bind-address port
 DNS_SERVER = r'''
 import json, socket, struct, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 53))
+s.bind((sys.argv[4], int(sys.argv[5])))
 open(sys.argv[2], "w").write("ready")
 peers = {}
 for _ in range(int(sys.argv[1])):
@@ -76,6 +95,8 @@ class flows:
                 f[k] += c[k]
             f["closed"] += 1 if c["closed"] else 0
             f["pid"], f["direction"], f["comm"] = c["pid"], c["direction"], c["comm"]
+            if c["closed"]:  # the record that reaches the pipelines: its NAT and addresses
+                f["nat"], f["saddr"], f["daddr"] = c["nat"], c["saddr"], c["daddr"]
 
     def closed(self, keys):
         self.poll()
@@ -86,7 +107,7 @@ def dns(seen):
     stats = os.path.join(WORK, "dns.json")
     ready = os.path.join(WORK, "dns.ready")
     server = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", DNS_SERVER,
-                               str(QUERIES), ready, stats])
+                               str(QUERIES), ready, stats, "127.0.0.1", "53"])
     try:
         check(wait_for(lambda: os.path.exists(ready), 10), "the DNS server is up")
         received = []
@@ -124,6 +145,100 @@ def dns(seen):
           "the bytes kdig says it received are the server's answers", (received, peers))
     check(("udp", 53, 0) not in seen.by_key, "no flow of the server's socket without a peer",
           seen.by_key.get(("udp", 53, 0)))
+
+
+# A client that asks from one unbound UDP socket with sendto()/recvfrom(), never connect():
+# prints its port and the bytes it sent and received.
+SENDTO_CLIENT = r'''
+import json, socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+sent = received = 0
+for i in range(int(sys.argv[2])):
+    name = b"".join(bytes([len(p)]) + p for p in (b"s%d" % i, b"netlens", b"test")) + b"\0"
+    q = struct.pack(">HHHHHH", 0x4e00 + i, 0x0100, 1, 0, 0, 0) + name + struct.pack(">HH", 1, 1)
+    sent += s.sendto(q, (sys.argv[1], 53))
+    answer, peer = s.recvfrom(4096)
+    received += len(answer)
+print(json.dumps({"port": s.getsockname()[1], "sent": sent, "received": received,
+                  "peer": peer[0]}))
+'''
+
+
+def dns_behind_dnat(seen):
+    """A DNS server on 0.0.0.0 reached through a DNAT of a virtual address: the per-peer flows
+    of its socket, and of a client's unbound socket, do not know their local address; netfilter
+    does. Each closed flow must carry conntrack's translation and that address."""
+    # A network for the addresses: a veth pair with both ends in the namespace (this kernel
+    # has no dummy devices). It goes with the namespace.
+    sh("ip", "-n", NS, "link", "add", "nlreal0", "type", "veth", "peer", "name", "nlreal1")
+    sh("ip", "-n", NS, "addr", "add", LOCAL_ADDR + "/24", "dev", "nlreal0")
+    sh("ip", "-n", NS, "link", "set", "nlreal0", "up")
+    sh("ip", "-n", NS, "link", "set", "nlreal1", "up")
+    sh("ip", "netns", "exec", NS, "nft", "-f", "-", input=NAT_RULES)
+    stats = os.path.join(WORK, "dns-dnat.json")
+    ready = os.path.join(WORK, "dns-dnat.ready")
+    server = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", DNS_SERVER,
+                               str(QUERIES + SENDTO_QUERIES), ready, stats, "0.0.0.0",
+                               str(SERVER_PORT)])
+    try:
+        check(wait_for(lambda: os.path.exists(ready), 10), "the DNS server on 0.0.0.0 is up")
+        kdig_ports = []
+        for i in range(QUERIES):
+            r = ns_run(NS, "kdig", "@" + VIRTUAL_ADDR, "-p", "53", "+notcp", "+retry=0",
+                       "+time=3", "n%d.netlens.test" % i, "A", capture_output=True, text=True)
+            check(r.returncode == 0 and "10.1.2.3" in r.stdout,
+                  "kdig %d got its answer through the DNAT" % i, r.stdout + r.stderr)
+        r = ns_run(NS, sys.executable, "-c", SENDTO_CLIENT, VIRTUAL_ADDR, str(SENDTO_QUERIES),
+                   capture_output=True, text=True)
+        check(r.returncode == 0, "the sendto() client got its answers", r.stderr)
+        sender = json.loads(r.stdout) if r.returncode == 0 else {"port": -1}
+        check(sender.get("peer") == VIRTUAL_ADDR,
+              "the answers came back from the virtual address", sender)
+        server.wait(timeout=10)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    truth = json.load(open(stats))
+    peers = truth["peers"]
+    check(len(peers) == QUERIES + 1, "each client came from a port of its own", peers)
+    # What netfilter says of each client port: its original and reply directions.
+    entries = {}
+    for original, reply in conntrack_entries(NS, "-p", "udp", "--orig-dst", VIRTUAL_ADDR):
+        entries[int(original["sport"])] = (original, reply)
+    check(set(entries) == set(int(p) for p in peers),
+          "conntrack -L holds one translated entry per client port", (entries, peers))
+    keys = [("udp", SERVER_PORT, int(p)) for p in peers] + [("udp", int(p), 53) for p in peers]
+    wait_for(lambda: seen.closed(keys), 15, 0.3)
+    for port, p in sorted(peers.items(), key=lambda kv: int(kv[0])):
+        original, reply = entries.get(int(port), ({}, {}))
+        srv = seen.by_key.get(("udp", SERVER_PORT, int(port)))
+        want_nat = {"saddr": original.get("src"), "sport": int(original.get("sport", -1)),
+                    "daddr": original.get("dst"), "dport": int(original.get("dport", -1))}
+        check(srv is not None and srv["closed"] == 1 and srv["bytes_recv"] == p["recv"] and
+              srv["bytes_sent"] == p["sent"] and srv["packets_recv"] == p["datagrams"] and
+              srv.get("nat") == want_nat and srv.get("saddr") == reply.get("src"),
+              "the wildcard server's flow with client port %s: its own counts, conntrack's "
+              "original direction as its translation and the reply's source (%s) as its local "
+              "address" % (port, reply.get("src")), (srv, original, reply, p))
+        cli = seen.by_key.get(("udp", int(port), 53))
+        want_nat = {"saddr": reply.get("src"), "sport": int(reply.get("sport", -1)),
+                    "daddr": reply.get("dst"), "dport": int(reply.get("dport", -1))}
+        who = "the sendto() client" if int(port) == sender["port"] else "kdig"
+        check(cli is not None and cli["closed"] == 1 and cli["bytes_sent"] == p["recv"] and
+              cli["bytes_recv"] == p["sent"] and cli.get("nat") == want_nat and
+              cli.get("saddr") == original.get("src") and cli.get("daddr") == VIRTUAL_ADDR,
+              "%s's flow from port %s: the server's counts, conntrack's reply direction as its "
+              "translation and %s as its local address" % (who, port, original.get("src")),
+              (cli, original, reply, p))
+    check(int(sender["port"]) in set(int(x) for x in peers) and
+          peers[str(sender["port"])]["datagrams"] == SENDTO_QUERIES,
+          "the sendto() client's %d queries are one peer of the server" % SENDTO_QUERIES,
+          (sender, peers))
+    check(("udp", SERVER_PORT, 0) not in seen.by_key,
+          "no flow of the wildcard server's socket without a peer",
+          seen.by_key.get(("udp", SERVER_PORT, 0)))
 
 
 def http(seen):
@@ -169,6 +284,7 @@ def main():
         agent = start_agent(NETLENS, CFG, log)
         seen = flows()
         dns(seen)
+        dns_behind_dnat(seen)
         http(seen)
         code = stop_agent(agent)
         agent = None

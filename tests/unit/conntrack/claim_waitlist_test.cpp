@@ -60,7 +60,7 @@ TEST_CASE("a claim for a ready namespace is answered at once", "[claim_waitlist]
   REQUIRE_FALSE(r.ticket);
   REQUIRE(r.hits.size() == 1);
   CHECK(r.hits[0].first == 0);
-  CHECK(r.hits[0].second == own.reply);
+  CHECK(r.hits[0].second.nat == own.reply);
 
   // A namespace joined and dumped is ready too.
   f.waits.follow_namespaces();
@@ -108,11 +108,11 @@ TEST_CASE("a claim for a namespace not dumped yet gets its translation from the 
   CHECK(answers[0].ticket == *r.ticket);
   REQUIRE(answers[0].hits.size() == 3);
   CHECK(answers[0].hits[0].first == 0);
-  CHECK(answers[0].hits[0].second == own.reply);
+  CHECK(answers[0].hits[0].second.nat == own.reply);
   CHECK(answers[0].hits[1].first == 1);
-  CHECK(answers[0].hits[1].second == first.reply);
+  CHECK(answers[0].hits[1].second.nat == first.reply);
   CHECK(answers[0].hits[2].first == 2);
-  CHECK(answers[0].hits[2].second == first.orig);
+  CHECK(answers[0].hits[2].second.nat == first.orig);
   CHECK(answers[1].ticket == *marker);
   CHECK(answers[1].hits.empty());
   CHECK(f.waits.stats().pending == 0);
@@ -178,7 +178,7 @@ TEST_CASE("a namespace not handed over yet waits only once namespaces are follow
   auto answers = f.waits.dumped(f.cache, k_new);
   REQUIRE(answers.size() == 1);
   REQUIRE(answers[0].hits.size() == 1);
-  CHECK(answers[0].hits[0].second == e.reply);
+  CHECK(answers[0].hits[0].second.nat == e.reply);
   CHECK(f.waits.stats().timed_out == 0);
 }
 
@@ -299,9 +299,9 @@ TEST_CASE("a claim that misses waits for its consumer's sync and gets the entry 
   CHECK(answers[0].ticket == *r.ticket);
   REQUIRE(answers[0].hits.size() == 2);
   CHECK(answers[0].hits[0].first == 0);
-  CHECK(answers[0].hits[0].second == found.reply);
+  CHECK(answers[0].hits[0].second.nat == found.reply);
   CHECK(answers[0].hits[1].first == 1);
-  CHECK(answers[0].hits[1].second == late.reply);
+  CHECK(answers[0].hits[1].second.nat == late.reply);
   CHECK(answers[1].ticket == *marker);
   CHECK(f.waits.stats().pending == 0);
   CHECK(f.waits.stats().timed_out == 0);
@@ -365,7 +365,7 @@ TEST_CASE("a first dump without a claim's entry is followed by a sync that bring
   REQUIRE(answers.size() == 1);
   CHECK(answers[0].ticket == *b.ticket);
   REQUIRE(answers[0].hits.size() == 1);
-  CHECK(answers[0].hits[0].second == after.reply);
+  CHECK(answers[0].hits[0].second.nat == after.reply);
   CHECK(f.waits.stats().timed_out == 0);
 }
 
@@ -403,7 +403,7 @@ TEST_CASE("a lookup of an active connection that misses waits for the sync and t
   auto answers = f.waits.synced(f.cache, k_own, f.syncs.asked[0].second);
   REQUIRE(answers.size() == 1);
   REQUIRE(answers[0].hits.size() == 1);
-  CHECK(answers[0].hits[0].second == e.reply);
+  CHECK(answers[0].hits[0].second.nat == e.reply);
   // Still there for the next answer and for the claim at its close.
   CHECK(f.cache.holds(client_of(e)));
   r = f.waits.claim(f.cache, {client_of(e)}, f.now, false);

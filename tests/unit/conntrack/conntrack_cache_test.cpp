@@ -89,10 +89,10 @@ TEST_CASE("a NAT'd entry answers by both tuples with the other direction", "[con
 
   auto by_orig = c.lookup(orig_of(e));
   REQUIRE(by_orig);
-  CHECK(*by_orig == e.reply);
+  CHECK(by_orig->nat == e.reply);
   auto by_reply = c.lookup(reply_of(e));
   REQUIRE(by_reply);
-  CHECK(*by_reply == e.orig);
+  CHECK(by_reply->nat == e.orig);
 
   // The reversed original is what a non-NAT'd reply would look like: not a key.
   CHECK_FALSE(c.lookup(tuple_of(e, reversed(e.orig))));
@@ -275,7 +275,7 @@ TEST_CASE("release gives up one side's key, the entry goes with the second side"
   CHECK_FALSE(c.lookup(orig_of(e)));
   auto other = c.lookup(reply_of(e));
   REQUIRE(other);
-  CHECK(*other == e.orig);
+  CHECK(other->nat == e.orig);
   CHECK(c.size() == 1);
   CHECK_FALSE(c.release(orig_of(e))); // already given up
 
@@ -396,10 +396,10 @@ TEST_CASE("re-inserting an entry updates its reply", "[conntrack_cache]") {
   CHECK_FALSE(c.lookup(old_reply));
   auto got = c.lookup(orig_of(e));
   REQUIRE(got);
-  CHECK(got->dport == 50000);
+  CHECK(got->nat.dport == 50000);
   auto back = c.lookup(reply_of(e));
   REQUIRE(back);
-  CHECK(*back == e.orig);
+  CHECK(back->nat == e.orig);
 }
 
 TEST_CASE("a newer entry taking an older one's tuple removes the older one entirely",
@@ -418,7 +418,7 @@ TEST_CASE("a newer entry taking an older one's tuple removes the older one entir
     CHECK_FALSE(c.lookup(orig_of(a)));
     auto got = c.lookup(reply_of(b));
     REQUIRE(got);
-    CHECK(*got == b.orig);
+    CHECK(got->nat == b.orig);
   }
   SECTION("its original tuple is the older entry's reply tuple") {
     const ct_entry b = entry(a.reply, v4("5.5.5.5", 1, "6.6.6.6", 2));
@@ -427,7 +427,7 @@ TEST_CASE("a newer entry taking an older one's tuple removes the older one entir
     CHECK_FALSE(c.lookup(orig_of(a)));
     auto got = c.lookup(orig_of(b));
     REQUIRE(got);
-    CHECK(*got == b.reply);
+    CHECK(got->nat == b.reply);
   }
   SECTION("an update moves its reply onto another entry's original tuple") {
     const ct_entry b = snat(2);
@@ -440,7 +440,7 @@ TEST_CASE("a newer entry taking an older one's tuple removes the older one entir
     CHECK_FALSE(c.lookup(reply_of(b)));
     auto got = c.lookup(orig_of(b)); // now a's reply tuple
     REQUIRE(got);
-    CHECK(*got == a.orig);
+    CHECK(got->nat == a.orig);
   }
   // The orphan list never holds a dropped entry.
   clk.now += k_ttl;
@@ -456,7 +456,7 @@ TEST_CASE("v6 entries", "[conntrack_cache]") {
   c.insert(e, false);
   auto got = c.lookup(reply_of(e));
   REQUIRE(got);
-  CHECK(*got == e.orig);
+  CHECK(got->nat == e.orig);
   // The same bytes under another family are another key.
   ct_tuple t = orig_of(e);
   t.family = AF_INET;
@@ -476,7 +476,7 @@ TEST_CASE("namespaces and protocols do not collide", "[conntrack_cache]") {
   c.insert(b, false);
   c.insert(u, false);
   CHECK(c.size() == 3);
-  auto reply_dport = [&](const ct_tuple& t) { return c.lookup(t).value_or(ct_endpoints{}).dport; };
+  auto reply_dport = [&](const ct_tuple& t) { return c.lookup(t).value_or(ct_hit{}).nat.dport; };
   CHECK(reply_dport(orig_of(a)) == a.reply.dport);
   CHECK(reply_dport(orig_of(b)) == 1111);
   CHECK(reply_dport(orig_of(u)) == 2222);
@@ -495,7 +495,7 @@ TEST_CASE("an entry whose two tuples are equal is one key", "[conntrack_cache]")
   const ct_entry e = entry(o, o);
   c.insert(e, false);
   CHECK(c.size() == 1);
-  CHECK(c.lookup(orig_of(e)) == std::optional<ct_endpoints>(o));
+  CHECK(c.lookup(orig_of(e)).value_or(ct_hit{}).nat == o);
   CHECK(c.remove(orig_of(e)));
   CHECK(c.size() == 0);
   CHECK_FALSE(c.lookup(orig_of(e)));
@@ -553,6 +553,76 @@ TEST_CASE("entries only dumps have listed are counted until an event mentions th
   CHECK(c.dump_only_entries() == 0);
 }
 
+TEST_CASE("a wildcard-bound UDP socket's per-peer flow finds its entry and its local address",
+          "[conntrack_cache]") {
+  fake_clock clk;
+  conntrack_cache c(16, k_ttl, clk.fn());
+  // A DNS server bound to 0.0.0.0:5353 behind a DNAT of 10.99.0.53:53, and a client at
+  // 10.99.0.1:40001 that asked the virtual address.
+  const ct_entry dns = entry(v4("10.99.0.1", 40001, "10.99.0.53", 53),
+                             v4("10.99.0.2", 5353, "10.99.0.1", 40001), 1, AF_INET, IPPROTO_UDP);
+  c.insert(dns, true);
+  auto wildcard = [](ct_tuple t) {
+    std::memset(t.ends.saddr, 0, sizeof t.ends.saddr);
+    return t;
+  };
+  uint8_t server[16] = {}, client[16] = {};
+  REQUIRE(inet_pton(AF_INET, "10.99.0.2", server) == 1);
+  REQUIRE(inet_pton(AF_INET, "10.99.0.1", client) == 1);
+
+  // The server's flow (0.0.0.0:5353 with peer 10.99.0.1:40001): the original direction, and
+  // the address the client's datagrams reached.
+  auto srv = c.lookup(wildcard(reply_of(dns)));
+  REQUIRE(srv);
+  CHECK(srv->nat == dns.orig);
+  CHECK(std::memcmp(srv->local, server, 16) == 0);
+  // A sender on a wildcard socket (0.0.0.0:40001 to 10.99.0.53:53): the reply direction.
+  auto cli = c.lookup(wildcard(orig_of(dns)));
+  REQUIRE(cli);
+  CHECK(cli->nat == dns.reply);
+  CHECK(std::memcmp(cli->local, client, 16) == 0);
+  // An exact hit says the address asked.
+  auto exact = c.lookup(reply_of(dns));
+  REQUIRE(exact);
+  CHECK(std::memcmp(exact->local, server, 16) == 0);
+  CHECK(c.stats().lookups_wildcard == 2);
+
+  // Only UDP keeps per-peer flows on a wildcard socket: a TCP tuple without its address misses.
+  ct_entry tcp = dns;
+  tcp.protocol = IPPROTO_TCP;
+  c.insert(tcp, false);
+  CHECK_FALSE(c.lookup(wildcard(reply_of(tcp))));
+  CHECK(c.stats().lookups_wildcard == 2);
+  CHECK(c.remove(orig_of(tcp)));
+  ct_tuple other_ns = wildcard(reply_of(dns));
+  other_ns.netns = 2;
+  CHECK_FALSE(c.lookup(other_ns));
+
+  // The server's close releases its key through the wildcard; the client's key stays.
+  CHECK(c.holds(wildcard(reply_of(dns))));
+  CHECK(c.release(wildcard(reply_of(dns))));
+  CHECK_FALSE(c.holds(wildcard(reply_of(dns))));
+  CHECK_FALSE(c.holds(reply_of(dns)));
+  CHECK(c.holds(orig_of(dns)));
+  CHECK(c.release(wildcard(orig_of(dns))));
+  CHECK(c.size() == 0);
+
+  // Two local addresses answered the same peer port: which one the flow is cannot be told.
+  const ct_entry a = entry(v4("10.99.0.1", 40002, "10.99.0.53", 53),
+                           v4("10.99.0.2", 5353, "10.99.0.1", 40002), 1, AF_INET, IPPROTO_UDP);
+  const ct_entry b = entry(v4("10.99.0.1", 40002, "10.99.0.54", 53),
+                           v4("10.99.0.3", 5353, "10.99.0.1", 40002), 1, AF_INET, IPPROTO_UDP);
+  c.insert(a, false);
+  c.insert(b, false);
+  CHECK_FALSE(c.lookup(wildcard(reply_of(a))));
+  CHECK(c.stats().lookups_ambiguous == 1);
+  CHECK(c.lookup(reply_of(b))); // their own addresses still find them
+  CHECK(c.remove(orig_of(a)));
+  auto left = c.lookup(wildcard(reply_of(a)));
+  REQUIRE(left);
+  CHECK(left->nat == b.orig);
+}
+
 // --- randomized differential test against a plain reference model ---
 
 namespace {
@@ -584,8 +654,9 @@ public:
       const int id = hit->second.first;
       rec& r = recs_[id];
       if (r.e.reply != e.reply) {
-        keys_.erase(key_of(r.e.netns, r.e.family, r.e.protocol, r.e.reply));
+        erase_key(id, r.e.reply);
         r.e.reply = e.reply;
+        r.reply_released = false;
         auto other = keys_.find(kr);
         if (other != keys_.end() && other->second.first != id) {
           drop(other->second.first);
@@ -624,31 +695,56 @@ public:
       ++s.evictions;
     }
     const int id = next_id_++;
-    recs_[id] = rec{e, ++clock_, from_events, now + ttl_, epoch_, from_events};
+    recs_[id] = rec{e, ++clock_, from_events, now + ttl_, epoch_, from_events, false, false};
     keys_[kr] = {id, 1};
     keys_[ko] = {id, 0};
     ++s.inserted;
   }
 
-  std::optional<ct_endpoints> lookup(const ct_tuple& t) {
-    auto hit = keys_.find(key_of(t));
+  std::optional<ct_hit> lookup(const ct_tuple& t) {
+    bool ambiguous = false;
+    auto hit = locate(t, &ambiguous);
     if (hit == keys_.end()) {
       ++s.lookups_miss;
+      s.lookups_ambiguous += ambiguous;
       return std::nullopt;
     }
     rec& r = recs_[hit->second.first];
     r.orphan = false;
     r.used = ++clock_;
     ++s.lookups_hit;
-    return hit->second.second == 0 ? r.e.reply : r.e.orig;
+    ct_hit h;
+    h.nat = hit->second.second == 0 ? r.e.reply : r.e.orig;
+    const ct_endpoints& found = hit->second.second == 0 ? r.e.orig : r.e.reply;
+    std::memcpy(h.local, found.saddr, 16);
+    if (std::memcmp(found.saddr, t.ends.saddr, 16) != 0)
+      ++s.lookups_wildcard;
+    return h;
   }
 
   bool remove(const ct_tuple& t) {
-    auto hit = keys_.find(key_of(t));
+    auto hit = locate(t);
     if (hit == keys_.end())
       return false;
     drop(hit->second.first);
     ++s.removed;
+    return true;
+  }
+
+  bool release(const ct_tuple& t) {
+    auto hit = locate(t);
+    if (hit == keys_.end())
+      return false;
+    const auto [id, direction] = hit->second;
+    rec& r = recs_[id];
+    const bool other_gone = direction == 0 ? r.reply_released : r.orig_released;
+    if (r.e.orig == r.e.reply || other_gone) {
+      drop(id);
+    } else {
+      keys_.erase(hit);
+      (direction == 0 ? r.orig_released : r.reply_released) = true;
+    }
+    ++s.released;
     return true;
   }
 
@@ -709,12 +805,48 @@ private:
     uint64_t deadline;
     uint64_t gen;
     bool evented; // an event has mentioned it
+    bool orig_released, reply_released;
   };
 
-  void drop(int id) {
+  using key_map = std::map<model_key, std::pair<int, int>>; // key -> record, direction
+
+  // The key t names, or for a UDP tuple without a source address that names none, the one
+  // UDP key equal to it but for the source address (none when several are: *ambiguous).
+  key_map::iterator locate(const ct_tuple& t, bool* ambiguous = nullptr) {
+    auto hit = keys_.find(key_of(t));
+    static const uint8_t zero[16] = {};
+    if (hit != keys_.end() || t.protocol != IPPROTO_UDP || std::memcmp(t.ends.saddr, zero, 16))
+      return hit;
+    auto found = keys_.end();
+    for (auto it = keys_.begin(); it != keys_.end(); ++it) {
+      const ct_entry& e = recs_.at(it->second.first).e;
+      const ct_endpoints& ends = it->second.second == 0 ? e.orig : e.reply;
+      if (e.netns != t.netns || e.family != t.family || e.protocol != t.protocol ||
+          ends.sport != t.ends.sport || ends.dport != t.ends.dport ||
+          std::memcmp(ends.daddr, t.ends.daddr, 16) != 0)
+        continue;
+      if (found != keys_.end()) {
+        if (ambiguous)
+          *ambiguous = true;
+        return keys_.end();
+      }
+      found = it;
+    }
+    return found;
+  }
+
+  // A record's key leaves the map only while the record holds it: a released key may have
+  // gone to another record since.
+  void erase_key(int id, const ct_endpoints& ends) {
     const ct_entry& e = recs_[id].e;
-    keys_.erase(key_of(e.netns, e.family, e.protocol, e.orig));
-    keys_.erase(key_of(e.netns, e.family, e.protocol, e.reply));
+    auto it = keys_.find(key_of(e.netns, e.family, e.protocol, ends));
+    if (it != keys_.end() && it->second.first == id)
+      keys_.erase(it);
+  }
+
+  void drop(int id) {
+    erase_key(id, recs_[id].e.orig);
+    erase_key(id, recs_[id].e.reply);
     recs_.erase(id);
   }
 
@@ -724,7 +856,7 @@ private:
   uint64_t epoch_ = 0;
   int next_id_ = 0;
   std::map<int, rec> recs_;
-  std::map<model_key, std::pair<int, int>> keys_; // key -> record, direction
+  key_map keys_;
   std::map<uint32_t, uint64_t> marks_;
 };
 
@@ -764,9 +896,19 @@ ct_entry random_entry(std::mt19937& rng) {
   return e;
 }
 
+// A tuple of e to ask by: either direction, and a quarter of the time without its source
+// address, as a wildcard-bound UDP socket's per-peer flow asks.
+ct_tuple asked(std::mt19937& rng, const ct_entry& e) {
+  ct_tuple t = rng() % 2 ? tuple_of(e, e.orig) : tuple_of(e, e.reply);
+  if (rng() % 4 == 0)
+    std::memset(t.ends.saddr, 0, sizeof t.ends.saddr);
+  return t;
+}
+
 } // namespace
 
 TEST_CASE("randomized operations agree with a reference model", "[conntrack_cache]") {
+  uint64_t wildcard_hits = 0, ambiguous = 0; // the wildcard's paths were taken
   for (const size_t cap : {size_t{1}, size_t{7}, size_t{40}, size_t{300}}) {
     for (uint32_t seed = 1; seed <= 4; ++seed) {
       CAPTURE(cap, seed);
@@ -790,17 +932,20 @@ TEST_CASE("randomized operations agree with a reference model", "[conntrack_cach
           seen.push_back(e);
           if (seen.size() > 200)
             seen.erase(seen.begin());
-        } else if (op < 75) {
-          const ct_entry& e = seen[rng() % seen.size()];
-          const ct_tuple t = rng() % 2 ? tuple_of(e, e.orig) : tuple_of(e, e.reply);
+        } else if (op < 70) {
+          const ct_tuple t = asked(rng, seen[rng() % seen.size()]);
           auto got = c.lookup(t);
           auto want = ref.lookup(t);
           REQUIRE(got.has_value() == want.has_value());
-          if (got)
-            REQUIRE(*got == *want);
+          if (got) {
+            REQUIRE(got->nat == want->nat);
+            REQUIRE(std::memcmp(got->local, want->local, 16) == 0);
+          }
+        } else if (op < 76) {
+          const ct_tuple t = asked(rng, seen[rng() % seen.size()]);
+          REQUIRE(c.release(t) == ref.release(t));
         } else if (op < 83) {
-          const ct_entry& e = seen[rng() % seen.size()];
-          const ct_tuple t = rng() % 2 ? tuple_of(e, e.orig) : tuple_of(e, e.reply);
+          const ct_tuple t = asked(rng, seen[rng() % seen.size()]);
           REQUIRE(c.remove(t) == ref.remove(t));
         } else if (op < 92) {
           clk.now += rng() % 20;
@@ -831,7 +976,12 @@ TEST_CASE("randomized operations agree with a reference model", "[conntrack_cach
         REQUIRE(s.swept == ref.s.swept);
         REQUIRE(s.lookups_hit == ref.s.lookups_hit);
         REQUIRE(s.lookups_miss == ref.s.lookups_miss);
+        REQUIRE(s.lookups_wildcard == ref.s.lookups_wildcard);
+        REQUIRE(s.lookups_ambiguous == ref.s.lookups_ambiguous);
+        REQUIRE(s.released == ref.s.released);
       }
+      wildcard_hits += c.stats().lookups_wildcard;
+      ambiguous += c.stats().lookups_ambiguous;
       // Every key the model holds answers the same in the cache.
       for (const ct_entry& e : seen)
         for (const ct_tuple& t : {tuple_of(e, e.orig), tuple_of(e, e.reply)}) {
@@ -839,8 +989,11 @@ TEST_CASE("randomized operations agree with a reference model", "[conntrack_cach
           auto want = ref.lookup(t);
           REQUIRE(got.has_value() == want.has_value());
           if (got)
-            REQUIRE(*got == *want);
+            REQUIRE(got->nat == want->nat);
         }
     }
   }
+  CAPTURE(wildcard_hits, ambiguous);
+  CHECK(wildcard_hits > 100);
+  CHECK(ambiguous > 5);
 }

@@ -1,5 +1,8 @@
 #include <catch2/catch.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -282,8 +285,8 @@ TEST_CASE("closed records wait, unseen, until their translation is resolved", "[
   reg.collect("x", {}, 2, out);
   CHECK(out.empty()); // nothing jumps the pending ones, so order and exactly-once hold
 
-  ct_endpoints nat;
-  nat.sport = 8080;
+  ct_hit nat;
+  nat.nat.sport = 8080;
   reg.resolve_nat(first, 2, {{1, nat}});
   reg.collect("x", {}, 3, out);
   REQUIRE(out.size() == 3);
@@ -304,7 +307,7 @@ TEST_CASE("a resolution for records already dropped from the buffer is ignored",
   uint64_t first = reg.add_closed({make_conn(1, "10.0.0.1", 1, "10.0.0.2", 2)}, true);
   reg.add_closed({make_conn(2, "10.0.0.1", 3, "10.0.0.2", 4),
                   make_conn(3, "10.0.0.1", 5, "10.0.0.2", 6)}); // pushes the pending one out
-  ct_endpoints nat;
+  ct_hit nat;
   reg.resolve_nat(first, 1, {{0, nat}, {7, nat}}); // index 7 is out of the range: ignored
   reg.collect("x", {}, 2, out);
   REQUIRE(out.size() == 2);
@@ -371,6 +374,33 @@ TEST_CASE("closed TCP connections that were never established are counted by why
   CHECK(total == 4);
 }
 
+TEST_CASE("a closed per-peer flow of a wildcard-bound socket takes its translation's local "
+          "address",
+          "[registry]") {
+  client_registry reg({4, 1000000000ull});
+  std::vector<connection_view> out;
+  reg.collect("x", {}, 1, out);
+  nl_conn flow = make_conn(1, "0.0.0.0", 5353, "10.99.0.1", 40001);
+  flow.protocol = IPPROTO_UDP;
+  nl_conn untranslated = make_conn(2, "0.0.0.0", 5353, "10.99.0.7", 40002);
+  untranslated.protocol = IPPROTO_UDP;
+  uint64_t first = reg.add_closed({flow, untranslated}, true);
+  ct_hit hit;
+  hit.nat.sport = 40001;
+  hit.nat.dport = 53;
+  REQUIRE(inet_pton(AF_INET, "10.99.0.2", hit.local) == 1);
+  reg.resolve_nat(first, 2, {{0, hit}});
+  reg.collect("x", {}, 2, out);
+  REQUIRE(out.size() == 2);
+  CHECK(out[0].has_nat);
+  CHECK(std::memcmp(out[0].conn.saddr, hit.local, 16) == 0);
+  nl_conn want = flow;
+  std::memcpy(want.saddr, hit.local, 16);
+  CHECK(std::memcmp(&out[0].conn, &want, sizeof(nl_conn)) == 0); // nothing else changed
+  CHECK_FALSE(out[1].has_nat);
+  CHECK(std::memcmp(&out[1].conn, &untranslated, sizeof(nl_conn)) == 0);
+}
+
 TEST_CASE("a buffered closed record comes back whole, and its translation goes with it",
           "[registry]") {
   client_registry reg({2, 1000000000ull});
@@ -394,8 +424,9 @@ TEST_CASE("a buffered closed record comes back whole, and its translation goes w
   a.base_segs_in = 6;
   std::strncpy(a.comm, "closer", sizeof(a.comm));
   uint64_t first = reg.add_closed({a}, true);
-  ct_endpoints nat;
-  nat.sport = 8080;
+  ct_hit nat;
+  nat.nat.sport = 8080;
+  nat.local[0] = 9; // a record that has its local address keeps it
   reg.resolve_nat(first, 1, {{0, nat}});
   CHECK(reg.stats().closed_translations == 1);
   reg.collect("x", {}, 2, out);

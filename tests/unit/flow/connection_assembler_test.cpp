@@ -102,13 +102,13 @@ const connection_view& view_of(const std::vector<connection_view>& views, uint64
   return *it;
 }
 
-ct_endpoints translation(uint16_t port) {
-  ct_endpoints e{};
-  e.saddr[0] = 192;
-  e.saddr[3] = 7;
-  e.sport = port;
-  e.dport = 4000;
-  return e;
+ct_hit translation(uint16_t port) {
+  ct_hit h{};
+  h.nat.saddr[0] = 192;
+  h.nat.saddr[3] = 7;
+  h.nat.sport = port;
+  h.nat.dport = 4000;
+  return h;
 }
 
 assembler_settings small_pages(uint32_t page_size) {
@@ -151,6 +151,37 @@ TEST_CASE("a whole answer holds each active and closed connection once, NAT on i
   // The closed one is handed out once.
   reply = flows.answer("x", SIZE_MAX, flows.read_active(), nullptr, 201 * k_s);
   CHECK(ids_of(reply.connections) == std::set<uint64_t>{1, 2});
+}
+
+TEST_CASE("an active per-peer flow of a wildcard-bound socket takes its translation's local "
+          "address",
+          "[assembler]") {
+  fake_table table;
+  fake_sockets sockets;
+  connection_assembler flows(table, sockets, small_pages(4096));
+  nl_conn wild = udp(1, 5353, 100 * k_s);
+  std::memset(wild.saddr, 0, sizeof wild.saddr);
+  table.put(wild);
+  table.put(tcp(2, 1002));
+  std::vector<nl_conn> active = flows.read_active();
+  REQUIRE(active.size() == 2);
+  nat_hits nat;
+  for (uint32_t i = 0; i < 2; ++i) {
+    ct_hit h = translation(static_cast<uint16_t>(6000 + active[i].sock_id));
+    h.local[0] = 192; // what the cache found each one under
+    h.local[3] = static_cast<uint8_t>(active[i].sock_id);
+    nat.emplace_back(i, h);
+  }
+  connections_reply reply = flows.answer("x", SIZE_MAX, active, &nat, 200 * k_s);
+  const connection_view& one = view_of(reply.connections, 1);
+  CHECK(one.has_nat);
+  CHECK(one.nat.sport == 6001);
+  const uint8_t filled[16] = {192, 0, 0, 1};
+  CHECK(std::memcmp(one.conn.saddr, filled, 16) == 0);
+  // A connection with a local address keeps its own.
+  const connection_view& two = view_of(reply.connections, 2);
+  CHECK(two.nat.sport == 6002);
+  CHECK(std::memcmp(two.conn.saddr, tcp(2, 1002).saddr, 16) == 0);
 }
 
 TEST_CASE("a paged answer holds what a whole one does, a bounded page at a time", "[assembler]") {
