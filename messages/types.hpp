@@ -2,6 +2,7 @@
 // (netlens is never distributed), so these types are allowed as local, unserialized payloads.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -60,6 +61,9 @@ struct netns_resolve_reply {
   std::vector<std::pair<uint32_t, std::string>> container_ids;
   std::vector<std::pair<uint32_t, device_counts>> devices;
   std::vector<device_flow> device_only;
+  // Per-peer flows of UDP sockets bound to the wildcard (local address zero): the address
+  // their peer's datagrams reached, as the namespace's sk_lookup program saw it.
+  std::vector<std::pair<uint32_t, std::array<uint8_t, 16>>> local_addresses;
 };
 
 // A namespace the netns actor holds a handle for, netns -> conntrack: run a consumer in it.

@@ -27,6 +27,10 @@ constexpr auto k_tick = std::chrono::seconds(2);
 // Exec/exit batches handed in and not yet handled; past this the event thread drops (counted)
 // and the next tick rescans /proc instead.
 constexpr int k_max_proc_batches_in_flight = 64;
+// Peers whose local address the sk_lookup programs keep: an LRU map shared by all namespaces,
+// preallocated by the kernel (about 100 bytes per peer with its overhead, 1.6 MB). A flow whose
+// peer was pushed out before it was asked about keeps the wildcard (udp_local_unknown).
+constexpr uint32_t k_udp_local_peers = 16384;
 
 void publish(self_ptr self) {
   publish_as(self, k_netns_registry_name);
@@ -117,6 +121,13 @@ void start_followers(self_ptr self) {
   auto& st = self->state;
   if (st.cfg.tc_enabled)
     start_tc(st);
+  auto book = udp_local_book::open(k_udp_local_peers);
+  if (auto* err = std::get_if<std::string>(&book))
+    degrade(st, "per-peer flows of UDP sockets bound to the wildcard keep local address 0.0.0.0 "
+                "or ::: " +
+                    *err);
+  else
+    st.namespaces->use_udp_local(std::move(std::get<0>(book)));
   caf::actor_addr me = self->address();
   auto links = link_watcher::start([me](link_batch&& b) {
     if (auto target = caf::actor_cast<caf::actor>(me))

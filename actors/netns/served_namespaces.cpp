@@ -1,9 +1,12 @@
 #include "actors/netns/served_namespaces.hpp"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <unordered_set>
 
 #include <spdlog/spdlog.h>
@@ -53,6 +56,24 @@ void served_namespaces::use_links(std::unique_ptr<link_watcher> links) {
   links_ = std::move(links);
 }
 
+void served_namespaces::use_udp_local(std::unique_ptr<udp_local_book> book) {
+  udp_local_ = std::move(book);
+  for (uint32_t inode : cache_.inodes())
+    attach_udp_local(inode);
+}
+
+void served_namespaces::attach_udp_local(uint32_t inode) {
+  const int fd = cache_.fd_of(inode);
+  if (!udp_local_ || fd < 0)
+    return;
+  if (auto err = udp_local_->attach(inode, fd)) {
+    ++udp_local_errors_;
+    spdlog::warn("netns: the local address of UDP datagrams to unconnected sockets is not "
+                 "followed: {}",
+                 *err);
+  }
+}
+
 size_t served_namespaces::tc_devices() const {
   return tc_ ? tc_->attached_devices() : 0;
 }
@@ -99,6 +120,8 @@ void served_namespaces::released(std::vector<released_netns> gone) {
       links_->remove(r.inode);
     for (const auto& d : r.devices)
       detach(r.inode, d);
+    if (udp_local_)
+      udp_local_->detach(r.inode);
     devices_.forget(r.inode);
     if (feed_.left)
       feed_.left(r.inode);
@@ -134,6 +157,7 @@ void served_namespaces::found(uint32_t inode, std::vector<netns_device> dequeued
   }
   for (const auto& d : dequeued)
     attach(inode, d);
+  attach_udp_local(inode);
   // The agent's own namespace too: conntrack follows it already, and learns from it that
   // namespaces are handed over, so a connection of one not handed over yet waits for it.
   if (feed_.joined)
@@ -290,6 +314,29 @@ void served_namespaces::joined_page(const netns_resolve_request& req,
   }
 }
 
+// The per-peer flows of UDP sockets bound to the wildcard: the local address their peer's
+// datagrams reached, where the sk_lookup program saw one.
+void served_namespaces::fill_local_addresses(const netns_resolve_request& req,
+                                             netns_resolve_reply& out) {
+  static constexpr uint8_t zero[16] = {};
+  for (size_t i = 0; i < req.tuples.size(); ++i) {
+    const ct_tuple& t = req.tuples[i];
+    if (t.protocol != IPPROTO_UDP || t.ends.dport == 0 ||
+        std::memcmp(t.ends.saddr, zero, sizeof zero) != 0)
+      continue;
+    std::array<uint8_t, 16> local{};
+    uint8_t found[16] = {};
+    if (!udp_local_->local_address(t.netns, t.family, t.ends.sport, t.ends.daddr, t.ends.dport,
+                                   found)) {
+      ++udp_local_unknown_;
+      continue;
+    }
+    std::memcpy(local.data(), found, 16);
+    out.local_addresses.emplace_back(static_cast<uint32_t>(i), local);
+    ++udp_local_found_;
+  }
+}
+
 netns_resolve_reply served_namespaces::resolve(const netns_resolve_request& req, bool serving) {
   ++resolves_;
   netns_resolve_reply out;
@@ -308,6 +355,8 @@ netns_resolve_reply served_namespaces::resolve(const netns_resolve_request& req,
   auto name_of = [this](uint32_t netns, uint32_t ifindex) {
     return devices_.name_of(netns, ifindex);
   };
+  if (serving && udp_local_)
+    fill_local_addresses(req, out);
   if (serving && tc_ && req.listing == 0) {
     auto joined = join_flows(req.tuples, tc_->read_flows(), name_of, req.translated);
     out.devices = std::move(joined.devices);
@@ -343,6 +392,7 @@ std::pair<size_t, size_t> served_namespaces::purge() {
     tc_.reset();
   }
   links_.reset();
+  udp_local_.reset(); // every link closed
   listings_.clear();
   cache_.purge(); // closes every handle; conntrack purges its own consumers
   containers_.clear();
@@ -381,6 +431,10 @@ counter_list served_namespaces::counters() const {
   out.emplace_back("tc_leftovers_removed", tc_leftovers_removed_);
   out.emplace_back("tc_skipped_no_clsact", tc_skipped_no_clsact_);
   out.emplace_back("tc_flows_expired", tc_flows_expired_);
+  out.emplace_back("udp_local_namespaces", udp_local_ ? udp_local_->attached() : 0);
+  out.emplace_back("udp_local_errors", udp_local_errors_);
+  out.emplace_back("udp_local_found", udp_local_found_);
+  out.emplace_back("udp_local_unknown", udp_local_unknown_);
   if (tc_) {
     auto k = tc_->read_counters();
     out.emplace_back("tc_failed_inserts", k.failed_inserts);

@@ -27,6 +27,7 @@
 #include "actors/netns/link_watcher.hpp"
 #include "actors/netns/netns_cache.hpp"
 #include "bpf/tc_attach.hpp"
+#include "bpf/udp_local.hpp"
 #include "config/config.hpp"
 #include "flow/connection.hpp"
 #include "flow/proc_scan.hpp"
@@ -56,6 +57,9 @@ public:
   // device watcher, once started.
   void use_tc(std::unique_ptr<tc_attach> tc, std::string mode);
   void use_links(std::unique_ptr<link_watcher> links);
+  // The sk_lookup programs that say which local address a datagram to an unconnected UDP
+  // socket reached: attached in every namespace found from then on (and in those held now).
+  void use_udp_local(std::unique_ptr<udp_local_book> book);
 
   // The reference agent's SyncCache(pid): the namespace of pid, its handle saved. inode: what a
   // scan or an event already read (0: look it up). 0 when the process is gone or moved between
@@ -98,9 +102,11 @@ private:
   };
 
   void attach(uint32_t inode, const netns_device& d);
+  void attach_udp_local(uint32_t inode);
   void detach(uint32_t inode, const netns_device& d);
   void released(std::vector<released_netns> gone);
   void found(uint32_t inode, std::vector<netns_device> dequeued);
+  void fill_local_addresses(const netns_resolve_request& req, netns_resolve_reply& out);
   void joined_page(const netns_resolve_request& req,
                    const std::function<std::string(uint32_t, uint32_t)>& name_of,
                    netns_resolve_reply& out);
@@ -120,6 +126,7 @@ private:
   std::unique_ptr<tc_attach> tc_;
   std::string tc_mode_;
   std::unique_ptr<link_watcher> links_;
+  std::unique_ptr<udp_local_book> udp_local_;
   // Paged answers being attributed, by listing: the flows read at the first page and which of
   // them a page took. Bounded; the oldest goes first (a reader that went away).
   std::unordered_map<uint64_t, joined_listing> listings_;
@@ -138,6 +145,9 @@ private:
   uint64_t tc_skipped_no_clsact_ = 0; // devices left alone: no clsact, none to be created
   uint64_t tc_leftovers_removed_ = 0;
   uint64_t tc_flows_expired_ = 0;
+  uint64_t udp_local_errors_ = 0;  // namespaces the sk_lookup program could not attach in
+  uint64_t udp_local_found_ = 0;   // wildcard UDP flows given their local address
+  uint64_t udp_local_unknown_ = 0; // such flows whose peer the map does not hold
   uint64_t link_errors_ = 0;
   uint64_t exec_events_ = 0;
   uint64_t exit_events_ = 0;

@@ -174,6 +174,12 @@ void attribute_and_deliver(self_ptr self, connections_reply reply,
                 conns[index].has_device = true;
                 conns[index].device = counts;
               }
+            // Per-peer flows of wildcard-bound UDP sockets: the address their datagrams
+            // reached (a translated one has it from conntrack already).
+            static constexpr uint8_t zero[16] = {};
+            for (const auto& [index, local] : r.local_addresses)
+              if (index < conns.size() && std::memcmp(conns[index].conn.saddr, zero, 16) == 0)
+                std::memcpy(conns[index].conn.saddr, local.data(), 16);
             held->device_flows = std::move(r.device_only);
             rp.deliver(std::move(*held));
           },

@@ -4,6 +4,8 @@ numbers against what they say themselves:
 - kdig (Knot's dig) against a DNS server that answers every client from one unconnected UDP
   socket: one flow per client on the server's socket, each with the client's own port; the
   server's bytes per client are its own counts, each kdig's received bytes what kdig printed;
+- the same server bound to 0.0.0.0 with no NAT, asked at two addresses: its per-peer flows and
+  kdig's carry the local address the kernel told the server (IP_PKTINFO);
 - the same server bound to 0.0.0.0 behind a DNAT in the namespace's own output chain, asked
   by kdig and by a client that uses sendto() from one unbound socket: each per-peer flow of the
   two wildcard sockets carries its translation and its real local address, as `conntrack -L`
@@ -44,17 +46,22 @@ table ip nlreal_dnat {
 """ % (VIRTUAL_ADDR, LOCAL_ADDR, SERVER_PORT)
 SENDTO_QUERIES = 2
 
-# One socket, recvfrom/sendto: what every small DNS server does. Answers N A queries with
-# 10.1.2.3, then writes what it received from and sent to each peer (its own counts) and exits.
-# usage: N ready-file stats-file bind-address port
+# One socket, recvmsg/sendto: what every small DNS server does. Answers N A queries with
+# 10.1.2.3, then writes what it received from and sent to each peer (its own counts), the
+# peer's address and the local address the kernel says (IP_PKTINFO) its queries reached, and
+# exits. usage: N ready-file stats-file bind-address port
 DNS_SERVER = r'''
 import json, socket, struct, sys
+IP_PKTINFO = 8
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
 s.bind((sys.argv[4], int(sys.argv[5])))
 open(sys.argv[2], "w").write("ready")
 peers = {}
 for _ in range(int(sys.argv[1])):
-    q, peer = s.recvfrom(4096)
+    q, anc, _, peer = s.recvmsg(4096, 64)
+    local = [socket.inet_ntoa(d[8:12]) for lvl, typ, d in anc
+             if lvl == socket.IPPROTO_IP and typ == IP_PKTINFO]
     end = 12
     while q[end] != 0:
         end += 1 + q[end]
@@ -62,7 +69,8 @@ for _ in range(int(sys.argv[1])):
     answer = (q[:2] + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0) + question +
               struct.pack(">HHHIH", 0xC00C, 1, 1, 60, 4) + bytes([10, 1, 2, 3]))
     sent = s.sendto(answer, peer)
-    p = peers.setdefault(str(peer[1]), {"recv": 0, "sent": 0, "datagrams": 0})
+    p = peers.setdefault(str(peer[1]), {"recv": 0, "sent": 0, "datagrams": 0,
+                                        "peer": peer[0], "local": local[0] if local else None})
     p["recv"] += len(q)
     p["sent"] += sent
     p["datagrams"] += 1
@@ -241,6 +249,49 @@ def dns_behind_dnat(seen):
           seen.by_key.get(("udp", SERVER_PORT, 0)))
 
 
+def dns_wildcard(seen):
+    """The server bound to 0.0.0.0 with no NAT, asked at two of the namespace's addresses: no
+    conntrack entry says its flows' local address; the namespace's sk_lookup program does. Each
+    closed flow of the server must carry the address the kernel told the server (IP_PKTINFO),
+    and each kdig flow (an unbound socket too) the address the server saw it come from."""
+    port = SERVER_PORT + 1
+    stats = os.path.join(WORK, "dns-wild.json")
+    ready = os.path.join(WORK, "dns-wild.ready")
+    server = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", DNS_SERVER,
+                               str(QUERIES), ready, stats, "0.0.0.0", str(port)])
+    targets = [LOCAL_ADDR if i % 2 == 0 else "127.0.0.1" for i in range(QUERIES)]
+    try:
+        check(wait_for(lambda: os.path.exists(ready), 10), "the DNS server on 0.0.0.0 is up")
+        for i, target in enumerate(targets):
+            r = ns_run(NS, "kdig", "@" + target, "-p", str(port), "+notcp", "+retry=0",
+                       "+time=3", "w%d.netlens.test" % i, "A", capture_output=True, text=True)
+            check(r.returncode == 0 and "10.1.2.3" in r.stdout,
+                  "kdig %d got its answer from %s" % (i, target), r.stdout + r.stderr)
+        server.wait(timeout=10)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    peers = json.load(open(stats))["peers"]
+    check(sorted(p["local"] for p in peers.values()) == sorted(targets),
+          "the server was told each query's local address", peers)
+    keys = [("udp", port, int(p)) for p in peers] + [("udp", int(p), port) for p in peers]
+    wait_for(lambda: seen.closed(keys), 15, 0.3)
+    for cport, p in sorted(peers.items(), key=lambda kv: int(kv[0])):
+        srv = seen.by_key.get(("udp", port, int(cport)))
+        check(srv is not None and srv["closed"] == 1 and srv["bytes_recv"] == p["recv"] and
+              srv["bytes_sent"] == p["sent"] and srv.get("saddr") == p["local"] and
+              srv.get("nat") is None,
+              "the wildcard server's flow with client port %s: its own counts, and %s, the "
+              "local address the kernel told it" % (cport, p["local"]), (srv, p))
+        cli = seen.by_key.get(("udp", int(cport), port))
+        check(cli is not None and cli["closed"] == 1 and cli["bytes_sent"] == p["recv"] and
+              cli["bytes_recv"] == p["sent"] and cli.get("saddr") == p["peer"] and
+              cli.get("daddr") == p["local"],
+              "kdig's flow from port %s: from %s, the address the server saw, to %s"
+              % (cport, p["peer"], p["local"]), (cli, p))
+
+
 def http(seen):
     root = os.path.join(WORK, "www")
     os.makedirs(root)
@@ -285,6 +336,7 @@ def main():
         seen = flows()
         dns(seen)
         dns_behind_dnat(seen)
+        dns_wildcard(seen)
         http(seen)
         code = stop_agent(agent)
         agent = None

@@ -1,0 +1,197 @@
+// The sk_lookup program that records which local address each UDP datagram to an unconnected
+// socket reached (bpf/udp_local), against the kernel's own answer: IP_PKTINFO / IPV6_PKTINFO on
+// the receiving socket.
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "bpf/udp_local.hpp"
+#include "tests/support/test_namespaces.hpp"
+
+using namespace netlens;
+using netlens::testing::in_netns;
+using netlens::testing::test_namespaces;
+
+namespace {
+
+struct received {
+  uint8_t local[16] = {}; // what the kernel says the datagram reached
+  uint8_t peer[16] = {};
+  uint16_t peer_port = 0;
+};
+
+// Sends one datagram from a socket bound to (from, any port) to (to, port), and reads it on
+// server with the packet info the kernel gives.
+received send_and_read(int family, int server, const char* from, const char* to, uint16_t port) {
+  received r;
+  const int c = socket(family, SOCK_DGRAM, 0);
+  REQUIRE(c >= 0);
+  sockaddr_storage src{}, dst{};
+  socklen_t len;
+  if (family == AF_INET) {
+    auto* s = reinterpret_cast<sockaddr_in*>(&src);
+    auto* d = reinterpret_cast<sockaddr_in*>(&dst);
+    s->sin_family = d->sin_family = AF_INET;
+    REQUIRE(inet_pton(AF_INET, from, &s->sin_addr) == 1);
+    REQUIRE(inet_pton(AF_INET, to, &d->sin_addr) == 1);
+    d->sin_port = htons(port);
+    len = sizeof(sockaddr_in);
+  } else {
+    auto* s = reinterpret_cast<sockaddr_in6*>(&src);
+    auto* d = reinterpret_cast<sockaddr_in6*>(&dst);
+    s->sin6_family = d->sin6_family = AF_INET6;
+    REQUIRE(inet_pton(AF_INET6, from, &s->sin6_addr) == 1);
+    REQUIRE(inet_pton(AF_INET6, to, &d->sin6_addr) == 1);
+    d->sin6_port = htons(port);
+    len = sizeof(sockaddr_in6);
+  }
+  REQUIRE(bind(c, reinterpret_cast<sockaddr*>(&src), len) == 0);
+  REQUIRE(sendto(c, "q", 1, 0, reinterpret_cast<sockaddr*>(&dst), len) == 1);
+  close(c);
+
+  char data[16];
+  sockaddr_storage peer{};
+  alignas(cmsghdr) char control[256];
+  iovec iov{data, sizeof data};
+  msghdr m{};
+  m.msg_name = &peer;
+  m.msg_namelen = sizeof peer;
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = control;
+  m.msg_controllen = sizeof control;
+  REQUIRE(recvmsg(server, &m, 0) == 1);
+  for (cmsghdr* h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
+    if (h->cmsg_level == IPPROTO_IP && h->cmsg_type == IP_PKTINFO) {
+      in_pktinfo pi;
+      std::memcpy(&pi, CMSG_DATA(h), sizeof pi);
+      std::memcpy(r.local, &pi.ipi_addr, 4);
+    } else if (h->cmsg_level == IPPROTO_IPV6 && h->cmsg_type == IPV6_PKTINFO) {
+      in6_pktinfo pi;
+      std::memcpy(&pi, CMSG_DATA(h), sizeof pi);
+      std::memcpy(r.local, &pi.ipi6_addr, 16);
+    }
+  }
+  if (family == AF_INET) {
+    auto* p = reinterpret_cast<sockaddr_in*>(&peer);
+    std::memcpy(r.peer, &p->sin_addr, 4);
+    r.peer_port = ntohs(p->sin_port);
+  } else {
+    auto* p = reinterpret_cast<sockaddr_in6*>(&peer);
+    std::memcpy(r.peer, &p->sin6_addr, 16);
+    r.peer_port = ntohs(p->sin6_port);
+  }
+  return r;
+}
+
+// A UDP socket bound to the wildcard of family at port, asking for the packet info.
+int wildcard_server(int family, uint16_t port) {
+  const int s = socket(family, SOCK_DGRAM, 0);
+  REQUIRE(s >= 0);
+  int one = 1;
+  if (family == AF_INET) {
+    REQUIRE(setsockopt(s, IPPROTO_IP, IP_PKTINFO, &one, sizeof one) == 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    REQUIRE(bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  } else {
+    REQUIRE(setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) == 0);
+    REQUIRE(setsockopt(s, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one) == 0);
+    sockaddr_in6 a{};
+    a.sin6_family = AF_INET6;
+    a.sin6_port = htons(port);
+    REQUIRE(bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  }
+  return s;
+}
+
+std::string text(int family, const uint8_t* a) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  inet_ntop(family, a, buf, sizeof buf);
+  return buf;
+}
+
+} // namespace
+
+TEST_CASE("udp_local kernel: each datagram's local address, as the receiving socket is told it",
+          "[kernel][udp_local]") {
+  test_namespaces ns("nlul", {"a", "b"}, true);
+  for (const char* tag : {"a", "b"}) {
+    ns.ip(tag, "addr add 10.98.0.1/32 dev lo");
+    ns.ip(tag, "addr add 10.98.0.2/32 dev lo");
+    ns.ip(tag, "addr add fd00:98::1/128 dev lo nodad");
+    ns.ip(tag, "addr add fd00:98::2/128 dev lo nodad");
+  }
+  auto opened = udp_local_book::open(1024);
+  REQUIRE(std::holds_alternative<std::unique_ptr<udp_local_book>>(opened));
+  auto& book = *std::get<std::unique_ptr<udp_local_book>>(opened);
+  const int fd_a = ns.fd("a");
+  REQUIRE(fd_a >= 0);
+  const uint32_t ino_a = ns.inode("a"), ino_b = ns.inode("b");
+  REQUIRE_FALSE(book.attach(ino_a, fd_a).has_value());
+  REQUIRE_FALSE(book.attach(ino_a, fd_a).has_value()); // twice: a no-op
+  CHECK(book.attached() == 1);
+  close(fd_a);
+
+  const uint16_t port = 5399;
+  struct asked {
+    int family;
+    const char* from;
+    const char* to;
+  };
+  const std::vector<asked> cases = {
+      {AF_INET, "10.98.0.2", "10.98.0.1"},    {AF_INET, "10.98.0.1", "10.98.0.2"},
+      {AF_INET, "127.0.0.1", "127.0.0.1"},    {AF_INET6, "fd00:98::2", "fd00:98::1"},
+      {AF_INET6, "fd00:98::1", "fd00:98::2"}, {AF_INET6, "::1", "::1"}};
+  std::vector<received> got_a, got_b;
+  for (const char* tag : {"a", "b"})
+    in_netns(ns.name(tag), [&] {
+      const int s4 = wildcard_server(AF_INET, port), s6 = wildcard_server(AF_INET6, port);
+      for (const auto& c : cases)
+        (tag[0] == 'a' ? got_a : got_b)
+            .push_back(send_and_read(c.family, c.family == AF_INET ? s4 : s6, c.from, c.to, port));
+      close(s4);
+      close(s6);
+    });
+
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const auto& c = cases[i];
+    const received& r = got_a[i];
+    CAPTURE(c.from, c.to, r.peer_port);
+    uint8_t truth[16] = {};
+    REQUIRE(inet_pton(c.family, c.to, truth) == 1);
+    REQUIRE(std::memcmp(r.local, truth, 16) == 0); // the kernel's answer is the address asked
+    uint8_t local[16] = {};
+    REQUIRE(book.local_address(ino_a, static_cast<uint8_t>(c.family), port, r.peer, r.peer_port,
+                               local));
+    CHECK(text(c.family, local) == text(c.family, r.local));
+    // Namespace b has no instance: nothing of its datagrams is recorded.
+    const received& rb = got_b[i];
+    CHECK_FALSE(book.local_address(ino_b, static_cast<uint8_t>(c.family), port, rb.peer,
+                                   rb.peer_port, local));
+    CHECK_FALSE(book.local_address(ino_a, static_cast<uint8_t>(c.family), port, rb.peer,
+                                   rb.peer_port, local));
+  }
+
+  // Detached: later datagrams are not recorded, and the link is gone with its descriptor.
+  CHECK(book.detach(ino_a));
+  CHECK_FALSE(book.detach(ino_a));
+  CHECK(book.attached() == 0);
+  received late;
+  in_netns(ns.name("a"), [&] {
+    const int s4 = wildcard_server(AF_INET, port);
+    late = send_and_read(AF_INET, s4, "10.98.0.2", "10.98.0.1", port);
+    close(s4);
+  });
+  uint8_t local[16] = {};
+  CHECK_FALSE(book.local_address(ino_a, AF_INET, port, late.peer, late.peer_port, local));
+}
