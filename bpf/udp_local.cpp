@@ -17,16 +17,25 @@ namespace netlens {
 std::variant<std::unique_ptr<udp_local_book>, std::string>
 udp_local_book::open(uint32_t max_entries) {
   std::unique_ptr<udp_local_book> self(new udp_local_book());
-  const int fd =
-      bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "nl_udp_local", sizeof(nl_udp_local_key),
-                     sizeof(nl_udp_local_value), max_entries == 0 ? 1 : max_entries, nullptr);
-  if (fd < 0) {
-    const int e = errno;
-    const std::string hint =
-        (e == EPERM || e == EACCES) ? " (run as root or grant CAP_BPF and CAP_NET_ADMIN)" : "";
-    return "creating the UDP local address map: " + errno_text(e) + hint;
+  const uint32_t n = max_entries == 0 ? 1 : max_entries;
+  struct {
+    const char* name;
+    uint32_t key, value;
+    unique_fd* fd;
+  } maps[] = {
+      {"nl_udp_ports", sizeof(nl_udp_port_key), sizeof(nl_udp_port_value), &self->ports_},
+      {"nl_udp_local", sizeof(nl_udp_local_key), sizeof(nl_udp_local_value), &self->peers_}};
+  for (auto& m : maps) {
+    const int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, m.name, m.key, m.value, n, nullptr);
+    if (fd < 0) {
+      const int e = errno;
+      const std::string hint =
+          (e == EPERM || e == EACCES) ? " (run as root or grant CAP_BPF and CAP_NET_ADMIN)" : "";
+      return std::string("creating the UDP local address map ") + m.name + ": " + errno_text(e) +
+             hint;
+    }
+    m.fd->reset(fd);
   }
-  self->map_.reset(fd);
   return self;
 }
 
@@ -51,9 +60,13 @@ std::optional<std::string> udp_local_book::attach(uint32_t inode, int netns_fd) 
   if (!i.skel)
     return "opening the UDP local address program for " + where + ": " + errno_text(errno);
   i.skel->rodata->nl_netns = inode;
-  if (int err = bpf_map__reuse_fd(i.skel->maps.nl_udp_local, map_.get()); err != 0) {
+  if (int err = bpf_map__reuse_fd(i.skel->maps.nl_udp_ports, ports_.get()); err != 0) {
     destroy(i);
-    return "sharing the UDP local address map with " + where + ": " + errno_text(-err);
+    return "sharing the UDP local address maps with " + where + ": " + errno_text(-err);
+  }
+  if (int err = bpf_map__reuse_fd(i.skel->maps.nl_udp_local, peers_.get()); err != 0) {
+    destroy(i);
+    return "sharing the UDP local address maps with " + where + ": " + errno_text(-err);
   }
   if (int err = nl_udp_local__load(i.skel); err != 0) {
     destroy(i);
@@ -87,6 +100,17 @@ void udp_local_book::detach_all() {
 bool udp_local_book::local_address(uint32_t netns, uint8_t family, uint16_t local_port,
                                    const uint8_t* peer, uint16_t peer_port,
                                    uint8_t (&local)[16]) const {
+  nl_udp_port_key pk{};
+  pk.netns = netns;
+  pk.local_port = local_port;
+  pk.family = family;
+  nl_udp_port_value port{};
+  if (bpf_map_lookup_elem(ports_.get(), &pk, &port) != 0)
+    return false;
+  if (!port.several) {
+    std::memcpy(local, port.local, 16);
+    return true;
+  }
   nl_udp_local_key k{};
   k.netns = netns;
   k.family = family;
@@ -94,7 +118,7 @@ bool udp_local_book::local_address(uint32_t netns, uint8_t family, uint16_t loca
   k.remote_port = peer_port;
   std::memcpy(k.remote, peer, family == AF_INET ? 4 : 16);
   nl_udp_local_value v{};
-  if (bpf_map_lookup_elem(map_.get(), &k, &v) != 0)
+  if (bpf_map_lookup_elem(peers_.get(), &k, &v) != 0)
     return false;
   std::memcpy(local, v.local, 16);
   return true;

@@ -1,6 +1,7 @@
 // The local address of UDP datagrams delivered to unconnected sockets: the sk_lookup program of
-// udp_local.bpf.c, one instance attached in each network namespace served, all writing one
-// shared map. A per-peer flow of a socket bound to the wildcard asks it which of the
+// udp_local.bpf.c, one instance attached in each network namespace served, all writing two
+// shared maps: per port its one local address, and per peer for the few ports whose datagrams
+// reached several. A per-peer flow of a socket bound to the wildcard asks it which of the
 // namespace's addresses its peer's datagrams reached. Links are created with
 // bpf_program__attach_netns and closed on detach: an sk_lookup link goes with its file
 // descriptor, so nothing outlives the agent however it ends.
@@ -26,7 +27,8 @@ constexpr const char* k_udp_local_program = "nl_udp_local_ad";
 
 class udp_local_book {
 public:
-  // Creates the shared map (max_entries peers at most; the least recently written goes first).
+  // Creates the shared maps (max_entries ports and as many peers at most; the least recently
+  // used go first).
   // The error names the step.
   static std::variant<std::unique_ptr<udp_local_book>, std::string> open(uint32_t max_entries);
   ~udp_local_book();
@@ -41,9 +43,10 @@ public:
   void detach_all();
   size_t attached() const { return attached_.size(); }
 
-  // The address the latest datagram from peer (family AF_INET or AF_INET6, network byte order,
-  // v4 in the first 4 bytes) at peer_port reached at local_port in netns; false when none was
-  // recorded (none came, or it was pushed out of the map).
+  // The address peer's datagrams (family AF_INET or AF_INET6, network byte order, v4 in the
+  // first 4 bytes) from peer_port reached at local_port in netns: the port's one address, or,
+  // at a port that saw several, the peer's latest. False when none was recorded (none came,
+  // it was pushed out, or the peer's came before the port saw a second address).
   bool local_address(uint32_t netns, uint8_t family, uint16_t local_port, const uint8_t* peer,
                      uint16_t peer_port, uint8_t (&local)[16]) const;
 
@@ -55,7 +58,8 @@ private:
   };
   static void destroy(instance& i);
 
-  unique_fd map_;
+  unique_fd ports_; // per port: its one local address, or "several"
+  unique_fd peers_; // per peer, for ports that saw several
   std::unordered_map<uint32_t, instance> attached_;
 };
 

@@ -27,9 +27,10 @@ constexpr auto k_tick = std::chrono::seconds(2);
 // Exec/exit batches handed in and not yet handled; past this the event thread drops (counted)
 // and the next tick rescans /proc instead.
 constexpr int k_max_proc_batches_in_flight = 64;
-// Peers whose local address the sk_lookup programs keep: an LRU map shared by all namespaces,
-// preallocated by the kernel (about 100 bytes per peer with its overhead, 1.6 MB). A flow whose
-// peer was pushed out before it was asked about keeps the wildcard (udp_local_unknown).
+// Ports (and peers, at ports reached at several addresses) whose local address the sk_lookup
+// programs keep: two LRU maps shared by all namespaces, preallocated by the kernel (about 100
+// bytes an entry with its overhead: 3 MB). A flow whose entry was pushed out before it was
+// asked about keeps the wildcard (udp_local_unknown).
 constexpr uint32_t k_udp_local_peers = 16384;
 
 void publish(self_ptr self) {
