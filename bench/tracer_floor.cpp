@@ -89,6 +89,23 @@ int main(int argc, char** argv) {
       }
       links.push_back(l);
     }
+    // The socket lookup hook, in this process's network namespace (where the bench's traffic
+    // runs), as the agent attaches its local-address program there.
+    const int ns = rc == 0 ? open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC) : -1;
+    if (rc == 0 && ns < 0) {
+      std::fprintf(stderr, "bench_tracer_floor: /proc/self/ns/net: %s\n", std::strerror(errno));
+      rc = 3;
+    } else if (rc == 0) {
+      bpf_link* l = bpf_program__attach_netns(skel->progs.fl_sk_lookup, ns);
+      if (!l) {
+        std::fprintf(stderr, "bench_tracer_floor: attach fl_sk_lookup: %s\n", std::strerror(errno));
+        rc = 3;
+      } else {
+        links.push_back(l);
+      }
+    }
+    if (ns >= 0)
+      close(ns);
     if (rc == 0) {
       std::printf("ready level=%d\n", level);
       std::fflush(stdout);

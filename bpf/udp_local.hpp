@@ -22,9 +22,6 @@ struct bpf_link;
 
 namespace netlens {
 
-// The program's name as the kernel keeps it (at most 15 characters).
-constexpr const char* k_udp_local_program = "nl_udp_local_ad";
-
 class udp_local_book {
 public:
   // Creates the shared maps (max_entries ports and as many peers at most; the least recently
