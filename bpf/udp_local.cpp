@@ -98,8 +98,7 @@ void udp_local_book::detach_all() {
 }
 
 bool udp_local_book::local_address(uint32_t netns, uint8_t family, uint16_t local_port,
-                                   const uint8_t* peer, uint16_t peer_port,
-                                   uint8_t (&local)[16]) const {
+                                   const uint8_t* peer, uint16_t peer_port, uint8_t* local) const {
   nl_udp_port_key pk{};
   pk.netns = netns;
   pk.local_port = local_port;

@@ -45,7 +45,7 @@ public:
   // at a port that saw several, the peer's latest. False when none was recorded (none came,
   // it was pushed out, or the peer's came before the port saw a second address).
   bool local_address(uint32_t netns, uint8_t family, uint16_t local_port, const uint8_t* peer,
-                     uint16_t peer_port, uint8_t (&local)[16]) const;
+                     uint16_t peer_port, uint8_t* local) const; // local: 16 bytes
 
 private:
   udp_local_book() = default;

@@ -47,10 +47,7 @@ nl_conn client_registry::closed_entry::unpack() const {
 
 void client_registry::closed_entry::fill_local(const uint8_t (&addr)[16]) {
   static_assert(offsetof(nl_conn, saddr) + 16 <= k_head, "saddr is in the head");
-  unsigned char* local = head + offsetof(nl_conn, saddr);
-  static constexpr unsigned char zero[16] = {};
-  if (std::memcmp(local, zero, 16) == 0)
-    std::memcpy(local, addr, 16);
+  fill_unspecified(head + offsetof(nl_conn, saddr), addr);
 }
 
 void client_registry::pop_closed(size_t n) {

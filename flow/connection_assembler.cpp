@@ -40,9 +40,7 @@ void apply_nat(std::vector<connection_view>& views, size_t from, const std::vect
     v.has_nat = true;
     v.nat = it->second->nat;
     // A per-peer flow of a socket bound to the wildcard: netfilter knows its local address.
-    static constexpr uint8_t zero[16] = {};
-    if (std::memcmp(v.conn.saddr, zero, 16) == 0)
-      std::memcpy(v.conn.saddr, it->second->local, 16);
+    fill_unspecified(v.conn.saddr, it->second->local);
   }
 }
 

@@ -86,6 +86,19 @@ inline bool operator!=(const ct_tuple& a, const ct_tuple& b) {
   return !(a == b);
 }
 
+// Whether a 16-byte address is all zero: 0.0.0.0 or ::, the local address of a socket bound to
+// the wildcard.
+inline bool is_unspecified(const uint8_t* addr) {
+  static constexpr uint8_t zero[16] = {};
+  return std::memcmp(addr, zero, sizeof zero) == 0;
+}
+
+// A local address the flow lacks (all zero) becomes the one learnt for it; one it has stays.
+inline void fill_unspecified(uint8_t* addr, const uint8_t* learnt) {
+  if (is_unspecified(addr))
+    std::memcpy(addr, learnt, 16);
+}
+
 // The original direction reversed: what the reply would be without NAT.
 inline ct_endpoints reversed(const ct_endpoints& e) {
   ct_endpoints r;

@@ -5,6 +5,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "flow/flow_key.hpp"
+
 namespace netlens {
 namespace {
 
@@ -12,11 +14,6 @@ constexpr uint8_t k_v4_mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 
 
 bool is_v4_mapped(const uint8_t* a) {
   return std::memcmp(a, k_v4_mapped_prefix, 12) == 0;
-}
-
-bool is_unspecified(const uint8_t* a) {
-  static constexpr uint8_t zero[16] = {};
-  return std::memcmp(a, zero, 16) == 0;
 }
 
 void unmap(uint8_t* a) {

@@ -247,8 +247,7 @@ struct conntrack_cache::impl {
   // The wildcard index's key: the full key with the source address left out.
   static bool wild_indexed(const ct_entry& e) { return e.protocol == IPPROTO_UDP; }
   static bool is_wildcard(const ct_tuple& t) {
-    static constexpr uint8_t zero[16] = {};
-    return t.protocol == IPPROTO_UDP && std::memcmp(t.ends.saddr, zero, 16) == 0;
+    return t.protocol == IPPROTO_UDP && is_unspecified(t.ends.saddr);
   }
   uint64_t wild_hash_of(uint32_t netns, uint8_t family, uint8_t protocol,
                         const ct_endpoints& ends) const {

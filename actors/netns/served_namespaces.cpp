@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cstring>
 #include <unordered_set>
 
 #include <spdlog/spdlog.h>
@@ -318,20 +317,16 @@ void served_namespaces::joined_page(const netns_resolve_request& req,
 // datagrams reached, where the sk_lookup program saw one.
 void served_namespaces::fill_local_addresses(const netns_resolve_request& req,
                                              netns_resolve_reply& out) {
-  static constexpr uint8_t zero[16] = {};
   for (size_t i = 0; i < req.tuples.size(); ++i) {
     const ct_tuple& t = req.tuples[i];
-    if (t.protocol != IPPROTO_UDP || t.ends.dport == 0 ||
-        std::memcmp(t.ends.saddr, zero, sizeof zero) != 0)
+    if (t.protocol != IPPROTO_UDP || t.ends.dport == 0 || !is_unspecified(t.ends.saddr))
       continue;
     std::array<uint8_t, 16> local{};
-    uint8_t found[16] = {};
     if (!udp_local_->local_address(t.netns, t.family, t.ends.sport, t.ends.daddr, t.ends.dport,
-                                   found)) {
+                                   local.data())) {
       ++udp_local_unknown_;
       continue;
     }
-    std::memcpy(local.data(), found, 16);
     out.local_addresses.emplace_back(static_cast<uint32_t>(i), local);
     ++udp_local_found_;
   }

@@ -176,10 +176,9 @@ void attribute_and_deliver(self_ptr self, connections_reply reply,
               }
             // Per-peer flows of wildcard-bound UDP sockets: the address their datagrams
             // reached (a translated one has it from conntrack already).
-            static constexpr uint8_t zero[16] = {};
             for (const auto& [index, local] : r.local_addresses)
-              if (index < conns.size() && std::memcmp(conns[index].conn.saddr, zero, 16) == 0)
-                std::memcpy(conns[index].conn.saddr, local.data(), 16);
+              if (index < conns.size())
+                fill_unspecified(conns[index].conn.saddr, local.data());
             held->device_flows = std::move(r.device_only);
             rp.deliver(std::move(*held));
           },
