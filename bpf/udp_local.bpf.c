@@ -41,6 +41,16 @@ struct {
   __type(value, struct nl_udp_local_value);
 } nl_udp_local SEC(".maps");
 
+/* Two 16-byte addresses compared as two words each (no memcmp in BPF). */
+static __always_inline int same_address(const __u8 *a, const __u8 *b) {
+  __u64 a0, a1, b0, b1;
+  __builtin_memcpy(&a0, a, 8);
+  __builtin_memcpy(&a1, a + 8, 8);
+  __builtin_memcpy(&b0, b, 8);
+  __builtin_memcpy(&b1, b + 8, 8);
+  return a0 == b0 && a1 == b1;
+}
+
 SEC("sk_lookup")
 int nl_udp_local_addr(struct bpf_sk_lookup *ctx) {
   if (ctx->protocol != NL_IPPROTO_UDP)
@@ -87,26 +97,14 @@ int nl_udp_local_addr(struct bpf_sk_lookup *ctx) {
     return NL_SK_PASS;
   }
   if (!port->several) {
-    __u64 p0, p1, n0, n1;
-    __builtin_memcpy(&p0, port->local, 8);
-    __builtin_memcpy(&p1, port->local + 8, 8);
-    __builtin_memcpy(&n0, v.local, 8);
-    __builtin_memcpy(&n1, v.local + 8, 8);
-    if (p0 == n0 && p1 == n1)
+    if (same_address(port->local, v.local))
       return NL_SK_PASS;
     port->several = 1; /* only ever set: a race writes the same */
   }
   /* Several addresses at this port: each peer's latest, written only when it changes. */
   const struct nl_udp_local_value *cur = bpf_map_lookup_elem(&nl_udp_local, &k);
-  if (cur) {
-    __u64 c0, c1, n0, n1;
-    __builtin_memcpy(&c0, cur->local, 8);
-    __builtin_memcpy(&c1, cur->local + 8, 8);
-    __builtin_memcpy(&n0, v.local, 8);
-    __builtin_memcpy(&n1, v.local + 8, 8);
-    if (c0 == n0 && c1 == n1)
-      return NL_SK_PASS;
-  }
+  if (cur && same_address(cur->local, v.local))
+    return NL_SK_PASS;
   bpf_map_update_elem(&nl_udp_local, &k, &v, BPF_ANY);
   return NL_SK_PASS;
 }

@@ -28,31 +28,32 @@ struct received {
   uint16_t peer_port = 0;
 };
 
+// (addr, port) of family as a socket address; returns its length.
+socklen_t socket_address(int family, const char* addr, uint16_t port, sockaddr_storage& out) {
+  out = {};
+  if (family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&out);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    REQUIRE(inet_pton(AF_INET, addr, &a->sin_addr) == 1);
+    return sizeof(sockaddr_in);
+  }
+  auto* a = reinterpret_cast<sockaddr_in6*>(&out);
+  a->sin6_family = AF_INET6;
+  a->sin6_port = htons(port);
+  REQUIRE(inet_pton(AF_INET6, addr, &a->sin6_addr) == 1);
+  return sizeof(sockaddr_in6);
+}
+
 // Sends one datagram from a socket bound to (from, any port) to (to, port), and reads it on
 // server with the packet info the kernel gives.
 received send_and_read(int family, int server, const char* from, const char* to, uint16_t port) {
   received r;
   const int c = socket(family, SOCK_DGRAM, 0);
   REQUIRE(c >= 0);
-  sockaddr_storage src{}, dst{};
-  socklen_t len;
-  if (family == AF_INET) {
-    auto* s = reinterpret_cast<sockaddr_in*>(&src);
-    auto* d = reinterpret_cast<sockaddr_in*>(&dst);
-    s->sin_family = d->sin_family = AF_INET;
-    REQUIRE(inet_pton(AF_INET, from, &s->sin_addr) == 1);
-    REQUIRE(inet_pton(AF_INET, to, &d->sin_addr) == 1);
-    d->sin_port = htons(port);
-    len = sizeof(sockaddr_in);
-  } else {
-    auto* s = reinterpret_cast<sockaddr_in6*>(&src);
-    auto* d = reinterpret_cast<sockaddr_in6*>(&dst);
-    s->sin6_family = d->sin6_family = AF_INET6;
-    REQUIRE(inet_pton(AF_INET6, from, &s->sin6_addr) == 1);
-    REQUIRE(inet_pton(AF_INET6, to, &d->sin6_addr) == 1);
-    d->sin6_port = htons(port);
-    len = sizeof(sockaddr_in6);
-  }
+  sockaddr_storage src, dst;
+  const socklen_t len = socket_address(family, from, 0, src);
+  socket_address(family, to, port, dst);
   REQUIRE(bind(c, reinterpret_cast<sockaddr*>(&src), len) == 0);
   REQUIRE(sendto(c, "q", 1, 0, reinterpret_cast<sockaddr*>(&dst), len) == 1);
   close(c);
@@ -99,18 +100,13 @@ int wildcard_server(int family, uint16_t port) {
   int one = 1;
   if (family == AF_INET) {
     REQUIRE(setsockopt(s, IPPROTO_IP, IP_PKTINFO, &one, sizeof one) == 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    REQUIRE(bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
   } else {
     REQUIRE(setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) == 0);
     REQUIRE(setsockopt(s, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one) == 0);
-    sockaddr_in6 a{};
-    a.sin6_family = AF_INET6;
-    a.sin6_port = htons(port);
-    REQUIRE(bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
   }
+  sockaddr_storage a;
+  const socklen_t len = socket_address(family, family == AF_INET ? "0.0.0.0" : "::", port, a);
+  REQUIRE(bind(s, reinterpret_cast<sockaddr*>(&a), len) == 0);
   return s;
 }
 
