@@ -111,27 +111,44 @@ class flows:
         return all(self.by_key.get(k, {}).get("closed") for k in keys)
 
 
-def dns(seen):
-    stats = os.path.join(WORK, "dns.json")
-    ready = os.path.join(WORK, "dns.ready")
+def serve_dns(name, answers, bind, port, ask):
+    """Runs DNS_SERVER in the namespace on bind:port for `answers` queries and ask() once it is
+    up; returns what the server wrote once it exited (its pid and its counts per peer) and what
+    ask() returned."""
+    stats = os.path.join(WORK, name + ".json")
+    ready = os.path.join(WORK, name + ".ready")
     server = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", DNS_SERVER,
-                               str(QUERIES), ready, stats, "127.0.0.1", "53"])
+                               str(answers), ready, stats, bind, str(port)])
     try:
-        check(wait_for(lambda: os.path.exists(ready), 10), "the DNS server is up")
-        received = []
-        for i in range(QUERIES):
-            r = ns_run(NS, "kdig", "@127.0.0.1", "-p", "53", "+notcp", "+retry=0", "+time=3",
-                       "q%d.netlens.test" % i, "A", capture_output=True, text=True)
-            m = re.search(r";; Received (\d+) B", r.stdout)
-            check(r.returncode == 0 and m and "10.1.2.3" in r.stdout,
-                  "kdig %d got its answer" % i, r.stdout + r.stderr)
-            received.append(int(m.group(1)) if m else -1)
+        check(wait_for(lambda: os.path.exists(ready), 10),
+              "the DNS server on %s:%d is up" % (bind, port))
+        asked = ask()
         server.wait(timeout=10)
     finally:
         if server.poll() is None:
             server.kill()
             server.wait()
-    truth = json.load(open(stats))
+    return json.load(open(stats)), asked
+
+
+def kdig(target, port, name):
+    """One A query of name from kdig in the namespace (UDP, no retry)."""
+    return ns_run(NS, "kdig", "@" + target, "-p", str(port), "+notcp", "+retry=0", "+time=3",
+                  name, "A", capture_output=True, text=True)
+
+
+def dns(seen):
+    def ask():
+        received = []
+        for i in range(QUERIES):
+            r = kdig("127.0.0.1", 53, "q%d.netlens.test" % i)
+            m = re.search(r";; Received (\d+) B", r.stdout)
+            check(r.returncode == 0 and m and "10.1.2.3" in r.stdout,
+                  "kdig %d got its answer" % i, r.stdout + r.stderr)
+            received.append(int(m.group(1)) if m else -1)
+        return received
+
+    truth, received = serve_dns("dns", QUERIES, "127.0.0.1", 53, ask)
     peers = truth["peers"]
     check(len(peers) == QUERIES, "each kdig came from a port of its own", peers)
     keys = [("udp", 53, int(p)) for p in peers] + [("udp", int(p), 53) for p in peers]
@@ -184,17 +201,10 @@ def dns_behind_dnat(seen):
     sh("ip", "-n", NS, "link", "set", "nlreal0", "up")
     sh("ip", "-n", NS, "link", "set", "nlreal1", "up")
     sh("ip", "netns", "exec", NS, "nft", "-f", "-", input=NAT_RULES)
-    stats = os.path.join(WORK, "dns-dnat.json")
-    ready = os.path.join(WORK, "dns-dnat.ready")
-    server = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", DNS_SERVER,
-                               str(QUERIES + SENDTO_QUERIES), ready, stats, "0.0.0.0",
-                               str(SERVER_PORT)])
-    try:
-        check(wait_for(lambda: os.path.exists(ready), 10), "the DNS server on 0.0.0.0 is up")
-        kdig_ports = []
+
+    def ask():
         for i in range(QUERIES):
-            r = ns_run(NS, "kdig", "@" + VIRTUAL_ADDR, "-p", "53", "+notcp", "+retry=0",
-                       "+time=3", "n%d.netlens.test" % i, "A", capture_output=True, text=True)
+            r = kdig(VIRTUAL_ADDR, 53, "n%d.netlens.test" % i)
             check(r.returncode == 0 and "10.1.2.3" in r.stdout,
                   "kdig %d got its answer through the DNAT" % i, r.stdout + r.stderr)
         r = ns_run(NS, sys.executable, "-c", SENDTO_CLIENT, VIRTUAL_ADDR, str(SENDTO_QUERIES),
@@ -203,12 +213,9 @@ def dns_behind_dnat(seen):
         sender = json.loads(r.stdout) if r.returncode == 0 else {"port": -1}
         check(sender.get("peer") == VIRTUAL_ADDR,
               "the answers came back from the virtual address", sender)
-        server.wait(timeout=10)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-    truth = json.load(open(stats))
+        return sender
+
+    truth, sender = serve_dns("dns-dnat", QUERIES + SENDTO_QUERIES, "0.0.0.0", SERVER_PORT, ask)
     peers = truth["peers"]
     check(len(peers) == QUERIES + 1, "each client came from a port of its own", peers)
     # What netfilter says of each client port: its original and reply directions.
@@ -258,24 +265,15 @@ def dns_wildcard(seen):
     first's flow keeps 0.0.0.0, never a wrong address). Each kdig flow (an unbound socket too,
     whose port only ever sees one address) carries the address the server saw it come from."""
     port = SERVER_PORT + 1
-    stats = os.path.join(WORK, "dns-wild.json")
-    ready = os.path.join(WORK, "dns-wild.ready")
-    server = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", DNS_SERVER,
-                               str(QUERIES), ready, stats, "0.0.0.0", str(port)])
     targets = [LOCAL_ADDR if i % 2 == 0 else "127.0.0.1" for i in range(QUERIES)]
-    try:
-        check(wait_for(lambda: os.path.exists(ready), 10), "the DNS server on 0.0.0.0 is up")
+
+    def ask():
         for i, target in enumerate(targets):
-            r = ns_run(NS, "kdig", "@" + target, "-p", str(port), "+notcp", "+retry=0",
-                       "+time=3", "w%d.netlens.test" % i, "A", capture_output=True, text=True)
+            r = kdig(target, port, "w%d.netlens.test" % i)
             check(r.returncode == 0 and "10.1.2.3" in r.stdout,
                   "kdig %d got its answer from %s" % (i, target), r.stdout + r.stderr)
-        server.wait(timeout=10)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-    peers = json.load(open(stats))["peers"]
+
+    peers = serve_dns("dns-wild", QUERIES, "0.0.0.0", port, ask)[0]["peers"]
     check(sorted(p["local"] for p in peers.values()) == sorted(targets),
           "the server was told each query's local address", peers)
     keys = [("udp", port, int(p)) for p in peers] + [("udp", int(p), port) for p in peers]
